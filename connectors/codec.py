@@ -1,0 +1,108 @@
+"""The event codec: protobuf bytes and canonical JSON <-> `oo.events.v1.Event`, and validation.
+
+Parsing and validation are separate so a caller can say exactly what was wrong:
+`DecodeError` for input that is not an Event at all, `ValidationError` (naming
+the field) for an Event that breaks a contract rule. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zoneinfo
+from functools import lru_cache
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as _PbDecodeError
+
+from connectors.exceptions import DecodeError, ValidationError
+from proto import events_pb2 as pb
+
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
+MIN_OCCURRED_AT_S = 946_684_800  # 2000-01-01T00:00:00Z
+MAX_FUTURE_S = 86_400
+MAX_OFFSET_MINUTES = 18 * 60
+
+
+@lru_cache(maxsize=1)
+def known_time_zones() -> frozenset[str]:
+    """Every IANA zone name this machine knows (system tzdata or the `tzdata` package)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def decode(data: bytes) -> pb.Event:
+    """Parse serialized protobuf bytes into an Event (not yet validated)."""
+    event = pb.Event()
+    try:
+        event.ParseFromString(data)
+    except (_PbDecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeError(
+            f"expected an oo.events.v1.Event; got {len(data)} bytes that do not parse"
+        ) from exc
+    return event
+
+
+def from_json(line: str | bytes) -> pb.Event:
+    """Parse one line of canonical protobuf JSON into an Event (not yet validated)."""
+    event = pb.Event()
+    try:
+        json_format.Parse(line, event)
+    except json_format.ParseError as exc:
+        raise DecodeError(f"expected an oo.events.v1.Event in canonical JSON; {exc}") from exc
+    return event
+
+
+def to_json(event: pb.Event) -> str:
+    """One line of canonical protobuf JSON (camelCase, no insignificant whitespace)."""
+    return json_format.MessageToJson(event, indent=None)
+
+
+def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
+    """Check the contract rules beyond parsing; return the event or raise `ValidationError`.
+
+    >>> e = from_json('{"eventId":"e1","userId":"u1","occurredAt":"2026-05-01T06:30:00Z",'
+    ...               '"moodLogged":{"score":9}}')
+    >>> validate(e, now_s=1_780_000_000)
+    Traceback (most recent call last):
+    ...
+    connectors.exceptions.ValidationError: field 'mood_logged.score': expected 1-5; got 9
+    """
+    if not event.event_id:
+        raise ValidationError("event_id", "must not be empty")
+    if not _USER_ID_RE.match(event.user_id):
+        raise ValidationError(
+            "user_id", f"expected to match {USER_ID_PATTERN}; got {event.user_id!r:.150}"
+        )
+    if not event.HasField("occurred_at"):
+        raise ValidationError("occurred_at", "must be set")
+    seconds = event.occurred_at.seconds
+    if seconds < MIN_OCCURRED_AT_S:
+        raise ValidationError(
+            "occurred_at", f"must not be before 2000-01-01; got {event.occurred_at.ToJsonString()}"
+        )
+    now = time.time() if now_s is None else now_s
+    if seconds > now + MAX_FUTURE_S:
+        raise ValidationError(
+            "occurred_at",
+            f"must not be more than 1 day in the future; got {event.occurred_at.ToJsonString()}",
+        )
+    if event.HasField("utc_offset_minutes") and abs(event.utc_offset_minutes) > MAX_OFFSET_MINUTES:
+        raise ValidationError(
+            "utc_offset_minutes", f"expected within ±1080 (18 h); got {event.utc_offset_minutes}"
+        )
+    kind = event.WhichOneof("payload")
+    if kind is None:
+        raise ValidationError("payload", "exactly one payload must be set; got none")
+    if kind == "profile_updated" and event.profile_updated.tz not in known_time_zones():
+        raise ValidationError(
+            "profile_updated.tz", f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}"
+        )
+    if kind == "mood_logged" and not 1 <= event.mood_logged.score <= 5:
+        raise ValidationError("mood_logged.score", f"expected 1-5; got {event.mood_logged.score}")
+    return event
+
+
+def parse_and_validate(data: bytes, *, now_s: float | None = None) -> pb.Event:
+    """`decode` then `validate`: the whole check a consumer applies to a Kafka value."""
+    return validate(decode(data), now_s=now_s)
