@@ -7,6 +7,7 @@ the field) for an Event that breaks a contract rule. Nothing here does I/O.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import zoneinfo
@@ -98,6 +99,14 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
         raise ValidationError(
             "profile_updated.tz", f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}"
         )
+    if kind == "preference_set" and event.preference_set.value_json:
+        try:
+            json.loads(event.preference_set.value_json)
+        except ValueError:
+            raise ValidationError(
+                "preference_set.value_json",
+                f"expected JSON or empty (clears); got {event.preference_set.value_json!r:.80}",
+            ) from None
     if kind == "mood_logged" and not 1 <= event.mood_logged.score <= 5:
         raise ValidationError("mood_logged.score", f"expected 1-5; got {event.mood_logged.score}")
     return event

@@ -1,0 +1,31 @@
+"""Settings shared by every process that touches the outside (`OO_*` environment variables).
+
+The serving app extends this class; the flow and the CLI use it directly.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConnectorSettings(BaseSettings):
+    """Where Kafka and the store are. Unset Kafka means: embedded, file-based runs only."""
+
+    model_config = SettingsConfigDict(env_prefix="OO_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers, e.g. 127.0.0.1:9092; unset: no Kafka."
+    )
+    store_url: str = Field(
+        default="sqlite:///.oo/features.db",
+        description="Feature store: redis://host:port/db or sqlite:///path (embedded default).",
+    )
+    topic_prefix: str = Field(
+        default="", description="Prefix for every topic name (isolates tests and tenants)."
+    )
+    key_prefix: str = Field(default="oo", description="Prefix for every store key.")
+    kafka_timeout_s: float = Field(
+        default=10.0, description="Bound on waiting for Kafka (connect, flush) before failing."
+    )
+    partitions: int = Field(default=4, description="Partitions of topics created when missing.")

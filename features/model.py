@@ -1,0 +1,78 @@
+"""The vocabulary every agent and every consumer of features shares.
+
+A `Manifest` describes an agent; a `Param` is one inferred parameter with its
+provenance; an `AgentOutput` is what an agent hands to the store after an
+event changed it. Plain data, picklable, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Source = Literal["inferred", "cold_start", "user"]
+
+ALLOWED_LATENESS_MS = 7 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What the registry, the flow, the store and the API know about an agent."""
+
+    id: str
+    version: str
+    ttl_seconds: int
+    freshness_sla_seconds: int
+    min_history: int
+    required_consents: tuple[str, ...]
+    reads: tuple[str, ...]
+    """Payload kinds (the `Event.payload` oneof names) whose events the agent folds in."""
+    cold_start: dict[str, Any]
+    """Each parameter's cold-start default; the keys are the agent's parameters."""
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "ttl_seconds": self.ttl_seconds,
+            "freshness_sla_seconds": self.freshness_sla_seconds,
+            "min_history": self.min_history,
+            "required_consents": list(self.required_consents),
+            "reads": list(self.reads),
+            "cold_start": dict(self.cold_start),
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter: its value, where it came from, and the inferred value beside a user's."""
+
+    value: Any
+    source: Source
+    inferred_value: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "source": self.source}
+        if self.source == "user":
+            out["inferred_value"] = self.inferred_value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOutput:
+    """An agent's current view of a user, ready for the store."""
+
+    agent_id: str
+    version: str
+    params: dict[str, Param]
+    extras: dict[str, Any]
+    """Derived values that are not parameters but are stored and used by the snippet."""
+    snippet: str | None
+    """None while the agent is in cold start (a cold-start agent emits no snippet)."""
+    ttl_seconds: int
+    event_time_ms: int
+    """Occurred-at of the newest event folded into this agent's state."""
+    cold_start: bool = False
+    extra_meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,274 @@
+"""`UserState`: everything the engine knows about one user, folded one event at a time.
+
+`apply(event)` decides admission (deletion tombstone, lateness, duplicates),
+places the event in local time, updates the user-level context (watermark,
+profile zone, consents, preferences, feedback) and hands it to every enabled
+agent that reads it. It says which agents changed; `outputs()` then computes
+their parameters and snippets. Computing is separate from folding so a caller
+can fold many events and compute once (the flow does, per user per batch).
+
+Pure: no I/O, no clock, no Bytewax. Picklable; bounded by the spec's windows.
+The interpretations where FEATURES.md is silent are listed in
+`features/README.md`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from river import stats
+
+from features.agent import AgentBase, AsOf, Folded
+from features.inference import evaluate
+from features.model import ALLOWED_LATENESS_MS, AgentOutput
+from features.registry import REGISTRY
+from features.timeutil import local_day_hour, offset_ms
+from proto import events_pb2 as pb
+
+FEEDBACK_KINDS = frozenset({"tip_shown", "tip_reaction"})
+POSITIVE = frozenset({pb.REACTION_DONE, pb.REACTION_LIKE})
+NEGATIVE = frozenset({pb.REACTION_DISMISS, pb.REACTION_SNOOZE})
+ACCEPTANCE_ALPHA = 0.1
+# Exempt from the allowed lateness: privacy requests are honoured however late they arrive.
+NEVER_LATE = frozenset({"user_deleted", "consent_changed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one `apply` did."""
+
+    admitted: bool
+    changed: frozenset[str] = frozenset()
+    """Agents whose view may have changed (compute their outputs)."""
+    removed: frozenset[str] = frozenset()
+    """Agents disabled by a consent revocation (delete what is stored for them)."""
+    deleted: bool = False
+    """The user was deleted (delete everything, leave a tombstone)."""
+    feedback_changed: bool = False
+    dropped: str | None = None
+    """Why the event was not admitted: `late`, `duplicate` or `deleted`."""
+
+
+def _ms(ts: Any) -> int:
+    return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
+
+
+class UserState:
+    """The per-user state of every agent plus the user-level context they share."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.tombstone_ms: int | None = None
+        self.counters = {"late_dropped": 0, "duplicates": 0, "deleted_dropped": 0}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.deleted = self.tombstone_ms is not None
+        self.watermark_ms: int | None = None
+        self.asof_day = 0
+        self.seq = 0
+        self.tz: tuple[int, int, str] | None = None
+        """(occurred_ms, seq, IANA name) of the ProfileUpdated that stands."""
+        self.consents: dict[str, tuple[int, int, bool]] = {}
+        self.preferences: dict[tuple[str, str], tuple[int, int, Any]] = {}
+        """(agent_id, param) -> (occurred_ms, seq, value or None when cleared)."""
+        self.seen: dict[str, int] = {}
+        """event_id -> occurred_ms, for events within the allowed lateness."""
+        self.agents: dict[str, AgentBase] = {aid: cls() for aid, cls in REGISTRY.items()}
+        self.feedback_events = 0
+        self.acceptance = stats.EWMean(fading_factor=ACCEPTANCE_ALPHA)
+        self.rated = 0
+        self.per_agent_feedback: dict[str, list[int]] = {}
+        """agent_id -> [shown, positive]."""
+        self.tips: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self.newest_event_ms: int | None = None
+        self.ingest_ms: int | None = None
+
+    # -- folding -------------------------------------------------------------------------
+
+    def apply(self, event: pb.Event, *, ingest_time_ms: int | None = None) -> Applied:
+        """Fold one validated event. Never raises for a valid event."""
+        kind = event.WhichOneof("payload") or ""
+        occurred = _ms(event.occurred_at)
+        if self.tombstone_ms is not None and occurred <= self.tombstone_ms:
+            self.counters["deleted_dropped"] += 1
+            return Applied(False, dropped="deleted")
+        if kind == "user_deleted":
+            return self._delete(occurred)
+        horizon = None if self.watermark_ms is None else self.watermark_ms - ALLOWED_LATENESS_MS
+        if horizon is not None and occurred < horizon and kind not in NEVER_LATE:
+            self.counters["late_dropped"] += 1
+            return Applied(False, dropped="late")
+        if event.event_id in self.seen:
+            self.counters["duplicates"] += 1
+            return Applied(False, dropped="duplicate")
+        self.seen[event.event_id] = occurred
+        self.deleted = False
+        self.seq += 1
+        if ingest_time_ms is not None and (self.ingest_ms is None or ingest_time_ms > self.ingest_ms):
+            self.ingest_ms = ingest_time_ms
+        if self.newest_event_ms is None or occurred > self.newest_event_ms:
+            self.newest_event_ms = occurred
+
+        offset = offset_ms(
+            occurred,
+            event.utc_offset_minutes if event.HasField("utc_offset_minutes") else None,
+            self.tz[2] if self.tz else None,
+        )
+        day, hour = local_day_hour(occurred, offset)
+        changed: set[str] = set()
+        removed: set[str] = set()
+        day_moved = watermark_moved = False
+        if kind not in FEEDBACK_KINDS and (self.watermark_ms is None or occurred > self.watermark_ms):
+            watermark_moved = True
+            day_moved = self.watermark_ms is None or day != self.asof_day
+            self.watermark_ms, self.asof_day = occurred, day
+        payload = getattr(event, kind)
+        folded = Folded(kind, event.event_id, occurred, day, hour, self.seq, payload)
+
+        feedback_changed = False
+        if kind in FEEDBACK_KINDS:
+            feedback_changed = self._feedback(kind, payload, occurred)
+            changed.update(a for a, obj in self.agents.items() if obj.MANIFEST.min_history > 0)
+        elif kind == "profile_updated":
+            if self.tz is None or (occurred, self.seq) >= self.tz[:2]:
+                self.tz = (occurred, self.seq, payload.tz)
+        elif kind == "consent_changed":
+            feedback_changed = self._consent(payload, occurred, changed, removed)
+        elif kind == "preference_set":
+            self._preference(payload, occurred, changed)
+
+        asof = self.asof()
+        if asof is not None:
+            for agent_id, agent in self.agents.items():
+                if kind in agent.MANIFEST.reads and agent.apply(folded, asof):
+                    changed.add(agent_id)
+                if day_moved and agent.on_asof(asof):
+                    changed.add(agent_id)
+                elif watermark_moved and agent.on_watermark(asof):
+                    changed.add(agent_id)
+            if day_moved:
+                self._prune(asof)
+        return Applied(
+            True,
+            frozenset(changed & self.agents.keys()),
+            frozenset(removed),
+            feedback_changed=feedback_changed,
+        )
+
+    def _delete(self, occurred: int) -> Applied:
+        self.tombstone_ms = occurred if self.tombstone_ms is None else max(self.tombstone_ms, occurred)
+        self._reset()
+        self.deleted = True
+        return Applied(True, deleted=True)
+
+    def _feedback(self, kind: str, payload: Any, occurred: int) -> bool:
+        self.feedback_events += 1
+        if kind == "tip_shown":
+            agent_ids = tuple(payload.agent_ids)
+            self.tips[payload.tip_id] = (occurred, agent_ids)
+            for agent_id in agent_ids:
+                self.per_agent_feedback.setdefault(agent_id, [0, 0])[0] += 1
+        else:
+            reaction = payload.reaction
+            if reaction in POSITIVE or reaction in NEGATIVE:
+                self.acceptance.update(1.0 if reaction in POSITIVE else 0.0)
+                self.rated += 1
+            if reaction in POSITIVE and payload.tip_id in self.tips:
+                for agent_id in self.tips[payload.tip_id][1]:
+                    self.per_agent_feedback.setdefault(agent_id, [0, 0])[1] += 1
+        return True
+
+    def _consent(self, payload: Any, occurred: int, changed: set[str], removed: set[str]) -> bool:
+        current = self.consents.get(payload.consent)
+        if current is not None and (current[0], current[1]) > (occurred, self.seq):
+            return False
+        self.consents[payload.consent] = (occurred, self.seq, payload.granted)
+        for agent_id, cls in REGISTRY.items():
+            allowed = self.allowed(agent_id)
+            if not allowed and agent_id in self.agents:
+                del self.agents[agent_id]
+                removed.add(agent_id)
+            elif allowed and agent_id not in self.agents:
+                self.agents[agent_id] = cls()
+                changed.add(agent_id)
+        return True
+
+    def _preference(self, payload: Any, occurred: int, changed: set[str]) -> None:
+        cls = REGISTRY.get(payload.agent_id)
+        if cls is None or payload.param not in cls.MANIFEST.cold_start:
+            return
+        key = (payload.agent_id, payload.param)
+        current = self.preferences.get(key)
+        if current is not None and (current[0], current[1]) > (occurred, self.seq):
+            return
+        value = json.loads(payload.value_json) if payload.value_json else None
+        self.preferences[key] = (occurred, self.seq, value)
+        changed.add(payload.agent_id)
+
+    def _prune(self, asof: AsOf) -> None:
+        horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
+        self.seen = {eid: occ for eid, occ in self.seen.items() if occ >= horizon}
+        self.tips = {tid: tip for tid, tip in self.tips.items() if tip[0] >= horizon}
+
+    # -- reading -------------------------------------------------------------------------
+
+    def allowed(self, agent_id: str) -> bool:
+        """Whether every consent the agent requires stands granted (granted until revoked)."""
+        required = REGISTRY[agent_id].MANIFEST.required_consents
+        return all(self.consents.get(c, (0, 0, True))[2] for c in required)
+
+    def asof(self) -> AsOf | None:
+        if self.watermark_ms is None:
+            return None
+        return AsOf(self.asof_day, self.watermark_ms, self.tz[2] if self.tz else None)
+
+    def user_preferences(self, agent_id: str) -> dict[str, Any]:
+        return {
+            param: value
+            for (aid, param), (_, _, value) in self.preferences.items()
+            if aid == agent_id and value is not None
+        }
+
+    def outputs(self, agent_ids: Iterable[str] | None = None) -> dict[str, AgentOutput]:
+        """Parameters, extras and snippet of each named enabled agent (all when None)."""
+        asof = self.asof()
+        if asof is None:
+            return {}
+        wanted = self.agents.keys() if agent_ids is None else agent_ids
+        return {
+            agent_id: evaluate(
+                self.agents[agent_id],
+                asof,
+                preferences=self.user_preferences(agent_id),
+                feedback_events=self.feedback_events,
+                event_time_ms=asof.watermark_ms,
+            )
+            for agent_id in wanted
+            if agent_id in self.agents
+        }
+
+    def feedback(self) -> dict[str, Any]:
+        return {
+            "feedback_events": self.feedback_events,
+            "acceptance_rate": self.acceptance.get() if self.rated else None,
+            "per_agent": {
+                agent_id: {"shown": shown, "positive": positive}
+                for agent_id, (shown, positive) in sorted(self.per_agent_feedback.items())
+            },
+        }
+
+    def consent_map(self) -> dict[str, bool]:
+        return {consent: granted for consent, (_, _, granted) in self.consents.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserState):
+            return NotImplemented
+        mine, theirs = dict(vars(self)), dict(vars(other))
+        acc_a, acc_b = mine.pop("acceptance"), theirs.pop("acceptance")
+        return mine == theirs and acc_a.get() == acc_b.get()
+
+    __hash__ = None  # type: ignore[assignment]

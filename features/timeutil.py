@@ -1,0 +1,60 @@
+"""Local time of an event, as FEATURES.md defines it. Pure arithmetic, no I/O.
+
+Dates are *epoch days* (days since 1970-01-01 in local time) so windows are
+integer ranges; weekday is Monday = 0.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+MS_PER_DAY = 86_400_000
+MS_PER_HOUR = 3_600_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def offset_ms(occurred_ms: int, utc_offset_minutes: int | None, tz: str | None) -> int:
+    """The UTC offset that places the event in local time: its own, else the zone's, else 0."""
+    if utc_offset_minutes is not None:
+        return utc_offset_minutes * 60_000
+    if tz is None or tz == "UTC":
+        return 0
+    instant = datetime.fromtimestamp(occurred_ms / 1000, tz=UTC)
+    delta = _zone(tz).utcoffset(instant) or timedelta(0)
+    return int(delta.total_seconds() * 1000)
+
+
+def local_day_hour(occurred_ms: int, offset: int) -> tuple[int, int]:
+    """(epoch day, hour 0-23) of the event in local time.
+
+    >>> local_day_hour(0, 120 * 60_000)
+    (0, 2)
+    >>> local_day_hour(0, -60_000)
+    (-1, 23)
+    """
+    local = occurred_ms + offset
+    return local // MS_PER_DAY, (local % MS_PER_DAY) // MS_PER_HOUR
+
+
+def weekday(day: int) -> int:
+    """Monday = 0. 1970-01-01 was a Thursday.
+
+    >>> weekday(0)
+    3
+    """
+    return (day + 3) % 7
+
+
+def day_to_date(day: int) -> date:
+    return date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def ms_to_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""The `oo-features` command line and the local services it runs."""
