@@ -1,0 +1,103 @@
+"""What a source hands the flow: an accepted event or a rejected record, never an exception.
+
+Kafka messages and event-log lines are decoded and validated here. A record
+that fails becomes a `Rejected` carrying the original bytes, where it came
+from and the reason, so it can be routed to the dead-letter topic or the
+rejects file while the rest go on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.codec import from_json, parse_and_validate, validate
+from connectors.exceptions import ConnectorError
+from proto import events_pb2 as pb
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event: pb.Event
+    ingest_ms: int
+    """Kafka timestamp of the message (or read time for files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    raw: bytes
+    origin: str
+    """topic name or file path."""
+    partition: int
+    """Kafka partition, or -1 for files."""
+    offset: int
+    """Kafka offset, or the 1-based line number for files."""
+    key: bytes | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("oo.reason", self.reason.encode()),
+            ("oo.topic", self.origin.encode()),
+            ("oo.partition", str(self.partition).encode()),
+            ("oo.offset", str(self.offset).encode()),
+        ]
+
+    def as_json_line(self) -> str:
+        return json.dumps(
+            {
+                "line": self.offset,
+                "source": self.origin,
+                "reason": self.reason,
+                "raw": self.raw.decode("utf-8", "replace"),
+            }
+        )
+
+
+def decode_kafka_message(msg: Any, *, now_s: float | None = None) -> Accepted | Rejected:
+    """A bytewax `KafkaSourceMessage` (or `KafkaError`) into an Accepted or a Rejected."""
+    error = getattr(msg, "err", None)
+    if error is not None:  # bytewax KafkaError wraps the failed message
+        inner = msg.msg
+        return Rejected(
+            f"in step 'read_events': kafka error {error}",
+            inner.value or b"",
+            inner.topic or "",
+            inner.partition or -1,
+            inner.offset or -1,
+            inner.key,
+        )
+    value = msg.value or b""
+    try:
+        event = parse_and_validate(value, now_s=now_s)
+    except ConnectorError as exc:
+        return Rejected(
+            f"in step 'decode': {exc}", value, msg.topic, msg.partition, msg.offset, msg.key
+        )
+    key = msg.key
+    if key is not None and key != event.user_id.encode():
+        return Rejected(
+            f"in step 'decode': key {key[:80]!r} does not match user_id {event.user_id!r}",
+            value,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            key,
+        )
+    ts = msg.timestamp
+    ingest = ts[1] if ts and ts[1] > 0 else int((now_s or 0) * 1000)
+    return Accepted(event, ingest)
+
+
+def decode_line(
+    path: str, line_no: int, line: str, *, ingest_ms: int, now_s: float | None = None
+) -> Accepted | Rejected | None:
+    """One event-log line into an Accepted or a Rejected; None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        event = validate(from_json(line), now_s=now_s)
+    except ConnectorError as exc:
+        return Rejected(f"line {line_no}: {exc}", line.rstrip("\n").encode(), path, -1, line_no)
+    return Accepted(event, ingest_ms)

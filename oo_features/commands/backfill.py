@@ -1,0 +1,50 @@
+"""`oo-features backfill FILE.jsonl`: features of an event log, written through the store code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backfill",
+        help="compute features from an event-log file with the same code as the stream",
+        description="Fold an event log (canonical JSON, one event per line) in file order and "
+        "write the features to the store (OO_STORE_URL).",
+    )
+    p.add_argument("file", help="event log, canonical protobuf JSON, one event per line")
+    p.add_argument("--store-url", help="override OO_STORE_URL")
+    p.add_argument("--key-prefix", help="override OO_KEY_PREFIX")
+    p.add_argument("--rejects", help="where rejected lines go (default FILE.rejects.jsonl)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from connectors.exceptions import ConnectorError
+    from connectors.settings import ConnectorSettings
+    from connectors.store import open_store
+    from flows.backfill import backfill
+    from oo_features.progress import line_progress
+
+    settings = ConnectorSettings()
+    url = args.store_url or settings.store_url
+    try:
+        store = open_store(url, key_prefix=args.key_prefix or settings.key_prefix)
+        store.ping()
+    except ConnectorError as exc:
+        print(f"error: store {url} unreachable: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with line_progress(args.file, "backfill") as advance:
+            report = backfill(args.file, store, rejects_path=args.rejects, progress=advance)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    rejects = args.rejects or f"{args.file}.rejects.jsonl"
+    print(
+        f"backfilled {report.accepted} events of {report.users} users into {url}; "
+        f"rejected {report.rejected}" + (f" (see {rejects})" if report.rejected else "")
+    )
+    return 1 if report.rejected else 0

@@ -1,0 +1,150 @@
+"""`oo-features flow`: run the streaming feature flow (Kafka or an event-log file -> store)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flow",
+        help="run the Bytewax feature flow",
+        description="Consume oo.signals.v1 and oo.feedback.v1 (or an event-log file with --from), "
+        "keep every user's features current in the store; bad events go to oo.deadletter.v1 "
+        "(or a rejects file).",
+    )
+    p.add_argument("--from", dest="event_log", metavar="FILE", help="read an event-log file instead of Kafka")
+    p.add_argument("--rejects", help="rejects file for --from (default FILE.rejects.jsonl)")
+    p.add_argument("--bootstrap", help="override OO_KAFKA_BOOTSTRAP")
+    p.add_argument("--store-url", help="override OO_STORE_URL")
+    p.add_argument("--topic-prefix", help="override OO_TOPIC_PREFIX")
+    p.add_argument("--key-prefix", help="override OO_KEY_PREFIX")
+    p.add_argument("-w", "--workers", type=int, default=1, help="worker threads per process")
+    p.add_argument(
+        "--processes", type=int, default=1,
+        help="start this many local processes as one Bytewax cluster (loopback addresses)",
+    )
+    p.add_argument("-i", "--process-id", type=int, help="this process's index in --addresses")
+    p.add_argument("-a", "--addresses", help="semicolon-separated host:port of every cluster process")
+    p.add_argument("--recovery-dir", help="Bytewax recovery directory (snapshots, resume offsets)")
+    p.add_argument("--epoch-interval", type=float, default=2.0, help="seconds between snapshots")
+    p.add_argument(
+        "--stop-at-end", action="store_true",
+        help="consume what is in the topics now, write everything, exit 0",
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="Kafka messages per input batch")
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _spawn_cluster(args: argparse.Namespace) -> int:
+    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
+    argv = [a for a in sys.argv[1:]]
+    cleaned: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token == "--processes":
+            skip = True
+            continue
+        if token.startswith("--processes="):
+            continue
+        cleaned.append(token)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "oo_features.cli", *cleaned, "-i", str(i), "-a", addresses],
+            env=os.environ.copy(),
+        )
+        for i in range(args.processes)
+    ]
+    codes = [child.wait() for child in children]
+    return max(codes)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.processes > 1 and args.process_id is None:
+        return _spawn_cluster(args)
+
+    from datetime import timedelta
+    from pathlib import Path
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from connectors.kafka import ensure_topics
+    from connectors.exceptions import ConnectorError
+    from connectors.settings import ConnectorSettings
+    from connectors.store import open_store
+    from connectors import topics
+    from flows.features_flow import build_flow
+
+    settings = ConnectorSettings()
+    store_url = args.store_url or settings.store_url
+    key_prefix = args.key_prefix or settings.key_prefix
+    topic_prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
+    bootstrap = None if args.event_log else (args.bootstrap or settings.kafka_bootstrap)
+    if args.event_log is None and bootstrap is None:
+        print("error: no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE", file=sys.stderr)
+        return 2
+    if args.event_log is not None and not Path(args.event_log).is_file():
+        print(f"error: event log {args.event_log} does not exist", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(store_url, key_prefix=key_prefix)
+        store.ping()
+        store.close()
+        if bootstrap is not None:
+            ensure_topics(
+                bootstrap,
+                [topic_prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
+                partitions=settings.partitions,
+                timeout_s=settings.kafka_timeout_s,
+            )
+    except ConnectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    recovery = None
+    if args.recovery_dir:
+        db_dir = Path(args.recovery_dir)
+        if not any(db_dir.glob("*.sqlite3")):
+            db_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(db_dir, max(1, args.workers * max(args.processes, 1)))
+        recovery = RecoveryConfig(db_dir)
+
+    flow = build_flow(
+        store_url=store_url,
+        key_prefix=key_prefix,
+        kafka_bootstrap=bootstrap,
+        topic_prefix=topic_prefix,
+        event_log=args.event_log,
+        rejects_path=args.rejects,
+        stop_at_end=args.stop_at_end or args.event_log is not None,
+        batch_size=args.batch_size,
+    )
+    addresses = args.addresses.split(";") if args.addresses else None
+    cli_main(
+        flow,
+        workers_per_process=args.workers,
+        process_id=args.process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=args.epoch_interval),
+        recovery_config=recovery,
+    )
+    return 0
