@@ -1,0 +1,174 @@
+"""Pytest fixtures for the real local Kafka and Redis, shared by integration and e2e tests.
+
+Loaded from `tests/conftest.py` (`pytest_plugins`), so any test under `tests/` can ask for:
+
+- `services` (session): starts the services with the same code as `oo-features services up`
+  (state in `$OO_SERVICES_DIR`, default `.oo/services`) and yields a `Services` with
+  `.kafka_bootstrap`, `.redis_url`, `.state_dir`, `.started_here`.
+  Teardown: services this session started are stopped at its end, so CI leaves nothing
+  running; services that were already up (a developer ran `oo-features services up`) are
+  left alone. `OO_SERVICES_KEEP=1` keeps what the session started, for fast re-runs.
+- `topic_prefix` (function): `t<8 hex>.`, unique per test; its topics are deleted after it.
+- `key_prefix` (function): `t<8 hex>`, unique per test; its Redis keys are deleted after it.
+- `redis_client` (function): a `redis.Redis` on the services' Redis (bytes in, bytes out).
+- `kafka_admin` (function): a `confluent_kafka.admin.AdminClient` on the services' Kafka.
+- `oo_env` (function): sets `OO_KAFKA_BOOTSTRAP`, `OO_STORE_URL`, `OO_TOPIC_PREFIX`,
+  `OO_KEY_PREFIX` for the test (and its subprocesses) and returns them as a dict.
+
+A service that cannot be started or does not answer is a test failure with the reason and
+the service's log tail, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from oo_features import localservices
+
+if TYPE_CHECKING:
+    import redis
+    from confluent_kafka.admin import AdminClient
+
+KEEP_ENV = "OO_SERVICES_KEEP"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the session's Kafka and Redis answer."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    state_dir: Path
+    started_here: bool  # this session started them, so it stops them
+
+
+_SERVICES_KEY = pytest.StashKey[Services]()
+
+
+@pytest.fixture(scope="session")
+def services(request: pytest.FixtureRequest) -> Iterator[Services]:
+    state_dir = localservices.state_dir()
+    failure = ""
+    try:
+        already = localservices.running_endpoints(state_dir)
+        endpoints = already or localservices.up(state_dir)
+    except localservices.ServicesError as exc:
+        failure = str(exc)
+    if failure:  # outside the except block: the message, not a chained traceback
+        pytest.fail(
+            f"the local Kafka and Redis are needed and could not be started "
+            f"(state in {state_dir}; try `oo-features services up`):\n{failure}",
+            pytrace=False,
+        )
+    found = Services(
+        kafka_bootstrap=endpoints.kafka_bootstrap,
+        redis_url=endpoints.redis_url,
+        state_dir=state_dir,
+        started_here=already is None,
+    )
+    request.config.stash[_SERVICES_KEY] = found
+    yield found
+    del request.config.stash[_SERVICES_KEY]
+    if found.started_here and os.environ.get(KEEP_ENV, "") not in ("1", "true", "yes"):
+        localservices.down(state_dir)
+
+
+@pytest.fixture
+def test_id() -> str:
+    """Eight hex digits unique to this test; both prefixes are built from it."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def topic_prefix(request: pytest.FixtureRequest, test_id: str) -> Iterator[str]:
+    prefix = f"t{test_id}."
+    yield prefix
+    running = request.config.stash.get(_SERVICES_KEY, None)
+    if running is not None:
+        _delete_topics(running.kafka_bootstrap, prefix)
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest, test_id: str) -> Iterator[str]:
+    prefix = f"t{test_id}"
+    yield prefix
+    running = request.config.stash.get(_SERVICES_KEY, None)
+    if running is not None:
+        _delete_keys(running.redis_url, prefix)
+
+
+@pytest.fixture
+def redis_client(services: Services) -> Iterator[redis.Redis[bytes]]:
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(services.redis_url, socket_timeout=10.0)
+    try:
+        client.ping()
+    except redis_lib.RedisError as exc:
+        pytest.fail(f"Redis at {services.redis_url} does not answer: {exc}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def kafka_admin(services: Services) -> AdminClient:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+
+
+@pytest.fixture
+def oo_env(
+    services: Services, topic_prefix: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    env = {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+        "OO_KEY_PREFIX": key_prefix,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+# Cleanup is best effort: a test's failure must be its own, not its teardown's.
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    with contextlib.suppress(KafkaException):
+        names = [name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix)]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=10).values():
+                with contextlib.suppress(KafkaException):
+                    future.result(timeout=15)
+
+
+def _delete_keys(url: str, prefix: str) -> None:
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(url, socket_timeout=10.0)
+    try:
+        with contextlib.suppress(redis_lib.RedisError):
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
+    finally:
+        client.close()
