@@ -1,0 +1,43 @@
+# The whole workflow: `make run` (the demo on embedded defaults) and `make test` (every test).
+# Both install what they need on a fresh machine: the virtualenv, buf, and (via the
+# services fixture) Kafka's jars from Maven Central and Debian's redis-server.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .oo/tools
+BUF_VERSION := 1.75.0
+
+.PHONY: setup tools run test lint bench-produce bench-flow bench-serve clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+$(TOOLS)/node_modules/.bin/buf:
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+tools: $(TOOLS)/node_modules/.bin/buf
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless)
+	@command -v mvn >/dev/null || (apt-get update -qq && apt-get install -y -qq maven)
+
+run: setup
+	$(BIN)/oo-features demo
+
+test: setup tools
+	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	-$(BIN)/oo-features services down
+	rm -rf .oo $(VENV)
