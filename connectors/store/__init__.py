@@ -1,0 +1,46 @@
+"""The feature store: `open_store(url)` picks the backend from the URL scheme.
+
+- `redis://host:port/db`, `rediss://...`: `RedisStore` (production, Redis Cluster ready).
+- `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`:
+  `SQLiteStore`, the embedded default for one machine.
+"""
+
+from __future__ import annotations
+
+from connectors.exceptions import StoreError
+from connectors.store.base import (
+    AgentWrite,
+    FeatureStore,
+    StoredAgent,
+    StoredUser,
+    UserWrite,
+)
+from connectors.store.redis_store import RedisStore
+from connectors.store.sqlite_store import SQLiteStore
+
+__all__ = [
+    "AgentWrite",
+    "FeatureStore",
+    "RedisStore",
+    "SQLiteStore",
+    "StoreError",
+    "StoredAgent",
+    "StoredUser",
+    "UserWrite",
+    "open_store",
+]
+
+
+def open_store(url: str, *, key_prefix: str = "oo") -> FeatureStore:
+    """The store behind `url` (`OO_STORE_URL`); `key_prefix` isolates tenants and tests."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if sep and scheme in ("redis", "rediss"):
+        return RedisStore(url, key_prefix=key_prefix)
+    if sep and scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///path")
+        return SQLiteStore(rest[1:], key_prefix=key_prefix)
+    raise StoreError(
+        f"unsupported store URL {url!r}: expected redis://, rediss:// or sqlite:///path"
+    )

@@ -1,0 +1,398 @@
+"""The production feature store: Redis (standalone, or Cluster thanks to per-user hash tags).
+
+Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the key prefix and
+`{u}` the user id inside a hash tag, so every key of one user lives in one cluster slot:
+
+    p:{u}:agent:<agent_id>    hash   version, params, extras (JSON), event_time, ingest_time,
+                                     computed_at (epoch ms)
+    p:{u}:snippet:<agent_id>  string {"text", "expires_at_ms"} JSON, written with SET ... PX ttl
+    p:{u}:feedback            string feedback JSON
+    p:{u}:meta                hash   consents (JSON), newest_event_ms, newest_ingest_ms, created_ms
+    p:{u}:keys                set    every key above that exists for the user (for deletion)
+    p:tomb:{u}                string deletion time (epoch ms) of a deleted user
+    p:users                   zset   user id -> newest event time (ms), for freshness reporting
+
+Every per-user write is one Lua script call (atomic per user, guarded server-side); a batch is
+one non-transactional pipeline, hence one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
+from connectors.exceptions import StoreError
+from connectors.store.base import StoredAgent, StoredUser, UserWrite
+
+__all__ = ["RedisStore"]
+
+T = TypeVar("T")
+
+# KEYS: 1 meta, 2 feedback, 3 keys index, 4 tombstone,
+#       then (agent hash, snippet) per written agent, then (agent hash, snippet) per removed agent.
+# ARGV: 1 now_ms (unused, kept for symmetry), 2 deleted_at_ms or '', 3 n_agents, 4 n_removed,
+#       5 feedback JSON or '', 6 consents JSON or '', 7 newest_event_ms or '',
+#       8 newest_ingest_ms or '', 9 created_ms,
+#       then 8 per written agent: version, params, extras, event_time, ingest_time, computed_at,
+#       snippet JSON or '', ttl_ms.
+# Returns {tombstone_seen, user_exists, agents_accepted}.
+_WRITE_LUA = """
+local meta, fb, idx, tomb = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n_agents, n_removed = tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+  local members = redis.call('SMEMBERS', idx)
+  for i = 1, #members, 500 do
+    redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
+  end
+  redis.call('DEL', idx, meta, fb)
+  local old = redis.call('GET', tomb)
+  if (not old) or tonumber(ARGV[2]) > tonumber(old) then
+    redis.call('SET', tomb, ARGV[2])
+  end
+end
+local tomb_ms = redis.call('GET', tomb)
+if tomb_ms then tomb_ms = tonumber(tomb_ms) end
+local base = 4 + 2 * n_agents
+for i = 1, n_removed do
+  local h, s = KEYS[base + 2 * i - 1], KEYS[base + 2 * i]
+  redis.call('DEL', h, s)
+  redis.call('SREM', idx, h, s)
+end
+local data_time = nil
+if ARGV[7] ~= '' then data_time = tonumber(ARGV[7]) end
+local accepted = 0
+for i = 1, n_agents do
+  local h, s = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local a = 9 + 8 * (i - 1)
+  local et = tonumber(ARGV[a + 4])
+  if (not tomb_ms) or et > tomb_ms then
+    if (not data_time) or et > data_time then data_time = et end
+    local cur = redis.call('HGET', h, 'event_time')
+    if (not cur) or tonumber(cur) <= et then
+      redis.call('HSET', h, 'version', ARGV[a + 1], 'params', ARGV[a + 2], 'extras', ARGV[a + 3],
+        'event_time', ARGV[a + 4], 'ingest_time', ARGV[a + 5], 'computed_at', ARGV[a + 6])
+      if ARGV[a + 7] ~= '' then
+        redis.call('SET', s, ARGV[a + 7], 'PX', ARGV[a + 8])
+        redis.call('SADD', idx, h, s)
+      else
+        redis.call('DEL', s)
+        redis.call('SREM', idx, s)
+        redis.call('SADD', idx, h)
+      end
+      accepted = accepted + 1
+    end
+  end
+end
+if tomb_ms and ((not data_time) or data_time <= tomb_ms) then
+  return {1, redis.call('EXISTS', meta), accepted}
+end
+if ARGV[5] ~= '' then
+  redis.call('SET', fb, ARGV[5])
+  redis.call('SADD', idx, fb)
+end
+if ARGV[6] ~= '' then redis.call('HSET', meta, 'consents', ARGV[6]) end
+if ARGV[7] ~= '' then
+  local cur = redis.call('HGET', meta, 'newest_event_ms')
+  if (not cur) or tonumber(cur) < tonumber(ARGV[7]) then
+    redis.call('HSET', meta, 'newest_event_ms', ARGV[7])
+  end
+end
+if ARGV[8] ~= '' then
+  local cur = redis.call('HGET', meta, 'newest_ingest_ms')
+  if (not cur) or tonumber(cur) < tonumber(ARGV[8]) then
+    redis.call('HSET', meta, 'newest_ingest_ms', ARGV[8])
+  end
+end
+redis.call('HSETNX', meta, 'created_ms', ARGV[9])
+redis.call('SADD', idx, meta)
+local seen = 0
+if tomb_ms then seen = 1 end
+return {seen, 1, accepted}
+"""
+
+# KEYS: 1 meta, 2 feedback, 3 keys index. ARGV: 1 agent key prefix, 2 snippet key prefix.
+# Returns false for an unknown user, else {meta (flat hash), feedback or false, agents...} where
+# each agent is {agent_id, version, params, extras, event_time, ingest_time, computed_at,
+# snippet or false}.
+_READ_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local out = {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2])}
+local prefix, sprefix = ARGV[1], ARGV[2]
+local plen = #prefix
+local members = redis.call('SMEMBERS', KEYS[3])
+for i = 1, #members do
+  local k = members[i]
+  if string.sub(k, 1, plen) == prefix then
+    local aid = string.sub(k, plen + 1)
+    local v = redis.call('HMGET', k, 'version', 'params', 'extras', 'event_time', 'ingest_time',
+      'computed_at')
+    if v[1] then
+      out[#out + 1] = {aid, v[1], v[2], v[3], v[4], v[5], v[6], redis.call('GET', sprefix .. aid)}
+    end
+  end
+end
+return out
+"""
+
+_SCRIPTS = {"write": _WRITE_LUA, "read": _READ_LUA}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+class RedisStore:
+    """`FeatureStore` on Redis. Safe to share between threads and processes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "oo",
+        socket_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        parts = urlsplit(url)
+        self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        self._prefix = key_prefix
+        self._users_key = f"{key_prefix}:users"
+        try:
+            self._r = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            )
+        except (redis.RedisError, ValueError) as exc:
+            raise StoreError(f"invalid Redis URL {url!r}: {exc}") from exc
+        self._shas: dict[str, str] = {}
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _base(self, user_id: str) -> str:
+        if not user_id:
+            raise ValueError("user_id must not be empty")
+        return f"{self._prefix}:{{{user_id}}}:"
+
+    def _tomb_key(self, user_id: str) -> str:
+        return f"{self._prefix}:tomb:{{{user_id}}}"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _guard(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except redis.ConnectionError as exc:
+            raise StoreError(f"Redis at {self._where} is unreachable ({what}): {exc}") from exc
+        except redis.TimeoutError as exc:
+            raise StoreError(f"Redis at {self._where} timed out ({what}): {exc}") from exc
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis at {self._where} failed ({what}): {exc}") from exc
+
+    def _load_scripts(self) -> None:
+        for name, src in _SCRIPTS.items():
+            self._shas[name] = str(self._r.script_load(src))
+
+    def _sha(self, name: str) -> str:
+        if name not in self._shas:
+            self._load_scripts()
+        return self._shas[name]
+
+    def _write_call(
+        self, w: UserWrite, now_ms: int, *, deleted_at_ms: int | None = None
+    ) -> tuple[list[str], list[Any]]:
+        base = self._base(w.user_id)
+        deleted = w.deleted_at_ms if deleted_at_ms is None else deleted_at_ms
+        keys = [f"{base}meta", f"{base}feedback", f"{base}keys", self._tomb_key(w.user_id)]
+        args: list[Any] = [
+            now_ms,
+            _opt(deleted),
+            len(w.agents),
+            len(w.removed_agents),
+            "" if w.feedback is None else _dumps(w.feedback),
+            "" if w.consents is None else _dumps(w.consents),
+            _opt(w.newest_event_ms),
+            _opt(w.newest_ingest_ms),
+            now_ms,
+        ]
+        for agent_id, a in w.agents.items():
+            keys.append(f"{base}agent:{agent_id}")
+            keys.append(f"{base}snippet:{agent_id}")
+            ttl_ms = a.ttl_seconds * 1000
+            snippet = ""
+            if a.snippet is not None and ttl_ms > 0:
+                snippet = _dumps({"text": a.snippet, "expires_at_ms": now_ms + ttl_ms})
+            args += [
+                a.version,
+                _dumps(a.params),
+                _dumps(a.extras),
+                a.event_time_ms,
+                a.ingest_time_ms,
+                a.computed_at_ms,
+                snippet,
+                ttl_ms,
+            ]
+        for agent_id in w.removed_agents:
+            keys.append(f"{base}agent:{agent_id}")
+            keys.append(f"{base}snippet:{agent_id}")
+        return keys, args
+
+    @staticmethod
+    def _score(w: UserWrite) -> int:
+        times = [a.event_time_ms for a in w.agents.values()]
+        if w.newest_event_ms is not None:
+            times.append(w.newest_event_ms)
+        return max(times, default=0)
+
+    def _run_scripts(
+        self,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        *,
+        before: Sequence[Sequence[Any]] = (),
+        after: Sequence[Sequence[Any]] = (),
+    ) -> list[Any]:
+        """One pipeline: the `before` commands, EVALSHA of every call, the `after` commands.
+
+        Returns the script results in order. A NOSCRIPT (server restarted or flushed its
+        script cache) reloads the scripts and re-runs only the calls that were refused.
+        """
+        sha = self._sha("write")
+        pipe = self._r.pipeline(transaction=False)
+        for cmd in before:
+            pipe.execute_command(*cmd)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        for cmd in after:
+            pipe.execute_command(*cmd)
+        replies = pipe.execute(raise_on_error=False)
+        first = len(before)
+        results = replies[first : first + len(calls)]
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            self._load_scripts()
+            sha = self._shas["write"]
+            pipe = self._r.pipeline(transaction=False)
+            for i in retry:
+                keys, args = calls[i]
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            for i, r in zip(retry, pipe.execute(raise_on_error=False), strict=True):
+                results[i] = r
+        for r in [*replies[:first], *results, *replies[first + len(calls) :]]:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+    # -- FeatureStore ---------------------------------------------------------------------------
+
+    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> None:
+        """Apply every write in one pipelined round trip (a second one only after a deletion)."""
+        if not writes:
+            return
+        now = _now_ms() if now_ms is None else now_ms
+        calls = [self._write_call(w, now) for w in writes]
+        users_key = self._users_key
+        # The users index is updated before the guarded scripts: if a deletion slips in
+        # between, the script sees the tombstone and the correction below fixes the index.
+        zadd: list[Any] = ["ZADD", users_key, "GT"]
+        for w in writes:
+            zadd += (self._score(w), w.user_id)
+
+        def run() -> None:
+            results = self._run_scripts(calls, before=[zadd])
+            fix = self._r.pipeline(transaction=False)
+            for w, (tomb_seen, exists, _accepted) in zip(writes, results, strict=True):
+                if tomb_seen:
+                    if exists:
+                        fix.zadd(users_key, {w.user_id: self._score(w)}, gt=True)
+                    else:
+                        fix.zrem(users_key, w.user_id)
+            if len(fix):
+                fix.execute()
+
+        self._guard("write_batch", run)
+
+    def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
+        base = self._base(user_id)
+        keys = [f"{base}meta", f"{base}feedback", f"{base}keys"]
+        argv = [f"{base}agent:", f"{base}snippet:"]
+
+        def run() -> Any:
+            try:
+                return self._r.evalsha(self._sha("read"), 3, *keys, *argv)
+            except NoScriptError:
+                self._load_scripts()
+                return self._r.evalsha(self._shas["read"], 3, *keys, *argv)
+
+        reply = self._guard("read_user", run)
+        if not reply:
+            return None
+        now = _now_ms() if now_ms is None else now_ms
+        flat, feedback = reply[0], reply[1]
+        meta = dict(zip(flat[::2], flat[1::2], strict=True))
+        agents: dict[str, StoredAgent] = {}
+        for aid, version, params, extras, et, it, ca, snip in reply[2:]:
+            text: str | None = None
+            expires: int | None = None
+            if snip:
+                s = json.loads(snip)
+                if s["expires_at_ms"] > now:
+                    text, expires = s["text"], s["expires_at_ms"]
+            agents[aid] = StoredAgent(
+                agent_id=aid,
+                version=version,
+                params=json.loads(params),
+                extras=json.loads(extras),
+                event_time_ms=int(et),
+                ingest_time_ms=int(it),
+                computed_at_ms=int(ca),
+                snippet=text,
+                snippet_expires_at_ms=expires,
+            )
+        newest_event = meta.get("newest_event_ms")
+        newest_ingest = meta.get("newest_ingest_ms")
+        consents = meta.get("consents")
+        return StoredUser(
+            user_id=user_id,
+            agents=agents,
+            feedback=json.loads(feedback) if feedback else {},
+            consents=json.loads(consents) if consents else {},
+            newest_event_ms=int(newest_event) if newest_event is not None else None,
+            newest_ingest_ms=int(newest_ingest) if newest_ingest is not None else None,
+        )
+
+    def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
+        """Delete every key of the user atomically and leave a tombstone; one round trip."""
+        only = UserWrite(user_id=user_id)
+        calls = [self._write_call(only, _now_ms(), deleted_at_ms=deleted_at_ms)]
+        after = [("ZREM", self._users_key, user_id)]
+        self._guard("delete_user", lambda: self._run_scripts(calls, after=after))
+
+    def tombstone(self, user_id: str) -> int | None:
+        value = self._guard("tombstone", lambda: self._r.get(self._tomb_key(user_id)))
+        return int(value) if value is not None else None
+
+    def user_ids(self) -> list[str]:
+        return list(self._guard("user_ids", lambda: self._r.zrange(self._users_key, 0, -1)))
+
+    def ping(self) -> None:
+        self._guard("ping", self._r.ping)
+
+    def close(self) -> None:
+        self._guard("close", self._r.close)

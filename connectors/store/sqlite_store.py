@@ -1,0 +1,297 @@
+"""The embedded feature store: one SQLite file, for a single machine (like Feast's local mode).
+
+Same semantics as `RedisStore`: event-time guard per agent, tombstones, snippet TTL enforced on
+read. The flow process and the API process share the file: WAL journal (readers never wait
+for the writer), `busy_timeout` for the writer lock, one transaction per batch. Inside one
+process, one connection is shared by every thread behind a lock.
+
+Tables (`<prefix>_` in front of each name; layout in `connectors/README.md`):
+
+    agents(user_id, agent_id, version, params, extras, event_time_ms, ingest_time_ms,
+           computed_at_ms)                  primary key (user_id, agent_id)
+    snippets(user_id, agent_id, text, expires_at_ms)     primary key (user_id, agent_id)
+    feedback(user_id, data)                 primary key user_id
+    meta(user_id, consents, newest_event_ms, newest_ingest_ms, created_ms)  primary key user_id
+    tombstones(user_id, deleted_at_ms)      primary key user_id
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from connectors.exceptions import StoreError
+from connectors.store.base import StoredAgent, StoredUser, UserWrite
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_PURGE_EVERY_MS = 60_000
+"""Expired snippets are never returned; their rows are deleted at most this often."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SQLiteStore:
+    """`FeatureStore` on one SQLite file (`":memory:"` for a private, throwaway store)."""
+
+    def __init__(self, path: str | Path, *, key_prefix: str = "oo", busy_timeout_ms: int = 10_000):
+        self._path = str(path)
+        p = re.sub(r"\W", "_", key_prefix) or "oo"
+        self._t = {n: f"{p}_{n}" for n in ("agents", "snippets", "feedback", "meta", "tombstones")}
+        self._lock = threading.RLock()
+        self._last_purge_ms = 0
+        try:
+            if self._path != ":memory:" and not self._path.startswith("file:"):
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self._path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"SQLite store {self._path!r} cannot be opened: {exc}") from exc
+        try:
+            self._setup(busy_timeout_ms)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"SQLite store {self._path!r} cannot be set up: {exc}") from exc
+        self._prepare_sql()
+
+    def _setup(self, busy_timeout_ms: int) -> None:
+        c, t = self._conn, self._t
+        c.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.executescript(
+            f"""
+            CREATE TABLE IF NOT EXISTS {t["agents"]} (
+                user_id TEXT NOT NULL, agent_id TEXT NOT NULL, version TEXT NOT NULL,
+                params TEXT NOT NULL, extras TEXT NOT NULL, event_time_ms INTEGER NOT NULL,
+                ingest_time_ms INTEGER NOT NULL, computed_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (user_id, agent_id)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS {t["snippets"]} (
+                user_id TEXT NOT NULL, agent_id TEXT NOT NULL, text TEXT NOT NULL,
+                expires_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (user_id, agent_id)) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS {t["snippets"]}_expiry ON {t["snippets"]} (expires_at_ms);
+            CREATE TABLE IF NOT EXISTS {t["feedback"]} (
+                user_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS {t["meta"]} (
+                user_id TEXT PRIMARY KEY, consents TEXT, newest_event_ms INTEGER,
+                newest_ingest_ms INTEGER, created_ms INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS {t["tombstones"]} (
+                user_id TEXT PRIMARY KEY, deleted_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+            """
+        )
+
+    def _prepare_sql(self) -> None:
+        t = self._t
+        self._sql_delete = [f"DELETE FROM {t[n]} WHERE user_id = ?" for n in t if n != "tombstones"]
+        self._sql_tomb_set = (
+            f"INSERT INTO {t['tombstones']} (user_id, deleted_at_ms) VALUES (?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET deleted_at_ms = excluded.deleted_at_ms "
+            f"WHERE excluded.deleted_at_ms > {t['tombstones']}.deleted_at_ms"
+        )
+        self._sql_tomb_get = f"SELECT deleted_at_ms FROM {t['tombstones']} WHERE user_id = ?"
+        self._sql_agent_del = f"DELETE FROM {t['agents']} WHERE user_id = ? AND agent_id = ?"
+        self._sql_snippet_del = f"DELETE FROM {t['snippets']} WHERE user_id = ? AND agent_id = ?"
+        self._sql_agent_put = (
+            f"INSERT INTO {t['agents']} (user_id, agent_id, version, params, extras, "
+            "event_time_ms, ingest_time_ms, computed_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (user_id, agent_id) DO UPDATE SET version = excluded.version, "
+            "params = excluded.params, extras = excluded.extras, "
+            "event_time_ms = excluded.event_time_ms, ingest_time_ms = excluded.ingest_time_ms, "
+            "computed_at_ms = excluded.computed_at_ms "
+            f"WHERE excluded.event_time_ms >= {t['agents']}.event_time_ms"
+        )
+        self._sql_snippet_put = (
+            f"INSERT INTO {t['snippets']} (user_id, agent_id, text, expires_at_ms) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, agent_id) DO UPDATE SET "
+            "text = excluded.text, expires_at_ms = excluded.expires_at_ms"
+        )
+        self._sql_feedback_put = (
+            f"INSERT INTO {t['feedback']} (user_id, data) VALUES (?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET data = excluded.data"
+        )
+        m = t["meta"]
+        self._sql_meta_put = (
+            f"INSERT INTO {m} (user_id, consents, newest_event_ms, newest_ingest_ms, created_ms) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+            f"consents = coalesce(excluded.consents, {m}.consents), "
+            f"newest_event_ms = max(coalesce(excluded.newest_event_ms, {m}.newest_event_ms), "
+            f"coalesce({m}.newest_event_ms, excluded.newest_event_ms)), "
+            f"newest_ingest_ms = max(coalesce(excluded.newest_ingest_ms, {m}.newest_ingest_ms), "
+            f"coalesce({m}.newest_ingest_ms, excluded.newest_ingest_ms))"
+        )
+        self._sql_meta_get = (
+            f"SELECT consents, newest_event_ms, newest_ingest_ms FROM {m} WHERE user_id = ?"
+        )
+        self._sql_feedback_get = f"SELECT data FROM {t['feedback']} WHERE user_id = ?"
+        self._sql_agents_get = (
+            "SELECT a.agent_id, a.version, a.params, a.extras, a.event_time_ms, a.ingest_time_ms, "
+            f"a.computed_at_ms, s.text, s.expires_at_ms FROM {t['agents']} AS a "
+            f"LEFT JOIN {t['snippets']} AS s ON s.user_id = a.user_id AND s.agent_id = a.agent_id "
+            "AND s.expires_at_ms > ? WHERE a.user_id = ?"
+        )
+        self._sql_purge = f"DELETE FROM {t['snippets']} WHERE expires_at_ms <= ?"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _guard(self, what: str, fn: Callable[[], T]) -> T:
+        with self._lock:
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self._path!r} failed ({what}): {exc}") from exc
+
+    def _transaction(self, what: str, fn: Callable[[sqlite3.Connection], None]) -> None:
+        def run() -> None:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                fn(c)
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+        self._guard(what, run)
+
+    def _apply(self, c: sqlite3.Connection, w: UserWrite, now: int) -> None:
+        uid = w.user_id
+        if w.deleted_at_ms is not None:
+            self._delete(c, uid, w.deleted_at_ms)
+        row = c.execute(self._sql_tomb_get, (uid,)).fetchone()
+        tomb: int | None = row[0] if row else None
+        for agent_id in w.removed_agents:
+            c.execute(self._sql_agent_del, (uid, agent_id))
+            c.execute(self._sql_snippet_del, (uid, agent_id))
+        data_time = w.newest_event_ms
+        for agent_id, a in w.agents.items():
+            et = a.event_time_ms
+            if tomb is not None and et <= tomb:
+                continue
+            if data_time is None or et > data_time:
+                data_time = et
+            cur = c.execute(
+                self._sql_agent_put,
+                (
+                    uid,
+                    agent_id,
+                    a.version,
+                    _dumps(a.params),
+                    _dumps(a.extras),
+                    et,
+                    a.ingest_time_ms,
+                    a.computed_at_ms,
+                ),
+            )
+            if cur.rowcount != 1:
+                continue  # older than the stored state: ignored, snippet untouched
+            if a.snippet is not None and a.ttl_seconds > 0:
+                c.execute(
+                    self._sql_snippet_put, (uid, agent_id, a.snippet, now + a.ttl_seconds * 1000)
+                )
+            else:
+                c.execute(self._sql_snippet_del, (uid, agent_id))
+        if tomb is not None and (data_time is None or data_time <= tomb):
+            return
+        if w.feedback is not None:
+            c.execute(self._sql_feedback_put, (uid, _dumps(w.feedback)))
+        consents = None if w.consents is None else _dumps(w.consents)
+        c.execute(self._sql_meta_put, (uid, consents, w.newest_event_ms, w.newest_ingest_ms, now))
+
+    def _delete(self, c: sqlite3.Connection, user_id: str, deleted_at_ms: int) -> None:
+        for sql in self._sql_delete:
+            c.execute(sql, (user_id,))
+        c.execute(self._sql_tomb_set, (user_id, deleted_at_ms))
+
+    # -- FeatureStore ---------------------------------------------------------------------------
+
+    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> None:
+        """Apply every write in one transaction, in order."""
+        if not writes:
+            return
+        now = _now_ms() if now_ms is None else now_ms
+
+        def apply(c: sqlite3.Connection) -> None:
+            for w in writes:
+                if not w.user_id:
+                    raise ValueError("user_id must not be empty")
+                self._apply(c, w, now)
+            real_now = _now_ms()
+            if real_now - self._last_purge_ms >= _PURGE_EVERY_MS:
+                # Never purge what a reader on the real clock could still see.
+                c.execute(self._sql_purge, (min(now, real_now),))
+                self._last_purge_ms = real_now
+
+        self._transaction("write_batch", apply)
+
+    def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
+        now = _now_ms() if now_ms is None else now_ms
+
+        def read() -> StoredUser | None:
+            c = self._conn
+            meta = c.execute(self._sql_meta_get, (user_id,)).fetchone()
+            if meta is None:
+                return None
+            fb = c.execute(self._sql_feedback_get, (user_id,)).fetchone()
+            agents = {
+                r[0]: StoredAgent(
+                    agent_id=r[0],
+                    version=r[1],
+                    params=json.loads(r[2]),
+                    extras=json.loads(r[3]),
+                    event_time_ms=r[4],
+                    ingest_time_ms=r[5],
+                    computed_at_ms=r[6],
+                    snippet=r[7],
+                    snippet_expires_at_ms=r[8],
+                )
+                for r in c.execute(self._sql_agents_get, (now, user_id))
+            }
+            return StoredUser(
+                user_id=user_id,
+                agents=agents,
+                feedback=json.loads(fb[0]) if fb else {},
+                consents=json.loads(meta[0]) if meta[0] else {},
+                newest_event_ms=meta[1],
+                newest_ingest_ms=meta[2],
+            )
+
+        return self._guard("read_user", read)
+
+    def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
+        self._transaction("delete_user", lambda c: self._delete(c, user_id, deleted_at_ms))
+
+    def tombstone(self, user_id: str) -> int | None:
+        row = self._guard(
+            "tombstone", lambda: self._conn.execute(self._sql_tomb_get, (user_id,)).fetchone()
+        )
+        return int(row[0]) if row else None
+
+    def user_ids(self) -> list[str]:
+        sql = f"SELECT user_id FROM {self._t['meta']}"
+        return self._guard("user_ids", lambda: [r[0] for r in self._conn.execute(sql)])
+
+    def ping(self) -> None:
+        self._guard("ping", lambda: self._conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,469 @@
+"""The feature store contract, run against both backends: SQLite (a file per test) and Redis.
+
+Redis is the `services` fixture's server (`tests/fixtures_services.py`), asked for only by the
+Redis cases. Every test has its own `key_prefix`, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from connectors.exceptions import StoreError
+from connectors.store import (
+    AgentWrite,
+    FeatureStore,
+    RedisStore,
+    SQLiteStore,
+    UserWrite,
+    open_store,
+)
+
+T0 = 1_750_000_000_000  # a fixed "now" (ms) for tests that pass now_ms explicitly
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Backend:
+    kind: str
+    store: FeatureStore
+    prefix: str
+    raw: redis.Redis | None  # a plain client on the same Redis, to look at keys directly
+
+    def keys(self) -> set[str]:
+        assert self.raw is not None
+        return set(self.raw.scan_iter(match=f"{self.prefix}:*", count=1000))
+
+
+@contextlib.contextmanager
+def _open(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> Iterator[Backend]:
+    if kind == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path}/nested/dir/features.db", key_prefix=key_prefix)
+        assert isinstance(store, SQLiteStore)
+        try:
+            yield Backend("sqlite", store, key_prefix, None)
+        finally:
+            store.close()
+        return
+    url = request.getfixturevalue("services").redis_url
+    store = open_store(url, key_prefix=key_prefix)
+    assert isinstance(store, RedisStore)
+    raw = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        yield Backend("redis", store, key_prefix, raw)
+    finally:  # the `key_prefix` fixture deletes the keys
+        raw.close()
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str) -> Iterator[Backend]:
+    with _open(request.param, request, tmp_path, key_prefix) as b:
+        yield b
+
+
+@pytest.fixture
+def redis_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> Iterator[Backend]:
+    with _open("redis", request, tmp_path, key_prefix) as b:
+        yield b
+
+
+def agent(
+    agent_id: str = "mood",
+    *,
+    et: int = T0,
+    snippet: str | None = "Take a short walk.",
+    ttl: int = 3600,
+    value: Any = 1,
+) -> AgentWrite:
+    return AgentWrite(
+        agent_id=agent_id,
+        version="1.0.0",
+        params={"p": {"value": value, "source": "inferred"}},
+        extras={"n": value},
+        snippet=snippet,
+        ttl_seconds=ttl,
+        event_time_ms=et,
+        ingest_time_ms=et + 5,
+        computed_at_ms=et + 10,
+    )
+
+
+def user(user_id: str = "u1", *agents: AgentWrite, **kw: Any) -> UserWrite:
+    newest = max((a.event_time_ms for a in agents), default=None)
+    kw.setdefault("newest_event_ms", newest)
+    kw.setdefault("newest_ingest_ms", None if newest is None else newest + 5)
+    return UserWrite(user_id=user_id, agents={a.agent_id: a for a in agents}, **kw)
+
+
+def test_agent_write_round_trip(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent("mood"), agent("tasks", snippet=None))], now_ms=T0)
+    got = s.read_user("u1", now_ms=T0 + 1)
+    assert got is not None
+    assert got.user_id == "u1"
+    assert set(got.agents) == {"mood", "tasks"}
+    mood = got.agents["mood"]
+    assert mood.version == "1.0.0"
+    assert mood.params == {"p": {"value": 1, "source": "inferred"}}
+    assert mood.extras == {"n": 1}
+    assert (mood.event_time_ms, mood.ingest_time_ms, mood.computed_at_ms) == (T0, T0 + 5, T0 + 10)
+    assert mood.snippet == "Take a short walk."
+    assert mood.snippet_expires_at_ms == T0 + 3_600_000
+    assert got.agents["tasks"].snippet is None
+    assert got.agents["tasks"].snippet_expires_at_ms is None
+    assert (got.newest_event_ms, got.newest_ingest_ms) == (T0, T0 + 5)
+    assert got.feedback == {}
+    assert got.consents == {}
+
+
+def test_unknown_user_reads_none(backend: Backend) -> None:
+    assert backend.store.read_user("nobody") is None
+    assert backend.store.tombstone("nobody") is None
+
+
+def test_older_write_is_ignored_newer_replaces(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent(et=T0 + 2000, value=2, snippet="new"))], now_ms=T0)
+    s.write_batch([user("u1", agent(et=T0 + 1000, value=1, snippet="old"))], now_ms=T0)
+    got = s.read_user("u1", now_ms=T0)
+    assert got is not None
+    assert got.agents["mood"].params["p"]["value"] == 2
+    assert got.agents["mood"].snippet == "new"
+    assert got.newest_event_ms == T0 + 2000  # freshness stamps only move forward
+
+    s.write_batch([user("u1", agent(et=T0 + 3000, value=3, snippet="newer"))], now_ms=T0)
+    got = s.read_user("u1", now_ms=T0)
+    assert got is not None
+    assert got.agents["mood"].params["p"]["value"] == 3
+    assert got.agents["mood"].event_time_ms == T0 + 3000
+    assert got.agents["mood"].snippet == "newer"
+
+
+def test_snippet_ttl_is_enforced_on_read(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent(ttl=1))], now_ms=T0)
+    before = s.read_user("u1", now_ms=T0 + 999)
+    assert before is not None
+    assert before.agents["mood"].snippet == "Take a short walk."
+    after = s.read_user("u1", now_ms=T0 + 1000)
+    assert after is not None
+    assert after.agents["mood"].snippet is None  # expired, though nothing evicted it yet
+    assert after.agents["mood"].snippet_expires_at_ms is None
+    assert after.agents["mood"].params["p"]["value"] == 1  # parameters stay
+
+
+def test_snippet_really_expires(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent(ttl=1))])
+    got = s.read_user("u1")
+    assert got is not None
+    assert got.agents["mood"].snippet is not None
+    if backend.raw is not None:
+        assert 0 < backend.raw.pttl(f"{backend.prefix}:{{u1}}:snippet:mood") <= 1000
+    time.sleep(1.2)
+    got = s.read_user("u1")
+    assert got is not None
+    assert got.agents["mood"].snippet is None
+    if backend.raw is not None:
+        assert not backend.raw.exists(f"{backend.prefix}:{{u1}}:snippet:mood")
+
+
+def test_rewrite_refreshes_ttl(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent(et=T0, ttl=1))], now_ms=T0)
+    s.write_batch([user("u1", agent(et=T0 + 800, ttl=1, snippet="again"))], now_ms=T0 + 800)
+    got = s.read_user("u1", now_ms=T0 + 1500)
+    assert got is not None
+    assert got.agents["mood"].snippet == "again"
+    assert got.agents["mood"].snippet_expires_at_ms == T0 + 1800
+    if backend.raw is not None:
+        backend.raw.pexpire(f"{backend.prefix}:{{u1}}:snippet:mood", 100)
+        s.write_batch([user("u1", agent(et=T0 + 900, ttl=60))], now_ms=T0 + 900)
+        assert backend.raw.pttl(f"{backend.prefix}:{{u1}}:snippet:mood") > 50_000
+    # an ignored (older) write does not touch the snippet nor its expiry
+    s.write_batch([user("u1", agent(et=T0 + 100, ttl=3600, snippet="stale"))], now_ms=T0 + 900)
+    got = s.read_user("u1", now_ms=T0 + 1000)
+    assert got is not None
+    assert got.agents["mood"].snippet != "stale"
+
+
+def test_agent_without_snippet_drops_the_old_one(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent(et=T0))], now_ms=T0)
+    s.write_batch([user("u1", agent(et=T0 + 1, snippet=None))], now_ms=T0)
+    got = s.read_user("u1", now_ms=T0)
+    assert got is not None
+    assert got.agents["mood"].snippet is None
+
+
+def test_removed_agents(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch([user("u1", agent("mood"), agent("tasks"))], now_ms=T0)
+    s.write_batch(
+        [user("u1", removed_agents={"mood"}, consents={"mood": False, "tasks": True})], now_ms=T0
+    )
+    got = s.read_user("u1", now_ms=T0)
+    assert got is not None
+    assert set(got.agents) == {"tasks"}
+    assert got.consents == {"mood": False, "tasks": True}
+    if backend.raw is not None:
+        keys = backend.keys()
+        assert not any(":agent:mood" in k or ":snippet:mood" in k for k in keys)
+        index = backend.raw.smembers(f"{backend.prefix}:{{u1}}:keys")
+        assert not any(k.endswith(":mood") for k in index)
+
+
+def test_feedback_and_consents_round_trip(backend: Backend) -> None:
+    s = backend.store
+    feedback = {"shown": 3, "liked": {"mood": 1}, "last": "2025-06-01"}
+    s.write_batch([user("u1", feedback=feedback, consents={"mood": True})], now_ms=T0)
+    got = s.read_user("u1")
+    assert got is not None
+    assert got.feedback == feedback
+    assert got.consents == {"mood": True}
+    assert got.agents == {}
+    # a write without feedback or consents keeps them; a new one replaces them
+    s.write_batch([user("u1", agent())], now_ms=T0)
+    s.write_batch([user("u1", consents={"mood": False}, feedback={"shown": 4})], now_ms=T0)
+    got = s.read_user("u1")
+    assert got is not None
+    assert got.consents == {"mood": False}
+    assert got.feedback == {"shown": 4}
+    assert "mood" in got.agents
+
+
+def test_user_ids(backend: Backend) -> None:
+    s = backend.store
+    assert s.user_ids() == []
+    s.write_batch([user(f"u{i}", agent(et=T0 + i)) for i in range(5)], now_ms=T0)
+    assert sorted(s.user_ids()) == [f"u{i}" for i in range(5)]
+    s.delete_user("u3", deleted_at_ms=T0 + 10)
+    assert sorted(s.user_ids()) == ["u0", "u1", "u2", "u4"]
+
+
+def _assert_only_tombstone(backend: Backend, user_id: str) -> None:
+    if backend.raw is not None:
+        assert backend.keys() == {f"{backend.prefix}:tomb:{{{user_id}}}"}
+
+
+def test_delete_user_removes_every_key_and_guards_later_writes(backend: Backend) -> None:
+    s = backend.store
+    s.write_batch(
+        [
+            user(
+                "u1",
+                agent("mood", et=T0),
+                agent("tasks", et=T0 + 1),
+                feedback={"shown": 1},
+                consents={"mood": True},
+            )
+        ],
+        now_ms=T0,
+    )
+    s.delete_user("u1", deleted_at_ms=T0 + 5000)
+    assert s.read_user("u1") is None
+    assert s.tombstone("u1") == T0 + 5000
+    assert s.user_ids() == []
+    _assert_only_tombstone(backend, "u1")
+
+    # data not newer than the deletion is ignored, whatever it carries
+    s.write_batch(
+        [user("u1", agent("mood", et=T0 + 4000), feedback={"shown": 9}, consents={"x": True})],
+        now_ms=T0,
+    )
+    s.write_batch([user("u1", agent("mood", et=T0 + 5000))], now_ms=T0)
+    assert s.read_user("u1") is None
+    assert s.user_ids() == []
+    _assert_only_tombstone(backend, "u1")
+
+    # the user comes back only with what happened after the deletion
+    s.write_batch(
+        [user("u1", agent("mood", et=T0 + 4000), agent("tasks", et=T0 + 6000))], now_ms=T0
+    )
+    got = s.read_user("u1", now_ms=T0)
+    assert got is not None
+    assert set(got.agents) == {"tasks"}
+    assert got.feedback == {}
+    assert got.newest_event_ms == T0 + 6000
+    assert s.user_ids() == ["u1"]
+
+    # an older deletion never moves the tombstone back
+    s.delete_user("u1", deleted_at_ms=T0 + 7000)
+    s.delete_user("u1", deleted_at_ms=T0 + 1000)
+    assert s.tombstone("u1") == T0 + 7000
+    assert s.read_user("u1") is None
+    _assert_only_tombstone(backend, "u1")
+
+
+def test_deletion_inside_a_batch(backend: Backend) -> None:
+    """The flow's path: `deleted_at_ms` in a `UserWrite`, with what came after the deletion."""
+    s = backend.store
+    s.write_batch([user("u1", agent("mood", et=T0), feedback={"shown": 2})], now_ms=T0)
+    s.write_batch([user("u2", agent("mood", et=T0))], now_ms=T0)
+    s.write_batch([UserWrite(user_id="u1", deleted_at_ms=T0 + 100)], now_ms=T0)
+    assert s.read_user("u1") is None
+    assert s.user_ids() == ["u2"]
+    s.write_batch(
+        [
+            user(
+                "u2",
+                agent("tasks", et=T0 + 300),
+                deleted_at_ms=T0 + 200,
+                feedback={"shown": 0},
+            )
+        ],
+        now_ms=T0,
+    )
+    got = s.read_user("u2", now_ms=T0)
+    assert got is not None
+    assert set(got.agents) == {"tasks"}
+    assert got.feedback == {"shown": 0}
+    assert s.tombstone("u2") == T0 + 200
+    assert sorted(s.user_ids()) == ["u2"]
+    if backend.raw is not None:
+        keys = backend.keys()
+        assert f"{backend.prefix}:{{u2}}:agent:mood" not in keys
+
+
+def test_batch_of_1000_users_is_one_round_trip(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = backend.store
+    s.write_batch([user("warm-up", agent())], now_ms=T0)  # connects and loads the scripts
+    writes = [
+        user(f"user-{i:04d}", agent("mood", et=T0 + i), agent("tasks", et=T0 + i, snippet=None))
+        for i in range(1000)
+    ]
+    calls: list[str] = []
+    if isinstance(s, RedisStore):
+        conn_class = s._r.connection_pool.connection_class
+        original = conn_class.send_packed_command
+
+        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append("send")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(conn_class, "send_packed_command", counting)
+    else:
+        assert isinstance(s, SQLiteStore)
+        s._conn.set_trace_callback(
+            lambda sql: calls.append(sql) if sql.startswith(("BEGIN", "COMMIT")) else None
+        )
+    s.write_batch(writes, now_ms=T0)
+    if isinstance(s, RedisStore):
+        monkeypatch.undo()
+        assert calls == ["send"]
+    else:
+        s._conn.set_trace_callback(None)
+        assert calls == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert len(s.user_ids()) == 1001
+    got = s.read_user("user-0999", now_ms=T0)
+    assert got is not None
+    assert got.agents["mood"].event_time_ms == T0 + 999
+
+
+def test_read_is_one_round_trip(redis_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    s.write_batch([user("u1", agent("a"), agent("b"), agent("c"), feedback={"x": 1})])
+    assert s.read_user("u1") is not None  # warm-up
+    conn_class = s._r.connection_pool.connection_class
+    original = conn_class.send_packed_command
+    calls: list[int] = []
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(conn_class, "send_packed_command", counting)
+    got = s.read_user("u1")
+    monkeypatch.undo()
+    assert got is not None
+    assert set(got.agents) == {"a", "b", "c"}
+    assert got.feedback == {"x": 1}
+    assert len(calls) == 1
+
+
+def test_lost_scripts_are_reloaded(redis_backend: Backend) -> None:
+    backend = redis_backend
+    assert backend.raw is not None
+    s = backend.store
+    s.write_batch([user("u1", agent(et=T0))], now_ms=T0)
+    backend.raw.script_flush()
+    s.write_batch([user("u1", agent(et=T0 + 1, value=5)), user("u2", agent())], now_ms=T0)
+    backend.raw.script_flush()
+    got = s.read_user("u1", now_ms=T0)
+    assert got is not None
+    assert got.agents["mood"].params["p"]["value"] == 5
+    backend.raw.script_flush()
+    s.delete_user("u2", deleted_at_ms=T0 + 1)
+    assert s.read_user("u2") is None
+
+
+def test_ping(backend: Backend) -> None:
+    backend.store.ping()
+
+
+def test_ping_on_a_dead_redis_raises_store_error() -> None:
+    port = _free_port()  # nothing listens there
+    store = open_store(f"redis://127.0.0.1:{port}/0")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=rf"Redis at 127\.0\.0\.1:{port} is unreachable"):
+            store.ping()
+        assert time.monotonic() - started < 5
+        with pytest.raises(StoreError, match="unreachable"):
+            store.read_user("u1")
+        with pytest.raises(StoreError, match="unreachable"):
+            store.write_batch([user("u1", agent())])
+    finally:
+        store.close()
+
+
+def test_closed_sqlite_store_raises_store_error(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/f.db")
+    store.close()
+    with pytest.raises(StoreError, match=r"f\.db"):
+        store.ping()
+
+
+def test_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
+    """The flow and the API open the same file: each sees what the other committed."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    writer, reader = open_store(url), open_store(url)
+    try:
+        writer.write_batch([user("u1", agent())])
+        got = reader.read_user("u1")
+        assert got is not None
+        assert got.agents["mood"].snippet == "Take a short walk."
+        reader.delete_user("u1", deleted_at_ms=T0 + 10_000_000_000)
+        assert writer.read_user("u1") is None
+    finally:
+        writer.close()
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["memcached://localhost", "sqlite://relative.db", "sqlite:///", "no-scheme"]
+)
+def test_open_store_rejects_unknown_urls(url: str) -> None:
+    with pytest.raises(StoreError, match="store URL"):
+        open_store(url)
