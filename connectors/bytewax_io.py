@@ -21,6 +21,8 @@ from connectors.store import open_store
 from connectors.store.base import UserWrite
 
 LINES_PER_BATCH = 1000
+LINES_READ = [0]
+"""Lines read by event-log sources in this process (a progress bar polls it)."""
 
 
 def kafka_event_source(
@@ -62,6 +64,7 @@ class _LinePartition(StatefulSourcePartition[tuple[str, int, str], int]):
             batch.append((str(self._path), self._line_no, line))
         if not batch:
             raise StopIteration()
+        LINES_READ[0] += len(batch)
         return batch
 
     def snapshot(self) -> int:
