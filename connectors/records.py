@@ -23,6 +23,16 @@ class Accepted:
     ingest_ms: int
     """Kafka timestamp of the message (or read time for files)."""
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes, int]]:
+        # Crossing a process boundary (Bytewax cluster exchange): the wire form is the contract.
+        return _rebuild_accepted, (self.event.SerializeToString(), self.ingest_ms)
+
+
+def _rebuild_accepted(data: bytes, ingest_ms: int) -> Accepted:
+    event = pb.Event()
+    event.ParseFromString(data)
+    return Accepted(event, ingest_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:

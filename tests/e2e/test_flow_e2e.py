@@ -50,6 +50,21 @@ def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--out", str(path),
         env={},
     )
+    # Two users ask to be deleted at the end, and a late event of theirs arrives afterwards:
+    # it must not bring them back.
+    events, _ = valid_events(path)
+    last = max(e.occurred_at.ToJsonString() for e in events)
+    victims = sorted({e.user_id for e in events})[:2]
+    with path.open("a") as out:
+        for user_id in victims:
+            out.write(
+                f'{{"eventId":"{user_id}-bye","userId":"{user_id}","occurredAt":"{last}",'
+                f'"userDeleted":{{}}}}\n'
+            )
+            out.write(
+                f'{{"eventId":"{user_id}-ghost","userId":"{user_id}","occurredAt":"{events[-1].occurred_at.ToJsonString()}",'
+                f'"utcOffsetMinutes":60,"taskCompleted":{{"taskId":"ghost","projectId":"p1"}}}}\n'
+            )
     return path
 
 
@@ -61,6 +76,18 @@ def valid_events(path: Path) -> tuple[list[Any], int]:
         except ConnectorError:
             invalid += 1
     return events, invalid
+
+
+def reborn_users(events: list[Any]) -> set[str]:
+    """Users deleted and then active again: cross-topic order matters for them (features/README.md)."""
+    deleted = {e.user_id for e in events if e.WhichOneof("payload") == "user_deleted"}
+    last_deletion = {
+        e.user_id: e.occurred_at.ToMilliseconds() for e in events if e.WhichOneof("payload") == "user_deleted"
+    }
+    return {
+        e.user_id for e in events
+        if e.user_id in deleted and e.occurred_at.ToMilliseconds() > last_deletion[e.user_id]
+    }
 
 
 def stored_view(store_url: str, key_prefix: str, user_ids: list[str]) -> dict[str, Any]:
@@ -153,6 +180,10 @@ def test_stream_equals_reference(services: Any, event_log: Path, streamed: dict[
     events, _ = valid_events(event_log)
     ref = reference_features(events)
     view = stored_view(services.redis_url, streamed["key_prefix"], sorted(ref))
+    # Signals and feedback travel on two topics, so their relative order per user is not kept.
+    # Only across a deletion does it matter (feedback of the user's new life may be folded before
+    # the deletion reaches the flow and be wiped with the old life): see features/README.md.
+    reborn = reborn_users(events)
     problems: list[str] = []
     for user_id, expected in sorted(ref.items()):
         got = view[user_id]
@@ -165,9 +196,10 @@ def test_stream_equals_reference(services: Any, event_log: Path, streamed: dict[
             continue
         problems += differences(got["params"], expected.params, where=f"user {user_id} params")
         problems += differences(got["extras"], expected.extras, where=f"user {user_id} extras")
-        problems += differences(
-            {"feedback": got["feedback"]}, {"feedback": expected.feedback}, where=f"user {user_id}"
-        )
+        if user_id not in reborn:
+            problems += differences(
+                {"feedback": got["feedback"]}, {"feedback": expected.feedback}, where=f"user {user_id}"
+            )
     assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:15])
 
 
@@ -259,7 +291,7 @@ def test_garbage_on_the_topic_goes_to_dead_letter_and_the_rest_go_on(
 
 def test_backfill_equals_stream(services: Any, event_log: Path, streamed: dict[str, Any]) -> None:
     events, _ = valid_events(event_log)
-    users = sorted({e.user_id for e in events})
+    users = sorted({e.user_id for e in events} - reborn_users(events))
     key_prefix = streamed["key_prefix"] + "bf"
     cli("backfill", str(event_log), "--store-url", services.redis_url, "--key-prefix", key_prefix,
         env={}, check=False)
@@ -273,7 +305,7 @@ def test_parallel_flow_equals_single(
     services: Any, event_log: Path, streamed: dict[str, Any], layout: list[str]
 ) -> None:
     events, _ = valid_events(event_log)
-    users = sorted({e.user_id for e in events})
+    users = sorted({e.user_id for e in events} - reborn_users(events))
     key_prefix = streamed["key_prefix"] + layout[0].strip("-")[0]
     env = {**streamed["env"], "OO_KEY_PREFIX": key_prefix}
     cli("flow", "--stop-at-end", *layout, env=env)
