@@ -168,7 +168,7 @@ class UserState:
     def _feedback(self, kind: str, payload: Any, occurred: int) -> bool:
         self.feedback_events += 1
         if kind == "tip_shown":
-            agent_ids = tuple(payload.agent_ids)
+            agent_ids = tuple(dict.fromkeys(payload.agent_ids))
             self.tips[payload.tip_id] = (occurred, agent_ids)
             for agent_id in agent_ids:
                 self.per_agent_feedback.setdefault(agent_id, [0, 0])[0] += 1
@@ -177,8 +177,13 @@ class UserState:
             if reaction in POSITIVE or reaction in NEGATIVE:
                 self.acceptance.update(1.0 if reaction in POSITIVE else 0.0)
                 self.rated += 1
-            if reaction in POSITIVE and payload.tip_id in self.tips:
-                for agent_id in self.tips[payload.tip_id][1]:
+            tip = self.tips.get(payload.tip_id)
+            # Tips are remembered for the allowed lateness; the check is exact whenever pruning ran.
+            remembered = tip is not None and (
+                self.watermark_ms is None or tip[0] >= self.watermark_ms - ALLOWED_LATENESS_MS
+            )
+            if reaction in POSITIVE and remembered:
+                for agent_id in tip[1]:  # type: ignore[index]
                     self.per_agent_feedback.setdefault(agent_id, [0, 0])[1] += 1
         return True
 

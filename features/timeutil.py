@@ -26,8 +26,9 @@ def offset_ms(occurred_ms: int, utc_offset_minutes: int | None, tz: str | None) 
         return utc_offset_minutes * 60_000
     if tz is None or tz == "UTC":
         return 0
-    instant = datetime.fromtimestamp(occurred_ms / 1000, tz=UTC)
-    delta = _zone(tz).utcoffset(instant) or timedelta(0)
+    # astimezone, not zone.utcoffset(instant): the latter reads the UTC wall time as local time.
+    local = datetime.fromtimestamp(occurred_ms / 1000, tz=UTC).astimezone(_zone(tz))
+    delta = local.utcoffset() or timedelta(0)
     return int(delta.total_seconds() * 1000)
 
 

@@ -85,10 +85,9 @@ class Agent(AgentBase):
         current = self.tasks.get(payload.task_id)
         if current is not None and (current[0], current[1]) > (event.occurred_ms, event.seq):
             return
-        is_open = event.kind in ("task_created", "task_updated")
-        if is_open and not payload.HasField("due_at"):
-            self.tasks.pop(payload.task_id, None)
-            return
+        # An update without a due date untracks the task but its time is remembered, so an
+        # older event arriving later cannot reopen it.
+        is_open = event.kind in ("task_created", "task_updated") and payload.HasField("due_at")
         due = _ts_ms(payload.due_at) if is_open else 0
         self.tasks[payload.task_id] = (event.occurred_ms, event.seq, is_open, due)
 
@@ -108,6 +107,7 @@ class Agent(AgentBase):
     def on_asof(self, asof: AsOf) -> bool:
         horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
         closed = [t for t, (occ, _, is_open, _) in self.tasks.items() if not is_open and occ < horizon]
+        # Closed or untracked tasks beyond the allowed lateness cannot be touched by an admitted event.
         for task_id in closed:
             del self.tasks[task_id]
         return True
