@@ -1,0 +1,76 @@
+"""`oo-features serve`: the HTTP API (`serving.app`) under uvicorn.
+
+Settings come from `OO_*` variables (`serving.settings.Settings`); `--host` and
+`--port` override them. Without `OO_API_TOKEN` only a loopback address may be
+bound, and a placeholder token is refused: the command exits 2 with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP API (features, tips, feedback, deletion)",
+        description=(
+            "Serve the FastAPI app with uvicorn. Configured by OO_* environment variables "
+            "(store, Kafka, orchestrator, API token); see serving/settings.py."
+        ),
+    )
+    parser.add_argument(
+        "--host", default=None, help="address to bind (default: $OO_HOST, else 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="port to bind (default: $OO_PORT, else 8000)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn log level (default: info)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from serving.settings import InsecureSettingsError, Settings, check_bind
+
+    overrides = {
+        name: value
+        for name, value in (("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+        check_bind(settings.host, settings.api_token)
+    except ValidationError as exc:
+        # Messages only: the raw input would echo a (too short) token to the terminal.
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"serve: refusing to start: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    except InsecureSettingsError as exc:
+        print(f"serve: refusing to start: {exc}", file=sys.stderr)
+        return 2
+
+    import logging
+
+    import uvicorn
+
+    from serving.app import create_app
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        server_header=False,
+    )
+    return 0

@@ -1,0 +1,103 @@
+"""Every dependency of the routes, declared once as an `Annotated` alias.
+
+Route signatures then read like sentences (`store: StoreDep`). The objects
+themselves are built by `serving.app` (factory arguments or lifespan) and kept
+on `app.state`; tests swap them by passing their own to `create_app`, or the
+registry and clock through `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from connectors.codec import USER_ID_PATTERN
+from connectors.store.base import FeatureStore
+from features.model import Manifest
+from serving.metrics import Metrics
+from serving.orchestrator import OrchestratorClient
+from serving.settings import Settings
+from serving.sinks import EventSink
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> FeatureStore:
+    return request.app.state.store
+
+
+def get_producer(request: Request) -> EventSink:
+    return request.app.state.sink
+
+
+def get_orchestrator(request: Request) -> OrchestratorClient | None:
+    """None when `OO_ORCHESTRATOR_URL` is unset: every tip is a fallback."""
+    return request.app.state.orchestrator
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+@lru_cache(maxsize=1)
+def get_manifests() -> dict[str, Manifest]:
+    """The registered agents by id (imported on first use: the registry imports every agent)."""
+    from features import registry
+
+    return {manifest.id: manifest for manifest in registry.manifests()}
+
+
+def now_ms() -> int:
+    """Wall-clock time, UTC epoch milliseconds (freshness of snippets, event times)."""
+    return time.time_ns() // 1_000_000
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[FeatureStore, Depends(get_store)]
+ProducerDep = Annotated[EventSink, Depends(get_producer)]
+OrchestratorDep = Annotated[OrchestratorClient | None, Depends(get_orchestrator)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ManifestsDep = Annotated[dict[str, Manifest], Depends(get_manifests)]
+NowMsDep = Annotated[int, Depends(now_ms)]
+
+UserIdPath = Annotated[
+    str,
+    Path(
+        pattern=USER_ID_PATTERN,
+        description="The user's id: 1-128 characters of A-Z a-z 0-9 _ . : -",
+        examples=["u-42"],
+    ),
+]
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <OO_API_TOKEN>`")
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """401 unless the request carries the configured bearer token.
+
+    Without a configured token the server only ever binds loopback (see
+    `serving.settings.check_bind`), and the check is off.
+    """
+    if settings.api_token is None:
+        return
+    expected = settings.api_token.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials is not None else b""
+    if credentials is None or not hmac.compare_digest(given, expected):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+AuthDep = Depends(require_token)

@@ -1,0 +1,156 @@
+"""Request and response models of the HTTP API (the `/openapi.json` contract).
+
+Times are given twice: an ISO-8601 UTC string (`2026-05-01T06:30:00.000Z`) for
+people and an integer epoch-milliseconds twin (`*_ms`) for programs; the
+store keeps milliseconds, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from connectors.codec import USER_ID_PATTERN
+
+TIP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+CONTEXT_MAX_CHARS = 500
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`.
+
+    >>> iso_ms(1_777_617_000_000)
+    '2026-05-01T06:30:00.000Z'
+    """
+    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    store: str = Field(description="`ok`, or why the store is not usable.")
+    producer: str = Field(
+        description="`ok` (Kafka reachable), `disabled` (no Kafka: events go to the "
+        "feedback log file), or why Kafka is not reachable."
+    )
+    reason: str | None = Field(default=None, description="Why not ready; null when ready.")
+
+
+class ManifestOut(BaseModel):
+    id: str
+    version: str
+    ttl_seconds: int
+    freshness_sla_seconds: int
+    min_history: int
+    required_consents: list[str]
+    reads: list[str]
+    cold_start: dict[str, Any]
+    description: str
+
+
+class AgentsOut(BaseModel):
+    agents: list[ManifestOut]
+
+
+class ParamOut(BaseModel):
+    """One parameter; `inferred_value` is present only when the user set the value."""
+
+    value: Any
+    source: Literal["inferred", "cold_start", "user"]
+    inferred_value: Any = None
+
+    @model_serializer(mode="wrap")
+    def _inferred_only_for_user(self, handler: Any) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if self.source != "user":
+            out.pop("inferred_value", None)
+        return out
+
+
+class SnippetOut(BaseModel):
+    text: str
+    expires_at: str
+    expires_at_ms: int
+
+
+class AgentFeaturesOut(BaseModel):
+    version: str
+    event_time: str = Field(description="Occurred-at of the newest event folded in (UTC).")
+    event_time_ms: int
+    ingest_time: str = Field(description="Kafka timestamp of the newest event folded in (UTC).")
+    ingest_time_ms: int
+    computed_at: str = Field(description="When the flow computed these values (UTC).")
+    computed_at_ms: int
+    params: dict[str, ParamOut]
+    extras: dict[str, Any]
+    snippet: SnippetOut | None = Field(description="Null when absent or expired.")
+
+
+class FeaturesOut(BaseModel):
+    user_id: str
+    agents: dict[str, AgentFeaturesOut] = Field(
+        description="Registered agents the user consented to, by agent id."
+    )
+    feedback: dict[str, Any] = Field(description="Feedback counters (FEATURES.md, Feedback).")
+
+
+class RecommendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(pattern=USER_ID_PATTERN, examples=["u-42"])
+    context: str | None = Field(
+        default=None,
+        max_length=CONTEXT_MAX_CHARS,
+        description="What the user is doing now, in their words (passed to the orchestrator).",
+    )
+
+
+class TipOut(BaseModel):
+    tip_id: str
+    text: str
+    kind: Literal["advice", "todo"]
+
+
+class RecommendOut(BaseModel):
+    tip: TipOut | None
+    agents: list[str] = Field(description="Agents whose snippets the tip was built from.")
+    fallback: bool = Field(description="True when the tip was built without the orchestrator.")
+    fallback_reason: str | None = Field(
+        default=None,
+        description="Why the fallback was used: orchestrator_not_configured, timeout, "
+        "unreachable, http_5xx, http_4xx, garbage, breaker_open, error.",
+    )
+    reason: str | None = Field(
+        default=None, description="Why there is no tip (`no_fresh_snippets`); null with a tip."
+    )
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(pattern=USER_ID_PATTERN, examples=["u-42"])
+    tip_id: str = Field(pattern=TIP_ID_PATTERN)
+    reaction: Literal["done", "like", "dismiss", "snooze"]
+
+
+class AcceptedOut(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    event_id: str = Field(description="Id of the event published for this request.")
+
+
+class DeletedOut(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    user_id: str
+    deleted_at: str
+    deleted_at_ms: int
+    event_id: str = Field(description="Id of the `UserDeleted` event published.")

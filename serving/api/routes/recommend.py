@@ -1,0 +1,91 @@
+"""One tip for a user: the orchestrator's when it answers well and in time, else the fallback's."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, HTTPException, status
+from starlette.concurrency import run_in_threadpool
+
+from serving import sinks
+from serving.api.deps import (
+    ManifestsDep,
+    MetricsDep,
+    NowMsDep,
+    OrchestratorDep,
+    ProducerDep,
+    StoreDep,
+)
+from serving.api.models import ErrorOut, RecommendIn, RecommendOut, TipOut
+from serving.exceptions import OrchestratorError
+from serving.orchestrator import Answer
+from serving.prompt import assemble_prompt
+from serving.tips import eligible_agents, fallback_tip, fresh_snippets
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/recommend", tags=["recommend"])
+
+NOT_CONFIGURED = "orchestrator_not_configured"
+NO_FRESH_SNIPPETS = "no_fresh_snippets"
+
+
+@router.post(
+    "",
+    response_model=RecommendOut,
+    summary="A tip built from the user's fresh snippets",
+    responses={404: {"model": ErrorOut, "description": "Unknown or deleted user."}},
+)
+async def recommend(
+    body: RecommendIn,
+    background: BackgroundTasks,
+    store: StoreDep,
+    manifests: ManifestsDep,
+    orchestrator: OrchestratorDep,
+    sink: ProducerDep,
+    metrics: MetricsDep,
+    now_ms: NowMsDep,
+) -> RecommendOut:
+    user = await run_in_threadpool(store.read_user, body.user_id, now_ms=now_ms)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {body.user_id!r}")
+    snippets = fresh_snippets(eligible_agents(user, manifests), manifests, now_ms=now_ms)
+    if not snippets:
+        metrics.tips.labels("none").inc()
+        log.info("no tip for user %s: no fresh snippet", body.user_id)
+        return RecommendOut(tip=None, agents=[], fallback=False, reason=NO_FRESH_SNIPPETS)
+
+    answer: Answer | None = None
+    fallback_reason: str | None = NOT_CONFIGURED
+    agent_ids = [s.agent_id for s in snippets]
+    if orchestrator is not None:
+        try:
+            answer = await orchestrator.complete(assemble_prompt(snippets, body.context))
+            fallback_reason = None
+        except OrchestratorError as exc:
+            fallback_reason = exc.reason
+            log.warning("orchestrator failed for user %s: %s", body.user_id, exc)
+    if answer is None:
+        chosen = fallback_tip(snippets)
+        assert chosen is not None  # snippets is not empty
+        answer, agent_ids = chosen
+        metrics.fallbacks.labels(fallback_reason or "error").inc()
+
+    tip_id = uuid.uuid4().hex
+    # Published after the response is sent: the event log never slows a tip down.
+    background.add_task(sink.emit, sinks.tip_shown(body.user_id, tip_id, agent_ids))
+    metrics.tips.labels("fallback" if fallback_reason else "orchestrator").inc()
+    log.info(
+        "tip %s for user %s from agents %s (fallback: %s)",
+        tip_id,
+        body.user_id,
+        ",".join(agent_ids),
+        fallback_reason or "no",
+    )
+    return RecommendOut(
+        tip=TipOut(tip_id=tip_id, text=answer.text, kind=answer.kind),
+        agents=agent_ids,
+        fallback=fallback_reason is not None,
+        fallback_reason=fallback_reason,
+    )

@@ -1,0 +1,118 @@
+"""A user's features, and the user's deletion (right to be forgotten)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, status
+from starlette.concurrency import run_in_threadpool
+
+from connectors.store.base import StoredAgent
+from serving import sinks
+from serving.api.deps import (
+    ManifestsDep,
+    NowMsDep,
+    ProducerDep,
+    SettingsDep,
+    StoreDep,
+    UserIdPath,
+)
+from serving.api.models import (
+    AgentFeaturesOut,
+    DeletedOut,
+    ErrorOut,
+    FeaturesOut,
+    ParamOut,
+    SnippetOut,
+    iso_ms,
+)
+from serving.exceptions import EventSinkError
+from serving.tips import eligible_agents, is_fresh
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+def _agent_out(agent: StoredAgent, *, now_ms: int) -> AgentFeaturesOut:
+    snippet = None
+    if is_fresh(agent, now_ms=now_ms) and agent.snippet_expires_at_ms is not None:
+        snippet = SnippetOut(
+            text=agent.snippet or "",
+            expires_at=iso_ms(agent.snippet_expires_at_ms),
+            expires_at_ms=agent.snippet_expires_at_ms,
+        )
+    return AgentFeaturesOut(
+        version=agent.version,
+        event_time=iso_ms(agent.event_time_ms),
+        event_time_ms=agent.event_time_ms,
+        ingest_time=iso_ms(agent.ingest_time_ms),
+        ingest_time_ms=agent.ingest_time_ms,
+        computed_at=iso_ms(agent.computed_at_ms),
+        computed_at_ms=agent.computed_at_ms,
+        params={name: ParamOut(**param) for name, param in agent.params.items()},
+        extras=agent.extras,
+        snippet=snippet,
+    )
+
+
+@router.get(
+    "/{user_id}/features",
+    response_model=FeaturesOut,
+    summary="The user's freshest parameters and unexpired snippets, per eligible agent",
+    responses={404: {"model": ErrorOut, "description": "Unknown or deleted user."}},
+)
+async def read_features(
+    user_id: UserIdPath, store: StoreDep, manifests: ManifestsDep, now_ms: NowMsDep
+) -> FeaturesOut:
+    user = await run_in_threadpool(store.read_user, user_id, now_ms=now_ms)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {user_id!r}")
+    return FeaturesOut(
+        user_id=user_id,
+        agents={a.agent_id: _agent_out(a, now_ms=now_ms) for a in eligible_agents(user, manifests)},
+        feedback=user.feedback,
+    )
+
+
+@router.delete(
+    "/{user_id}",
+    response_model=DeletedOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Delete every stored trace of the user now and tell the flow to drop its state",
+    responses={
+        503: {
+            "model": ErrorOut,
+            "description": "Stored data deleted, but `UserDeleted` was not confirmed: retry.",
+        }
+    },
+)
+async def delete_user(
+    user_id: UserIdPath,
+    store: StoreDep,
+    sink: ProducerDep,
+    settings: SettingsDep,
+    now_ms: NowMsDep,
+) -> DeletedOut:
+    # The store goes first so reads answer 404 at once; the event then makes the
+    # flow drop its state (and every event up to now_ms, also on replay). The event
+    # must not be lost, so it is confirmed; a retry of the whole call is harmless.
+    await run_in_threadpool(store.delete_user, user_id, deleted_at_ms=now_ms)
+    event = sinks.user_deleted(user_id, now_ms)
+    try:
+        await run_in_threadpool(
+            lambda: sink.emit_confirmed(event, timeout_s=settings.kafka_timeout_s)
+        )
+    except EventSinkError as exc:
+        log.error("user %s deleted from the store; UserDeleted not confirmed: %s", user_id, exc)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "stored data deleted, but the deletion event was not confirmed; retry the request",
+        ) from exc
+    log.info("user %s deleted (event %s)", user_id, event.event_id)
+    return DeletedOut(
+        user_id=user_id,
+        deleted_at=iso_ms(now_ms),
+        deleted_at_ms=now_ms,
+        event_id=event.event_id,
+    )

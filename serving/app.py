@@ -1,0 +1,178 @@
+"""The app factory: `create_app(settings=None, *, store=None, producer=None)`.
+
+The factory wires settings, metrics, the breaker and the routers; the lifespan
+opens what the app owns (the store from `OO_STORE_URL`, the event sink: Kafka
+when `OO_KAFKA_BOOTSTRAP` is set, else the `OO_FEEDBACK_LOG` file; the one
+shared `httpx.AsyncClient`) and closes it on shutdown. A store or producer
+passed in belongs to the caller and is not closed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from connectors.exceptions import StoreError
+from connectors.store.base import FeatureStore
+from serving.api.main import api_router
+from serving.exceptions import EventSinkError
+from serving.metrics import Metrics, RequestMetricsMiddleware
+from serving.orchestrator import CircuitBreaker, OrchestratorClient
+from serving.settings import Settings
+from serving.sinks import EventSink, FileEventSink, KafkaEventSink
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+POLL_INTERVAL_S = 0.2
+
+
+def _as_sink(producer: Any, metrics: Metrics) -> EventSink:
+    """A sink as given, or a connectors `EventProducer` wrapped in one."""
+    if isinstance(producer, EventSink):
+        return producer
+    return KafkaEventSink(producer, on_failure=metrics.count_failed_event)
+
+
+def _build_sink(settings: Settings, metrics: Metrics) -> EventSink:
+    on_failure = metrics.count_failed_event
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap is None:
+        return FileEventSink(settings.feedback_log, on_failure=on_failure)
+
+    def make_producer() -> Any:
+        from connectors.kafka import EventProducer
+
+        return EventProducer(
+            bootstrap=bootstrap,
+            topic_prefix=settings.topic_prefix,
+            timeout_s=settings.kafka_timeout_s,
+            partitions=settings.partitions,
+        )
+
+    return KafkaEventSink(factory=make_producer, on_failure=on_failure)
+
+
+async def _poll_forever(sink: EventSink) -> None:
+    """Serve delivery reports so failures are logged and counted while the app runs."""
+    while True:
+        await asyncio.sleep(POLL_INTERVAL_S)
+        try:
+            sink.poll()
+        except Exception:  # a failing poll must not end the loop; it is logged
+            log.exception("polling the event sink failed")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state
+    settings: Settings = state.settings
+    owned_store = state.store is None
+    owned_sink = state.sink is None
+    if owned_store:
+        from connectors.store import open_store
+
+        state.store = open_store(settings.store_url, key_prefix=settings.key_prefix)
+    if owned_sink:
+        state.sink = _build_sink(settings, state.metrics)
+    http = httpx.AsyncClient(
+        trust_env=False,
+        timeout=settings.orchestrator_timeout_s,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+    state.orchestrator = None
+    if settings.orchestrator_url is not None:
+        state.orchestrator = OrchestratorClient(
+            http,
+            base_url=settings.orchestrator_url,
+            model=settings.orchestrator_model,
+            breaker=state.breaker,
+            timeout_s=settings.orchestrator_timeout_s,
+            budget_s=settings.orchestrator_budget_s,
+            retries=settings.orchestrator_retries,
+            api_key=(
+                settings.orchestrator_api_key.get_secret_value()
+                if settings.orchestrator_api_key
+                else None
+            ),
+            observe=state.metrics.observe_orchestrator,
+        )
+    if owned_sink and state.sink.kind == "kafka":
+        # Connect (and create the topics) now rather than on the first request; a Kafka
+        # that is down is not fatal: /ready says so and the sink retries on use.
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: state.sink.check(timeout_s=settings.kafka_timeout_s)
+            )
+        except EventSinkError as exc:
+            log.warning("starting without Kafka: %s", exc)
+    poller = asyncio.create_task(_poll_forever(state.sink), name="event-sink-poll")
+    log.info(
+        "serving: store %s, events to %s, orchestrator %s",
+        settings.store_url.split("://", 1)[0],
+        state.sink.kind,
+        "configured" if state.orchestrator else "not configured (fallback tips only)",
+    )
+    try:
+        yield
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await http.aclose()
+        if owned_sink:
+            state.sink.close(timeout_s=settings.kafka_timeout_s)
+            state.sink = None
+        if owned_store:
+            state.store.close()
+            state.store = None
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("feature store failed on %s: %s", request.url.path, exc)
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": "the feature store is unavailable; retry later"},
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: FeatureStore | None = None,
+    producer: EventSink | Any | None = None,
+) -> FastAPI:
+    """A new app; `store` and `producer` (an `EventSink` or an `EventProducer`) are optional."""
+    settings = settings if settings is not None else Settings()
+    metrics = Metrics()
+    breaker = CircuitBreaker(
+        failure_threshold=settings.breaker_failure_threshold,
+        cooldown_s=settings.breaker_cooldown_s,
+    )
+    metrics.track_breaker(lambda: breaker.state.gauge_value)
+
+    app = FastAPI(
+        title="oO feature engine",
+        version=API_VERSION,
+        description="Per-user features, fresh snippets and tips. Every `/v1` route needs "
+        "`Authorization: Bearer <OO_API_TOKEN>` when a token is configured.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.breaker = breaker
+    app.state.store = store
+    app.state.sink = _as_sink(producer, metrics) if producer is not None else None
+    app.state.orchestrator = None
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(StoreError, _store_unavailable)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,38 @@
+"""Errors raised inside `serving` (HTTP errors are made only in `serving/api`).
+
+::
+
+    ServingError
+     ├── OrchestratorError        the orchestrator gave no usable tip; `reason` says why
+     │    └── BreakerOpenError    the circuit breaker refused the call without trying
+     └── EventSinkError           an event was not confirmed by the event log (Kafka or file)
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of every error raised by `serving`."""
+
+
+class OrchestratorError(ServingError):
+    """No usable answer from the orchestrator.
+
+    `reason` is a short stable label (used in metrics and the fallback reason):
+    `timeout`, `unreachable`, `http_5xx`, `http_4xx`, `garbage`, `breaker_open`.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"orchestrator {reason}" + (f": {detail}" if detail else ""))
+        self.reason = reason
+        self.detail = detail
+
+
+class BreakerOpenError(OrchestratorError):
+    def __init__(self, retry_in_s: float) -> None:
+        super().__init__("breaker_open", f"retry in {retry_in_s:.1f}s")
+        self.retry_in_s = retry_in_s
+
+
+class EventSinkError(ServingError):
+    """An event could not be written to the event log within the bounded time."""

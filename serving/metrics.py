@@ -1,0 +1,137 @@
+"""Prometheus metrics of one app, in its own `CollectorRegistry` (tests build many apps).
+
+Series (labels in braces):
+
+- `oo_api_request_duration_seconds{method, route, status}`: histogram by route
+  *template* (`/v1/users/{user_id}/features`), never the raw path;
+- `oo_orchestrator_request_duration_seconds{outcome}`: histogram of whole calls;
+- `oo_orchestrator_calls_total{outcome}`: `ok`, `timeout`, `unreachable`,
+  `http_5xx`, `http_4xx`, `garbage`, `breaker_open`, `error`;
+- `oo_tip_fallbacks_total{reason}`: tips served from the fallback, by reason;
+- `oo_tips_served_total{source}`: `orchestrator`, `fallback`, `none`;
+- `oo_orchestrator_breaker_state`: 0 closed, 1 half-open, 2 open (read at scrape time);
+- `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "oo_api_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.orchestrator_seconds = Histogram(
+            "oo_orchestrator_request_duration_seconds",
+            "Orchestrator call latency (retries included) by outcome.",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.orchestrator_calls = Counter(
+            "oo_orchestrator_calls",
+            "Orchestrator calls by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "oo_tip_fallbacks",
+            "Tips served from the fallback, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.tips = Counter(
+            "oo_tips_served",
+            "Recommendations answered, by tip source.",
+            ["source"],
+            registry=self.registry,
+        )
+        self.breaker_state = Gauge(
+            "oo_orchestrator_breaker_state",
+            "Orchestrator circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=self.registry,
+        )
+        self.events_failed = Counter(
+            "oo_events_failed",
+            "Events the sink could not deliver, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.request_seconds.labels(method, route, str(status)).observe(seconds)
+
+    def observe_orchestrator(self, outcome: str, seconds: float) -> None:
+        self.orchestrator_calls.labels(outcome).inc()
+        if outcome != "breaker_open":
+            self.orchestrator_seconds.labels(outcome).observe(seconds)
+
+    def count_failed_event(self, kind: str) -> None:
+        self.events_failed.labels(kind).inc()
+
+    def track_breaker(self, state_value: Callable[[], float]) -> None:
+        self.breaker_state.set_function(state_value)
+
+
+def route_template(scope: Any) -> str:
+    """The matched route's template (`/v1/users/{user_id}/features`), never the raw path.
+
+    The router leaves the matched route in the scope. Its `path` may lack the
+    prefixes of the routers it was included through (FastAPI composes included
+    routers lazily), so the template is the request path's leading segments (the
+    static prefixes) followed by the route's own path, segment for segment.
+
+    >>> class R: path = "/users/{user_id}/features"
+    >>> route_template({"route": R(), "path": "/v1/users/users/features"})
+    '/v1/users/{user_id}/features'
+    >>> route_template({"path": "/nowhere"})
+    '<unmatched>'
+    """
+    route_path = getattr(scope.get("route"), "path", None)
+    if not route_path:
+        return UNMATCHED_ROUTE
+    own = route_path.count("/")
+    segments = scope["path"].split("/")
+    return "/".join(segments[: max(len(segments) - own, 1)]) + route_path
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request by its matched route template."""
+
+    def __init__(self, app: Any, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.observe_request(
+                scope["method"], route_template(scope), status, time.perf_counter() - started
+            )

@@ -1,0 +1,271 @@
+"""The orchestrator client: one OpenAI-compatible chat call, bounded, retried, behind a breaker.
+
+It owns the HTTP exchange with the orchestrator (`POST {url}/v1/chat/completions`),
+the reading of its answer, and the circuit breaker that stops calling a peer
+that keeps failing. It never builds prompts and never decides on a fallback:
+it returns an `Answer` or raises `OrchestratorError` whose `reason` says why.
+
+Bounds: each attempt has its own timeout, and the whole call (retries
+included) a total budget; a timeout, a transport error or a 5xx is retried
+(`retries` times, default once); a 4xx or an unreadable answer is not. The
+breaker counts calls, not attempts: a call that failed after its retry is one
+failure.
+
+Breaker states::
+
+    closed ──N consecutive failed calls──▶ open ──cooldown elapsed──▶ half_open
+      ▲                                      ▲                            │
+      └────────── trial call succeeded ──────┼────── trial call failed ◀──┘
+
+While half-open exactly one trial call goes through; the others are refused
+as if open. The breaker is used from one event loop and needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from serving.exceptions import BreakerOpenError, OrchestratorError
+
+TipKind = Literal["advice", "todo"]
+TIP_KINDS: frozenset[str] = frozenset({"advice", "todo"})
+MAX_ANSWER_BYTES = 64 * 1024
+MAX_TIP_CHARS = 600
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+    @property
+    def gauge_value(self) -> int:
+        """0 closed, 1 half-open, 2 open (the `oo_orchestrator_breaker_state` gauge)."""
+        return {"closed": 0, "half_open": 1, "open": 2}[self.value]
+
+
+class CircuitBreaker:
+    """Closed -> open after `failure_threshold` straight failures -> half-open after `cooldown_s`.
+
+    >>> now = [0.0]
+    >>> b = CircuitBreaker(failure_threshold=2, cooldown_s=10, clock=lambda: now[0])
+    >>> b.allow(); b.record_failure(); b.allow(); b.record_failure()
+    True
+    True
+    >>> b.state.value, b.allow()
+    ('open', False)
+    >>> now[0] = 10.0
+    >>> b.state.value, b.allow(), b.allow()
+    ('half_open', True, False)
+    >>> b.record_success(); b.state.value
+    'closed'
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1; got {failure_threshold}")
+        if cooldown_s <= 0:
+            raise ValueError(f"cooldown_s must be > 0; got {cooldown_s}")
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_in_flight = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self._trial_in_flight or self._clock() - self._opened_at >= self.cooldown_s:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def retry_in(self) -> float:
+        """Seconds until the breaker lets a trial call through (0 when it would now)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._opened_at + self.cooldown_s - self._clock())
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open, True once (the trial) until its outcome."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._trial_in_flight:
+            self._trial_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial_in_flight = False
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._trial_in_flight or self._failures >= self.failure_threshold:
+            self._opened_at = self._clock()
+        self._trial_in_flight = False
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The orchestrator's tip: one sentence and whether it is advice or a to-do."""
+
+    text: str
+    kind: TipKind
+
+
+def parse_answer(payload: bytes | str) -> Answer:
+    """Read a chat-completions response; raise `OrchestratorError("garbage")` unless usable.
+
+    Usable means `choices[0].message.content` is a JSON object (optionally inside
+    one Markdown code fence) with a non-empty string `text` and `kind` in
+    {"advice", "todo"}.
+
+    >>> content = json.dumps({"text": "Walk.", "kind": "advice"})
+    >>> parse_answer(json.dumps({"choices": [{"message": {"content": content}}]}))
+    Answer(text='Walk.', kind='advice')
+    """
+    if len(payload) > MAX_ANSWER_BYTES:
+        raise OrchestratorError("garbage", f"answer of {len(payload)} bytes is too large")
+    try:
+        body: Any = json.loads(payload)
+        content = body["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise OrchestratorError(
+            "garbage", "expected an OpenAI chat completion with choices[0].message.content"
+        ) from exc
+    if not isinstance(content, str):
+        raise OrchestratorError("garbage", "message content is not a string")
+    content = content.strip()
+    fenced = _FENCE.match(content)
+    if fenced:
+        content = fenced.group(1)
+    try:
+        tip = json.loads(content)
+    except ValueError as exc:
+        raise OrchestratorError("garbage", "message content is not JSON") from exc
+    if not isinstance(tip, dict):
+        raise OrchestratorError("garbage", "message content is not a JSON object")
+    text, kind = tip.get("text"), tip.get("kind")
+    if not isinstance(text, str) or not text.strip():
+        raise OrchestratorError("garbage", "'text' must be a non-empty string")
+    if len(text) > MAX_TIP_CHARS:
+        raise OrchestratorError("garbage", f"'text' is longer than {MAX_TIP_CHARS} characters")
+    if kind not in TIP_KINDS:
+        raise OrchestratorError("garbage", f"'kind' must be one of {sorted(TIP_KINDS)}")
+    return Answer(text=text.strip(), kind=kind)
+
+
+OutcomeObserver = Callable[[str, float], None]
+"""Called once per call with its outcome (`ok` or an `OrchestratorError.reason`) and seconds."""
+
+
+class OrchestratorClient:
+    """Asks the orchestrator for one tip through a shared `httpx.AsyncClient`."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        model: str,
+        breaker: CircuitBreaker,
+        timeout_s: float,
+        budget_s: float,
+        retries: int = 1,
+        api_key: str | None = None,
+        observe: OutcomeObserver | None = None,
+    ) -> None:
+        self._http = http
+        self.url = base_url.rstrip("/") + "/v1/chat/completions"
+        self.model = model
+        self.breaker = breaker
+        self.timeout_s = timeout_s
+        self.budget_s = budget_s
+        self.retries = retries
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._observe = observe
+
+    async def complete(self, prompt: str) -> Answer:
+        """The orchestrator's answer to `prompt`, or `OrchestratorError` within `budget_s`."""
+        if not self.breaker.allow():
+            error = BreakerOpenError(self.breaker.retry_in())
+            self._report(error.reason, 0.0)
+            raise error
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            try:
+                async with asyncio.timeout(self.budget_s):
+                    answer = await self._attempts(prompt, deadline=started + self.budget_s)
+            except TimeoutError as exc:
+                raise OrchestratorError("timeout", f"no answer within {self.budget_s}s") from exc
+        except OrchestratorError as exc:
+            outcome = exc.reason
+            raise
+        else:
+            outcome = "ok"
+            return answer
+        finally:
+            # Cancellation (client gone) also ends the call: it counts as a failure
+            # so a half-open trial never stays in flight forever.
+            if outcome == "ok":
+                self.breaker.record_success()
+            else:
+                self.breaker.record_failure()
+            self._report(outcome, time.monotonic() - started)
+
+    async def _attempts(self, prompt: str, *, deadline: float) -> Answer:
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
+        last: OrchestratorError | None = None
+        for _ in range(self.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                response = await self._http.post(
+                    self.url,
+                    json=body,
+                    headers=self._headers,
+                    timeout=min(self.timeout_s, remaining),
+                )
+            except httpx.TimeoutException as exc:
+                last = OrchestratorError("timeout", type(exc).__name__)
+                continue
+            except httpx.TransportError as exc:
+                last = OrchestratorError("unreachable", type(exc).__name__)
+                continue
+            if response.status_code >= 500:
+                last = OrchestratorError("http_5xx", f"status {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                raise OrchestratorError("http_4xx", f"status {response.status_code}")
+            return parse_answer(response.content)
+        raise last or OrchestratorError("timeout", f"no answer within {self.budget_s}s")
+
+    def _report(self, outcome: str, seconds: float) -> None:
+        if self._observe is not None:
+            self._observe(outcome, seconds)

@@ -1,0 +1,1 @@
+"""Versioned orchestrator prompt templates (`<version>.txt`, `string.Template` syntax)."""

@@ -1,0 +1,168 @@
+"""The orchestrator client against a real loopback peer: parsing, retry, budget, breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from serving.exceptions import BreakerOpenError, OrchestratorError
+from serving.orchestrator import (
+    Answer,
+    BreakerState,
+    CircuitBreaker,
+    OrchestratorClient,
+    parse_answer,
+)
+from tests.orchestrator_peer import OrchestratorPeer
+
+
+def completion(content: Any) -> str:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"text": "Walk for 5 minutes.", "kind": "advice"}',
+            Answer("Walk for 5 minutes.", "advice"),
+        ),
+        ('  {"text": " File the report. ", "kind": "todo"} ', Answer("File the report.", "todo")),
+        ('```json\n{"text": "Stretch.", "kind": "advice"}\n```', Answer("Stretch.", "advice")),
+    ],
+)
+def test_parse_answer_accepts_the_contract(content: str, expected: Answer) -> None:
+    assert parse_answer(completion(content)) == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not json at all",
+        json.dumps({"choices": []}),
+        json.dumps({"error": "x"}),
+        completion(None),
+        completion("Sure! Drink water."),
+        completion('["text", "kind"]'),
+        completion('{"text": "", "kind": "advice"}'),
+        completion('{"text": "Go.", "kind": "command"}'),
+        completion('{"text": 5, "kind": "todo"}'),
+        completion(json.dumps({"text": "x" * 601, "kind": "todo"})),
+    ],
+)
+def test_parse_answer_calls_anything_else_garbage(payload: str) -> None:
+    with pytest.raises(OrchestratorError) as caught:
+        parse_answer(payload)
+    assert caught.value.reason == "garbage"
+
+
+@pytest.fixture
+def peer() -> Iterator[OrchestratorPeer]:
+    with OrchestratorPeer(answer={"text": "Take a walk.", "kind": "advice"}) as running:
+        yield running
+
+
+def call(
+    url: str,
+    breaker: CircuitBreaker | None = None,
+    *,
+    timeout_s: float = 1.0,
+    budget_s: float = 2.0,
+    outcomes: list[str] | None = None,
+) -> Answer:
+    async def go() -> Answer:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            client = OrchestratorClient(
+                http,
+                base_url=url,
+                model="tip-generator",
+                breaker=breaker or CircuitBreaker(failure_threshold=5, cooldown_s=30),
+                timeout_s=timeout_s,
+                budget_s=budget_s,
+                api_key="orch-key",
+                observe=(lambda outcome, _: outcomes.append(outcome))
+                if outcomes is not None
+                else None,
+            )
+            return await client.complete("the prompt")
+
+    return asyncio.run(go())
+
+
+def test_a_good_answer(peer: OrchestratorPeer) -> None:
+    outcomes: list[str] = []
+    assert call(peer.url, outcomes=outcomes) == Answer("Take a walk.", "advice")
+
+    assert peer.requests == 1
+    assert peer.bodies[0] == {
+        "model": "tip-generator",
+        "messages": [{"role": "user", "content": "the prompt"}],
+    }
+    assert peer.headers[0]["Authorization"] == "Bearer orch-key"
+    assert outcomes == ["ok"]
+
+
+def test_5xx_is_retried_once(peer: OrchestratorPeer) -> None:
+    peer.mode = "error"
+    with pytest.raises(OrchestratorError) as caught:
+        call(peer.url)
+    assert caught.value.reason == "http_5xx"
+    assert peer.requests == 2
+
+
+def test_4xx_is_not_retried(peer: OrchestratorPeer) -> None:
+    peer.mode, peer.status_on_error = "error", 404
+    with pytest.raises(OrchestratorError) as caught:
+        call(peer.url)
+    assert caught.value.reason == "http_4xx"
+    assert peer.requests == 1
+
+
+def test_garbage_is_not_retried(peer: OrchestratorPeer) -> None:
+    peer.mode = "garbage"
+    with pytest.raises(OrchestratorError) as caught:
+        call(peer.url)
+    assert caught.value.reason == "garbage"
+    assert peer.requests == 1
+
+
+def test_a_hang_ends_within_the_budget(peer: OrchestratorPeer) -> None:
+    peer.mode = "hang"
+    started = time.monotonic()
+    with pytest.raises(OrchestratorError) as caught:
+        call(peer.url, timeout_s=0.3, budget_s=0.5)
+    elapsed = time.monotonic() - started
+
+    assert caught.value.reason == "timeout"
+    assert elapsed < 1.0
+    assert peer.requests == 2  # timed out at 0.3 s, retried with the 0.2 s left
+
+
+def test_a_closed_port_is_unreachable() -> None:
+    with OrchestratorPeer() as gone:
+        url = gone.url
+    with pytest.raises(OrchestratorError) as caught:
+        call(url)
+    assert caught.value.reason == "unreachable"
+
+
+def test_open_breaker_sends_nothing(peer: OrchestratorPeer) -> None:
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=60)
+    peer.mode = "error"
+    for _ in range(2):
+        with pytest.raises(OrchestratorError):
+            call(peer.url, breaker)
+    assert breaker.state is BreakerState.OPEN
+    sent = peer.requests
+
+    outcomes: list[str] = []
+    with pytest.raises(BreakerOpenError):
+        call(peer.url, breaker, outcomes=outcomes)
+    assert peer.requests == sent
+    assert outcomes == ["breaker_open"]
