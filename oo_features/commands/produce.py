@@ -1,0 +1,224 @@
+"""`oo-features produce FILE|-`: validate a JSONL event log and publish the good events to Kafka.
+
+Every line is parsed and validated; valid events are published (key =
+user_id) and count as published only once the broker confirms them. Each
+rejected line goes to a rejects file (JSONL: line number, reason, field, text)
+whose path is printed. The exit status is 0 only when every line was published.
+
+Exit status: 0 all published; 1 some lines rejected or undelivered; 2 Kafka
+unavailable, or bad usage (no bootstrap, unreadable input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+from typing import IO, Any
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_UNAVAILABLE = 0, 1, 2
+_PROGRESS_EVERY = 4096  # lines between progress-bar refreshes
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "produce",
+        help="publish a JSONL file of events to Kafka",
+        description=(__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "file", metavar="FILE", help="JSONL file, one canonical-JSON Event a line; - for stdin"
+    )
+    parser.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $OO_KAFKA_BOOTSTRAP)"
+    )
+    parser.add_argument(
+        "--topic-prefix", help="prefix of every topic name (default: $OO_TOPIC_PREFIX)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up when Kafka does not answer for this long "
+        "(default: $OO_KAFKA_TIMEOUT_S or 10)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        help="partitions of topics created when missing (default: $OO_PARTITIONS or 4)",
+    )
+    parser.add_argument(
+        "--rejects",
+        metavar="PATH",
+        help="where rejected lines go "
+        "(default: FILE.rejects.jsonl; for stdin: ./stdin.rejects.jsonl)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+
+
+def _rejects_path(source: str, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if source == "-":
+        return Path("stdin.rejects.jsonl")
+    return Path(source + ".rejects.jsonl")
+
+
+class _RejectsFile:
+    """The rejects file, created at the first rejected line only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._file: IO[str] | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        import json
+
+        if self._file is None:
+            self._file = self.path.open("w", encoding="utf-8")
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from connectors.exceptions import KafkaUnavailableError
+    from connectors.jsonl import LineError, open_source, read_events
+    from connectors.kafka import EventProducer
+    from connectors.settings import ConnectorSettings
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    settings = ConnectorSettings()
+    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    if not bootstrap:
+        err.print("error: no Kafka to publish to: pass --bootstrap or set OO_KAFKA_BOOTSTRAP")
+        return EXIT_UNAVAILABLE
+    timeout_s = args.timeout if args.timeout is not None else settings.kafka_timeout_s
+    partitions = args.partitions if args.partitions is not None else settings.partitions
+    prefix = args.topic_prefix if args.topic_prefix is not None else settings.topic_prefix
+
+    try:
+        source = open_source(args.file)
+    except OSError as exc:
+        err.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
+        return EXIT_UNAVAILABLE
+
+    try:
+        producer = EventProducer(
+            bootstrap=bootstrap, topic_prefix=prefix, timeout_s=timeout_s, partitions=partitions
+        )
+    except KafkaUnavailableError as exc:
+        source.close()
+        err.print(f"error: {exc}\nnothing was published")
+        return EXIT_UNAVAILABLE
+
+    rejects = _RejectsFile(_rejects_path(args.file, args.rejects))
+    show_progress = err.is_terminal if args.progress is None else args.progress
+    started = time.monotonic()
+    queued = 0
+    try:
+        try:
+            with source, _progress(err, source, show_progress) as advance:
+                for line_no, item in read_events(source):
+                    if isinstance(item, LineError):
+                        rejects.write(
+                            {
+                                "line": item.line_no,
+                                "reason": item.reason,
+                                "field": item.field,
+                                "text": item.text,
+                            }
+                        )
+                    else:
+                        producer.publish(item, validate=False)  # read_events validated it
+                        queued += 1
+                    if line_no % _PROGRESS_EVERY == 0:
+                        advance()
+            report = producer.flush()
+        except KafkaUnavailableError as exc:
+            report = producer.flush(timeout_s=1.0)
+            err.print(f"error: {exc}; stopped reading {args.file}")
+            print(
+                f"published {report.published}, rejected {rejects.count}, "
+                f"not published {queued - report.published}"
+            )
+            return EXIT_UNAVAILABLE
+        finally:
+            producer.close()
+        rejected = rejects.count
+        for event_id, reason in report.failed:
+            rejects.write({"line": None, "event_id": event_id, "reason": f"undelivered: {reason}"})
+    finally:
+        rejects.close()
+
+    elapsed = time.monotonic() - started
+    summary = f"published {report.published}, rejected {rejected}"
+    if report.failed:
+        summary += f", undelivered {len(report.failed)}"
+    rate = report.published / elapsed if elapsed > 0 else 0.0
+    print(f"{summary} ({elapsed:.1f} s, {rate:,.0f} events/s)")
+    if rejects.count:
+        err.print(f"rejected lines written to {rejects.path}")
+    return EXIT_INCOMPLETE if rejects.count else EXIT_OK
+
+
+class _progress:
+    """A rich progress bar over the bytes of `source` on stderr; a no-op when not shown."""
+
+    def __init__(self, console: Any, source: IO[bytes], show: bool) -> None:
+        self._console, self._source, self._show = console, source, show
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self._show:
+            return lambda: None
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        total: float | None = None
+        try:
+            if self._source.seekable():
+                total = float(Path(self._source.name).stat().st_size)
+        except (OSError, TypeError):
+            total = None
+        self._bar = Progress(
+            TextColumn("publishing"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self._console,
+            transient=True,
+        )
+        self._bar.start()
+        task = self._bar.add_task("publishing", total=total)
+        source = self._source
+
+        def advance() -> None:
+            with contextlib.suppress(OSError):  # tell() on a pipe
+                self._bar.update(task, completed=source.tell())
+
+        return advance
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
