@@ -75,8 +75,9 @@ class UserState:
         self.consents: dict[str, tuple[int, int, bool]] = {}
         self.preferences: dict[tuple[str, str], tuple[int, int, Any]] = {}
         """(agent_id, param) -> (occurred_ms, seq, value or None when cleared)."""
-        self.seen: dict[str, int] = {}
-        """event_id -> occurred_ms, for events within the allowed lateness."""
+        self.seen: dict[str, tuple[int, int | None]] = {}
+        """event_id -> (occurred_ms, watermark when admitted); forgotten once the watermark has
+        advanced past occurred_ms + the allowed lateness."""
         self.agents: dict[str, AgentBase] = {aid: cls() for aid, cls in REGISTRY.items()}
         self.feedback_events = 0
         self.acceptance = stats.EWMean(fading_factor=ACCEPTANCE_ALPHA)
@@ -102,10 +103,13 @@ class UserState:
         if horizon is not None and occurred < horizon and kind not in NEVER_LATE:
             self.counters["late_dropped"] += 1
             return Applied(False, dropped="late")
-        if event.event_id in self.seen:
+        seen = self.seen.get(event.event_id)
+        # Pruning is lazy, so apply the forgetting rule here: the outcome never depends on when
+        # pruning ran.
+        if seen is not None and not self._forgotten(seen):
             self.counters["duplicates"] += 1
             return Applied(False, dropped="duplicate")
-        self.seen[event.event_id] = occurred
+        self.seen[event.event_id] = (occurred, self.watermark_ms)
         self.deleted = False
         self.seq += 1
         if ingest_time_ms is not None and (self.ingest_ms is None or ingest_time_ms > self.ingest_ms):
@@ -214,9 +218,15 @@ class UserState:
         self.preferences[key] = (occurred, self.seq, value)
         changed.add(payload.agent_id)
 
+    def _forgotten(self, seen: tuple[int, int | None]) -> bool:
+        occurred, watermark_then = seen
+        wm = self.watermark_ms
+        advanced = wm is not None and (watermark_then is None or wm > watermark_then)
+        return advanced and occurred < wm - ALLOWED_LATENESS_MS  # type: ignore[operator]
+
     def _prune(self, asof: AsOf) -> None:
         horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
-        self.seen = {eid: occ for eid, occ in self.seen.items() if occ >= horizon}
+        self.seen = {eid: seen for eid, seen in self.seen.items() if not self._forgotten(seen)}
         self.tips = {tid: tip for tid, tip in self.tips.items() if tip[0] >= horizon}
 
     # -- reading -------------------------------------------------------------------------
