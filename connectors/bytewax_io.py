@@ -120,7 +120,9 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
             by_user[item.user_id] = item
             continue
         previous.agents.update(item.agents)
-        previous.removed_agents = (previous.removed_agents - item.agents.keys()) | item.removed_agents
+        previous.removed_agents = (
+            previous.removed_agents - item.agents.keys()
+        ) | item.removed_agents
         for agent_id in item.removed_agents:
             previous.agents.pop(agent_id, None)
         previous.feedback = item.feedback or previous.feedback
@@ -142,10 +144,14 @@ class StoreSink(DynamicSink[UserWrite]):
 
 
 def dead_letter_sink(bootstrap: str) -> KafkaSink:
-    return KafkaSink([bootstrap], topic=None, add_config={"acks": "all", "enable.idempotence": "true"})
+    return KafkaSink(
+        [bootstrap], topic=None, add_config={"acks": "all", "enable.idempotence": "true"}
+    )
 
 
-def to_dead_letter(rejected: Rejected, *, topic_prefix: str = "") -> KafkaSinkMessage[bytes | None, bytes]:
+def to_dead_letter(
+    rejected: Rejected, *, topic_prefix: str = ""
+) -> KafkaSinkMessage[bytes | None, bytes]:
     return KafkaSinkMessage(
         key=rejected.key,
         value=rejected.raw,

@@ -97,7 +97,8 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
         raise ValidationError("payload", "exactly one payload must be set; got none")
     if kind == "profile_updated" and event.profile_updated.tz not in known_time_zones():
         raise ValidationError(
-            "profile_updated.tz", f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}"
+            "profile_updated.tz",
+            f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}",
         )
     if kind == "preference_set" and event.preference_set.value_json:
         try:

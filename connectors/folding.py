@@ -19,7 +19,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def fold_batch(state: UserState, batch: Iterable[Accepted], *, computed_at_ms: int | None = None) -> UserWrite | None:
+def fold_batch(
+    state: UserState, batch: Iterable[Accepted], *, computed_at_ms: int | None = None
+) -> UserWrite | None:
     """Apply every event of the batch in order; return the coalesced write (None if nothing changed)."""
     touched: set[str] = set()
     deleted_at: int | None = None

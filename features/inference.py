@@ -41,7 +41,9 @@ def evaluate(
             inference = agent.infer(asof, preferences)
         except Exception:
             INFERENCE_ERRORS[manifest.id] += 1
-            log.exception("inference failed in agent %s; serving its cold-start values", manifest.id)
+            log.exception(
+                "inference failed in agent %s; serving its cold-start values", manifest.id
+            )
             inference = Inference(values=None, extras={})
     cold = inference.values is None
     values = inference.values or {}

@@ -112,7 +112,9 @@ class UserState:
         self.seen[event.event_id] = (occurred, self.watermark_ms)
         self.deleted = False
         self.seq += 1
-        if ingest_time_ms is not None and (self.ingest_ms is None or ingest_time_ms > self.ingest_ms):
+        if ingest_time_ms is not None and (
+            self.ingest_ms is None or ingest_time_ms > self.ingest_ms
+        ):
             self.ingest_ms = ingest_time_ms
         if self.newest_event_ms is None or occurred > self.newest_event_ms:
             self.newest_event_ms = occurred
@@ -126,7 +128,9 @@ class UserState:
         changed: set[str] = set()
         removed: set[str] = set()
         day_moved = watermark_moved = False
-        if kind not in FEEDBACK_KINDS and (self.watermark_ms is None or occurred > self.watermark_ms):
+        if kind not in FEEDBACK_KINDS and (
+            self.watermark_ms is None or occurred > self.watermark_ms
+        ):
             watermark_moved = True
             day_moved = self.watermark_ms is None or day != self.asof_day
             self.watermark_ms, self.asof_day = occurred, day
@@ -150,9 +154,7 @@ class UserState:
             for agent_id, agent in self.agents.items():
                 if kind in agent.MANIFEST.reads and agent.apply(folded, asof):
                     changed.add(agent_id)
-                if day_moved and agent.on_asof(asof):
-                    changed.add(agent_id)
-                elif watermark_moved and agent.on_watermark(asof):
+                if (day_moved and agent.on_asof(asof)) or (watermark_moved and agent.on_watermark(asof)):
                     changed.add(agent_id)
             if day_moved:
                 self._prune(asof)
@@ -164,7 +166,9 @@ class UserState:
         )
 
     def _delete(self, occurred: int) -> Applied:
-        self.tombstone_ms = occurred if self.tombstone_ms is None else max(self.tombstone_ms, occurred)
+        self.tombstone_ms = (
+            occurred if self.tombstone_ms is None else max(self.tombstone_ms, occurred)
+        )
         self._reset()
         self.deleted = True
         return Applied(True, deleted=True)

@@ -59,7 +59,9 @@ def backfill(
             now_s = time.time()
             per_user: dict[str, list[Accepted]] = {}
             for line_no, line in batch:
-                record = decode_line(str(source), line_no, line, ingest_ms=int(now_s * 1000), now_s=now_s)
+                record = decode_line(
+                    str(source), line_no, line, ingest_ms=int(now_s * 1000), now_s=now_s
+                )
                 if record is None:
                     continue
                 if isinstance(record, Rejected):

@@ -71,7 +71,9 @@ def _progress(worker: threading.Thread, done: Any, total: int) -> None:
                 last = pct
 
 
-def _replay_kafka(event_log: Path, bootstrap: str, store_url: str, key_prefix: str, topic_prefix: str) -> None:
+def _replay_kafka(
+    event_log: Path, bootstrap: str, store_url: str, key_prefix: str, topic_prefix: str
+) -> None:
     import subprocess
 
     from connectors.codec import from_json
@@ -85,9 +87,19 @@ def _replay_kafka(event_log: Path, bootstrap: str, store_url: str, key_prefix: s
     producer.close()
     _say(f"  published {report.published} events to Kafka at {bootstrap}")
     cmd = [
-        sys.executable, "-m", "oo_features.cli", "flow", "--stop-at-end",
-        "--bootstrap", bootstrap, "--store-url", store_url, "--key-prefix", key_prefix,
-        "--topic-prefix", topic_prefix,
+        sys.executable,
+        "-m",
+        "oo_features.cli",
+        "flow",
+        "--stop-at-end",
+        "--bootstrap",
+        bootstrap,
+        "--store-url",
+        store_url,
+        "--key-prefix",
+        key_prefix,
+        "--topic-prefix",
+        topic_prefix,
     ]
     subprocess.run(cmd, check=True)
 
@@ -132,12 +144,18 @@ def run_demo(args: argparse.Namespace) -> int:
             lines += 1
     _say(f"  wrote {lines} events to {event_log}")
 
-    _say("2/4 running the feature flow " + ("from the event log into " if embedded else "on Kafka into ") + store_url)
+    _say(
+        "2/4 running the feature flow "
+        + ("from the event log into " if embedded else "on Kafka into ")
+        + store_url
+    )
     started = time.perf_counter()
     if embedded:
         _replay_file(event_log, store_url, conf.key_prefix, lines)
     else:
-        _replay_kafka(event_log, conf.kafka_bootstrap or "", store_url, conf.key_prefix, conf.topic_prefix)
+        _replay_kafka(
+            event_log, conf.kafka_bootstrap or "", store_url, conf.key_prefix, conf.topic_prefix
+        )
     _say(f"  done in {time.perf_counter() - started:.1f} s")
 
     store = open_store(store_url, key_prefix=conf.key_prefix)
@@ -157,7 +175,9 @@ def run_demo(args: argparse.Namespace) -> int:
         port=args.port,
     )
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, name="oo-demo-api", daemon=True)
     _say(f"3/4 starting the API on http://127.0.0.1:{args.port}")
     thread.start()
@@ -178,7 +198,7 @@ def run_demo(args: argparse.Namespace) -> int:
         params = {name: p["value"] for name, p in agent["params"].items()}
         _say(f"  {agent_id}: {json.dumps(params)}")
         if agent.get("snippet"):
-            _say(f"    \"{agent['snippet']['text']}\"")
+            _say(f'    "{agent["snippet"]["text"]}"')
     _say("")
     if tip.get("tip"):
         why = f" (fallback: {tip.get('fallback_reason')})" if tip.get("fallback") else ""

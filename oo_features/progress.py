@@ -25,7 +25,10 @@ def line_progress(path: str | Path, label: str) -> Iterator[Callable[[int], None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress(
-        f"[bold]{label}[/bold]", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        f"[bold]{label}[/bold]",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
         transient=False,
     ) as bar:
         task = bar.add_task(label, total=count_lines(path))

@@ -20,16 +20,19 @@ PROTOS = sorted(p.relative_to(PROTO_ROOT) for p in PROTO_ROOT.rglob("*.proto"))
 
 def generate(out_dir: Path) -> None:
     include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+    ]
     if protoc.main(args + [str(p) for p in PROTOS]) != 0:
         raise SystemExit("protoc failed")
 
 
 def generated_files(base: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(base)): p.read_bytes()
-        for p in base.rglob("*_pb2.py*")
-    }
+    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*_pb2.py*")}
 
 
 def main() -> int:
@@ -41,7 +44,9 @@ def main() -> int:
         fresh = generated_files(Path(tmp))
     if check:
         committed = generated_files(PROTO_ROOT)
-        stale = sorted(k for k in fresh.keys() | committed.keys() if fresh.get(k) != committed.get(k))
+        stale = sorted(
+            k for k in fresh.keys() | committed.keys() if fresh.get(k) != committed.get(k)
+        )
         if stale:
             print("stale generated modules (run scripts/gen_proto.py): " + ", ".join(stale))
             return 1

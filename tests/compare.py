@@ -25,7 +25,9 @@ def differences(
     out: list[str] = []
     for agent in sorted(stored.keys() | expected.keys()):
         if agent not in stored or agent not in expected:
-            out.append(f"{where} agent {agent}: stored={agent in stored} expected={agent in expected}")
+            out.append(
+                f"{where} agent {agent}: stored={agent in stored} expected={agent in expected}"
+            )
             continue
         for name in sorted(stored[agent].keys() | expected[agent].keys()):
             got, want = stored[agent].get(name), expected[agent].get(name)

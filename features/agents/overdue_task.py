@@ -106,7 +106,9 @@ class Agent(AgentBase):
 
     def on_asof(self, asof: AsOf) -> bool:
         horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
-        closed = [t for t, (occ, _, is_open, _) in self.tasks.items() if not is_open and occ < horizon]
+        closed = [
+            t for t, (occ, _, is_open, _) in self.tasks.items() if not is_open and occ < horizon
+        ]
         # Closed or untracked tasks beyond the allowed lateness cannot be touched by an admitted event.
         for task_id in closed:
             del self.tasks[task_id]

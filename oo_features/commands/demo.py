@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workdir", default=".oo/demo", help="where the event log and embedded store go")
+    p.add_argument(
+        "--workdir", default=".oo/demo", help="where the event log and embedded store go"
+    )
     p.add_argument("--once", action="store_true", help="exit after showing the tip (no serving)")
 
 

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "keep every user's features current in the store; bad events go to oo.deadletter.v1 "
         "(or a rejects file).",
     )
-    p.add_argument("--from", dest="event_log", metavar="FILE", help="read an event-log file instead of Kafka")
+    p.add_argument(
+        "--from", dest="event_log", metavar="FILE", help="read an event-log file instead of Kafka"
+    )
     p.add_argument("--rejects", help="rejects file for --from (default FILE.rejects.jsonl)")
     p.add_argument("--bootstrap", help="override OO_KAFKA_BOOTSTRAP")
     p.add_argument("--store-url", help="override OO_STORE_URL")
@@ -24,15 +26,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key-prefix", help="override OO_KEY_PREFIX")
     p.add_argument("-w", "--workers", type=int, default=1, help="worker threads per process")
     p.add_argument(
-        "--processes", type=int, default=1,
+        "--processes",
+        type=int,
+        default=1,
         help="start this many local processes as one Bytewax cluster (loopback addresses)",
     )
     p.add_argument("-i", "--process-id", type=int, help="this process's index in --addresses")
-    p.add_argument("-a", "--addresses", help="semicolon-separated host:port of every cluster process")
+    p.add_argument(
+        "-a", "--addresses", help="semicolon-separated host:port of every cluster process"
+    )
     p.add_argument("--recovery-dir", help="Bytewax recovery directory (snapshots, resume offsets)")
     p.add_argument("--epoch-interval", type=float, default=2.0, help="seconds between snapshots")
     p.add_argument(
-        "--stop-at-end", action="store_true",
+        "--stop-at-end",
+        action="store_true",
         help="consume what is in the topics now, write everything, exit 0",
     )
     p.add_argument("--batch-size", type=int, default=1000, help="Kafka messages per input batch")
@@ -87,11 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
-    from connectors.kafka import ensure_topics
+    from connectors import topics
     from connectors.exceptions import ConnectorError
+    from connectors.kafka import ensure_topics
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
-    from connectors import topics
     from flows.features_flow import build_flow
 
     settings = ConnectorSettings()
@@ -100,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     topic_prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
     bootstrap = None if args.event_log else (args.bootstrap or settings.kafka_bootstrap)
     if args.event_log is None and bootstrap is None:
-        print("error: no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE", file=sys.stderr)
+        print(
+            "error: no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE",
+            file=sys.stderr,
+        )
         return 2
     if args.event_log is not None and not Path(args.event_log).is_file():
         print(f"error: event log {args.event_log} does not exist", file=sys.stderr)

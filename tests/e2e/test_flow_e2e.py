@@ -37,7 +37,9 @@ def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Compl
         timeout=600,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"oo-features {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"oo-features {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -45,9 +47,23 @@ def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Compl
 def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("e2e") / "events.jsonl"
     cli(
-        "generate", "--users", str(USERS), "--days", str(DAYS), "--seed", str(SEED),
-        "--out-of-order", "0.03", "--duplicates", "0.01", "--too-late", "0.005", "--invalid", "0.003",
-        "--out", str(path),
+        "generate",
+        "--users",
+        str(USERS),
+        "--days",
+        str(DAYS),
+        "--seed",
+        str(SEED),
+        "--out-of-order",
+        "0.03",
+        "--duplicates",
+        "0.01",
+        "--too-late",
+        "0.005",
+        "--invalid",
+        "0.003",
+        "--out",
+        str(path),
         env={},
     )
     # Two users ask to be deleted at the end, and a late event of theirs arrives afterwards:
@@ -82,10 +98,13 @@ def reborn_users(events: list[Any]) -> set[str]:
     """Users deleted and then active again: cross-topic order matters for them (features/README.md)."""
     deleted = {e.user_id for e in events if e.WhichOneof("payload") == "user_deleted"}
     last_deletion = {
-        e.user_id: e.occurred_at.ToMilliseconds() for e in events if e.WhichOneof("payload") == "user_deleted"
+        e.user_id: e.occurred_at.ToMilliseconds()
+        for e in events
+        if e.WhichOneof("payload") == "user_deleted"
     }
     return {
-        e.user_id for e in events
+        e.user_id
+        for e in events
         if e.user_id in deleted and e.occurred_at.ToMilliseconds() > last_deletion[e.user_id]
     }
 
@@ -96,19 +115,27 @@ def stored_view(store_url: str, key_prefix: str, user_ids: list[str]) -> dict[st
         view = {}
         for user_id in user_ids:
             user = store.read_user(user_id)
-            view[user_id] = None if user is None else {
-                "params": {a: {n: p for n, p in s.params.items()} for a, s in user.agents.items()},
-                "extras": {a: s.extras for a, s in user.agents.items()},
-                "snippets": {a: s.snippet for a, s in user.agents.items()},
-                "feedback": user.feedback,
-            }
+            view[user_id] = (
+                None
+                if user is None
+                else {
+                    "params": {
+                        a: {n: p for n, p in s.params.items()} for a, s in user.agents.items()
+                    },
+                    "extras": {a: s.extras for a, s in user.agents.items()},
+                    "snippets": {a: s.snippet for a, s in user.agents.items()},
+                    "feedback": user.feedback,
+                }
+            )
         return view
     finally:
         store.close()
 
 
 @pytest.fixture(scope="module")
-def streamed(services: Any, event_log: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def streamed(
+    services: Any, event_log: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """Produce the log and run the flow once with --stop-at-end; what landed in Redis."""
     import uuid
 
@@ -126,7 +153,10 @@ def streamed(services: Any, event_log: Path, tmp_path_factory: pytest.TempPathFa
     injected = inject_invalid(event_log, services.kafka_bootstrap, prefix)
     cli("flow", "--stop-at-end", env=env)
     return {
-        "env": env, "produce": produced, "prefix": prefix, "key_prefix": key_prefix,
+        "env": env,
+        "produce": produced,
+        "prefix": prefix,
+        "key_prefix": key_prefix,
         "injected": injected,
     }
 
@@ -161,7 +191,13 @@ def test_generated_log_has_every_kind_of_trouble(event_log: Path) -> None:
     kinds = {e.WhichOneof("payload") for e in events}
     assert len(events) >= 20_000 and len({e.user_id for e in events}) >= USERS
     assert invalid > 0
-    assert {"user_deleted", "consent_changed", "preference_set", "tip_shown", "tip_reaction"} <= kinds
+    assert {
+        "user_deleted",
+        "consent_changed",
+        "preference_set",
+        "tip_shown",
+        "tip_reaction",
+    } <= kinds
     ids = [e.event_id for e in events]
     assert len(ids) > len(set(ids)), "no duplicates in the log"
     ref = reference_features(events)
@@ -169,7 +205,9 @@ def test_generated_log_has_every_kind_of_trouble(event_log: Path) -> None:
     assert any(u.deleted for u in ref.values())
 
 
-def test_produce_rejects_exactly_the_invalid_lines(event_log: Path, streamed: dict[str, Any]) -> None:
+def test_produce_rejects_exactly_the_invalid_lines(
+    event_log: Path, streamed: dict[str, Any]
+) -> None:
     events, invalid = valid_events(event_log)
     out = streamed["produce"].stdout + streamed["produce"].stderr
     assert streamed["produce"].returncode != 0
@@ -198,12 +236,16 @@ def test_stream_equals_reference(services: Any, event_log: Path, streamed: dict[
         problems += differences(got["extras"], expected.extras, where=f"user {user_id} extras")
         if user_id not in reborn:
             problems += differences(
-                {"feedback": got["feedback"]}, {"feedback": expected.feedback}, where=f"user {user_id}"
+                {"feedback": got["feedback"]},
+                {"feedback": expected.feedback},
+                where=f"user {user_id}",
             )
     assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:15])
 
 
-def test_deleted_users_have_no_keys(services: Any, event_log: Path, streamed: dict[str, Any]) -> None:
+def test_deleted_users_have_no_keys(
+    services: Any, event_log: Path, streamed: dict[str, Any]
+) -> None:
     import redis
 
     events, _ = valid_events(event_log)
@@ -221,7 +263,11 @@ def test_invalid_events_sit_in_the_dead_letter_topic(
     _, invalid = valid_events(event_log)
     topic = streamed["prefix"] + topics.DEADLETTER
     consumer = Consumer(
-        {"bootstrap.servers": services.kafka_bootstrap, "group.id": "e2e-dlq", "enable.partition.eof": True}
+        {
+            "bootstrap.servers": services.kafka_bootstrap,
+            "group.id": "e2e-dlq",
+            "enable.partition.eof": True,
+        }
     )
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
@@ -293,14 +339,24 @@ def test_backfill_equals_stream(services: Any, event_log: Path, streamed: dict[s
     events, _ = valid_events(event_log)
     users = sorted({e.user_id for e in events} - reborn_users(events))
     key_prefix = streamed["key_prefix"] + "bf"
-    cli("backfill", str(event_log), "--store-url", services.redis_url, "--key-prefix", key_prefix,
-        env={}, check=False)
+    cli(
+        "backfill",
+        str(event_log),
+        "--store-url",
+        services.redis_url,
+        "--key-prefix",
+        key_prefix,
+        env={},
+        check=False,
+    )
     stream = stored_view(services.redis_url, streamed["key_prefix"], users)
     batch = stored_view(services.redis_url, key_prefix, users)
     assert stream == batch
 
 
-@pytest.mark.parametrize("layout", [["-w", "2"], ["--processes", "2"]], ids=["2-workers", "2-processes"])
+@pytest.mark.parametrize(
+    "layout", [["-w", "2"], ["--processes", "2"]], ids=["2-workers", "2-processes"]
+)
 def test_parallel_flow_equals_single(
     services: Any, event_log: Path, streamed: dict[str, Any], layout: list[str]
 ) -> None:

@@ -55,7 +55,9 @@ def test_buf_breaking_catches_a_renamed_field(buf: str, tmp_path: Path) -> None:
 
 def test_generated_python_is_fresh() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/gen_proto.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(ROOT / "scripts/gen_proto.py"), "--check"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

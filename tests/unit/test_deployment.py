@@ -49,7 +49,9 @@ def test_readme_configuration_table_is_generated_from_the_settings() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- config-table:start -->\n(.*?)\n<!-- config-table:end -->", readme, re.S)
+    match = re.search(
+        r"<!-- config-table:start -->\n(.*?)\n<!-- config-table:end -->", readme, re.S
+    )
     assert match, "README.md lost its config-table markers"
     assert match.group(1).strip() == module.table().strip(), "run: python scripts/config_table.py"
 
