@@ -23,9 +23,26 @@ def test_demo_on_embedded_defaults_shows_a_tip_and_equals_backfill(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("OO_")}
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "oo_features.cli", "demo", "--users", "30", "--days", "30",
-         "--once", "--port", str(free_port()), "--workdir", str(workdir)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "oo_features.cli",
+            "demo",
+            "--users",
+            "30",
+            "--days",
+            "30",
+            "--once",
+            "--port",
+            str(free_port()),
+            "--workdir",
+            str(workdir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -34,7 +51,9 @@ def test_demo_on_embedded_defaults_shows_a_tip_and_equals_backfill(tmp_path: Pat
 
     demo_store = open_store(f"sqlite:///{workdir / 'features.db'}")
     batch_store = open_store(f"sqlite:///{tmp_path / 'backfill.db'}")
-    report = backfill(workdir / "events.jsonl", batch_store, rejects_path=tmp_path / "rejects.jsonl")
+    report = backfill(
+        workdir / "events.jsonl", batch_store, rejects_path=tmp_path / "rejects.jsonl"
+    )
     assert report.rejected == 0
     users = sorted(demo_store.user_ids())
     assert users == sorted(batch_store.user_ids()) and len(users) == 30
