@@ -1,14 +1,18 @@
-"""Fold a batch of one user's events into `UserState` and say what to write.
+"""Fold one user's events into `UserState` and say what to write.
 
 This is the one place that turns feature outputs into store writes, shared by
 the Bytewax flow, the backfill and the benchmark's plain loop, so all of them
-write exactly the same thing.
+write exactly the same thing. Folding and writing are separate: a `Pending`
+accumulates what changed over any number of events, and `build_write` turns it
+into one coalesced `UserWrite` (the flow flushes on a short timer, so a busy
+user costs one write per interval, not one per event).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from connectors.records import Accepted
 from connectors.store.base import AgentWrite, UserWrite
@@ -19,32 +23,38 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def fold_batch(
-    state: UserState, batch: Iterable[Accepted], *, computed_at_ms: int | None = None
-) -> UserWrite | None:
-    """Apply every event of the batch in order; return the coalesced write (None if nothing changed)."""
-    touched: set[str] = set()
+@dataclass(slots=True)
+class Pending:
+    """What changed for one user since the last write."""
+
+    touched: set[str] = field(default_factory=set)
     deleted_at: int | None = None
-    feedback_changed = False
-    admitted = False
-    for item in batch:
-        applied = state.apply(item.event, ingest_time_ms=item.ingest_ms)
-        if not applied.admitted:
-            continue
-        admitted = True
-        if applied.deleted:
-            deleted_at = state.tombstone_ms
-            touched.clear()
-            feedback_changed = False
-            continue
-        touched |= applied.changed
-        touched |= applied.removed
-        feedback_changed |= applied.feedback_changed
-    if not admitted:
+    feedback_changed: bool = False
+    admitted: bool = False
+
+    def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
+        for item in batch:
+            applied = state.apply(item.event, ingest_time_ms=item.ingest_ms)
+            if not applied.admitted:
+                continue
+            self.admitted = True
+            if applied.deleted:
+                self.deleted_at = state.tombstone_ms
+                self.touched.clear()
+                self.feedback_changed = False
+                continue
+            self.touched |= applied.changed
+            self.touched |= applied.removed
+            self.feedback_changed |= applied.feedback_changed
+
+
+def build_write(state: UserState, pending: Pending, *, computed_at_ms: int | None = None) -> UserWrite | None:
+    """The coalesced write for everything `pending` saw (None when nothing was admitted)."""
+    if not pending.admitted:
         return None
     write = UserWrite(
         user_id=state.user_id,
-        deleted_at_ms=deleted_at,
+        deleted_at_ms=pending.deleted_at,
         newest_event_ms=state.newest_event_ms,
         newest_ingest_ms=state.ingest_ms,
     )
@@ -52,8 +62,8 @@ def fold_batch(
         return write
     computed = now_ms() if computed_at_ms is None else computed_at_ms
     ingest = state.ingest_ms or computed
-    live = [agent_id for agent_id in sorted(touched) if agent_id in state.agents]
-    write.removed_agents = {agent_id for agent_id in touched if agent_id not in state.agents}
+    live = [agent_id for agent_id in sorted(pending.touched) if agent_id in state.agents]
+    write.removed_agents = {a for a in pending.touched if a not in state.agents}
     for agent_id, out in state.outputs(live).items():
         write.agents[agent_id] = AgentWrite(
             agent_id=agent_id,
@@ -66,7 +76,16 @@ def fold_batch(
             ingest_time_ms=ingest,
             computed_at_ms=computed,
         )
-    if feedback_changed or deleted_at is not None:
+    if pending.feedback_changed or pending.deleted_at is not None:
         write.feedback = state.feedback()
         write.consents = state.consent_map()
     return write
+
+
+def fold_batch(
+    state: UserState, batch: Iterable[Accepted], *, computed_at_ms: int | None = None
+) -> UserWrite | None:
+    """Apply every event of the batch in order; return the coalesced write (None if nothing changed)."""
+    pending = Pending()
+    pending.fold(state, batch)
+    return build_write(state, pending, computed_at_ms=computed_at_ms)

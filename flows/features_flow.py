@@ -10,6 +10,7 @@ Thin by design: decoding, folding and writing live in `connectors` and
 from __future__ import annotations
 
 import pickle
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -18,31 +19,68 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from connectors import bytewax_io
-from connectors.folding import fold_batch
+from connectors.folding import Pending, build_write
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
 
 
 class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
-    """One user's `UserState`; folds each batch and emits one coalesced write."""
+    """One user's `UserState`: folds every batch, writes at most once per flush interval.
 
-    def __init__(self, state: UserState | None) -> None:
+    With `flush_interval` 0 each batch is written at once; otherwise the first
+    change schedules a write `flush_interval` later and everything folded until
+    then goes out in that one write. What is folded but not yet written is part
+    of the snapshot, so a restart loses nothing.
+    """
+
+    def __init__(
+        self, state: UserState | None, pending: Pending | None, flush_interval: timedelta
+    ) -> None:
         self.state = state
+        self.pending = pending or Pending()
+        self.flush_interval = flush_interval
+        self.due: datetime | None = None
+        if self.pending.admitted:
+            self.due = datetime.now(UTC)
 
     def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite], bool]:
         if self.state is None:
             self.state = UserState(values[0].event.user_id)
-        write = fold_batch(self.state, values)
-        return ([] if write is None else [write]), StatefulBatchLogic.RETAIN
+        self.pending.fold(self.state, values)
+        if not self.flush_interval:
+            return self._flush(), StatefulBatchLogic.RETAIN
+        if self.due is None and self.pending.admitted:
+            self.due = datetime.now(UTC) + self.flush_interval
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.due
+
+    def on_notify(self) -> tuple[list[UserWrite], bool]:
+        return self._flush(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[UserWrite], bool]:
+        return self._flush(), StatefulBatchLogic.RETAIN
+
+    def _flush(self) -> list[UserWrite]:
+        self.due = None
+        if self.state is None or not self.pending.admitted:
+            return []
+        write = build_write(self.state, self.pending)
+        self.pending = Pending()
+        return [] if write is None else [write]
 
     def snapshot(self) -> bytes:
         # pickle, not deepcopy: several times cheaper per touched user at each epoch.
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _build_logic(resume: bytes | None) -> UserLogic:
-    return UserLogic(pickle.loads(resume) if resume is not None else None)
+def _build_logic(flush_interval: timedelta, resume: bytes | None) -> UserLogic:
+    if resume is None:
+        return UserLogic(None, None, flush_interval)
+    state, pending = pickle.loads(resume)
+    return UserLogic(state, pending, flush_interval)
 
 
 def build_flow(
@@ -55,6 +93,7 @@ def build_flow(
     rejects_path: str | Path | None = None,
     stop_at_end: bool = False,
     batch_size: int = 1000,
+    flush_interval: timedelta = timedelta(milliseconds=100),
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`)."""
     if (kafka_bootstrap is None) == (event_log is None):
@@ -81,7 +120,7 @@ def build_flow(
         path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     keyed = op.key_on("key_by_user", split.trues, lambda record: record.event.user_id)
-    writes = op.stateful_batch("fold_user_state", keyed, _build_logic)
+    writes = op.stateful_batch("fold_user_state", keyed, partial(_build_logic, flush_interval))
     op.output(
         "store",
         op.key_rm("drop_user_key", writes),

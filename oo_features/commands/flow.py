@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="consume what is in the topics now, write everything, exit 0",
     )
     p.add_argument("--batch-size", type=int, default=1000, help="Kafka messages per input batch")
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        default=0.1,
+        help="seconds a user's changes are coalesced before one write (0: write every batch)",
+    )
 
 
 def _free_ports(n: int) -> list[int]:
@@ -147,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         rejects_path=args.rejects,
         stop_at_end=args.stop_at_end or args.event_log is not None,
         batch_size=args.batch_size,
+        flush_interval=timedelta(seconds=args.flush_interval),
     )
     addresses = args.addresses.split(";") if args.addresses else None
     cli_main(
