@@ -95,5 +95,6 @@ class AgentBase:
 def _state(obj: object) -> dict[str, Any]:
     slots = getattr(type(obj), "__slots__", ())
     if slots:
-        return {name: getattr(obj, name) for name in slots}
+        # Underscored slots are caches, not state.
+        return {name: getattr(obj, name) for name in slots if not name.startswith("_")}
     return dict(vars(obj))

@@ -54,7 +54,8 @@ def evaluate(
         if name in inference.context:
             inferred, source = inference.context[name], "cold_start"
         elif inferred is None:
-            inferred, source = copy.deepcopy(default), "cold_start"
+            mutable = isinstance(default, list | dict | set)
+            inferred, source = (copy.deepcopy(default) if mutable else default), "cold_start"
         if name in preferences:
             params[name] = Param(preferences[name], "user", inferred)
         else:

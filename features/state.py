@@ -154,7 +154,9 @@ class UserState:
             for agent_id, agent in self.agents.items():
                 if kind in agent.MANIFEST.reads and agent.apply(folded, asof):
                     changed.add(agent_id)
-                if (day_moved and agent.on_asof(asof)) or (watermark_moved and agent.on_watermark(asof)):
+                if (day_moved and agent.on_asof(asof)) or (
+                    watermark_moved and agent.on_watermark(asof)
+                ):
                     changed.add(agent_id)
             if day_moved:
                 self._prune(asof)

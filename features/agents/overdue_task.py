@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import bisect
 import statistics
+import sys
+import zlib
+from array import array
 from typing import Any
 
 from features.agent import AgentBase, AsOf, Folded, Inference
@@ -56,85 +59,144 @@ def median(values: list[float]) -> float:
 
 
 class Agent(AgentBase):
-    __slots__ = ("entries", "projects", "tasks")
+    __slots__ = ("_memo", "late", "occ", "open_due", "project_names", "projects", "tasks")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[int, int, int, str]] = []
-        """Sorted by (occurred_ms, seq): oldest first."""
-        self.projects: set[str] = set()
+        # Lateness entries as parallel arrays, oldest first (a year of history stays a few KB).
+        # Ties in occurred_at keep admission order: later admitted = more recent.
+        self.occ = array("q")
+        self.late = array("q")
+        self.projects = array("H")
+        """Index into `project_names`; 0 is "no project"."""
+        self.project_names: list[str] = [""]
         self.tasks: dict[str, tuple[int, int, bool, int]] = {}
         """task_id -> (occurred_ms, seq, is_open, due_ms) of its latest event."""
+        self.open_due: list[tuple[int, str]] = []
+        """(due_ms, task_id) of the open tasks, sorted: overdue ones are a prefix."""
+        self._memo: tuple[float | None, dict[str, Any] | None] | None = None
+        """Tolerance and parameters of the current entries (not part of the state)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # open_due is derived from tasks and the memo is a cache: neither is pickled.
+        # Sorted timestamps compress well and cheaply; lateness values barely do, so they stay raw.
+        return {
+            "occ": zlib.compress(self.occ.tobytes(), 1),
+            "late": self.late.tobytes(),
+            "projects": self.projects.tobytes(),
+            "project_names": self.project_names,
+            "tasks": self.tasks,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.occ = array("q", zlib.decompress(state["occ"]))
+        self.late = array("q", state["late"])
+        self.projects = array("H", state["projects"])
+        self.project_names = state["project_names"]
+        self.tasks = state["tasks"]
+        self.open_due = sorted(
+            (due, t) for t, (_, _, is_open, due) in self.tasks.items() if is_open
+        )
+        self._memo = None
 
     def apply(self, event: Folded, asof: AsOf) -> bool:
         kind = event.kind
         payload = event.payload
         if kind == "task_completed" and payload.HasField("due_at"):
-            lateness = event.occurred_ms - _ts_ms(payload.due_at)
-            project = payload.project_id
-            bisect.insort(self.entries, (event.occurred_ms, event.seq, lateness, project))
-            if project:
-                self.projects.add(project)
-            if len(self.entries) > RECENT_GLOBAL + RECENT_PER_PROJECT * len(self.projects) + 64:
-                self._prune_entries()
+            self._add_lateness(
+                event.occurred_ms, event.occurred_ms - _ts_ms(payload.due_at), payload.project_id
+            )
         if kind in ("task_created", "task_updated", "task_completed", "task_deleted"):
             self._track(event)
         return True
 
+    def _add_lateness(self, occurred: int, lateness: int, project: str) -> None:
+        try:
+            index = self.project_names.index(project)
+        except ValueError:
+            index = len(self.project_names)
+            self.project_names.append(sys.intern(project))
+        pos = bisect.bisect_right(self.occ, occurred)
+        self.occ.insert(pos, occurred)
+        self.late.insert(pos, lateness)
+        self.projects.insert(pos, index)
+        self._memo = None
+        if len(self.occ) > RECENT_GLOBAL + RECENT_PER_PROJECT * (len(self.project_names) - 1) + 64:
+            self._prune_entries()
+
     def _track(self, event: Folded) -> None:
         payload = event.payload
-        current = self.tasks.get(payload.task_id)
-        if current is not None and (current[0], current[1]) > (event.occurred_ms, event.seq):
-            return
+        task_id = sys.intern(payload.task_id)
+        current = self.tasks.get(task_id)
+        if current is not None:
+            if (current[0], current[1]) > (event.occurred_ms, event.seq):
+                return
+            if current[2]:
+                self.open_due.remove((current[3], task_id))
         # An update without a due date untracks the task but its time is remembered, so an
         # older event arriving later cannot reopen it.
         is_open = event.kind in ("task_created", "task_updated") and payload.HasField("due_at")
         due = _ts_ms(payload.due_at) if is_open else 0
-        self.tasks[payload.task_id] = (event.occurred_ms, event.seq, is_open, due)
+        self.tasks[task_id] = (event.occurred_ms, event.seq, is_open, due)
+        if is_open:
+            bisect.insort(self.open_due, (due, task_id))
 
     def _prune_entries(self) -> None:
-        keep_global = len(self.entries) - RECENT_GLOBAL
-        per_project: dict[str, int] = {}
-        kept: list[tuple[int, int, int, str]] = []
-        for index in range(len(self.entries) - 1, -1, -1):
-            entry = self.entries[index]
-            seen = per_project.get(entry[3], 0)
-            per_project[entry[3]] = seen + 1
-            if index >= keep_global or (entry[3] and seen < RECENT_PER_PROJECT):
-                kept.append(entry)
+        keep_global = len(self.occ) - RECENT_GLOBAL
+        per_project: dict[int, int] = {}
+        kept = []
+        for index in range(len(self.occ) - 1, -1, -1):
+            project = self.projects[index]
+            seen = per_project.get(project, 0)
+            per_project[project] = seen + 1
+            if index >= keep_global or (project and seen < RECENT_PER_PROJECT):
+                kept.append(index)
         kept.reverse()
-        self.entries = kept
+        self.occ = array("q", (self.occ[i] for i in kept))
+        self.late = array("q", (self.late[i] for i in kept))
+        self.projects = array("H", (self.projects[i] for i in kept))
 
     def on_asof(self, asof: AsOf) -> bool:
         horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
+        # Closed or untracked tasks beyond the allowed lateness cannot be touched by an admitted event.
         closed = [
             t for t, (occ, _, is_open, _) in self.tasks.items() if not is_open and occ < horizon
         ]
-        # Closed or untracked tasks beyond the allowed lateness cannot be touched by an admitted event.
         for task_id in closed:
             del self.tasks[task_id]
         return True
 
     def on_watermark(self, asof: AsOf) -> bool:
-        return any(is_open for _, _, is_open, _ in self.tasks.values())
+        return bool(self.open_due)
 
-    def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:
-        recent = [e[2] / MS_PER_DAY for e in self.entries[-RECENT_GLOBAL:]]
-        values: dict[str, Any] | None = None
-        inferred_tolerance = None
+    def _lateness_params(self) -> tuple[float | None, dict[str, Any] | None]:
+        if self._memo is not None:
+            return self._memo
+        recent = [ms / MS_PER_DAY for ms in self.late[-RECENT_GLOBAL:]]
+        result: tuple[float | None, dict[str, Any] | None] = (None, None)
         if len(recent) >= MIN_VALUES:
-            inferred_tolerance = median(recent)
-            by_project: dict[str, list[float]] = {}
-            for entry in reversed(self.entries):
-                if entry[3]:
-                    bucket = by_project.setdefault(entry[3], [])
+            tolerance = median(recent)
+            by_project: dict[int, list[float]] = {}
+            for index in range(len(self.occ) - 1, -1, -1):
+                project = self.projects[index]
+                if project:
+                    bucket = by_project.setdefault(project, [])
                     if len(bucket) < RECENT_PER_PROJECT:
-                        bucket.append(entry[2] / MS_PER_DAY)
+                        bucket.append(self.late[index] / MS_PER_DAY)
             realness = {
-                project: 1.0 / (1.0 + max(0.0, median(vals) - inferred_tolerance))
-                for project, vals in sorted(by_project.items())
+                self.project_names[project]: 1.0 / (1.0 + max(0.0, median(vals) - tolerance))
+                for project, vals in by_project.items()
                 if len(vals) >= MIN_PROJECT_VALUES
             }
-            values = {"lateness_tolerance_days": inferred_tolerance, "project_realness": realness}
+            values = {
+                "lateness_tolerance_days": tolerance,
+                "project_realness": dict(sorted(realness.items())),
+            }
+            result = (tolerance, values)
+        self._memo = result
+        return result
+
+    def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:
+        inferred_tolerance, values = self._lateness_params()
         tolerance = preferences.get(
             "lateness_tolerance_days",
             inferred_tolerance if inferred_tolerance is not None else 1.0,
@@ -143,16 +205,13 @@ class Agent(AgentBase):
             tolerance_ms = float(tolerance) * MS_PER_DAY
         except (TypeError, ValueError):
             tolerance_ms = float(MS_PER_DAY)
-        overdue = sorted(
-            (due, task_id)
-            for task_id, (_, _, is_open, due) in self.tasks.items()
-            if is_open and due + tolerance_ms < asof.watermark_ms
-        )
+        limit = asof.watermark_ms - tolerance_ms
+        count = bisect.bisect_left(self.open_due, limit, key=lambda entry: entry[0])
         extras = {
-            "overdue_count": len(overdue),
-            "overdue_task_ids": [task_id for _, task_id in overdue[:MAX_IDS]],
+            "overdue_count": count,
+            "overdue_task_ids": [task_id for _, task_id in self.open_due[: min(count, MAX_IDS)]],
         }
-        return Inference(values, extras)
+        return Inference(None if values is None else dict(values), extras)
 
     def snippet(self, params: dict[str, Param], extras: dict[str, Any]) -> str:
         tolerance = params["lateness_tolerance_days"].value

@@ -41,33 +41,36 @@ def cycle_strength(bins: list[int]) -> float:
 
 
 class Agent(AgentBase):
-    __slots__ = ("per_day",)
+    __slots__ = ("cells", "totals")
 
     def __init__(self) -> None:
-        self.per_day: dict[int, list[int]] = {}
-        """local day -> done events per local hour."""
+        self.cells: dict[int, int] = {}
+        """(local day * 24 + local hour) -> done events; sparse, so a year pickles small."""
+        self.totals: dict[int, int] = {}
+        """local day -> done events."""
 
     def apply(self, event: Folded, asof: AsOf) -> bool:
         if event.kind != "task_completed":
             return False
-        hours = self.per_day.get(event.day)
-        if hours is None:
-            hours = self.per_day[event.day] = [0] * 24
-        hours[event.hour] += 1
+        key = event.day * 24 + event.hour
+        self.cells[key] = self.cells.get(key, 0) + 1
+        self.totals[event.day] = self.totals.get(event.day, 0) + 1
         return event.day > asof.day - LOOKBACKS[-1]
 
     def on_asof(self, asof: AsOf) -> bool:
         floor = asof.day - LOOKBACKS[-1] - 3
-        for day in [d for d in self.per_day if d < floor]:
-            del self.per_day[day]
+        for day in [d for d in self.totals if d < floor]:
+            del self.totals[day]
+        for key in [k for k in self.cells if k < floor * 24]:
+            del self.cells[key]
         return True
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:
-        totals = {day: sum(hours) for day, hours in self.per_day.items() if day <= asof.day}
+        totals = self.totals
 
         def done_in(days: int) -> int:
             lo = asof.day - days + 1
-            return sum(n for day, n in totals.items() if day >= lo)
+            return sum(n for day, n in totals.items() if lo <= day <= asof.day)
 
         if done_in(LOOKBACKS[-1]) < MIN_DONE:
             return Inference(None, {})
@@ -75,11 +78,13 @@ class Agent(AgentBase):
         lo = asof.day - lookback + 1
         weekly = [0] * 7
         daily = [0] * 24
-        for day, hours in self.per_day.items():
+        for day, n in totals.items():
             if lo <= day <= asof.day:
-                weekly[weekday(day)] += totals[day]
-                for hour, n in enumerate(hours):
-                    daily[hour] += n
+                weekly[weekday(day)] += n
+        first, last = lo * 24, (asof.day + 1) * 24
+        for key, n in self.cells.items():
+            if first <= key < last:
+                daily[key % 24] += n
         values = {
             "lookback_days": lookback,
             "weekly_cycle": cycle_strength(weekly),

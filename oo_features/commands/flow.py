@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-a", "--addresses", help="semicolon-separated host:port of every cluster process"
     )
     p.add_argument("--recovery-dir", help="Bytewax recovery directory (snapshots, resume offsets)")
-    p.add_argument("--epoch-interval", type=float, default=2.0, help="seconds between snapshots")
+    p.add_argument(
+        "--epoch-interval", type=float, default=10.0, help="seconds between snapshots (recovery)"
+    )
     p.add_argument(
         "--stop-at-end",
         action="store_true",
