@@ -414,7 +414,7 @@ def throughput(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
                 args.plain_batch,
             )
 
-        extra = ["--epoch-interval", str(args.epoch_interval)]
+        extra = ["--epoch-interval", str(args.epoch_interval), "--flush-interval", str(args.flush_interval)]
         flow_wall, flow_cpu = run_flow(
             _flow_cmd(bootstrap, store_url, prefix, kp_flow, stop=True, extra=extra),
             log_dir / "flow.log",
@@ -533,7 +533,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
             prefix,
             kp,
             stop=False,
-            extra=["--epoch-interval", str(args.epoch_interval)],
+            extra=["--epoch-interval", str(args.epoch_interval), "--flush-interval", str(args.flush_interval)],
         ),
         cwd=ROOT,
         stdout=log.open("wb"),
@@ -675,7 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store-url", help="redis:// URL (default $OO_STORE_URL or local services)"
     )
-    parser.add_argument("--epoch-interval", type=float, default=2.0, help="passed to the flow")
+    parser.add_argument("--epoch-interval", type=float, default=10.0, help="passed to the flow")
+    parser.add_argument(
+        "--flush-interval", type=float, default=0.1, help="passed to the flow (per-user write coalescing)"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="cProfile an extra pass of the plain loop"
     )

@@ -48,7 +48,9 @@ class Pending:
             self.feedback_changed |= applied.feedback_changed
 
 
-def build_write(state: UserState, pending: Pending, *, computed_at_ms: int | None = None) -> UserWrite | None:
+def build_write(
+    state: UserState, pending: Pending, *, computed_at_ms: int | None = None
+) -> UserWrite | None:
     """The coalesced write for everything `pending` saw (None when nothing was admitted)."""
     if not pending.admitted:
         return None
@@ -64,7 +66,16 @@ def build_write(state: UserState, pending: Pending, *, computed_at_ms: int | Non
     ingest = state.ingest_ms or computed
     live = [agent_id for agent_id in sorted(pending.touched) if agent_id in state.agents]
     write.removed_agents = {a for a in pending.touched if a not in state.agents}
+    for agent_id in write.removed_agents:
+        state.output_digests.pop(agent_id, None)
+    digests = state.output_digests
     for agent_id, out in state.outputs(live).items():
+        # Most events change few agents' outputs (a mood event moves the watermark, rarely the
+        # overdue count): an output equal to the last one written is not written again.
+        digest = hash((repr(out.params), repr(out.extras), out.snippet, out.version))
+        if digests.get(agent_id) == digest:
+            continue
+        digests[agent_id] = digest
         write.agents[agent_id] = AgentWrite(
             agent_id=agent_id,
             version=out.version,

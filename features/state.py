@@ -87,6 +87,9 @@ class UserState:
         self.tips: dict[str, tuple[int, tuple[str, ...]]] = {}
         self.newest_event_ms: int | None = None
         self.ingest_ms: int | None = None
+        self.output_digests: dict[str, int] = {}
+        """agent_id -> digest of the output last handed to the store (callers skip unchanged
+        writes); not a feature, wiped with the user."""
 
     # -- folding -------------------------------------------------------------------------
 
@@ -289,6 +292,7 @@ class UserState:
         if not isinstance(other, UserState):
             return NotImplemented
         mine, theirs = dict(vars(self)), dict(vars(other))
+        mine.pop("output_digests"), theirs.pop("output_digests")
         acc_a, acc_b = mine.pop("acceptance"), theirs.pop("acceptance")
         return mine == theirs and acc_a.get() == acc_b.get()
 
