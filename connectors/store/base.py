@@ -7,8 +7,19 @@ Every timestamp is integer epoch milliseconds (UTC).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+LAG_SAMPLES_PER_WRITE = 256
+"""At most this many lag samples per agent per written batch (evenly spaced when more)."""
+LAG_SAMPLES_KEPT = 2000
+"""Lag sample batches kept per agent (Redis stream entries; SQLite rows are capped at 10x this)."""
+LAG_SAMPLES_READ = 5000
+"""A freshness summary reads at most this many of an agent's most recent lag samples."""
+PRUNE_PER_SUMMARY = 1000
+"""A freshness summary forgets at most this many idle pending users (see `freshness_summary`)."""
 
 
 @dataclass(slots=True)
@@ -44,6 +55,7 @@ class UserWrite:
     newest_event_ms: int | None = None
     """Occurred-at of the newest event seen for the user (freshness bookkeeping)."""
     newest_ingest_ms: int | None = None
+    """Ingest time of the newest event folded in: what the flow has *reflected* for the user."""
 
 
 @dataclass(slots=True)
@@ -70,6 +82,93 @@ class StoredUser:
     newest_ingest_ms: int | None
 
 
+@dataclass(slots=True)
+class LagStats:
+    """Lag (`computed_at - ingest_time`) of an agent's recent writes, nearest-rank percentiles."""
+
+    samples: int
+    p50_ms: int | None
+    p99_ms: int | None
+
+
+@dataclass(slots=True)
+class FreshnessSummary:
+    """Freshness of every agent at `now_ms`, over users active within `window_ms`.
+
+    A user is *active* when its newest event was ingested within the window, *pending* while it
+    has an ingested event that the flow has not reflected yet, and its *staleness* is `now_ms`
+    minus the ingest time of its oldest unreflected event (0 when not pending).
+    """
+
+    now_ms: int
+    window_ms: int
+    active_users: int
+    pending_users: int
+    stale_users: dict[str, int]
+    """agent id -> active users whose staleness is at least that agent's SLA."""
+    worst: list[tuple[str, int]]
+    """(user id, staleness ms) of the most stale pending users, most stale first."""
+    lag: dict[str, LagStats]
+
+
+@dataclass(slots=True)
+class UserFreshness:
+    """One user's freshness stamps (epoch ms); None where nothing was stamped yet."""
+
+    user_id: str
+    newest_ingest_ms: int | None
+    """Ingest time of the newest event seen for the user (stamped at ingestion or by the flow)."""
+    reflected_ingest_ms: int | None
+    """Ingest time of the newest event the flow has folded in and written."""
+    pending_since_ms: int | None
+    """Ingest time of the oldest event not reflected yet (a lower bound); None when up to date."""
+
+    def staleness_ms(self, now_ms: int) -> int:
+        """How long the user's newest events have waited for the flow; 0 when up to date."""
+        if self.pending_since_ms is None:
+            return 0
+        return max(now_ms - self.pending_since_ms, 0)
+
+
+def nearest_rank(ordered: Sequence[int], q: float) -> int | None:
+    """The `q` quantile of sorted values by nearest rank (the same rule the Redis script uses).
+
+    >>> nearest_rank([10, 20, 30, 40], 0.5), nearest_rank([10, 20, 30, 40], 0.99)
+    (20, 40)
+    >>> nearest_rank([], 0.5) is None
+    True
+    """
+    if not ordered:
+        return None
+    return ordered[max(math.ceil(q * len(ordered)), 1) - 1]
+
+
+def lag_samples(writes: Sequence[UserWrite]) -> dict[str, list[int]]:
+    """Per agent, the lags of a batch's agent writes (at most `LAG_SAMPLES_PER_WRITE`, spread)."""
+    lags: dict[str, list[int]] = {}
+    for w in writes:
+        for agent_id, a in w.agents.items():
+            lags.setdefault(agent_id, []).append(max(a.computed_at_ms - a.ingest_time_ms, 0))
+    for agent_id, values in lags.items():
+        if len(values) > LAG_SAMPLES_PER_WRITE:
+            step = len(values) / LAG_SAMPLES_PER_WRITE
+            lags[agent_id] = [values[int(i * step)] for i in range(LAG_SAMPLES_PER_WRITE)]
+    return lags
+
+
+def stamps_of(
+    newest: Mapping[str, int], oldest: Mapping[str, int] | None
+) -> list[tuple[str, int, int]]:
+    """(user, newest, oldest) triples of a `stamp_ingest` call; oldest defaults to newest."""
+    out = []
+    for user_id, new in newest.items():
+        if not user_id:
+            raise ValueError("user_id must not be empty")
+        old = new if oldest is None else min(oldest.get(user_id, new), new)
+        out.append((user_id, int(new), int(old)))
+    return out
+
+
 class FeatureStore(Protocol):
     """The online store. Implementations must be safe to share between processes."""
 
@@ -87,6 +186,31 @@ class FeatureStore(Protocol):
 
     def user_ids(self) -> list[str]:
         """Every user with stored features (for freshness reporting)."""
+
+    # -- freshness (definitions in serving/README.md, layout in connectors/README.md) ----------
+
+    def stamp_ingest(
+        self, newest: Mapping[str, int], *, oldest: Mapping[str, int] | None = None
+    ) -> None:
+        """Record ingested events before the flow computes them, one round trip per call.
+
+        `newest[user]` is the ingest time of the user's newest event in the batch (stamps only
+        move forward); `oldest[user]` (default: the same) that of its oldest. A user whose newest
+        event is not reflected yet becomes pending since the oldest unreflected ingest time
+        (an earlier pending time is kept).
+        """
+
+    def freshness_summary(
+        self, *, now_ms: int, window_ms: int, sla_ms_by_agent: Mapping[str, int], worst_n: int = 10
+    ) -> FreshnessSummary:
+        """Every agent's freshness at `now_ms`; O(log n) in the number of users.
+
+        Pending users idle for the whole window (their events will never be reflected, e.g.
+        duplicates the flow dropped) are forgotten here, at most `PRUNE_PER_SUMMARY` per call.
+        """
+
+    def user_freshness(self, user_id: str) -> UserFreshness | None:
+        """The user's freshness stamps; None when the user has none."""
 
     def ping(self) -> None:
         """Raise `StoreError` when the store is unreachable."""

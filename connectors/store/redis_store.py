@@ -11,16 +11,21 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
     p:{u}:keys                set    every key above that exists for the user (for deletion)
     p:tomb:{u}                string deletion time (epoch ms) of a deleted user
     p:users                   zset   user id -> newest event time (ms), for freshness reporting
+    p:{p~fresh}:newest        zset   user id -> ingest time of the newest event seen (stamped)
+    p:{p~fresh}:reflected     zset   user id -> ingest time of the newest event the flow wrote
+    p:{p~fresh}:pending       zset   user id -> ingest time of the oldest unreflected event
+    p:{p~fresh}:lag:<agent>   stream recent lag samples of the agent (field `l`: "ms,ms,...")
 
 Every per-user write is one Lua script call (atomic per user, guarded server-side); a batch is
-one non-transactional pipeline, hence one round trip.
+one non-transactional pipeline, hence one round trip. The freshness keys are cross-user: their
+own hash tag puts them in one cluster slot, so each freshness script is atomic too.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,7 +35,19 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from connectors.exceptions import StoreError
-from connectors.store.base import StoredAgent, StoredUser, UserWrite
+from connectors.store.base import (
+    LAG_SAMPLES_KEPT,
+    LAG_SAMPLES_READ,
+    PRUNE_PER_SUMMARY,
+    FreshnessSummary,
+    LagStats,
+    StoredAgent,
+    StoredUser,
+    UserFreshness,
+    UserWrite,
+    lag_samples,
+    stamps_of,
+)
 
 __all__ = ["RedisStore"]
 
@@ -142,7 +159,95 @@ end
 return out
 """
 
-_SCRIPTS = {"write": _WRITE_LUA, "read": _READ_LUA}
+# Freshness. KEYS: 1 newest, 2 pending, 3 reflected.
+# ARGV: triples (user, newest ingest ms, oldest ingest ms) of a stamped batch.
+_STAMP_LUA = """
+for i = 1, #ARGV, 3 do
+  local u, newest, oldest = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  redis.call('ZADD', KEYS[1], 'GT', newest, u)
+  local r = redis.call('ZSCORE', KEYS[3], u)
+  if r then r = tonumber(r) end
+  if (not r) or newest > r then
+    local since = oldest
+    if r and since <= r then since = r + 1 end
+    redis.call('ZADD', KEYS[2], 'NX', since, u)
+  end
+end
+return #ARGV / 3
+"""
+
+# KEYS: 1 newest, 2 pending, 3 reflected. ARGV: triples (user, reflected ingest ms or '',
+# forget '1'/'0'); forget (a deletion) first removes the user from every freshness key.
+_REFLECT_LUA = """
+for i = 1, #ARGV, 3 do
+  local u, r = ARGV[i], ARGV[i + 1]
+  if ARGV[i + 2] == '1' then
+    redis.call('ZREM', KEYS[1], u)
+    redis.call('ZREM', KEYS[2], u)
+    redis.call('ZREM', KEYS[3], u)
+  end
+  if r ~= '' then
+    redis.call('ZADD', KEYS[3], 'GT', r, u)
+    redis.call('ZADD', KEYS[1], 'GT', r, u)
+    local cur = tonumber(redis.call('ZSCORE', KEYS[3], u))
+    if tonumber(redis.call('ZSCORE', KEYS[1], u)) <= cur then
+      redis.call('ZREM', KEYS[2], u)
+    else
+      redis.call('ZADD', KEYS[2], 'XX', 'GT', cur + 1, u)
+    end
+  end
+end
+return 1
+"""
+
+# KEYS: 1 newest, 2 pending, then the lag stream of each agent.
+# ARGV: 1 now_ms, 2 window_ms, 3 worst_n, 4 max lag samples, 5 prune limit, then each agent's
+# SLA (ms). Returns {active, pending, {stale, samples, p50, p99} per agent, worst (flat
+# user, pending-since pairs)}; p50/p99 are -1 without samples.
+_SUMMARY_LUA = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local worst_n, max_samples = tonumber(ARGV[3]), tonumber(ARGV[4])
+local since = now - window
+local idle = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. since, 'LIMIT', 0, ARGV[5])
+for i = 1, #idle do
+  local n = redis.call('ZSCORE', KEYS[1], idle[i])
+  if (not n) or tonumber(n) < since then redis.call('ZREM', KEYS[2], idle[i]) end
+end
+local out = {redis.call('ZCOUNT', KEYS[1], since, '+inf'), redis.call('ZCARD', KEYS[2])}
+for a = 3, #KEYS do
+  local stale = redis.call('ZCOUNT', KEYS[2], '-inf', now - tonumber(ARGV[a + 3]))
+  local lags = {}
+  local entries = redis.call('XREVRANGE', KEYS[a], '+', since, 'COUNT', max_samples)
+  for i = 1, #entries do
+    for v in string.gmatch(entries[i][2][2], '[^,]+') do
+      lags[#lags + 1] = tonumber(v)
+    end
+    if #lags >= max_samples then break end
+  end
+  table.sort(lags)
+  local n = #lags
+  if n > 0 then
+    out[#out + 1] = {stale, n, lags[math.max(math.ceil(0.5 * n), 1)],
+      lags[math.max(math.ceil(0.99 * n), 1)]}
+  else
+    out[#out + 1] = {stale, 0, -1, -1}
+  end
+end
+local worst = {}
+if tonumber(worst_n) > 0 then
+  worst = redis.call('ZRANGE', KEYS[2], 0, worst_n - 1, 'WITHSCORES')
+end
+out[#out + 1] = worst
+return out
+"""
+
+_SCRIPTS = {
+    "write": _WRITE_LUA,
+    "read": _READ_LUA,
+    "stamp": _STAMP_LUA,
+    "reflect": _REFLECT_LUA,
+    "summary": _SUMMARY_LUA,
+}
 
 
 def _now_ms() -> int:
@@ -172,6 +277,9 @@ class RedisStore:
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
         self._prefix = key_prefix
         self._users_key = f"{key_prefix}:users"
+        fresh = f"{key_prefix}:{{{key_prefix}~fresh}}:"  # '~' is never in a user id
+        self._fresh_keys = [f"{fresh}newest", f"{fresh}pending", f"{fresh}reflected"]
+        self._lag_prefix = f"{fresh}lag:"
         try:
             self._r = redis.Redis.from_url(
                 url,
@@ -267,37 +375,69 @@ class RedisStore:
         *,
         before: Sequence[Sequence[Any]] = (),
         after: Sequence[Sequence[Any]] = (),
+        extra: Sequence[tuple[str, list[str], list[Any]]] = (),
     ) -> list[Any]:
-        """One pipeline: the `before` commands, EVALSHA of every call, the `after` commands.
+        """One pipeline: `before` commands, the write script per call, `extra` scripts, `after`.
 
-        Returns the script results in order. A NOSCRIPT (server restarted or flushed its
-        script cache) reloads the scripts and re-runs only the calls that were refused.
+        `extra` holds (script name, keys, args) of other scripts. Returns the write script
+        results in order. A NOSCRIPT (server restarted or flushed its script cache) reloads the
+        scripts and re-runs only the script calls that were refused.
         """
-        sha = self._sha("write")
+        scripted = [("write", keys, args) for keys, args in calls] + list(extra)
         pipe = self._r.pipeline(transaction=False)
         for cmd in before:
             pipe.execute_command(*cmd)
-        for keys, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        for name, keys, args in scripted:
+            pipe.execute_command("EVALSHA", self._sha(name), len(keys), *keys, *args)
         for cmd in after:
             pipe.execute_command(*cmd)
         replies = pipe.execute(raise_on_error=False)
         first = len(before)
-        results = replies[first : first + len(calls)]
+        results = replies[first : first + len(scripted)]
         retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if retry:
             self._load_scripts()
-            sha = self._shas["write"]
             pipe = self._r.pipeline(transaction=False)
             for i in retry:
-                keys, args = calls[i]
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+                name, keys, args = scripted[i]
+                pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
             for i, r in zip(retry, pipe.execute(raise_on_error=False), strict=True):
                 results[i] = r
-        for r in [*replies[:first], *results, *replies[first + len(calls) :]]:
+        for r in [*replies[:first], *results, *replies[first + len(scripted) :]]:
             if isinstance(r, Exception):
                 raise r
-        return results
+        return results[: len(calls)]
+
+    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
+        except NoScriptError:
+            self._load_scripts()
+            return self._r.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    def _freshness_writes(self, writes: list[UserWrite]) -> tuple[list[Any], list[list[Any]]]:
+        """The reflect script's call and the lag samples' XADDs for a batch."""
+        reflect: list[Any] = []
+        for w in writes:
+            reflect += (
+                w.user_id,
+                _opt(w.newest_ingest_ms),
+                "0" if w.deleted_at_ms is None else "1",
+            )
+        xadds = [
+            [
+                "XADD",
+                self._lag_prefix + agent_id,
+                "MAXLEN",
+                "~",
+                LAG_SAMPLES_KEPT,
+                "*",
+                "l",
+                ",".join(map(str, lags)),
+            ]
+            for agent_id, lags in sorted(lag_samples(writes).items())
+        ]
+        return reflect, xadds
 
     # -- FeatureStore ---------------------------------------------------------------------------
 
@@ -313,9 +453,13 @@ class RedisStore:
         zadd: list[Any] = ["ZADD", users_key, "GT"]
         for w in writes:
             zadd += (self._score(w), w.user_id)
+        # Freshness bookkeeping rides in the same pipeline: the reflect script after the user
+        # scripts, then the lag samples.
+        reflect, xadds = self._freshness_writes(writes)
+        extra = [("reflect", self._fresh_keys, reflect)]
 
         def run() -> None:
-            results = self._run_scripts(calls, before=[zadd])
+            results = self._run_scripts(calls, before=[zadd], extra=extra, after=xadds)
             fix = self._r.pipeline(transaction=False)
             for w, (tomb_seen, exists, _accepted) in zip(writes, results, strict=True):
                 if tomb_seen:
@@ -323,6 +467,8 @@ class RedisStore:
                         fix.zadd(users_key, {w.user_id: self._score(w)}, gt=True)
                     else:
                         fix.zrem(users_key, w.user_id)
+                        for key in self._fresh_keys:  # a deleted user leaves no trace
+                            fix.zrem(key, w.user_id)
             if len(fix):
                 fix.execute()
 
@@ -381,7 +527,7 @@ class RedisStore:
         """Delete every key of the user atomically and leave a tombstone; one round trip."""
         only = UserWrite(user_id=user_id)
         calls = [self._write_call(only, _now_ms(), deleted_at_ms=deleted_at_ms)]
-        after = [("ZREM", self._users_key, user_id)]
+        after = [("ZREM", key, user_id) for key in (self._users_key, *self._fresh_keys)]
         self._guard("delete_user", lambda: self._run_scripts(calls, after=after))
 
     def tombstone(self, user_id: str) -> int | None:
@@ -390,6 +536,54 @@ class RedisStore:
 
     def user_ids(self) -> list[str]:
         return list(self._guard("user_ids", lambda: self._r.zrange(self._users_key, 0, -1)))
+
+    def stamp_ingest(
+        self, newest: Mapping[str, int], *, oldest: Mapping[str, int] | None = None
+    ) -> None:
+        """One script call for the whole batch (cross-user keys, one slot)."""
+        args: list[Any] = []
+        for triple in stamps_of(newest, oldest):
+            args += triple
+        if args:
+            self._guard("stamp_ingest", lambda: self._eval("stamp", self._fresh_keys, args))
+
+    def freshness_summary(
+        self, *, now_ms: int, window_ms: int, sla_ms_by_agent: Mapping[str, int], worst_n: int = 10
+    ) -> FreshnessSummary:
+        """One script call: ZCOUNTs, one ZRANGE and a bounded XREVRANGE per agent."""
+        agents = sorted(sla_ms_by_agent)
+        keys = self._fresh_keys[:2] + [self._lag_prefix + a for a in agents]
+        args = [now_ms, window_ms, worst_n, LAG_SAMPLES_READ, PRUNE_PER_SUMMARY]
+        args += [int(sla_ms_by_agent[a]) for a in agents]
+        reply = self._guard("freshness_summary", lambda: self._eval("summary", keys, args))
+        active, pending, *per_agent, flat = reply
+        stale: dict[str, int] = {}
+        lag: dict[str, LagStats] = {}
+        for agent_id, (n_stale, n, p50, p99) in zip(agents, per_agent, strict=True):
+            stale[agent_id] = int(n_stale)
+            lag[agent_id] = LagStats(int(n), int(p50) if n else None, int(p99) if n else None)
+        worst = [
+            (user_id, max(now_ms - int(float(since)), 0))
+            for user_id, since in zip(flat[::2], flat[1::2], strict=True)
+        ]
+        return FreshnessSummary(now_ms, window_ms, int(active), int(pending), stale, worst, lag)
+
+    def user_freshness(self, user_id: str) -> UserFreshness | None:
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for key in self._fresh_keys:
+                pipe.zscore(key, user_id)
+            return list(pipe.execute())
+
+        newest, pending, reflected = self._guard("user_freshness", run)
+        if newest is None and reflected is None:
+            return None
+        return UserFreshness(
+            user_id=user_id,
+            newest_ingest_ms=None if newest is None else int(newest),
+            reflected_ingest_ms=None if reflected is None else int(reflected),
+            pending_since_ms=None if pending is None else int(pending),
+        )
 
     def ping(self) -> None:
         self._guard("ping", self._r.ping)

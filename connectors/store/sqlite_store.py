@@ -13,6 +13,8 @@ Tables (`<prefix>_` in front of each name; layout in `connectors/README.md`):
     feedback(user_id, data)                 primary key user_id
     meta(user_id, consents, newest_event_ms, newest_ingest_ms, created_ms)  primary key user_id
     tombstones(user_id, deleted_at_ms)      primary key user_id
+    fresh(user_id, newest_ingest_ms, reflected_ingest_ms, pending_since_ms)  primary key user_id
+    fresh_lag(agent_id, written_ms, lag_ms)  recent lag samples (rowid order)
 """
 
 from __future__ import annotations
@@ -22,12 +24,25 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from connectors.exceptions import StoreError
-from connectors.store.base import StoredAgent, StoredUser, UserWrite
+from connectors.store.base import (
+    LAG_SAMPLES_KEPT,
+    LAG_SAMPLES_READ,
+    PRUNE_PER_SUMMARY,
+    FreshnessSummary,
+    LagStats,
+    StoredAgent,
+    StoredUser,
+    UserFreshness,
+    UserWrite,
+    lag_samples,
+    nearest_rank,
+    stamps_of,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -51,7 +66,10 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, key_prefix: str = "oo", busy_timeout_ms: int = 10_000):
         self._path = str(path)
         p = re.sub(r"\W", "_", key_prefix) or "oo"
-        self._t = {n: f"{p}_{n}" for n in ("agents", "snippets", "feedback", "meta", "tombstones")}
+        self._t = {
+            n: f"{p}_{n}"
+            for n in ("agents", "snippets", "feedback", "meta", "tombstones", "fresh", "fresh_lag")
+        }
         self._lock = threading.RLock()
         self._last_purge_ms = 0
         try:
@@ -96,12 +114,25 @@ class SQLiteStore:
                 newest_ingest_ms INTEGER, created_ms INTEGER NOT NULL) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS {t["tombstones"]} (
                 user_id TEXT PRIMARY KEY, deleted_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS {t["fresh"]} (
+                user_id TEXT PRIMARY KEY, newest_ingest_ms INTEGER,
+                reflected_ingest_ms INTEGER, pending_since_ms INTEGER) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS {t["fresh"]}_newest ON {t["fresh"]} (newest_ingest_ms);
+            CREATE INDEX IF NOT EXISTS {t["fresh"]}_pending ON {t["fresh"]} (pending_since_ms)
+                WHERE pending_since_ms IS NOT NULL;
+            CREATE TABLE IF NOT EXISTS {t["fresh_lag"]} (
+                agent_id TEXT NOT NULL, written_ms INTEGER NOT NULL, lag_ms INTEGER NOT NULL);
+            CREATE INDEX IF NOT EXISTS {t["fresh_lag"]}_agent ON {t["fresh_lag"]} (agent_id);
             """
         )
 
     def _prepare_sql(self) -> None:
         t = self._t
-        self._sql_delete = [f"DELETE FROM {t[n]} WHERE user_id = ?" for n in t if n != "tombstones"]
+        self._sql_delete = [
+            f"DELETE FROM {t[n]} WHERE user_id = ?"
+            for n in t
+            if n not in ("tombstones", "fresh_lag")
+        ]
         self._sql_tomb_set = (
             f"INSERT INTO {t['tombstones']} (user_id, deleted_at_ms) VALUES (?, ?) "
             "ON CONFLICT (user_id) DO UPDATE SET deleted_at_ms = excluded.deleted_at_ms "
@@ -149,6 +180,58 @@ class SQLiteStore:
             "AND s.expires_at_ms > ? WHERE a.user_id = ?"
         )
         self._sql_purge = f"DELETE FROM {t['snippets']} WHERE expires_at_ms <= ?"
+        f, lag = t["fresh"], t["fresh_lag"]
+        self._sql_stamp_newest = (
+            f"INSERT INTO {f} (user_id, newest_ingest_ms) VALUES (?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET newest_ingest_ms = "
+            f"max(coalesce({f}.newest_ingest_ms, excluded.newest_ingest_ms), "
+            "excluded.newest_ingest_ms)"
+        )
+        # Pending since the oldest unreflected event: the batch's oldest, but after what the
+        # flow already reflected; an earlier pending time is kept.
+        self._sql_stamp_pending = (
+            f"UPDATE {f} SET pending_since_ms = max(?, coalesce(reflected_ingest_ms + 1, ?)) "
+            "WHERE user_id = ? AND pending_since_ms IS NULL "
+            "AND (reflected_ingest_ms IS NULL OR reflected_ingest_ms < newest_ingest_ms)"
+        )
+        self._sql_reflect = (
+            f"INSERT INTO {f} (user_id, newest_ingest_ms, reflected_ingest_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET "
+            f"reflected_ingest_ms = max(coalesce({f}.reflected_ingest_ms, "
+            "excluded.reflected_ingest_ms), excluded.reflected_ingest_ms), "
+            f"newest_ingest_ms = max(coalesce({f}.newest_ingest_ms, excluded.newest_ingest_ms), "
+            "excluded.newest_ingest_ms)"
+        )
+        self._sql_reflect_pending = (
+            f"UPDATE {f} SET pending_since_ms = CASE WHEN newest_ingest_ms <= reflected_ingest_ms "
+            "THEN NULL ELSE max(pending_since_ms, reflected_ingest_ms + 1) END "
+            "WHERE user_id = ? AND pending_since_ms IS NOT NULL"
+        )
+        self._sql_lag_put = f"INSERT INTO {lag} (agent_id, written_ms, lag_ms) VALUES (?, ?, ?)"
+        self._sql_lag_trim = (
+            f"DELETE FROM {lag} WHERE agent_id = ? AND rowid <= (SELECT rowid FROM {lag} "
+            "WHERE agent_id = ? ORDER BY rowid DESC LIMIT 1 OFFSET ?)"
+        )
+        self._sql_lag_agents = f"SELECT DISTINCT agent_id FROM {lag}"
+        self._sql_lag_get = (
+            f"SELECT lag_ms FROM {lag} WHERE agent_id = ? AND written_ms >= ? "
+            "ORDER BY rowid DESC LIMIT ?"
+        )
+        self._sql_prune = (
+            f"UPDATE {f} SET pending_since_ms = NULL WHERE user_id IN (SELECT user_id FROM {f} "
+            "WHERE pending_since_ms < ? AND newest_ingest_ms < ? LIMIT ?)"
+        )
+        self._sql_active = f"SELECT count(*) FROM {f} WHERE newest_ingest_ms >= ?"
+        self._sql_pending = f"SELECT count(*) FROM {f} WHERE pending_since_ms IS NOT NULL"
+        self._sql_stale = f"SELECT count(*) FROM {f} WHERE pending_since_ms <= ?"
+        self._sql_worst = (
+            f"SELECT user_id, pending_since_ms FROM {f} WHERE pending_since_ms IS NOT NULL "
+            "ORDER BY pending_since_ms LIMIT ?"
+        )
+        self._sql_user_fresh = (
+            f"SELECT newest_ingest_ms, reflected_ingest_ms, pending_since_ms FROM {f} "
+            "WHERE user_id = ?"
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -215,6 +298,10 @@ class SQLiteStore:
             c.execute(self._sql_feedback_put, (uid, _dumps(w.feedback)))
         consents = None if w.consents is None else _dumps(w.consents)
         c.execute(self._sql_meta_put, (uid, consents, w.newest_event_ms, w.newest_ingest_ms, now))
+        if w.newest_ingest_ms is not None:
+            reflected = w.newest_ingest_ms
+            c.execute(self._sql_reflect, (uid, reflected, reflected))
+            c.execute(self._sql_reflect_pending, (uid,))
 
     def _delete(self, c: sqlite3.Connection, user_id: str, deleted_at_ms: int) -> None:
         for sql in self._sql_delete:
@@ -235,9 +322,19 @@ class SQLiteStore:
                     raise ValueError("user_id must not be empty")
                 self._apply(c, w, now)
             real_now = _now_ms()
+            c.executemany(
+                self._sql_lag_put,
+                [
+                    (agent_id, real_now, lag)
+                    for agent_id, lags in lag_samples(writes).items()
+                    for lag in lags
+                ],
+            )
             if real_now - self._last_purge_ms >= _PURGE_EVERY_MS:
                 # Never purge what a reader on the real clock could still see.
                 c.execute(self._sql_purge, (min(now, real_now),))
+                for (agent_id,) in c.execute(self._sql_lag_agents).fetchall():
+                    c.execute(self._sql_lag_trim, (agent_id, agent_id, 10 * LAG_SAMPLES_KEPT))
                 self._last_purge_ms = real_now
 
         self._transaction("write_batch", apply)
@@ -288,6 +385,63 @@ class SQLiteStore:
     def user_ids(self) -> list[str]:
         sql = f"SELECT user_id FROM {self._t['meta']}"
         return self._guard("user_ids", lambda: [r[0] for r in self._conn.execute(sql)])
+
+    def stamp_ingest(
+        self, newest: Mapping[str, int], *, oldest: Mapping[str, int] | None = None
+    ) -> None:
+        stamps = stamps_of(newest, oldest)
+
+        def apply(c: sqlite3.Connection) -> None:
+            c.executemany(self._sql_stamp_newest, [(u, new) for u, new, _ in stamps])
+            c.executemany(self._sql_stamp_pending, [(old, old, u) for u, _, old in stamps])
+
+        if stamps:
+            self._transaction("stamp_ingest", apply)
+
+    def freshness_summary(
+        self, *, now_ms: int, window_ms: int, sla_ms_by_agent: Mapping[str, int], worst_n: int = 10
+    ) -> FreshnessSummary:
+        since = now_ms - window_ms
+
+        def run(c: sqlite3.Connection) -> FreshnessSummary:
+            c.execute(self._sql_prune, (since, since, PRUNE_PER_SUMMARY))
+            active = c.execute(self._sql_active, (since,)).fetchone()[0]
+            pending = c.execute(self._sql_pending).fetchone()[0]
+            stale, lag = {}, {}
+            for agent_id, sla_ms in sorted(sla_ms_by_agent.items()):
+                stale[agent_id] = c.execute(self._sql_stale, (now_ms - sla_ms,)).fetchone()[0]
+                rows = c.execute(self._sql_lag_get, (agent_id, since, LAG_SAMPLES_READ))
+                ordered = sorted(r[0] for r in rows)
+                lag[agent_id] = LagStats(
+                    len(ordered), nearest_rank(ordered, 0.5), nearest_rank(ordered, 0.99)
+                )
+            worst = [
+                (user_id, max(now_ms - pending_since, 0))
+                for user_id, pending_since in c.execute(self._sql_worst, (max(worst_n, 0),))
+            ]
+            return FreshnessSummary(now_ms, window_ms, active, pending, stale, worst, lag)
+
+        def in_transaction() -> FreshnessSummary:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                summary = run(c)
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+            return summary
+
+        return self._guard("freshness_summary", in_transaction)
+
+    def user_freshness(self, user_id: str) -> UserFreshness | None:
+        row = self._guard(
+            "user_freshness",
+            lambda: self._conn.execute(self._sql_user_fresh, (user_id,)).fetchone(),
+        )
+        if row is None:
+            return None
+        return UserFreshness(user_id, row[0], row[1], row[2])
 
     def ping(self) -> None:
         self._guard("ping", lambda: self._conn.execute("SELECT 1").fetchone())

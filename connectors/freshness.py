@@ -1,0 +1,189 @@
+"""Ingestion stamps: the newest event of each user, recorded before the flow computes anything.
+
+`IngestStamper` reads both event topics in its own consumer group and, per batch of messages,
+calls `FeatureStore.stamp_ingest` once with each user's newest and oldest Kafka timestamp.
+With those stamps the store knows, for every user, whether the flow has reflected its newest
+event, so staleness is computable even for users the flow has not caught up on
+(definitions in `serving/README.md`).
+
+It never decodes an event (the key is the user id, the Kafka timestamp the ingest time), so it
+costs next to nothing; a message without a key is skipped. It must never write anything but
+stamps, and a failure to stamp is logged and counted, never raised into its host (the API).
+Several API processes share the group, so Kafka splits the partitions between their stampers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
+
+from connectors import topics
+from connectors.exceptions import StoreError
+from connectors.kafka import consumer_config
+from connectors.store.base import FeatureStore
+
+__all__ = ["GROUP_ID", "IngestStamper", "StamperStatus", "newest_and_oldest"]
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "oo-freshness-stamper"
+"""The consumer group (after the topic prefix): its own, so the flow's offsets are untouched."""
+
+
+@dataclass(frozen=True, slots=True)
+class StamperStatus:
+    running: bool
+    assigned: bool
+    """True once the group gave this stamper its partitions (stamps flow from then on)."""
+    stamped_messages: int
+    stamped_at_ms: int | None
+    """When the last batch was stamped."""
+    last_error: str | None
+
+
+def newest_and_oldest(messages: list[Any], *, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per user key, the newest and the oldest ingest time of `messages` (errors, no key: skipped)."""
+    newest: dict[str, int] = {}
+    oldest: dict[str, int] = {}
+    for msg in messages:
+        if msg.error() is not None:
+            continue
+        key = msg.key()
+        if not key:
+            continue
+        try:
+            user_id = key.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        kind, ts = msg.timestamp()
+        ingest = now_ms if kind == TIMESTAMP_NOT_AVAILABLE or ts <= 0 else ts
+        if ingest > newest.get(user_id, -1):
+            newest[user_id] = ingest
+        if user_id not in oldest or ingest < oldest[user_id]:
+            oldest[user_id] = ingest
+    return newest, oldest
+
+
+class IngestStamper:
+    """Stamps ingested events into the store from a background thread.
+
+    stamper = IngestStamper(store, bootstrap="127.0.0.1:9092", topic_prefix="")
+    stamper.start()   # returns at once; the consumer connects in the thread
+    ...
+    stamper.stop()    # leaves the group
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        *,
+        bootstrap: str,
+        topic_prefix: str = "",
+        group_id: str = GROUP_ID,
+        batch_size: int = 1000,
+        poll_timeout_s: float = 0.2,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        self._store = store
+        self.topics = [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK]
+        self.group_id = topic_prefix + group_id
+        self._batch_size = batch_size
+        self._poll_timeout_s = poll_timeout_s
+        self._config = consumer_config(
+            bootstrap,
+            self.group_id,
+            from_beginning=False,  # first start: from now on; later: from the committed offsets
+            extra={
+                # Topics created after subscribing (a fresh prefix) are noticed within seconds.
+                "topic.metadata.refresh.interval.ms": 5000,
+                **(extra_config or {}),
+            },
+        )
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._assigned = threading.Event()
+        self._stamped = 0
+        self._stamped_at_ms: int | None = None
+        self._last_error: str | None = None
+
+    @property
+    def status(self) -> StamperStatus:
+        return StamperStatus(
+            running=self._thread is not None and self._thread.is_alive(),
+            assigned=self._assigned.is_set(),
+            stamped_messages=self._stamped,
+            stamped_at_ms=self._stamped_at_ms,
+            last_error=self._last_error,
+        )
+
+    def wait_assigned(self, timeout_s: float) -> bool:
+        """True once partitions are assigned (tests wait for it before producing)."""
+        return self._assigned.wait(timeout_s)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("IngestStamper already started")
+        self._thread = threading.Thread(target=self._run, name="ingest-stamper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread (it commits and leaves the group); idempotent."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._assigned.set()
+
+    def _run(self) -> None:
+        try:
+            consumer = Consumer(self._config)
+            consumer.subscribe(self.topics, on_assign=self._on_assign)
+        except Exception as exc:  # a bad configuration must not take the API down
+            self._last_error = f"cannot start: {exc}"
+            log.error("ingest stamper cannot start: %s", exc)
+            return
+        try:
+            while not self._stopping.is_set():
+                self._step(consumer)
+        finally:
+            consumer.close()
+
+    def _step(self, consumer: Any) -> None:
+        try:
+            messages = consumer.consume(self._batch_size, timeout=self._poll_timeout_s)
+        except Exception as exc:
+            self._fail(f"consume failed: {exc}")
+            time.sleep(self._poll_timeout_s)
+            return
+        for msg in messages:
+            error = msg.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                self._fail(f"{msg.topic()} [{msg.partition()}]: {error.str()}")
+        now_ms = time.time_ns() // 1_000_000
+        newest, oldest = newest_and_oldest(messages, now_ms=now_ms)
+        if not newest:
+            return
+        try:
+            self._store.stamp_ingest(newest, oldest=oldest)
+        except (StoreError, ValueError) as exc:
+            # The batch is lost for monitoring only; the next one stamps these users again.
+            self._fail(f"stamping {len(newest)} users failed: {exc}")
+            return
+        self._stamped += len(messages)
+        self._stamped_at_ms = now_ms
+        self._last_error = None
+        try:
+            consumer.commit(asynchronous=True)
+        except Exception as exc:  # nothing to commit, or the group is rebalancing
+            log.debug("ingest stamper commit skipped: %s", exc)
+
+    def _fail(self, reason: str) -> None:
+        if reason != self._last_error:
+            log.warning("ingest stamper: %s", reason)
+        self._last_error = reason
