@@ -3,8 +3,9 @@
 The factory wires settings, metrics, the breaker and the routers; the lifespan
 opens what the app owns (the store from `OO_STORE_URL`, the event sink: Kafka
 when `OO_KAFKA_BOOTSTRAP` is set, else the `OO_FEEDBACK_LOG` file; the one
-shared `httpx.AsyncClient`) and closes it on shutdown. A store or producer
-passed in belongs to the caller and is not closed here.
+shared `httpx.AsyncClient`, the ingestion stamper when Kafka is configured and
+`OO_FRESHNESS_STAMPER` is on, the background freshness check) and closes it on
+shutdown. A store or producer passed in belongs to the caller and is not closed here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from connectors.exceptions import StoreError
 from connectors.store.base import FeatureStore
 from serving.api.main import api_router
 from serving.exceptions import EventSinkError
+from serving.freshness import FreshnessMonitor
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.orchestrator import CircuitBreaker, OrchestratorClient
 from serving.settings import Settings
@@ -115,6 +117,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         except EventSinkError as exc:
             log.warning("starting without Kafka: %s", exc)
     poller = asyncio.create_task(_poll_forever(state.sink), name="event-sink-poll")
+    state.stamper = None
+    if settings.kafka_bootstrap is not None and settings.freshness_stamper:
+        from connectors.freshness import IngestStamper
+
+        state.stamper = IngestStamper(
+            state.store, bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix
+        )
+        state.stamper.start()
+    from serving.api.deps import get_manifests
+
+    checker = asyncio.create_task(
+        state.freshness.run(lambda: state.store, get_manifests), name="freshness-check"
+    )
     log.info(
         "serving: store %s, events to %s, orchestrator %s",
         settings.store_url.split("://", 1)[0],
@@ -124,9 +139,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for task in (checker, poller):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if state.stamper is not None:
+            await anyio.to_thread.run_sync(state.stamper.stop)
+            state.stamper = None
         await http.aclose()
         if owned_sink:
             state.sink.close(timeout_s=settings.kafka_timeout_s)
@@ -172,6 +191,13 @@ def create_app(
     app.state.store = store
     app.state.sink = _as_sink(producer, metrics) if producer is not None else None
     app.state.orchestrator = None
+    app.state.stamper = None
+    app.state.freshness = FreshnessMonitor(
+        objective=settings.freshness_objective,
+        window_s=settings.freshness_window_s,
+        check_interval_s=settings.freshness_check_interval_s,
+        metrics=metrics,
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_exception_handler(StoreError, _store_unavailable)
     app.include_router(api_router)

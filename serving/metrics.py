@@ -10,7 +10,10 @@ Series (labels in braces):
 - `oo_tip_fallbacks_total{reason}`: tips served from the fallback, by reason;
 - `oo_tips_served_total{source}`: `orchestrator`, `fallback`, `none`;
 - `oo_orchestrator_breaker_state`: 0 closed, 1 half-open, 2 open (read at scrape time);
-- `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver.
+- `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver;
+- `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
+  `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
+  `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check.
 """
 
 from __future__ import annotations
@@ -70,6 +73,34 @@ class Metrics:
             "Events the sink could not deliver, by kind.",
             ["kind"],
             registry=self.registry,
+        )
+
+        self.freshness_compliance = Gauge(
+            "oo_freshness_compliance",
+            "Share of active users within the agent's freshness SLA (last check).",
+            ["agent"],
+            registry=self.registry,
+        )
+        self.freshness_breaching = Gauge(
+            "oo_freshness_breaching",
+            "1 while the agent's freshness compliance is below the objective (last check).",
+            ["agent"],
+            registry=self.registry,
+        )
+        self.freshness_lag_p99 = Gauge(
+            "oo_freshness_lag_p99_ms",
+            "p99 of computed_at - ingest_time over the agent's recent writes (last check).",
+            ["agent"],
+            registry=self.registry,
+        )
+
+    def observe_freshness(
+        self, agent_id: str, *, compliance: float, breaching: bool, lag_p99_ms: int | None
+    ) -> None:
+        self.freshness_compliance.labels(agent_id).set(compliance)
+        self.freshness_breaching.labels(agent_id).set(1 if breaching else 0)
+        self.freshness_lag_p99.labels(agent_id).set(
+            float("nan") if lag_p99_ms is None else lag_p99_ms
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -98,6 +98,26 @@ class Settings(ConnectorSettings):
     ready_timeout_s: float = Field(
         default=2.0, gt=0, description="Bound on each readiness check (store, Kafka)."
     )
+    freshness_stamper: bool = Field(
+        default=True,
+        description="Stamp ingested events in the store from the API process (needs Kafka), "
+        "so staleness covers users the flow has not caught up on.",
+    )
+    freshness_window_s: int = Field(
+        default=3600,
+        gt=0,
+        description="Freshness window: users with events ingested within it are active; "
+        "lag percentiles use samples written within it.",
+    )
+    freshness_check_interval_s: float = Field(
+        default=10.0, gt=0, description="Period of the background freshness SLA check."
+    )
+    freshness_objective: float = Field(
+        default=0.99,
+        gt=0,
+        le=1,
+        description="An agent breaches when its share of active users within SLA drops below this.",
+    )
     feedback_log: Path = Field(
         default=Path(".oo/feedback.jsonl"),
         description="JSONL event log for feedback and deletions when Kafka is not configured.",

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from connectors.codec import USER_ID_PATTERN
 from connectors.store.base import FeatureStore
 from features.model import Manifest
+from serving.freshness import FreshnessMonitor
 from serving.metrics import Metrics
 from serving.orchestrator import OrchestratorClient
 from serving.settings import Settings
@@ -46,6 +47,10 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_freshness_monitor(request: Request) -> FreshnessMonitor:
+    return request.app.state.freshness
+
+
 @lru_cache(maxsize=1)
 def get_manifests() -> dict[str, Manifest]:
     """The registered agents by id (imported on first use: the registry imports every agent)."""
@@ -64,6 +69,7 @@ StoreDep = Annotated[FeatureStore, Depends(get_store)]
 ProducerDep = Annotated[EventSink, Depends(get_producer)]
 OrchestratorDep = Annotated[OrchestratorClient | None, Depends(get_orchestrator)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+FreshnessDep = Annotated[FreshnessMonitor, Depends(get_freshness_monitor)]
 ManifestsDep = Annotated[dict[str, Manifest], Depends(get_manifests)]
 NowMsDep = Annotated[int, Depends(now_ms)]
 

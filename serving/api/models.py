@@ -36,6 +36,19 @@ class HealthOut(BaseModel):
     status: Literal["alive"] = "alive"
 
 
+class FreshnessReadyOut(BaseModel):
+    breaching: list[str] = Field(
+        description="Agents whose share of users within SLA is below the objective at the last "
+        "check. Informational: a breach does not make the API unready."
+    )
+    checked_at: str | None = Field(description="Time of the last freshness check; null before.")
+    checked_at_ms: int | None
+    stamper: str = Field(
+        description="Ingestion stamper: `running`, `starting` (waiting for its partitions), "
+        "`disabled` (no Kafka or OO_FRESHNESS_STAMPER=false), `stopped`, or `failing: <why>`."
+    )
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     store: str = Field(description="`ok`, or why the store is not usable.")
@@ -44,6 +57,9 @@ class ReadyOut(BaseModel):
         "feedback log file), or why Kafka is not reachable."
     )
     reason: str | None = Field(default=None, description="Why not ready; null when ready.")
+    freshness: FreshnessReadyOut | None = Field(
+        default=None, description="The freshness SLA check's verdict (never affects `status`)."
+    )
 
 
 class ManifestOut(BaseModel):
@@ -154,3 +170,78 @@ class DeletedOut(BaseModel):
     deleted_at: str
     deleted_at_ms: int
     event_id: str = Field(description="Id of the `UserDeleted` event published.")
+
+
+class LagOut(BaseModel):
+    p50: int | None = Field(description="Median lag (ms); null without samples.")
+    p99: int | None = Field(description="99th percentile lag (ms, nearest rank).")
+    samples: int = Field(description="Lag samples in the window the percentiles come from.")
+
+
+class StaleUserOut(BaseModel):
+    user_id: str
+    staleness_ms: int
+    within_sla: bool
+
+
+class AgentFreshnessOut(BaseModel):
+    sla_seconds: int
+    lag_ms: LagOut
+    users_within_sla: int
+    active_users: int = Field(description="Users with an event ingested within the window.")
+    compliance: float = Field(description="users_within_sla / active_users (1.0 without any).")
+    breaching: bool = Field(
+        description="Compliance below the objective at the last background check."
+    )
+    worst: list[StaleUserOut] = Field(description="The most stale users, most stale first.")
+
+
+class HistoryAgentOut(BaseModel):
+    lag_p50_ms: int | None
+    lag_p99_ms: int | None
+    compliance: float
+    breaching: bool
+
+
+class HistoryPointOut(BaseModel):
+    t: int = Field(description="Time of the check, epoch ms.")
+    agents: dict[str, HistoryAgentOut]
+
+
+class FreshnessOut(BaseModel):
+    generated_at: str
+    generated_at_ms: int
+    window_s: int
+    objective: float
+    check_interval_s: float
+    checked_at_ms: int | None = Field(description="Last background check (breaching verdicts).")
+    pending_users: int = Field(description="Active users with events the flow has not written.")
+    agents: dict[str, AgentFreshnessOut]
+    history: list[HistoryPointOut] = Field(
+        description="The background check's points, oldest first."
+    )
+
+
+class UserAgentFreshnessOut(BaseModel):
+    lag_ms: int | None = Field(description="computed_at - ingest_time; null before any write.")
+    age_ms: int | None = Field(description="now - computed_at; null before any write.")
+    staleness_ms: int = Field(
+        description="How long the user's newest events have waited; 0 if none."
+    )
+    within_sla: bool
+
+
+class UserFreshnessOut(BaseModel):
+    user_id: str
+    newest_event_ingest_ms: int | None = Field(
+        description="Ingest time of the user's newest event (stamped at ingestion)."
+    )
+    reflected_ingest_ms: int | None = Field(
+        description="Ingest time of the newest event the flow has written for the user."
+    )
+    pending_since_ms: int | None = Field(
+        description="Ingest time of the oldest event not written yet; null when up to date."
+    )
+    agents: dict[str, UserAgentFreshnessOut] = Field(
+        description="Registered agents the user consented to, by agent id."
+    )

@@ -614,6 +614,8 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
         ("DELETE", "/v1/users/{user_id}"),
         ("POST", "/v1/recommend"),
         ("POST", "/v1/feedback"),
+        ("GET", "/v1/freshness"),
+        ("GET", "/v1/users/{user_id}/freshness"),
     }
 
     def ref(schema: dict[str, Any]) -> str:
@@ -638,6 +640,11 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
     assert ref(feedback["responses"]["202"]["content"][ok]["schema"]) == "AcceptedOut"
     delete = paths["/v1/users/{user_id}"]["delete"]
     assert ref(delete["responses"]["202"]["content"][ok]["schema"]) == "DeletedOut"
+    fresh = paths["/v1/freshness"]["get"]
+    assert ref(fresh["responses"]["200"]["content"][ok]["schema"]) == "FreshnessOut"
+    user_fresh = paths["/v1/users/{user_id}/freshness"]["get"]
+    assert ref(user_fresh["responses"]["200"]["content"][ok]["schema"]) == "UserFreshnessOut"
+    assert {"401", "404", "422"} <= set(user_fresh["responses"])
     for path, item in paths.items():
         for operation in item.values():
             secured = "security" in operation

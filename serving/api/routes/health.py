@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from connectors.exceptions import ConnectorError
-from serving.api.deps import ProducerDep, SettingsDep, StoreDep
-from serving.api.models import HealthOut, ReadyOut
+from serving.api.deps import FreshnessDep, ProducerDep, SettingsDep, StoreDep
+from serving.api.models import FreshnessReadyOut, HealthOut, ReadyOut, iso_ms
 from serving.exceptions import EventSinkError
 
 router = APIRouter(tags=["health"])
@@ -33,18 +33,41 @@ async def _probe(check: Callable[[], str | None], seconds: float) -> str:
     return said or "ok"
 
 
+def _stamper_state(request: Request) -> str:
+    stamper = getattr(request.app.state, "stamper", None)
+    if stamper is None:
+        return "disabled"
+    st = stamper.status
+    if not st.running:
+        return f"failing: {st.last_error}" if st.last_error else "stopped"
+    if st.last_error:
+        return f"failing: {st.last_error}"
+    return "running" if st.assigned else "starting"
+
+
 @router.get(
     "/ready",
     response_model=ReadyOut,
-    summary="The store answers and the event log (Kafka, or the file when disabled) is usable",
+    summary="The store answers and the event log (Kafka, or the file when disabled) is usable; "
+    "the freshness check's verdict is reported, never a reason to be unready",
     responses={503: {"model": ReadyOut, "description": "Not ready; `reason` says why."}},
 )
 async def ready(
-    settings: SettingsDep, store: StoreDep, sink: ProducerDep
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    sink: ProducerDep,
+    monitor: FreshnessDep,
 ) -> ReadyOut | JSONResponse:
     bound = settings.ready_timeout_s
     store_state = await _probe(store.ping, bound)
     producer_state = await _probe(lambda: sink.check(timeout_s=bound), bound + 0.5)
+    freshness = FreshnessReadyOut(
+        breaching=sorted(monitor.breaching),
+        checked_at=None if monitor.checked_at_ms is None else iso_ms(monitor.checked_at_ms),
+        checked_at_ms=monitor.checked_at_ms,
+        stamper=_stamper_state(request),
+    )
     reasons = [
         f"{name} {state}"
         for name, state in (("store", store_state), ("producer", producer_state))
@@ -56,6 +79,7 @@ async def ready(
             store=store_state,
             producer=producer_state,
             reason="; ".join(reasons),
+            freshness=freshness,
         )
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-    return ReadyOut(status="ready", store=store_state, producer=producer_state)
+    return ReadyOut(status="ready", store=store_state, producer=producer_state, freshness=freshness)
