@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .oo/tools
 BUF_VERSION := 1.75.0
+PLAYWRIGHT_CORE_VERSION := 1.65.1
 
 .PHONY: setup tools run test lint bench-produce bench-flow bench-serve clean
 
@@ -22,10 +23,16 @@ $(TOOLS)/node_modules/.bin/buf:
 	mkdir -p $(TOOLS)
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
 
-tools: $(TOOLS)/node_modules/.bin/buf
+# The dashboard test drives Debian's chromium with playwright-core (no browser download).
+$(TOOLS)/node_modules/playwright-core/package.json:
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) playwright-core@$(PLAYWRIGHT_CORE_VERSION)
+
+tools: $(TOOLS)/node_modules/.bin/buf $(TOOLS)/node_modules/playwright-core/package.json
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless)
 	@command -v mvn >/dev/null || (apt-get update -qq && apt-get install -y -qq maven)
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 run: setup
 	$(BIN)/oo-features demo
