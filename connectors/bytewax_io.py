@@ -15,7 +15,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
-from connectors import topics
+from connectors import flow_metrics, topics
 from connectors.records import Accepted, Rejected, decode_kafka_message, decode_line
 from connectors.store import open_store
 from connectors.store.base import UserWrite
@@ -42,7 +42,27 @@ def kafka_event_source(
 
 def decode_kafka_batch(items: list[Any]) -> list[Accepted | Rejected]:
     now_s = time.time()
-    return [decode_kafka_message(item, now_s=now_s) for item in items]
+    records = [decode_kafka_message(item, now_s=now_s) for item in items]
+    _count(records, [_topic(item) for item in items])
+    return records
+
+
+def _topic(item: Any) -> str:
+    """Topic of a KafkaSourceMessage, or of the message inside a KafkaError."""
+    inner = getattr(item, "msg", item)
+    return str(getattr(inner, "topic", "") or "")
+
+
+def _count(records: list[Accepted | Rejected], origins: list[str]) -> None:
+    flow_metrics.count_topics(flow_metrics.EVENTS_IN, origins)
+    flow_metrics.count_topics(
+        flow_metrics.EVENTS_OUT,
+        [o for o, r in zip(origins, records, strict=True) if isinstance(r, Accepted)],
+    )
+    flow_metrics.count_topics(
+        flow_metrics.DEADLETTERED,
+        [o for o, r in zip(origins, records, strict=True) if isinstance(r, Rejected)],
+    )
 
 
 class _LinePartition(StatefulSourcePartition[tuple[str, int, str], int]):
@@ -93,19 +113,24 @@ def decode_line_batch(items: list[tuple[str, int, str]]) -> list[Accepted | Reje
     now_s = time.time()
     ingest = int(now_s * 1000)
     out: list[Accepted | Rejected] = []
+    origins: list[str] = []
     for path, line_no, line in items:
         record = decode_line(path, line_no, line, ingest_ms=ingest, now_s=now_s)
         if record is not None:
             out.append(record)
+            origins.append(path)
+    _count(out, origins)
     return out
 
 
 class _StorePartition(StatelessSinkPartition[UserWrite]):
-    def __init__(self, url: str, key_prefix: str) -> None:
-        self._store = open_store(url, key_prefix=key_prefix)
+    def __init__(self, url: str, key_prefix: str, freshness: bool) -> None:
+        self._store = open_store(url, key_prefix=key_prefix, freshness=freshness)
 
     def write_batch(self, items: list[UserWrite]) -> None:
-        self._store.write_batch(_coalesce(items))
+        writes = _coalesce(items)
+        self._store.write_batch(writes)
+        flow_metrics.observe_writes(writes)
 
     def close(self) -> None:
         self._store.close()
@@ -135,12 +160,13 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
 class StoreSink(DynamicSink[UserWrite]):
     """Writes each batch of coalesced user writes to the store in one round trip."""
 
-    def __init__(self, url: str, *, key_prefix: str = "oo") -> None:
+    def __init__(self, url: str, *, key_prefix: str = "oo", freshness: bool = True) -> None:
         self.url = url
         self.key_prefix = key_prefix
+        self.freshness = freshness
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.url, self.key_prefix)
+        return _StorePartition(self.url, self.key_prefix, self.freshness)
 
 
 def dead_letter_sink(bootstrap: str) -> KafkaSink:

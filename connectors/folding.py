@@ -11,9 +11,11 @@ user costs one write per interval, not one per event).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from connectors import flow_metrics
 from connectors.records import Accepted
 from connectors.store.base import AgentWrite, UserWrite
 from features.state import UserState
@@ -33,9 +35,11 @@ class Pending:
     admitted: bool = False
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
+        drops: Counter[str] = Counter()
         for item in batch:
             applied = state.apply(item.event, ingest_time_ms=item.ingest_ms)
             if not applied.admitted:
+                drops[applied.dropped or "unknown"] += 1
                 continue
             self.admitted = True
             if applied.deleted:
@@ -46,6 +50,8 @@ class Pending:
             self.touched |= applied.changed
             self.touched |= applied.removed
             self.feedback_changed |= applied.feedback_changed
+        if drops:
+            flow_metrics.count_drops(drops)
 
 
 def build_write(

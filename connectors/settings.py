@@ -29,3 +29,7 @@ class ConnectorSettings(BaseSettings):
         default=10.0, description="Bound on waiting for Kafka (connect, flush) before failing."
     )
     partitions: int = Field(default=4, description="Partitions of topics created when missing.")
+    flow_metrics_port: int | None = Field(
+        default=None,
+        description="Port of the flow's Prometheus metrics (process i: port + i); unset: off.",
+    )

@@ -24,6 +24,8 @@ from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
 
+CATCHUP_BEHIND = timedelta(seconds=1)
+
 
 class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
     """One user's `UserState`: folds every batch, writes at most once per flush interval.
@@ -35,11 +37,16 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
     """
 
     def __init__(
-        self, state: UserState | None, pending: Pending | None, flush_interval: timedelta
+        self,
+        state: UserState | None,
+        pending: Pending | None,
+        flush_interval: timedelta,
+        catchup_interval: timedelta | None = None,
     ) -> None:
         self.state = state
         self.pending = pending or Pending()
         self.flush_interval = flush_interval
+        self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
         if self.pending.admitted:
             self.due = datetime.now(UTC)
@@ -51,7 +58,12 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         if not self.flush_interval:
             return self._flush(), StatefulBatchLogic.RETAIN
         if self.due is None and self.pending.admitted:
-            self.due = datetime.now(UTC) + self.flush_interval
+            now = datetime.now(UTC)
+            # Catching up on a backlog (events already older than CATCHUP_BEHIND when read):
+            # coalesce longer, the features are behind anyway and one write replaces many.
+            behind_ms = now.timestamp() * 1000 - max(v.ingest_ms for v in values)
+            catching_up = behind_ms > CATCHUP_BEHIND.total_seconds() * 1000
+            self.due = now + (self.catchup_interval if catching_up else self.flush_interval)
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -76,11 +88,13 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         return pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _build_logic(flush_interval: timedelta, resume: bytes | None) -> UserLogic:
+def _build_logic(
+    flush_interval: timedelta, catchup_interval: timedelta, resume: bytes | None
+) -> UserLogic:
     if resume is None:
-        return UserLogic(None, None, flush_interval)
+        return UserLogic(None, None, flush_interval, catchup_interval)
     state, pending = pickle.loads(resume)
-    return UserLogic(state, pending, flush_interval)
+    return UserLogic(state, pending, flush_interval, catchup_interval)
 
 
 def build_flow(
@@ -94,6 +108,8 @@ def build_flow(
     stop_at_end: bool = False,
     batch_size: int = 1000,
     flush_interval: timedelta = timedelta(milliseconds=100),
+    catchup_interval: timedelta = timedelta(seconds=2),
+    freshness: bool = True,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`)."""
     if (kafka_bootstrap is None) == (event_log is None):
@@ -120,11 +136,13 @@ def build_flow(
         path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     keyed = op.key_on("key_by_user", split.trues, lambda record: record.event.user_id)
-    writes = op.stateful_batch("fold_user_state", keyed, partial(_build_logic, flush_interval))
+    writes = op.stateful_batch(
+        "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval)
+    )
     op.output(
         "store",
         op.key_rm("drop_user_key", writes),
-        bytewax_io.StoreSink(store_url, key_prefix=key_prefix),
+        bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
     )
     return flow
 

@@ -31,12 +31,15 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, key_prefix: str = "oo") -> FeatureStore:
-    """The store behind `url` (`OO_STORE_URL`); `key_prefix` isolates tenants and tests."""
+def open_store(url: str, *, key_prefix: str = "oo", freshness: bool = True) -> FeatureStore:
+    """The store behind `url` (`OO_STORE_URL`); `key_prefix` isolates tenants and tests.
+
+    `freshness=False` leaves out the freshness bookkeeping on writes (to measure its cost).
+    """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if sep and scheme in ("redis", "rediss"):
-        return RedisStore(url, key_prefix=key_prefix)
+        return RedisStore(url, key_prefix=key_prefix, freshness=freshness)
     if sep and scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///path")

@@ -272,8 +272,11 @@ class RedisStore:
         key_prefix: str = "oo",
         socket_timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
+        freshness: bool = True,
     ) -> None:
         parts = urlsplit(url)
+        self._freshness = freshness
+        """Keep the freshness bookkeeping (reflected users, lag samples) on each write."""
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
         self._prefix = key_prefix
         self._users_key = f"{key_prefix}:users"
@@ -455,8 +458,11 @@ class RedisStore:
             zadd += (self._score(w), w.user_id)
         # Freshness bookkeeping rides in the same pipeline: the reflect script after the user
         # scripts, then the lag samples.
-        reflect, xadds = self._freshness_writes(writes)
-        extra = [("reflect", self._fresh_keys, reflect)]
+        if self._freshness:
+            reflect, xadds = self._freshness_writes(writes)
+            extra = [("reflect", self._fresh_keys, reflect)]
+        else:
+            xadds, extra = [], []
 
         def run() -> None:
             results = self._run_scripts(calls, before=[zadd], extra=extra, after=xadds)

@@ -46,10 +46,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1000, help="Kafka messages per input batch")
     p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (process i uses port + i); "
+        "default OO_FLOW_METRICS_PORT, unset: off",
+    )
+    p.add_argument(
+        "--no-freshness",
+        action="store_true",
+        help="leave out the freshness bookkeeping on writes (to measure its cost)",
+    )
+    p.add_argument(
         "--flush-interval",
         type=float,
         default=0.1,
         help="seconds a user's changes are coalesced before one write (0: write every batch)",
+    )
+    p.add_argument(
+        "--catchup-flush-interval",
+        type=float,
+        default=2.0,
+        help="the same while catching up on a backlog (events read over 1 s after they arrived)",
     )
 
 
@@ -156,7 +173,16 @@ def run(args: argparse.Namespace) -> int:
         stop_at_end=args.stop_at_end or args.event_log is not None,
         batch_size=args.batch_size,
         flush_interval=timedelta(seconds=args.flush_interval),
+        catchup_interval=timedelta(seconds=max(args.catchup_flush_interval, args.flush_interval)),
+        freshness=not args.no_freshness,
     )
+    metrics_port = (
+        args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port
+    )
+    if metrics_port is not None:
+        from connectors import flow_metrics
+
+        flow_metrics.serve(metrics_port + (args.process_id or 0))
     addresses = args.addresses.split(";") if args.addresses else None
     cli_main(
         flow,

@@ -1,0 +1,54 @@
+"""The flow's Prometheus metrics count what happens to events, per topic and reason."""
+
+from __future__ import annotations
+
+from bytewax.connectors.kafka import KafkaSourceMessage
+from prometheus_client import REGISTRY
+
+from connectors import flow_metrics
+from connectors.bytewax_io import decode_kafka_batch
+from connectors.codec import from_json
+from connectors.folding import Pending, build_write
+from connectors.records import Accepted
+from features.state import UserState
+
+GOOD = from_json(
+    '{"eventId":"m1","userId":"mu1","occurredAt":"2026-05-01T06:30:00Z","utcOffsetMinutes":120,'
+    '"taskCompleted":{"taskId":"t1","projectId":"p1","dueAt":"2026-04-30T00:00:00Z"}}'
+)
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def message(value_bytes: bytes, topic: str, key: bytes = b"mu1") -> KafkaSourceMessage:
+    return KafkaSourceMessage(
+        key=key, value=value_bytes, topic=topic, partition=0, offset=1, timestamp=(1, 1_777_000_000_000)
+    )
+
+
+def test_events_in_out_and_deadlettered_per_topic() -> None:
+    topic = "metrics-test.oo.signals.v1"
+    before = {
+        n: value(f"oo_flow_events_{n}_total", topic=topic) for n in ("in", "out", "deadlettered")
+    }
+    records = decode_kafka_batch(
+        [message(GOOD.SerializeToString(), topic), message(b"\xff garbage", topic)]
+    )
+    assert [type(r).__name__ for r in records] == ["Accepted", "Rejected"]
+    assert value("oo_flow_events_in_total", topic=topic) - before["in"] == 2
+    assert value("oo_flow_events_out_total", topic=topic) - before["out"] == 1
+    assert value("oo_flow_events_deadlettered_total", topic=topic) - before["deadlettered"] == 1
+
+
+def test_drops_by_reason_and_lag_by_agent() -> None:
+    dup_before = value("oo_flow_events_dropped_total", reason="duplicate")
+    lag_before = value("oo_flow_feature_lag_seconds_count", agent="momentum")
+    state, pending = UserState("mu1"), Pending()
+    pending.fold(state, [Accepted(GOOD, 1_777_000_000_000), Accepted(GOOD, 1_777_000_000_001)])
+    assert value("oo_flow_events_dropped_total", reason="duplicate") - dup_before == 1
+    write = build_write(state, pending)
+    assert write is not None and "momentum" in write.agents
+    flow_metrics.observe_writes([write])
+    assert value("oo_flow_feature_lag_seconds_count", agent="momentum") - lag_before == 1
