@@ -62,7 +62,7 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from connectors import codec, topics  # noqa: E402
 from connectors.bytewax_io import decode_kafka_batch  # noqa: E402
-from connectors.folding import Pending, build_write  # noqa: E402
+from connectors.folding import Pending, build_write, flush_delay_s  # noqa: E402
 from connectors.kafka import EventProducer, admin_config, ensure_topics, producer_config  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
@@ -162,7 +162,7 @@ def plain_loop(
     key_prefix: str,
     size: int = BATCH,
     flush_s: float = 0.1,
-    catchup_s: float = 2.0,
+    catchup_s: float = 10.0,
 ) -> int:
     """(b) what the flow does, without Bytewax: the same decode, fold, write coalescing and writes.
 
@@ -214,7 +214,7 @@ def plain_loop(
             acc.fold(state, values)
             if user_id not in due:
                 behind = now - max(v.ingest_ms for v in values) / 1000
-                due[user_id] = now + (catchup_s if behind > 1.0 else flush_s)
+                due[user_id] = now + flush_delay_s(behind, flush_s=flush_s, catchup_max_s=catchup_s)
         ready = [u for u, t in due.items() if t <= now]
         if ready:
             flush(ready)

@@ -19,12 +19,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from connectors import bytewax_io
-from connectors.folding import Pending, build_write
+from connectors.folding import Pending, build_write, flush_delay_s
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
-
-CATCHUP_BEHIND = timedelta(seconds=1)
 
 
 class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
@@ -59,11 +57,13 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
             return self._flush(), StatefulBatchLogic.RETAIN
         if self.due is None and self.pending.admitted:
             now = datetime.now(UTC)
-            # Catching up on a backlog (events already older than CATCHUP_BEHIND when read):
-            # coalesce longer, the features are behind anyway and one write replaces many.
-            behind_ms = now.timestamp() * 1000 - max(v.ingest_ms for v in values)
-            catching_up = behind_ms > CATCHUP_BEHIND.total_seconds() * 1000
-            self.due = now + (self.catchup_interval if catching_up else self.flush_interval)
+            behind_s = now.timestamp() - max(v.ingest_ms for v in values) / 1000
+            delay = flush_delay_s(
+                behind_s,
+                flush_s=self.flush_interval.total_seconds(),
+                catchup_max_s=self.catchup_interval.total_seconds(),
+            )
+            self.due = now + timedelta(seconds=delay)
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -108,7 +108,7 @@ def build_flow(
     stop_at_end: bool = False,
     batch_size: int = 1000,
     flush_interval: timedelta = timedelta(milliseconds=100),
-    catchup_interval: timedelta = timedelta(seconds=2),
+    catchup_interval: timedelta = timedelta(seconds=10),
     freshness: bool = True,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`)."""

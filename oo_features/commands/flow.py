@@ -65,8 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--catchup-flush-interval",
         type=float,
-        default=2.0,
-        help="the same while catching up on a backlog (events read over 1 s after they arrived)",
+        default=10.0,
+        help="upper bound of the coalescing while catching up on a backlog (events read over "
+        "1 s after they arrived): a quarter of how far behind, at most this",
     )
 
 
