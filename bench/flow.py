@@ -744,6 +744,9 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from connectors.runtime import tune_gc
+
+    tune_gc()  # the same process tuning as `oo-features flow`, so (b) and the flow compare fairly
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--events", type=int, default=1_000_000, help="events to pre-load (throughput)"

@@ -36,7 +36,6 @@ def kafka_event_source(
         starting_offset=OFFSET_BEGINNING,
         batch_size=batch_size,
         raise_on_errors=False,
-        add_config={"fetch.min.bytes": "1", "queued.max.messages.kbytes": "65536"},
     )
 
 

@@ -21,6 +21,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
     from bytewax.testing import run_main
 
     from connectors import bytewax_io
+    from connectors.runtime import tune_gc
     from flows.features_flow import build_flow
 
     flow = build_flow(
@@ -31,6 +32,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
         stop_at_end=True,
     )
     errors: list[BaseException] = []
+    tune_gc()
 
     def target() -> None:
         try:

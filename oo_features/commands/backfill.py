@@ -21,11 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
+    from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
     from flows.backfill import backfill
     from oo_features.progress import line_progress
 
+    tune_gc()
     settings = ConnectorSettings()
     url = args.store_url or settings.store_url
     try:

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors import topics
     from connectors.exceptions import ConnectorError
     from connectors.kafka import ensure_topics
+    from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
     from flows.features_flow import build_flow
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         from connectors import flow_metrics
 
         flow_metrics.serve(metrics_port + (args.process_id or 0))
+    tune_gc()
     addresses = args.addresses.split(";") if args.addresses else None
     cli_main(
         flow,
