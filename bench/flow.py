@@ -502,7 +502,8 @@ def throughput(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
             # The same flow without the freshness bookkeeping (reflected users, lag samples),
             # interleaved with more runs with it, so drift on this shared machine hits both.
             walls: dict[bool, list[float]] = {True: [flow_wall], False: []}
-            for i, with_freshness in enumerate((False, True, False)):
+            order = [i % 2 == 1 for i in range(2 * args.overhead_pairs - 1)]  # without, with, ...
+            for i, with_freshness in enumerate(order):
                 flags = [*extra] if with_freshness else [*extra, "--no-freshness"]
                 wall, _ = run_flow(
                     _flow_cmd(
@@ -776,6 +777,12 @@ def main(argv: list[str] | None = None) -> int:
         "--freshness-overhead",
         action="store_true",
         help="also run the flow without freshness bookkeeping and print its cost",
+    )
+    parser.add_argument(
+        "--overhead-pairs",
+        type=int,
+        default=3,
+        help="with/without runs each for --freshness-overhead",
     )
     parser.add_argument(
         "--profile", action="store_true", help="cProfile an extra pass of the plain loop"

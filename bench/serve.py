@@ -82,8 +82,16 @@ SNIPPETS = {
     "usually quiet between {qs}:00 and {qe}:00.",
 }
 PROJECTS = ["work", "home", "side-project", "health", "finance", "learning", "garden"]
-TASKS = ["Quarterly report", "Dentist appointment", "Renew passport", "Fix the bike",
-         "Reply to Anna", "Tax return", "Plan the offsite", "Water the plants"]
+TASKS = [
+    "Quarterly report",
+    "Dentist appointment",
+    "Renew passport",
+    "Fix the bike",
+    "Reply to Anna",
+    "Tax return",
+    "Plan the offsite",
+    "Water the plants",
+]
 
 
 # -- seeding --------------------------------------------------------------------------------
@@ -133,8 +141,16 @@ def _user_write(uid: str, rng: random.Random, now_ms: int) -> UserWrite:
         },
     }
     extras = {
-        "overdue-task": {"overdue": [{"task_id": f"t-{rng.randrange(10**6)}", "title": task,
-                                      "project": a, "days_overdue": days}]},
+        "overdue-task": {
+            "overdue": [
+                {
+                    "task_id": f"t-{rng.randrange(10**6)}",
+                    "title": task,
+                    "project": a,
+                    "days_overdue": days,
+                }
+            ]
+        },
         "focus-area": {"completions_28d": {a: rng.randint(10, 60), b: rng.randint(5, 30)}},
     }
     texts = {
@@ -143,7 +159,8 @@ def _user_write(uid: str, rng: random.Random, now_ms: int) -> UserWrite:
         "overdue-task": SNIPPETS["overdue-task"].format(task=task, a=a, days=days, tol=tol),
         "recent-patterns": SNIPPETS["recent-patterns"].format(w=w, d=d, lb=lb),
         "time-of-day": SNIPPETS["time-of-day"].format(
-            h=h, p=", ".join(map(str, peak)), qs=23, qe=7),
+            h=h, p=", ".join(map(str, peak)), qs=23, qe=7
+        ),
     }
     event_ms = now_ms - rng.randint(0, 3_600_000)
     agents = {
@@ -177,8 +194,9 @@ def seed(store_url: str, key_prefix: str, users: int) -> tuple[list[str], float]
     ids = [f"u-{i}" for i in range(users)]
     t = time.perf_counter()
     for i in range(0, users, 500):
-        store.write_batch([_user_write(uid, rng, now_ms) for uid in ids[i : i + 500]],
-                          now_ms=now_ms)
+        store.write_batch(
+            [_user_write(uid, rng, now_ms) for uid in ids[i : i + 500]], now_ms=now_ms
+        )
     elapsed = time.perf_counter() - t
     probe = store.read_user(ids[-1])
     assert probe is not None and len(probe.agents) == 5, "seeding failed"
@@ -224,21 +242,34 @@ def _peer_main(conn: Any) -> None:
 # -- the load generator ----------------------------------------------------------------------
 
 
-async def _load(base_url: str, kind: str, rate: float, duration: float, offset: float,
-                start_wall: float, ids: list[str], token: str, conns: int,
-                seed_: int) -> dict[str, Any]:
+async def _load(
+    base_url: str,
+    kind: str,
+    rate: float,
+    duration: float,
+    offset: float,
+    start_wall: float,
+    ids: list[str],
+    token: str,
+    conns: int,
+    seed_: int,
+) -> dict[str, Any]:
     rng = random.Random(seed_)
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
     lat: list[float] = []
     lag: list[float] = []
     statuses: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=5.0,
-                                 headers=headers, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=5.0, headers=headers, trust_env=False
+    ) as client:
         warm_path = "/health" if kind != "peer" else "/v1/chat/completions"
-        warm = [client.get(warm_path) if kind != "peer" else
-                client.post(warm_path, json={"model": "m", "messages": []})
-                for _ in range(conns)]
+        warm = [
+            client.get(warm_path)
+            if kind != "peer"
+            else client.post(warm_path, json={"model": "m", "messages": []})
+            for _ in range(conns)
+        ]
         await asyncio.gather(*warm, return_exceptions=True)
 
         async def one(ts: float) -> None:
@@ -251,9 +282,13 @@ async def _load(base_url: str, kind: str, rate: float, duration: float, offset: 
                 elif kind == "recommend":
                     r = await client.post("/v1/recommend", json={"user_id": uid})
                 else:  # the orchestrator peer directly, with the body the API would send
-                    r = await client.post("/v1/chat/completions", json={
-                        "model": "tip-generator",
-                        "messages": [{"role": "user", "content": "x" * 1500}]})
+                    r = await client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": "tip-generator",
+                            "messages": [{"role": "user", "content": "x" * 1500}],
+                        },
+                    )
                 await r.aread()
                 key = str(r.status_code)
             except Exception as exc:  # counted; a phase never dies on one request
@@ -277,8 +312,7 @@ async def _load(base_url: str, kind: str, rate: float, duration: float, offset: 
             task.cancel()
         if pending:
             statuses["unfinished"] = len(pending)
-    return {"lat": lat, "lag": lag, "statuses": statuses, "scheduled": n,
-            "span": sent_done - t0}
+    return {"lat": lat, "lag": lag, "statuses": statuses, "scheduled": n, "span": sent_done - t0}
 
 
 def _request(kind: str, uid: str, token: str) -> bytes:
@@ -286,22 +320,33 @@ def _request(kind: str, uid: str, token: str) -> bytes:
     if kind == "health":
         return b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     if kind == "features":
-        return (f"GET /v1/users/{uid}/features HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
-                "\r\n").encode()
+        return (f"GET /v1/users/{uid}/features HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").encode()
     if kind == "recommend":
         body = json.dumps({"user_id": uid}).encode()
         path = "/v1/recommend"
     else:
-        body = json.dumps({"model": "tip-generator",
-                           "messages": [{"role": "user", "content": "x" * 1500}]}).encode()
+        body = json.dumps(
+            {"model": "tip-generator", "messages": [{"role": "user", "content": "x" * 1500}]}
+        ).encode()
         path = "/v1/chat/completions"
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
-async def _load_raw(base_url: str, kind: str, rate: float, duration: float, offset: float,
-                    start_wall: float, ids: list[str], token: str, conns: int,
-                    seed_: int) -> dict[str, Any]:
+async def _load_raw(
+    base_url: str,
+    kind: str,
+    rate: float,
+    duration: float,
+    offset: float,
+    start_wall: float,
+    ids: list[str],
+    token: str,
+    conns: int,
+    seed_: int,
+) -> dict[str, Any]:
     """The same open-loop schedule as `_load`, over `conns` keep-alive sockets speaking
     minimal HTTP/1.1 (Content-Length bodies only): a far cheaper client than httpx, so the
     generator itself stays on schedule at higher rates."""
@@ -358,8 +403,7 @@ async def _load_raw(base_url: str, kind: str, rate: float, duration: float, offs
     unfinished = n - len(lat)
     if unfinished:
         statuses["unfinished"] = unfinished
-    return {"lat": lat, "lag": lag, "statuses": statuses, "scheduled": n,
-            "span": sent_done - t0}
+    return {"lat": lat, "lag": lag, "statuses": statuses, "scheduled": n, "span": sent_done - t0}
 
 
 CLIENT = {"raw": _load_raw, "httpx": _load}
@@ -378,15 +422,40 @@ def pct(values: list[float], p: float) -> float:
     return s[k]
 
 
-def phase(base_url: str, kind: str, rate: float, duration: float, ids: list[str], token: str,
-          procs: int, conns: int, client: str = "raw") -> dict[str, Any]:
+def phase(
+    base_url: str,
+    kind: str,
+    rate: float,
+    duration: float,
+    ids: list[str],
+    token: str,
+    procs: int,
+    conns: int,
+    client: str = "raw",
+) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     start_wall = time.time() + 0.5 + 0.2 * procs
     workers = [
-        ctx.Process(target=_worker, args=((client, base_url, kind, rate / procs, duration,
-                                           k / rate, start_wall, ids, token, conns,
-                                           random.randrange(1 << 30)), q))
+        ctx.Process(
+            target=_worker,
+            args=(
+                (
+                    client,
+                    base_url,
+                    kind,
+                    rate / procs,
+                    duration,
+                    k / rate,
+                    start_wall,
+                    ids,
+                    token,
+                    conns,
+                    random.randrange(1 << 30),
+                ),
+                q,
+            ),
+        )
         for k in range(procs)
     ]
     for w in workers:
@@ -403,21 +472,31 @@ def phase(base_url: str, kind: str, rate: float, duration: float, ids: list[str]
     scheduled = sum(p["scheduled"] for p in parts)
     ok = statuses.get("200", 0)
     return {
-        "kind": kind, "rate": rate, "duration": duration, "scheduled": scheduled,
-        "ok": ok, "errors": scheduled - ok, "statuses": statuses,
+        "kind": kind,
+        "rate": rate,
+        "duration": duration,
+        "scheduled": scheduled,
+        "ok": ok,
+        "errors": scheduled - ok,
+        "statuses": statuses,
         "achieved": ok / duration if duration else 0.0,
-        "p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99), "max": max(lat or [0]),
-        "lag_p99": pct(lag, 99), "lag_max": max(lag or [0]),
+        "p50": pct(lat, 50),
+        "p90": pct(lat, 90),
+        "p99": pct(lat, 99),
+        "max": max(lat or [0]),
+        "lag_p99": pct(lag, 99),
+        "lag_max": max(lag or [0]),
     }
 
 
 def show(r: dict[str, Any]) -> str:
-    return (f"{r['kind']:<9} {r['rate']:>6.0f}/s x {r['duration']:>4.0f}s  ok {r['ok']:>6}/"
-            f"{r['scheduled']:<6} p50 {r['p50']:6.2f}  p90 {r['p90']:6.2f}  p99 {r['p99']:7.2f}"
-            f"  max {r['max']:7.2f} ms  send-lag p99 {r['lag_p99']:5.2f} ms"
-            + (f"  API CPU {r['api_cpu_ms_per_req']:.2f} ms/req" if "api_cpu_ms_per_req" in r
-               else "")
-            + (f"  {r['statuses']}" if r["errors"] else ""))
+    return (
+        f"{r['kind']:<9} {r['rate']:>6.0f}/s x {r['duration']:>4.0f}s  ok {r['ok']:>6}/"
+        f"{r['scheduled']:<6} p50 {r['p50']:6.2f}  p90 {r['p90']:6.2f}  p99 {r['p99']:7.2f}"
+        f"  max {r['max']:7.2f} ms  send-lag p99 {r['lag_p99']:5.2f} ms"
+        + (f"  API CPU {r['api_cpu_ms_per_req']:.2f} ms/req" if "api_cpu_ms_per_req" in r else "")
+        + (f"  {r['statuses']}" if r["errors"] else "")
+    )
 
 
 # -- the API process -------------------------------------------------------------------------
@@ -429,8 +508,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_api(env: dict[str, str], port: int, log_path: Path,
-              profile: Path | None = None) -> subprocess.Popen[bytes]:
+def start_api(
+    env: dict[str, str], port: int, log_path: Path, profile: Path | None = None
+) -> subprocess.Popen[bytes]:
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     argv = ["serve", "--port", str(port), "--log-level", "warning"]
     if profile:
@@ -450,15 +530,20 @@ def start_api(env: dict[str, str], port: int, log_path: Path,
         cmd = [sys.executable, "-m", "oo_features.cli", *argv]
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the API exited ({proc.returncode}); see {log_path}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5,
-                         trust_env=False).status_code == 200:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5, trust_env=False).status_code
+                == 200
+            ):
                 return proc
         except httpx.HTTPError:
             pass
@@ -486,21 +571,29 @@ def scrape(base_url: str) -> dict[str, float]:
     return out
 
 
-def delta(a: dict[str, float], b: dict[str, float], prefix: str, must: str = "") -> dict[str, float]:
+def delta(
+    a: dict[str, float], b: dict[str, float], prefix: str, must: str = ""
+) -> dict[str, float]:
     return {k: b[k] - a.get(k, 0.0) for k in b if k.startswith(prefix) and must in k}
 
 
 def hist_summary(d: dict[str, float], name: str, must: str) -> str:
     count = sum(v for k, v in d.items() if k.startswith(name + "_count") and must in k)
     total = sum(v for k, v in d.items() if k.startswith(name + "_sum") and must in k)
-    le5 = sum(v for k, v in d.items() if k.startswith(name + "_bucket") and must in k
-              and 'le="0.005"' in k)
-    le10 = sum(v for k, v in d.items() if k.startswith(name + "_bucket") and must in k
-               and 'le="0.01"' in k)
+    le5 = sum(
+        v
+        for k, v in d.items()
+        if k.startswith(name + "_bucket") and must in k and 'le="0.005"' in k
+    )
+    le10 = sum(
+        v for k, v in d.items() if k.startswith(name + "_bucket") and must in k and 'le="0.01"' in k
+    )
     if not count:
         return "no samples"
-    return (f"n {count:.0f}, mean {total / count * 1000:.2f} ms, <=5 ms {le5 / count:.1%}, "
-            f"<=10 ms {le10 / count:.1%}")
+    return (
+        f"n {count:.0f}, mean {total / count * 1000:.2f} ms, <=5 ms {le5 / count:.1%}, "
+        f"<=10 ms {le10 / count:.1%}"
+    )
 
 
 # -- in-process breakdown --------------------------------------------------------------------
@@ -525,20 +618,29 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
         t_read.append((time.perf_counter() - t) * 1000)
         assert user is not None
         t = time.perf_counter()
-        out = FeaturesOut(user_id=uid, agents={a.agent_id: _agent_out(a, now_ms=now)
-                                               for a in eligible_agents(user, manifests)},
-                          feedback=user.feedback)
+        out = FeaturesOut(
+            user_id=uid,
+            agents={
+                a.agent_id: _agent_out(a, now_ms=now) for a in eligible_agents(user, manifests)
+            },
+            feedback=user.feedback,
+        )
         out.model_dump_json()
         t_build.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        assemble_prompt(fresh_snippets(eligible_agents(user, manifests), manifests,
-                                       now_ms=now), None)
+        assemble_prompt(
+            fresh_snippets(eligible_agents(user, manifests), manifests, now_ms=now), None
+        )
         t_prompt.append((time.perf_counter() - t) * 1000)
     store.close()
-    return {name: (statistics.median(v), pct(v, 99))
-            for name, v in (("store.read_user (Redis RTT + decode)", t_read),
-                            ("FeaturesOut build + JSON", t_build),
-                            ("eligible/fresh snippets + assemble_prompt", t_prompt))}
+    return {
+        name: (statistics.median(v), pct(v, 99))
+        for name, v in (
+            ("store.read_user (Redis RTT + decode)", t_read),
+            ("FeaturesOut build + JSON", t_build),
+            ("eligible/fresh snippets + assemble_prompt", t_prompt),
+        )
+    }
 
 
 # -- cleanup ---------------------------------------------------------------------------------
@@ -576,25 +678,42 @@ def cleanup(store_url: str, key_prefix: str, bootstrap: str | None, topic_prefix
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=20.0,
-                    help="seconds of each steady phase (default 20)")
-    ap.add_argument("--step-duration", type=float, default=10.0,
-                    help="seconds of each rate step (default 10)")
+    ap.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of each steady phase (default 20)"
+    )
+    ap.add_argument(
+        "--step-duration", type=float, default=10.0, help="seconds of each rate step (default 10)"
+    )
     ap.add_argument("--users", type=int, default=10_000, help="users seeded (default 10,000)")
     ap.add_argument("--procs", type=int, default=1, help="load generator processes (default 1)")
-    ap.add_argument("--conns", type=int, default=32,
-                    help="keep-alive connections per generator process (default 32)")
-    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                    help="load generator client: raw asyncio HTTP/1.1 sockets (default; cheap) "
-                    "or httpx.AsyncClient (too slow to stay on schedule past ~300/s here)")
-    ap.add_argument("--quick", action="store_true",
-                    help="small run: 1,000 users, 4 s phases, steps 250/500/1000")
+    ap.add_argument(
+        "--conns",
+        type=int,
+        default=32,
+        help="keep-alive connections per generator process (default 32)",
+    )
+    ap.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator client: raw asyncio HTTP/1.1 sockets (default; cheap) "
+        "or httpx.AsyncClient (too slow to stay on schedule past ~300/s here)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run: 1,000 users, 4 s phases, steps 250/500/1000",
+    )
     ap.add_argument("--no-kafka", action="store_true", help="events to a temp file, not Kafka")
     ap.add_argument("--store-url", default=os.environ.get("OO_STORE_URL"))
     ap.add_argument("--bootstrap", default=os.environ.get("OO_KAFKA_BOOTSTRAP"))
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="run the API under cProfile, write the stats here and print the top "
-                    "(skews every latency; for the breakdown only)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the API under cProfile, write the stats here and print the top "
+        "(skews every latency; for the breakdown only)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -614,13 +733,16 @@ def main() -> int:
     topic_prefix = f"bench-serve-{run_id}."
     token = secrets.token_urlsafe(24)[:32]
     tmp = Path(tempfile.mkdtemp(prefix="oo-bench-serve-"))
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                               "cmd": " ".join([".venv/bin/python", "bench/serve.py",
-                                                *sys.argv[1:]]),
-                               "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cmd": " ".join([".venv/bin/python", "bench/serve.py", *sys.argv[1:]]),
+        "cpus": os.cpu_count(),
+    }
 
-    print(f"bench/serve.py  {results['date']}  cpus {os.cpu_count()}  users {args.users}  "
-          f"generator {args.client} {args.procs} procs x {args.conns} conns  kafka {bootstrap or 'off'}")
+    print(
+        f"bench/serve.py  {results['date']}  cpus {os.cpu_count()}  users {args.users}  "
+        f"generator {args.client} {args.procs} procs x {args.conns} conns  kafka {bootstrap or 'off'}"
+    )
 
     parent, child = mp.get_context("spawn").Pipe()
     peer_proc = mp.get_context("spawn").Process(target=_peer_main, args=(child,), daemon=True)
@@ -633,12 +755,17 @@ def main() -> int:
         print(f"seeded {len(ids)} users x 5 agents in {seed_s:.1f} s (write_batch of 500)")
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OO_")}
-        env.update({
-            "OO_STORE_URL": args.store_url, "OO_KEY_PREFIX": key_prefix,
-            "OO_API_TOKEN": token, "OO_ORCHESTRATOR_URL": peer_url,
-            "OO_TOPIC_PREFIX": topic_prefix, "OO_FEEDBACK_LOG": str(tmp / "feedback.jsonl"),
-            "PYTHONPATH": str(ROOT),
-        })
+        env.update(
+            {
+                "OO_STORE_URL": args.store_url,
+                "OO_KEY_PREFIX": key_prefix,
+                "OO_API_TOKEN": token,
+                "OO_ORCHESTRATOR_URL": peer_url,
+                "OO_TOPIC_PREFIX": topic_prefix,
+                "OO_FEEDBACK_LOG": str(tmp / "feedback.jsonl"),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         if bootstrap:
             env["OO_KAFKA_BOOTSTRAP"] = bootstrap
         port = free_port()
@@ -664,7 +791,9 @@ def main() -> int:
         m1 = scrape(base)
         results["features_500_server"] = hist_summary(
             delta(m0, m1, "oo_api_request_duration_seconds"),
-            "oo_api_request_duration_seconds", "features")
+            "oo_api_request_duration_seconds",
+            "features",
+        )
         print(f"  server-side (middleware histogram) features: {results['features_500_server']}")
 
         print("3. rate steps")
@@ -674,8 +803,7 @@ def main() -> int:
             h = run("health", rate, args.step_duration / 2)
             f = run("features", rate, args.step_duration)
             behind = (f["ok"] < 0.97 * f["scheduled"]) or f["lag_p99"] > 5.0
-            results["steps"].append({"rate": rate, "health": h, "features": f,
-                                     "behind": behind})
+            results["steps"].append({"rate": rate, "health": h, "features": f, "behind": behind})
             if f["p99"] > 10.0 or behind:
                 why = "p99 > 10 ms" if f["p99"] > 10.0 else "generator behind schedule"
                 print(f"  stop at {rate}/s: {why}")
@@ -694,19 +822,27 @@ def main() -> int:
         parent.send("stats")
         peer_times = parent.recv()
         d = delta(m0, m1, "oo_")
-        results["recommend_server"] = hist_summary(d, "oo_api_request_duration_seconds",
-                                                   "recommend")
-        results["orchestrator_call"] = hist_summary(d, "oo_orchestrator_request_duration_seconds",
-                                                    "")
-        results["orchestrator_outcomes"] = {k: v for k, v in d.items()
-                                            if k.startswith("oo_orchestrator_calls_total") and v}
+        results["recommend_server"] = hist_summary(
+            d, "oo_api_request_duration_seconds", "recommend"
+        )
+        results["orchestrator_call"] = hist_summary(
+            d, "oo_orchestrator_request_duration_seconds", ""
+        )
+        results["orchestrator_outcomes"] = {
+            k: v for k, v in d.items() if k.startswith("oo_orchestrator_calls_total") and v
+        }
         results["tips"] = {k: v for k, v in d.items() if k.startswith("oo_tips") and v}
         results["events_failed"] = sum(v for k, v in d.items() if k.startswith("oo_events_failed"))
-        results["peer_service_ms"] = {"n": len(peer_times), "p50": pct(peer_times, 50),
-                                      "p99": pct(peer_times, 99)}
+        results["peer_service_ms"] = {
+            "n": len(peer_times),
+            "p50": pct(peer_times, 50),
+            "p99": pct(peer_times, 99),
+        }
         print(f"  server-side recommend: {results['recommend_server']}")
-        print(f"  API's orchestrator call (histogram): {results['orchestrator_call']}; "
-              f"outcomes {results['orchestrator_outcomes']}")
+        print(
+            f"  API's orchestrator call (histogram): {results['orchestrator_call']}; "
+            f"outcomes {results['orchestrator_outcomes']}"
+        )
         print(f"  peer in-handler service time: {results['peer_service_ms']}")
         print(f"  tips {results['tips']}  failed events {results['events_failed']:.0f}")
         results["peer_direct_200"] = run("peer", 200, args.duration / 2, url=peer_url)
@@ -718,15 +854,19 @@ def main() -> int:
 
         rec, peer_d = results["recommend_200"], results["peer_direct_200"]
         print("\nsummary")
-        print(f"  features @500/s: p50 {results['features_500']['p50']:.2f} ms, "
-              f"p99 {results['features_500']['p99']:.2f} ms (target <= 5); "
-              f"/health baseline p50 {results['health_500']['p50']:.2f}, "
-              f"p99 {results['health_500']['p99']:.2f} ms; ratio p99 "
-              f"{results['features_500']['p99'] / results['health_500']['p99']:.2f}")
+        print(
+            f"  features @500/s: p50 {results['features_500']['p50']:.2f} ms, "
+            f"p99 {results['features_500']['p99']:.2f} ms (target <= 5); "
+            f"/health baseline p50 {results['health_500']['p50']:.2f}, "
+            f"p99 {results['health_500']['p99']:.2f} ms; ratio p99 "
+            f"{results['features_500']['p99'] / results['health_500']['p99']:.2f}"
+        )
         print(f"  highest features rate with p99 <= 10 ms: {best}/s")
-        print(f"  recommend @200/s: p50 {rec['p50']:.2f}, p99 {rec['p99']:.2f} ms incl. the "
-              f"orchestrator call; peer direct p50 {peer_d['p50']:.2f}, p99 {peer_d['p99']:.2f} "
-              f"ms; /health baseline p99 {results['health_200']['p99']:.2f} ms")
+        print(
+            f"  recommend @200/s: p50 {rec['p50']:.2f}, p99 {rec['p99']:.2f} ms incl. the "
+            f"orchestrator call; peer direct p50 {peer_d['p50']:.2f}, p99 {peer_d['p99']:.2f} "
+            f"ms; /health baseline p99 {results['health_200']['p99']:.2f} ms"
+        )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
     finally:

@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     final = sizes[-1][2]
     year = next(size for m, _, size in sizes if m == 12)
     print()
-    print(f"state after a year: {year:,} bytes ({year / 1024:.1f} KB); target < 16 KB: "
-          f"{'met' if year < TARGET_BYTES else 'MISSED'}; 12 months / 1 month = {year / sizes[0][2]:.2f}")
+    print(
+        f"state after a year: {year:,} bytes ({year / 1024:.1f} KB); target < 16 KB: "
+        f"{'met' if year < TARGET_BYTES else 'MISSED'}; 12 months / 1 month = {year / sizes[0][2]:.2f}"
+    )
     if sizes[-1][0] != 12:
         print(f"state at the end ({sizes[-1][0]} months): {final:,} bytes ({final / 1024:.1f} KB)")
     print(

@@ -187,10 +187,19 @@ for i = 1, #ARGV, 3 do
     redis.call('ZREM', KEYS[3], u)
   end
   if r ~= '' then
-    redis.call('ZADD', KEYS[3], 'GT', r, u)
-    redis.call('ZADD', KEYS[1], 'GT', r, u)
-    local cur = tonumber(redis.call('ZSCORE', KEYS[3], u))
-    if tonumber(redis.call('ZSCORE', KEYS[1], u)) <= cur then
+    -- Fewest calls for the common case (the user is caught up): read both stamps, write one.
+    local cur = tonumber(r)
+    local old = tonumber(redis.call('ZSCORE', KEYS[3], u))
+    if old == nil or cur > old then
+      redis.call('ZADD', KEYS[3], cur, u)
+    else
+      cur = old
+    end
+    local newest = tonumber(redis.call('ZSCORE', KEYS[1], u))
+    if newest == nil or newest <= cur then
+      if newest == nil or newest < cur then
+        redis.call('ZADD', KEYS[1], cur, u)
+      end
       redis.call('ZREM', KEYS[2], u)
     else
       redis.call('ZADD', KEYS[2], 'XX', 'GT', cur + 1, u)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from connectors.codec import from_json, validate
 from connectors.exceptions import ConnectorError
 from connectors.store import open_store
 from tests.compare import differences
+from tests.fixtures_services import _delete_keys, _delete_topics
 from tests.reference import reference_features
 
 USERS, DAYS, SEED = 300, 10, 20261125
@@ -135,7 +137,7 @@ def stored_view(store_url: str, key_prefix: str, user_ids: list[str]) -> dict[st
 @pytest.fixture(scope="module")
 def streamed(
     services: Any, event_log: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
+) -> Iterator[dict[str, Any]]:
     """Produce the log and run the flow once with --stop-at-end; what landed in Redis."""
     import uuid
 
@@ -152,13 +154,16 @@ def streamed(
     # Publish them anyway, so the flow must dead-letter them while the rest go on.
     injected = inject_invalid(event_log, services.kafka_bootstrap, prefix)
     cli("flow", "--stop-at-end", env=env)
-    return {
+    yield {
         "env": env,
         "produce": produced,
         "prefix": prefix,
         "key_prefix": key_prefix,
         "injected": injected,
     }
+    # Every store written by this module (stream, backfill, parallel layouts) shares the prefix.
+    _delete_topics(services.kafka_bootstrap, prefix)
+    _delete_keys(services.redis_url, key_prefix)
 
 
 def inject_invalid(path: Path, bootstrap: str, prefix: str) -> int:
