@@ -14,7 +14,10 @@ against the as-of time (the watermark); ids are ordered most overdue first,
 ties by task id. A task's state comes from its event with the greatest
 `occurred_at` (ties: the later admission); `TaskCreated`/`TaskUpdated` with a
 `due_at` open it, without one it is not tracked, `TaskCompleted`/`TaskDeleted`
-close it. Closed tasks are forgotten once beyond the allowed lateness.
+close it. Closed tasks are forgotten once beyond the allowed lateness. At most
+`MAX_OPEN_TASKS` (64) open tasks are tracked: beyond that the one whose latest
+event is oldest is forgotten, so the state stays bounded for people who never
+close anything (`overdue_count` then counts among the 64 most recently touched).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ RECENT_PER_PROJECT = 50
 MIN_VALUES = 5
 MIN_PROJECT_VALUES = 3
 MAX_IDS = 3
+MAX_OPEN_TASKS = 64
+"""Open tasks tracked per user; beyond it the least recently touched is forgotten (bounded state)."""
 
 MANIFEST = Manifest(
     id="overdue-task",
@@ -78,19 +83,23 @@ class Agent(AgentBase):
 
     def __getstate__(self) -> dict[str, Any]:
         # open_due is derived from tasks and the memo is a cache: neither is pickled.
-        # Sorted timestamps compress well and cheaply; lateness values barely do, so they stay raw.
+        # Integer columns, compressed: a year of history stays a few KB.
         return {
             "occ": zlib.compress(self.occ.tobytes(), 1),
-            "late": self.late.tobytes(),
-            "projects": self.projects.tobytes(),
+            "late": zlib.compress(self.late.tobytes(), 1),
+            # One byte a project index while there are fewer than 256 projects.
+            "projects": bytes(self.projects.tolist())
+            if len(self.project_names) < 256
+            else self.projects,
             "project_names": self.project_names,
             "tasks": self.tasks,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.occ = array("q", zlib.decompress(state["occ"]))
-        self.late = array("q", state["late"])
-        self.projects = array("H", state["projects"])
+        self.late = array("q", zlib.decompress(state["late"]))
+        packed = state["projects"]
+        self.projects = array("H", list(packed)) if isinstance(packed, bytes) else packed
         self.project_names = state["project_names"]
         self.tasks = state["tasks"]
         self.open_due = sorted(
@@ -139,6 +148,13 @@ class Agent(AgentBase):
         self.tasks[task_id] = (event.occurred_ms, event.seq, is_open, due)
         if is_open:
             bisect.insort(self.open_due, (due, task_id))
+            if len(self.open_due) > MAX_OPEN_TASKS:
+                self._forget_stalest_open_task()
+
+    def _forget_stalest_open_task(self) -> None:
+        stalest = min((self.tasks[t][:2], t) for _, t in self.open_due)[1]
+        entry = self.tasks.pop(stalest)
+        self.open_due.remove((entry[3], stalest))
 
     def _prune_entries(self) -> None:
         keep_global = len(self.occ) - RECENT_GLOBAL
