@@ -739,9 +739,9 @@ def _wait_redis(root: Path, state: ServicesState, deadline: float) -> None:
     redis_dir = root / "redis"
     detail = "not asked yet"
     while time.monotonic() < deadline:
-        if state.redis_pid is None or not _is_ours(
-            state.redis_pid, _redis_marker(state.redis_port)
-        ):
+        # Liveness only while starting: redis-server rewrites its process title, and a read of
+        # /proc/<pid>/cmdline during the rewrite can match neither form of the marker.
+        if state.redis_pid is None or not _alive(state.redis_pid):
             raise ServicesError(
                 f"redis (pid {state.redis_pid}) exited while starting"
                 + _tail(redis_dir / "redis.log")
