@@ -136,6 +136,10 @@ def build_flow(
         path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     keyed = op.key_on("key_by_user", split.trues, lambda record: record.event.user_id)
+    if event_log is not None:
+        # An event log is a replay: everything in it is a backlog, written at the latest at
+        # the end of the file, so coalesce as when catching up.
+        flush_interval = max(flush_interval, catchup_interval)
     writes = op.stateful_batch(
         "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval)
     )
