@@ -24,7 +24,12 @@ def value(name: str, **labels: str) -> float:
 
 def message(value_bytes: bytes, topic: str, key: bytes = b"mu1") -> KafkaSourceMessage:
     return KafkaSourceMessage(
-        key=key, value=value_bytes, topic=topic, partition=0, offset=1, timestamp=(1, 1_777_000_000_000)
+        key=key,
+        value=value_bytes,
+        topic=topic,
+        partition=0,
+        offset=1,
+        timestamp=(1, 1_777_000_000_000),
     )
 
 
