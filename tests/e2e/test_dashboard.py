@@ -17,9 +17,6 @@ Screenshots of both states go to the test's tmp directory (`ok.png`, `breach.png
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +33,7 @@ from features import registry
 from serving.app import create_app
 from serving.settings import Settings
 from tests.browser.chromium import HeadlessChromium
+from tests.cli import oo_features
 from tests.orchestrator_peer import ApiServer
 
 TOKEN = "e2e-dashboard-token-0123456789"
@@ -64,14 +62,7 @@ def history(user_id: str, now: datetime) -> list[Any]:
 
 
 def run_flow(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "oo_features.cli", "flow", "--stop-at-end"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    oo_features("flow", "--stop-at-end", env=env, timeout=300)
 
 
 # What the page shows of one agent: every number as the API's raw value (`data-value`)

@@ -9,9 +9,7 @@ processes must agree with 1.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from connectors import topics
 from connectors.codec import from_json, validate
 from connectors.exceptions import ConnectorError
 from connectors.store import open_store
+from tests.cli import oo_features
 from tests.compare import differences
 from tests.fixtures_services import _delete_keys, _delete_topics
 from tests.reference import reference_features
@@ -31,18 +30,7 @@ USERS, DAYS, SEED = 300, 10, 20261125
 
 
 def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "oo_features.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"oo-features {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
-        )
-    return result
+    return oo_features(*args, env=env, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ every agent's parameters and snippet and the API stops serving them.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -19,6 +16,7 @@ from connectors.codec import from_json
 from connectors.kafka import EventProducer
 from serving.app import create_app
 from serving.settings import Settings
+from tests.cli import oo_features
 from tests.orchestrator_peer import ApiServer
 
 TOKEN = "e2e-token-0123456789abcdef"
@@ -40,14 +38,7 @@ def history(user_id: str) -> list[Any]:
 
 
 def run_flow(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "oo_features.cli", "flow", "--stop-at-end"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    oo_features("flow", "--stop-at-end", env=env, timeout=300)
 
 
 def test_deletion_and_consent_revocation_end_to_end(
