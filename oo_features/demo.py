@@ -210,6 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _say("")
     _say(f"The API is at {base} (OpenAPI: {base}/docs). Try:")
     _say(f"  curl -H 'Authorization: Bearer {token}' {base}/v1/users/{user_id}/features")
+    _say(f"Freshness dashboard: {base}/freshness#token={token}")
     if args.once:
         server.should_exit = True
         thread.join(10)

@@ -92,6 +92,7 @@ class Agent(AgentBase):
         z = params["z"].value
         side = "above" if z >= 0 else "below"
         return (
-            f"So far today: {extras['today']} tasks done, {abs(z):.1f} standard deviations "
+            f"So far today: {extras['today']} task{'' if extras['today'] == 1 else 's'} done, "
+            f"{abs(z):.1f} standard deviations "
             f"{side} the 28-day baseline of {params['baseline_completions_per_day'].value:.1f} a day."
         )

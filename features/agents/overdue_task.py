@@ -233,7 +233,8 @@ class Agent(AgentBase):
         tolerance = params["lateness_tolerance_days"].value
         lax = sorted(p for p, score in params["project_realness"].value.items() if score < 0.5)
         text = (
-            f"{extras['overdue_count']} open tasks are overdue beyond the usual "
+            f"{extras['overdue_count']} open "
+            f"{'task is' if extras['overdue_count'] == 1 else 'tasks are'} overdue beyond the usual "
             f"{tolerance:.1f} days of lateness"
         )
         if lax:
