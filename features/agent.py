@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 from features.model import Manifest, Param
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Folded:
-    """An admitted event, already placed in the user's local time."""
+    """An admitted event, already placed in the user's local time (read-only by convention:
+    not frozen, because a frozen dataclass costs a microsecond an event to build)."""
 
     kind: str
     """The payload oneof name, e.g. ``task_completed``."""
@@ -32,7 +33,7 @@ class Folded:
     """The payload message (read-only)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AsOf:
     """The user-level context an inference is computed at."""
 
@@ -55,6 +56,9 @@ class Inference:
     extras: dict[str, Any]
     context: dict[str, Any] = field(default_factory=dict)
     """Parameters that are never inferred (e.g. the profile `tz`): their value, source `cold_start`."""
+
+
+PRUNE_EVERY_DAYS = 7
 
 
 class AgentBase:
@@ -80,6 +84,15 @@ class AgentBase:
 
     def on_asof(self, asof: AsOf) -> bool:
         """The user's as-of moved; drop what no window can need. Return True if the view changed."""
+        return True
+
+    def _prune_due(self, asof: AsOf) -> bool:
+        """Whether `on_asof` should drop old buckets now: once a week of local days is enough,
+        since every window filters its days explicitly (needs a `_pruned_day` slot)."""
+        last = getattr(self, "_pruned_day", None)
+        if last is not None and abs(asof.day - last) < PRUNE_EVERY_DAYS:
+            return False
+        self._pruned_day = asof.day
         return True
 
     def on_watermark(self, asof: AsOf) -> bool:

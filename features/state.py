@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,11 @@ from features.timeutil import local_day_hour, offset_ms
 from proto import events_pb2 as pb
 
 FEEDBACK_KINDS = frozenset({"tip_shown", "tip_reaction"})
+READERS: dict[str, tuple[str, ...]] = {}
+"""payload kind -> the agents that read it (from the manifests)."""
+for _agent_id, _cls in REGISTRY.items():
+    for _kind in _cls.MANIFEST.reads:
+        READERS[_kind] = (*READERS.get(_kind, ()), _agent_id)
 POSITIVE = frozenset({pb.REACTION_DONE, pb.REACTION_LIKE})
 NEGATIVE = frozenset({pb.REACTION_DISMISS, pb.REACTION_SNOOZE})
 ACCEPTANCE_ALPHA = 0.1
@@ -36,14 +42,14 @@ ACCEPTANCE_ALPHA = 0.1
 NEVER_LATE = frozenset({"user_deleted", "consent_changed"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Applied:
-    """What one `apply` did."""
+    """What one `apply` did (read-only by convention)."""
 
     admitted: bool
-    changed: frozenset[str] = frozenset()
+    changed: AbstractSet[str] = frozenset()
     """Agents whose view may have changed (compute their outputs)."""
-    removed: frozenset[str] = frozenset()
+    removed: AbstractSet[str] = frozenset()
     """Agents disabled by a consent revocation (delete what is stored for them)."""
     deleted: bool = False
     """The user was deleted (delete everything, leave a tombstone)."""
@@ -154,21 +160,23 @@ class UserState:
 
         asof = self.asof()
         if asof is not None:
-            for agent_id, agent in self.agents.items():
-                if kind in agent.MANIFEST.reads and agent.apply(folded, asof):
-                    changed.add(agent_id)
-                if (day_moved and agent.on_asof(asof)) or (
-                    watermark_moved and agent.on_watermark(asof)
-                ):
+            agents = self.agents
+            for agent_id in READERS.get(kind, ()):
+                agent = agents.get(agent_id)
+                if agent is not None and agent.apply(folded, asof):
                     changed.add(agent_id)
             if day_moved:
+                for agent_id, agent in agents.items():
+                    if agent.on_asof(asof):
+                        changed.add(agent_id)
                 self._prune(asof)
-        return Applied(
-            True,
-            frozenset(changed & self.agents.keys()),
-            frozenset(removed),
-            feedback_changed=feedback_changed,
-        )
+            elif watermark_moved:
+                for agent_id, agent in agents.items():
+                    if agent.on_watermark(asof):
+                        changed.add(agent_id)
+        if removed:
+            changed &= self.agents.keys()
+        return Applied(True, changed, removed, feedback_changed=feedback_changed)
 
     def _delete(self, occurred: int) -> Applied:
         self.tombstone_ms = (
@@ -234,8 +242,13 @@ class UserState:
         return advanced and occurred < wm - ALLOWED_LATENESS_MS  # type: ignore[operator]
 
     def _prune(self, asof: AsOf) -> None:
-        horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
-        self.seen = {eid: seen for eid, seen in self.seen.items() if not self._forgotten(seen)}
+        # Runs right after the watermark advanced, so every remembered id was admitted under an
+        # older watermark except those admitted since (`then == wm`): the rule of `_forgotten`.
+        wm = asof.watermark_ms
+        horizon = wm - ALLOWED_LATENESS_MS
+        self.seen = {
+            eid: seen for eid, seen in self.seen.items() if seen[0] >= horizon or seen[1] == wm
+        }
         self.tips = {tid: tip for tid, tip in self.tips.items() if tip[0] >= horizon}
 
     # -- reading -------------------------------------------------------------------------

@@ -33,7 +33,10 @@ MANIFEST = Manifest(
 
 
 class Agent(AgentBase):
-    __slots__ = ("cells",)
+    __slots__ = (
+        "_pruned_day",
+        "cells",
+    )
 
     def __init__(self) -> None:
         self.cells: dict[tuple[int, str], tuple[int, int]] = {}
@@ -48,6 +51,8 @@ class Agent(AgentBase):
         return event.day > asof.day - WINDOW_DAYS
 
     def on_asof(self, asof: AsOf) -> bool:
+        if not self._prune_due(asof):
+            return True
         floor = asof.day - WINDOW_DAYS - 3
         for key in [k for k in self.cells if k[0] < floor]:
             del self.cells[key]

@@ -41,7 +41,7 @@ MANIFEST = Manifest(
 
 
 class Agent(AgentBase):
-    __slots__ = ("first_done", "per_day")
+    __slots__ = ("_pruned_day", "first_done", "per_day")
 
     def __init__(self) -> None:
         self.per_day: dict[int, int] = {}
@@ -57,6 +57,8 @@ class Agent(AgentBase):
         return event.day >= asof.day - BASELINE_DAYS
 
     def on_asof(self, asof: AsOf) -> bool:
+        if not self._prune_due(asof):
+            return True
         floor = asof.day - BASELINE_DAYS - 3
         for day in [d for d in self.per_day if d < floor]:
             del self.per_day[day]

@@ -64,7 +64,16 @@ def median(values: list[float]) -> float:
 
 
 class Agent(AgentBase):
-    __slots__ = ("_memo", "late", "occ", "open_due", "project_names", "projects", "tasks")
+    __slots__ = (
+        "_memo",
+        "_pruned_day",
+        "late",
+        "occ",
+        "open_due",
+        "project_names",
+        "projects",
+        "tasks",
+    )
 
     def __init__(self) -> None:
         # Lateness entries as parallel arrays, oldest first (a year of history stays a few KB).
@@ -172,6 +181,8 @@ class Agent(AgentBase):
         self.projects = array("H", (self.projects[i] for i in kept))
 
     def on_asof(self, asof: AsOf) -> bool:
+        if not self._prune_due(asof):
+            return True
         horizon = asof.watermark_ms - ALLOWED_LATENESS_MS
         # Closed or untracked tasks beyond the allowed lateness cannot be touched by an admitted event.
         closed = [

@@ -41,7 +41,7 @@ def cycle_strength(bins: list[int]) -> float:
 
 
 class Agent(AgentBase):
-    __slots__ = ("cells", "totals")
+    __slots__ = ("_pruned_day", "cells", "totals")
 
     def __init__(self) -> None:
         self.cells: dict[int, int] = {}
@@ -58,6 +58,8 @@ class Agent(AgentBase):
         return event.day > asof.day - LOOKBACKS[-1]
 
     def on_asof(self, asof: AsOf) -> bool:
+        if not self._prune_due(asof):
+            return True
         floor = asof.day - LOOKBACKS[-1] - 3
         for day in [d for d in self.totals if d < floor]:
             del self.totals[day]

@@ -85,7 +85,10 @@ def longest_quiet_run(hist: list[int], baseline: float) -> tuple[int, int] | Non
 
 
 class Agent(AgentBase):
-    __slots__ = ("counts",)
+    __slots__ = (
+        "_pruned_day",
+        "counts",
+    )
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
@@ -100,6 +103,8 @@ class Agent(AgentBase):
         return event.day > asof.day - WINDOW_DAYS
 
     def on_asof(self, asof: AsOf) -> bool:
+        if not self._prune_due(asof):
+            return True
         floor = (asof.day - WINDOW_DAYS - 3) * 24
         for key in [k for k in self.counts if k < floor]:
             del self.counts[key]
