@@ -760,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store-url", help="redis:// URL (default $OO_STORE_URL or local services)"
     )
-    parser.add_argument("--epoch-interval", type=float, default=10.0, help="passed to the flow")
+    parser.add_argument("--epoch-interval", type=float, default=30.0, help="passed to the flow")
     parser.add_argument(
         "--flush-interval",
         type=float,

@@ -37,7 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--recovery-dir", help="Bytewax recovery directory (snapshots, resume offsets)")
     p.add_argument(
-        "--epoch-interval", type=float, default=10.0, help="seconds between snapshots (recovery)"
+        "--epoch-interval",
+        type=float,
+        default=30.0,
+        help="seconds between snapshots of every touched user (recovery replays at most this)",
     )
     p.add_argument(
         "--stop-at-end",
