@@ -55,10 +55,14 @@ class Pending:
     deleted_at: int | None = None
     feedback_changed: bool = False
     admitted: bool = False
+    seen_ingest_ms: int | None = None
+    """Newest ingest time among the events folded, admitted or not: what the flow has reflected."""
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
         drops: Counter[str] = Counter()
         for item in batch:
+            if self.seen_ingest_ms is None or item.ingest_ms > self.seen_ingest_ms:
+                self.seen_ingest_ms = item.ingest_ms
             applied = state.apply(item.event, ingest_time_ms=item.ingest_ms)
             if not applied.admitted:
                 drops[applied.dropped or "unknown"] += 1
@@ -79,14 +83,21 @@ class Pending:
 def build_write(
     state: UserState, pending: Pending, *, computed_at_ms: int | None = None
 ) -> UserWrite | None:
-    """The coalesced write for everything `pending` saw (None when nothing was admitted)."""
-    if not pending.admitted:
+    """The coalesced write for everything `pending` saw (None when it saw nothing).
+
+    When nothing was admitted (duplicates, late events, events of a deleted user) the write
+    carries only the reflected ingest time, so freshness does not count the user as stale.
+    """
+    if pending.seen_ingest_ms is None:
         return None
+    reflected = max(pending.seen_ingest_ms, state.ingest_ms or 0)
+    if not pending.admitted:
+        return UserWrite(user_id=state.user_id, newest_ingest_ms=reflected)
     write = UserWrite(
         user_id=state.user_id,
         deleted_at_ms=pending.deleted_at,
         newest_event_ms=state.newest_event_ms,
-        newest_ingest_ms=state.ingest_ms,
+        newest_ingest_ms=reflected,
     )
     if state.deleted:
         return write

@@ -46,7 +46,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
-        if self.pending.admitted:
+        if self.pending.seen_ingest_ms is not None:
             self.due = datetime.now(UTC)
 
     def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite], bool]:
@@ -55,7 +55,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         self.pending.fold(self.state, values)
         if not self.flush_interval:
             return self._flush(), StatefulBatchLogic.RETAIN
-        if self.due is None and self.pending.admitted:
+        if self.due is None and self.pending.seen_ingest_ms is not None:
             now = datetime.now(UTC)
             behind_s = now.timestamp() - max(v.ingest_ms for v in values) / 1000
             delay = flush_delay_s(
@@ -77,7 +77,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
 
     def _flush(self) -> list[UserWrite]:
         self.due = None
-        if self.state is None or not self.pending.admitted:
+        if self.state is None or self.pending.seen_ingest_ms is None:
             return []
         write = build_write(self.state, self.pending)
         self.pending = Pending()
