@@ -58,15 +58,15 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.connectors.kafka import KafkaSourceMessage  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from connectors import codec, topics  # noqa: E402
 from connectors.bytewax_io import decode_kafka_batch  # noqa: E402
 from connectors.folding import Pending, build_write, flush_delay_s  # noqa: E402
-from connectors.kafka import EventProducer, admin_config, ensure_topics, producer_config  # noqa: E402
+from connectors.kafka import EventProducer, ensure_topics, producer_config  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
+from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
 
 BATCH = 1000
 EVENTS_PER_USER_DAY = 10  # the generator's average
@@ -306,25 +306,10 @@ def _compare(store_url: str, kp_a: str, kp_b: str, users: list[str]) -> tuple[in
     return same, len(users)
 
 
-def cleanup(bootstrap: str, store_url: str, topic_prefix: str, key_prefixes: list[str]) -> None:
-    admin = AdminClient(admin_config(bootstrap))
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(topic_prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result(timeout=30)
-            except Exception as exc:
-                print(f"  could not delete a topic: {exc}")
-    r = _redis(store_url)
-    for kp in key_prefixes:
-        keys: list[bytes] = []
-        for key in r.scan_iter(match=f"{kp}:*", count=10_000):
-            keys.append(key)
-            if len(keys) >= 5_000:
-                r.unlink(*keys)
-                keys.clear()
-        if keys:
-            r.unlink(*keys)
+def cleanup(bootstrap: str, store_url: str, prefix: str) -> None:
+    """Delete the run's topics and keys: all of them start with `prefix`."""
+    delete_topics(bootstrap, prefix, timeout_s=30)
+    delete_keys(store_url, prefix)
 
 
 def _timed(label: str, n_expected: int, func: Callable[..., int], *args: Any) -> float:
@@ -528,20 +513,8 @@ def throughput(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
         return 0 if ok else 1
     finally:
         if not args.keep:
-            cleanup(
-                bootstrap,
-                store_url,
-                f"bflow{run}",
-                [
-                    kp_plain,
-                    kp_flow,
-                    kp_prof,
-                    kp_prof + "b",
-                    kp_prof + "nf",
-                    kp_prof + "f2",
-                    kp_empty,
-                ],
-            )
+            # Every topic and key prefix of this run starts with bflow<run>.
+            cleanup(bootstrap, store_url, f"bflow{run}")
 
 
 # ------------------------------------------------------------------------------- freshness
@@ -709,7 +682,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
             flow.kill()
             flow.wait()
         if not args.keep:
-            cleanup(bootstrap, store_url, prefix, [kp])
+            cleanup(bootstrap, store_url, prefix.rstrip("."))
 
     assert done is not None
     _, produced, elapsed, late_max, left = done

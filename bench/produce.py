@@ -32,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.jsonl import LineError, read_events
-from connectors.kafka import EventProducer, admin_config
+from connectors.kafka import EventProducer
+from oo_features.localservices import delete_topics
 
 _START_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 _TZS = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC")
@@ -153,16 +154,6 @@ def _timed(label: str, func: object, *args: object) -> tuple[int, float, float]:
     return count, wall, cpu
 
 
-def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(admin_config(bootstrap))
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=10).values():
-            future.result(timeout=10)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000, help="events to generate")
@@ -209,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(process CPU {produce_cpu:.2f} s = {produce_cpu / produce_s:.2f} cores)"
         )
         if not args.keep_topics:
-            _delete_topics(args.bootstrap, prefix)
+            delete_topics(args.bootstrap, prefix)
 
     bare_rate, parse_rate = bare_n / bare_s, parse_n / parse_s
     produce_rate = produced / produce_s

@@ -647,30 +647,11 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
 
 
 def cleanup(store_url: str, key_prefix: str, bootstrap: str | None, topic_prefix: str) -> None:
-    import redis
+    from oo_features.localservices import delete_keys, delete_topics
 
-    r = redis.Redis.from_url(store_url)
-    keys: list[bytes] = []
-    for key in r.scan_iter(match=f"{key_prefix}:*", count=10_000):
-        keys.append(key)
-        if len(keys) >= 5_000:
-            r.unlink(*keys)
-            keys.clear()
-    if keys:
-        r.unlink(*keys)
+    delete_keys(store_url, f"{key_prefix}:")
     if bootstrap:
-        from confluent_kafka.admin import AdminClient
-
-        from connectors.kafka import admin_config
-
-        admin = AdminClient(admin_config(bootstrap))
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(topic_prefix)]
-        if names:
-            for future in admin.delete_topics(names, operation_timeout=30).values():
-                try:
-                    future.result(timeout=30)
-                except Exception as exc:
-                    print(f"  could not delete a topic: {exc}")
+        delete_topics(bootstrap, topic_prefix, timeout_s=30)
 
 
 # -- main ------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ the service's log tail, never a skip.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -141,34 +140,5 @@ def oo_env(
 
 
 # Cleanup is best effort: a test's failure must be its own, not its teardown's.
-
-
-def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    with contextlib.suppress(KafkaException):
-        names = [name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix)]
-        if names:
-            for future in admin.delete_topics(names, operation_timeout=10).values():
-                with contextlib.suppress(KafkaException):
-                    future.result(timeout=15)
-
-
-def _delete_keys(url: str, prefix: str) -> None:
-    import redis as redis_lib
-
-    client = redis_lib.Redis.from_url(url, socket_timeout=10.0)
-    try:
-        with contextlib.suppress(redis_lib.RedisError):
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"{prefix}*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                client.unlink(*batch)
-    finally:
-        client.close()
+_delete_topics = localservices.delete_topics
+_delete_keys = localservices.delete_keys
