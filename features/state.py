@@ -26,7 +26,7 @@ from features.agent import AgentBase, AsOf, Folded
 from features.inference import evaluate
 from features.model import ALLOWED_LATENESS_MS, AgentOutput
 from features.registry import REGISTRY
-from features.timeutil import local_day_hour, offset_ms
+from features.timeutil import MS_PER_DAY, MS_PER_HOUR, offset_ms
 from proto import events_pb2 as pb
 
 FEEDBACK_KINDS = frozenset({"tip_shown", "tip_reaction"})
@@ -40,6 +40,14 @@ NEGATIVE = frozenset({pb.REACTION_DISMISS, pb.REACTION_SNOOZE})
 ACCEPTANCE_ALPHA = 0.1
 # Exempt from the allowed lateness: privacy requests are honoured however late they arrive.
 NEVER_LATE = frozenset({"user_deleted", "consent_changed"})
+FEEDBACK_READERS: tuple[str, ...] = tuple(
+    aid for aid, cls in REGISTRY.items() if cls.MANIFEST.min_history > 0
+)
+"""Agents whose inference reads the feedback count (a feedback event may change them)."""
+WATERMARK_READERS: tuple[str, ...] = tuple(
+    aid for aid, cls in REGISTRY.items() if cls.on_watermark is not AgentBase.on_watermark
+)
+"""Agents whose view depends on the watermark within a day (the others ignore its moves)."""
 
 
 @dataclass(slots=True)
@@ -58,8 +66,9 @@ class Applied:
     """Why the event was not admitted: `late`, `duplicate` or `deleted`."""
 
 
-def _ms(ts: Any) -> int:
-    return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
+_DROPPED_DELETED = Applied(False, dropped="deleted")
+_DROPPED_LATE = Applied(False, dropped="late")
+_DROPPED_DUPLICATE = Applied(False, dropped="duplicate")
 
 
 class UserState:
@@ -101,24 +110,28 @@ class UserState:
 
     def apply(self, event: pb.Event, *, ingest_time_ms: int | None = None) -> Applied:
         """Fold one validated event. Never raises for a valid event."""
+        # The hot path of the engine (once per event): locals, no per-event helper objects
+        # unless an agent reads the event.
         kind = event.WhichOneof("payload") or ""
-        occurred = _ms(event.occurred_at)
+        ts = event.occurred_at
+        occurred = ts.seconds * 1000 + ts.nanos // 1_000_000
         if self.tombstone_ms is not None and occurred <= self.tombstone_ms:
             self.counters["deleted_dropped"] += 1
-            return Applied(False, dropped="deleted")
+            return _DROPPED_DELETED
         if kind == "user_deleted":
             return self._delete(occurred)
-        horizon = None if self.watermark_ms is None else self.watermark_ms - ALLOWED_LATENESS_MS
-        if horizon is not None and occurred < horizon and kind not in NEVER_LATE:
+        wm = self.watermark_ms
+        if wm is not None and occurred < wm - ALLOWED_LATENESS_MS and kind not in NEVER_LATE:
             self.counters["late_dropped"] += 1
-            return Applied(False, dropped="late")
-        seen = self.seen.get(event.event_id)
+            return _DROPPED_LATE
+        event_id = event.event_id
+        seen = self.seen.get(event_id)
         # Pruning is lazy, so apply the forgetting rule here: the outcome never depends on when
         # pruning ran.
         if seen is not None and not self._forgotten(seen):
             self.counters["duplicates"] += 1
-            return Applied(False, dropped="duplicate")
-        self.seen[event.event_id] = (occurred, self.watermark_ms)
+            return _DROPPED_DUPLICATE
+        self.seen[event_id] = (occurred, wm)
         self.deleted = False
         self.seq += 1
         if ingest_time_ms is not None and (
@@ -128,51 +141,61 @@ class UserState:
         if self.newest_event_ms is None or occurred > self.newest_event_ms:
             self.newest_event_ms = occurred
 
-        offset = offset_ms(
-            occurred,
-            event.utc_offset_minutes if event.HasField("utc_offset_minutes") else None,
-            self.tz[2] if self.tz else None,
-        )
-        day, hour = local_day_hour(occurred, offset)
+        if event.HasField("utc_offset_minutes"):
+            local = occurred + event.utc_offset_minutes * 60_000
+        elif self.tz is None:
+            local = occurred
+        else:
+            local = occurred + offset_ms(occurred, None, self.tz[2])
+        day = local // MS_PER_DAY
         changed: set[str] = set()
         removed: set[str] = set()
         day_moved = watermark_moved = False
-        if kind not in FEEDBACK_KINDS and (
-            self.watermark_ms is None or occurred > self.watermark_ms
-        ):
+        feedback = kind in FEEDBACK_KINDS
+        if not feedback and (wm is None or occurred > wm):
             watermark_moved = True
-            day_moved = self.watermark_ms is None or day != self.asof_day
+            day_moved = wm is None or day != self.asof_day
             self.watermark_ms, self.asof_day = occurred, day
-        payload = getattr(event, kind)
-        folded = Folded(kind, event.event_id, occurred, day, hour, self.seq, payload)
 
         feedback_changed = False
-        if kind in FEEDBACK_KINDS:
-            feedback_changed = self._feedback(kind, payload, occurred)
-            changed.update(a for a, obj in self.agents.items() if obj.MANIFEST.min_history > 0)
+        if feedback:
+            feedback_changed = self._feedback(kind, getattr(event, kind), occurred)
+            changed.update(aid for aid in FEEDBACK_READERS if aid in self.agents)
         elif kind == "profile_updated":
             if self.tz is None or (occurred, self.seq) >= self.tz[:2]:
-                self.tz = (occurred, self.seq, payload.tz)
+                self.tz = (occurred, self.seq, event.profile_updated.tz)
         elif kind == "consent_changed":
-            feedback_changed = self._consent(payload, occurred, changed, removed)
+            feedback_changed = self._consent(event.consent_changed, occurred, changed, removed)
         elif kind == "preference_set":
-            self._preference(payload, occurred, changed)
+            self._preference(event.preference_set, occurred, changed)
 
-        asof = self.asof()
-        if asof is not None:
+        readers = READERS.get(kind, ())
+        if self.watermark_ms is not None and (readers or watermark_moved):
+            asof = AsOf(self.asof_day, self.watermark_ms, self.tz[2] if self.tz else None)
             agents = self.agents
-            for agent_id in READERS.get(kind, ()):
-                agent = agents.get(agent_id)
-                if agent is not None and agent.apply(folded, asof):
-                    changed.add(agent_id)
+            if readers:
+                folded = Folded(
+                    kind,
+                    event_id,
+                    occurred,
+                    day,
+                    (local % MS_PER_DAY) // MS_PER_HOUR,
+                    self.seq,
+                    getattr(event, kind),
+                )
+                for agent_id in readers:
+                    agent = agents.get(agent_id)
+                    if agent is not None and agent.apply(folded, asof):
+                        changed.add(agent_id)
             if day_moved:
                 for agent_id, agent in agents.items():
                     if agent.on_asof(asof):
                         changed.add(agent_id)
                 self._prune(asof)
             elif watermark_moved:
-                for agent_id, agent in agents.items():
-                    if agent.on_watermark(asof):
+                for agent_id in WATERMARK_READERS:
+                    agent = agents.get(agent_id)
+                    if agent is not None and agent.on_watermark(asof):
                         changed.add(agent_id)
         if removed:
             changed &= self.agents.keys()
@@ -244,12 +267,27 @@ class UserState:
     def _prune(self, asof: AsOf) -> None:
         # Runs right after the watermark advanced, so every remembered id was admitted under an
         # older watermark except those admitted since (`then == wm`): the rule of `_forgotten`.
+        # Both maps are in admission order, so what can be forgotten gathers at the front: drop
+        # it from there, O(forgotten) rather than O(remembered) at each new day. An entry
+        # admitted out of order waits until the front reaches it (lookups apply the rule anyway).
         wm = asof.watermark_ms
         horizon = wm - ALLOWED_LATENESS_MS
-        self.seen = {
-            eid: seen for eid, seen in self.seen.items() if seen[0] >= horizon or seen[1] == wm
-        }
-        self.tips = {tid: tip for tid, tip in self.tips.items() if tip[0] >= horizon}
+        seen = self.seen
+        stale = []
+        for event_id, (occurred, then) in seen.items():
+            if occurred >= horizon or then == wm:
+                break
+            stale.append(event_id)
+        for event_id in stale:
+            del seen[event_id]
+        tips = self.tips
+        stale = []
+        for tip_id, tip in tips.items():
+            if tip[0] >= horizon:
+                break
+            stale.append(tip_id)
+        for tip_id in stale:
+            del tips[tip_id]
 
     # -- reading -------------------------------------------------------------------------
 
