@@ -7,7 +7,7 @@ Throughput (default). A fresh topic pair is pre-loaded with `--events` generator
   (a) bare   - one confluent-kafka consumer: consume batches of 1000 + `parse_and_validate`
                (decode + validate) of each value: the Python ceiling of any consumer;
   (b) plain  - one process, no Bytewax: consume 1000, decode exactly as the flow
-               (`bytewax_io.decode_kafka_batch`), group per user, `fold_batch` per user, one
+               (`kafka_source.decode_messages`), group per user, `fold_batch` per user, one
                `RedisStore.write_batch` per batch (what the flow does, minus the dataflow);
   flow       - `python -m oo_features.cli flow --stop-at-end` (1 process, 1 worker) in a
                subprocess, timed from spawn to exit (every write has landed when it exits).
@@ -56,13 +56,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bytewax.connectors.kafka import KafkaSourceMessage  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 
 from connectors import codec, topics  # noqa: E402
-from connectors.bytewax_io import decode_kafka_batch  # noqa: E402
-from connectors.folding import Pending, build_write, flush_delay_s  # noqa: E402
+from connectors.coalescing import (  # noqa: E402
+    CATCHUP_FLUSH_INTERVAL_S,
+    FLUSH_INTERVAL_S,
+    flush_delay_s,
+)
+from connectors.folding import Pending, build_write  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics, producer_config  # noqa: E402
+from connectors.kafka_source import decode_messages  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
@@ -161,8 +165,8 @@ def plain_loop(
     store_url: str,
     key_prefix: str,
     size: int = BATCH,
-    flush_s: float = 0.1,
-    catchup_s: float = 10.0,
+    flush_s: float = FLUSH_INTERVAL_S,
+    catchup_s: float = CATCHUP_FLUSH_INTERVAL_S,
 ) -> int:
     """(b) what the flow does, without Bytewax: the same decode, fold, write coalescing and writes.
 
@@ -185,24 +189,11 @@ def plain_loop(
         store.write_batch(writes)
 
     for batch in _batches(bootstrap, prefix, size):
-        # the message objects the flow's Kafka source hands to `decode`
-        items = [
-            KafkaSourceMessage(
-                key=m.key(),
-                value=m.value(),
-                topic=m.topic(),
-                headers=m.headers() or [],
-                latency=m.latency(),
-                offset=m.offset(),
-                partition=m.partition(),
-                timestamp=m.timestamp(),
-            )
-            for m in batch
-        ]
+        # decoded exactly as the flow's Kafka source decodes a batch
         per_user: dict[str, list[Accepted]] = {}
-        for record in decode_kafka_batch(items):
-            if isinstance(record, Accepted):
-                per_user.setdefault(record.event.user_id, []).append(record)
+        for user_id, record in decode_messages(batch, time.time()).records:
+            if record.__class__ is Accepted:
+                per_user.setdefault(user_id, []).append(record)  # type: ignore[arg-type]
             else:
                 rejected += 1
         now = time.time()
@@ -345,9 +336,8 @@ def profile_plain(bootstrap: str, prefix: str, store_url: str, key_prefix: str, 
 
     rows = [
         ("kafka consume (confluent)", cum("", "<method 'consume' of 'cimpl.Consumer' objects>")),
-        ("build KafkaSourceMessage", cum("bench/flow.py", "<listcomp>")),
         ("decode: parse_and_validate", cum("connectors/codec.py", "parse_and_validate")),
-        ("decode_kafka_batch (total)", cum("connectors/bytewax_io.py", "decode_kafka_batch")),
+        ("decode_messages (total)", cum("connectors/kafka_source.py", "decode_messages")),
         ("fold_batch (total)", cum("connectors/folding.py", "fold_batch")),
         ("  UserState.apply", cum("features/state.py", "apply")),
         ("  UserState.outputs", cum("features/state.py", "outputs")),
@@ -737,14 +727,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flush-interval",
         type=float,
-        default=0.1,
-        help="passed to the flow (per-user write coalescing)",
+        default=FLUSH_INTERVAL_S,
+        help="passed to the flow (per-user write coalescing; default: the flow's)",
     )
     parser.add_argument(
         "--catchup-flush-interval",
         type=float,
-        default=2.0,
-        help="passed to the flow (backlog coalescing)",
+        default=CATCHUP_FLUSH_INTERVAL_S,
+        help="passed to the flow (backlog coalescing; default: the flow's)",
     )
     parser.add_argument(
         "--freshness-overhead",

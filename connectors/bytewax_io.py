@@ -8,15 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING
 
 from connectors import flow_metrics, topics
-from connectors.records import Accepted, Rejected, decode_kafka_message, decode_line
+from connectors.kafka_source import Keyed
+from connectors.records import Accepted, Rejected, decode_line
 from connectors.store import open_store
 from connectors.store.base import UserWrite
 
@@ -25,43 +24,9 @@ LINES_READ = [0]
 """Lines read by event-log sources in this process (a progress bar polls it)."""
 
 
-def kafka_event_source(
-    bootstrap: str, *, topic_prefix: str = "", tail: bool = True, batch_size: int = 1000
-) -> KafkaSource:
-    """Both event topics, from the beginning (or the recovered offsets); errors flow on as items."""
-    return KafkaSource(
-        [bootstrap],
-        [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK],
-        tail=tail,
-        starting_offset=OFFSET_BEGINNING,
-        batch_size=batch_size,
-        raise_on_errors=False,
-    )
-
-
-def decode_kafka_batch(items: list[Any]) -> list[Accepted | Rejected]:
-    now_s = time.time()
-    records = [decode_kafka_message(item, now_s=now_s) for item in items]
-    _count(records, [_topic(item) for item in items])
-    return records
-
-
-def _topic(item: Any) -> str:
-    """Topic of a KafkaSourceMessage, or of the message inside a KafkaError."""
-    inner = getattr(item, "msg", item)
-    return str(getattr(inner, "topic", "") or "")
-
-
-def _count(records: list[Accepted | Rejected], origins: list[str]) -> None:
-    flow_metrics.count_topics(flow_metrics.EVENTS_IN, origins)
-    flow_metrics.count_topics(
-        flow_metrics.EVENTS_OUT,
-        [o for o, r in zip(origins, records, strict=True) if isinstance(r, Accepted)],
-    )
-    flow_metrics.count_topics(
-        flow_metrics.DEADLETTERED,
-        [o for o, r in zip(origins, records, strict=True) if isinstance(r, Rejected)],
-    )
+def is_accepted(item: Keyed) -> bool:
+    """`split_rejects`: an accepted event goes on to the fold, a rejected record to the dead letters."""
+    return item[1].__class__ is Accepted
 
 
 class _LinePartition(StatefulSourcePartition[tuple[str, int, str], int]):
@@ -108,17 +73,25 @@ class EventLogSource(FixedPartitionedSource[tuple[str, int, str], int]):
         return _LinePartition(self.path, resume_state)
 
 
-def decode_line_batch(items: list[tuple[str, int, str]]) -> list[Accepted | Rejected]:
+def decode_line_batch(items: list[tuple[str, int, str]]) -> list[Keyed]:
+    """Event-log lines into keyed records, like the Kafka source emits them."""
     now_s = time.time()
     ingest = int(now_s * 1000)
-    out: list[Accepted | Rejected] = []
-    origins: list[str] = []
+    out: list[Keyed] = []
+    rejected: dict[str, int] = {}
+    read: dict[str, int] = {}
     for path, line_no, line in items:
         record = decode_line(path, line_no, line, ingest_ms=ingest, now_s=now_s)
-        if record is not None:
-            out.append(record)
-            origins.append(path)
-    _count(out, origins)
+        if record is None:
+            continue
+        read[path] = read.get(path, 0) + 1
+        if record.__class__ is Accepted:
+            out.append((record.event.user_id, record))  # type: ignore[union-attr]
+        else:
+            out.append(("", record))
+            rejected[path] = rejected.get(path, 0) + 1
+    for path, n in read.items():
+        flow_metrics.count_read(path, n, rejected.get(path, 0))
     return out
 
 

@@ -1,8 +1,7 @@
 """Prometheus metrics of the flow process (`oo-features flow --metrics-port`).
 
 Counted in batches, never per event, so the bookkeeping stays off the hot
-path. Bytewax's own Kafka consumer lag per partition (`bytewax_consumer_lag`)
-lives in the same default registry and is served alongside.
+path.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -30,6 +29,12 @@ DROPPED = Counter(
     "oo_flow_events_dropped_total",
     "Valid events not folded in: late (beyond the allowed lateness), duplicate, or of a deleted user",
     ["reason"],
+)
+CONSUMER_LAG = Gauge(
+    "oo_flow_kafka_consumer_lag",
+    "Messages in the partition not yet read by the flow (high watermark - next offset), "
+    "updated about once a second while the partition is read",
+    ["topic", "partition"],
 )
 WRITES = Counter("oo_flow_user_writes_total", "Coalesced per-user writes sent to the store")
 LAG = Histogram(
@@ -69,6 +74,15 @@ def serve(port: int) -> None:
 def count_topics(counter: Counter, topics: Iterable[str]) -> None:
     for topic, n in Tally(topics).items():
         counter.labels(topic).inc(n)
+
+
+def count_read(topic: str, records: int, rejected: int) -> None:
+    """One batch read from `topic`: `records` in, of which `rejected` go to the dead letters."""
+    EVENTS_IN.labels(topic).inc(records)
+    if records > rejected:
+        EVENTS_OUT.labels(topic).inc(records - rejected)
+    if rejected:
+        DEADLETTERED.labels(topic).inc(rejected)
 
 
 def count_drops(reasons: Tally[str]) -> None:

@@ -25,28 +25,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-CATCHUP_SHARE = 0.25
-
-
-def flush_delay_s(behind_s: float, *, flush_s: float, catchup_max_s: float) -> float:
-    """How long to coalesce a user's changes before writing them.
-
-    Keeping up (events read within a second of arriving): `flush_s`. Catching up on a
-    backlog: a quarter of how far behind the events are, up to `catchup_max_s`; the
-    intermediate states would be stale anyway, and one write replaces many.
-
-    >>> flush_delay_s(0.2, flush_s=0.1, catchup_max_s=10)
-    0.1
-    >>> flush_delay_s(8, flush_s=0.1, catchup_max_s=10)
-    2.0
-    >>> flush_delay_s(600, flush_s=0.1, catchup_max_s=10)
-    10
-    """
-    if behind_s <= 1.0:
-        return flush_s
-    return min(catchup_max_s, max(flush_s, behind_s * CATCHUP_SHARE))
-
-
 @dataclass(slots=True)
 class Pending:
     """What changed for one user since the last write."""

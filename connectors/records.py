@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.codec import parse_and_validate, validate
+from connectors.codec import validate
 from connectors.exceptions import ConnectorError
 from connectors.jsonl import parse_event
 from proto import events_pb2 as pb
@@ -64,41 +64,6 @@ class Rejected:
                 "raw": self.raw.decode("utf-8", "replace"),
             }
         )
-
-
-def decode_kafka_message(msg: Any, *, now_s: float | None = None) -> Accepted | Rejected:
-    """A bytewax `KafkaSourceMessage` (or `KafkaError`) into an Accepted or a Rejected."""
-    error = getattr(msg, "err", None)
-    if error is not None:  # bytewax KafkaError wraps the failed message
-        inner = msg.msg
-        return Rejected(
-            f"in step 'read_events': kafka error {error}",
-            inner.value or b"",
-            inner.topic or "",
-            inner.partition or -1,
-            inner.offset or -1,
-            inner.key,
-        )
-    value = msg.value or b""
-    try:
-        event = parse_and_validate(value, now_s=now_s)
-    except ConnectorError as exc:
-        return Rejected(
-            f"in step 'decode': {exc}", value, msg.topic, msg.partition, msg.offset, msg.key
-        )
-    key = msg.key
-    if key is not None and key != event.user_id.encode():
-        return Rejected(
-            f"in step 'decode': key {key[:80]!r} does not match user_id {event.user_id!r}",
-            value,
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            key,
-        )
-    ts = msg.timestamp
-    ingest = ts[1] if ts and ts[1] > 0 else int((now_s or 0) * 1000)
-    return Accepted(event, ingest)
 
 
 def decode_line(

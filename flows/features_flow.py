@@ -1,7 +1,7 @@
 """The streaming feature flow: events in, per-user features out.
 
-    read_events -> decode -> split_rejects -+-> deadletter (Kafka topic or rejects file)
-                                            +-> key_by_user -> fold_user_state -> store
+    read_events (decode, key by user) -> split_rejects -+-> deadletter (Kafka topic or rejects file)
+                                                        +-> fold_user_state -> store
 
 Thin by design: decoding, folding and writing live in `connectors` and
 `features`; this module only wires them into a Bytewax dataflow.
@@ -13,13 +13,16 @@ import pickle
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.operators import StatefulBatchLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from connectors import bytewax_io
-from connectors.folding import Pending, build_write, flush_delay_s
+from connectors import bytewax_io, topics
+from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, flush_delay_s
+from connectors.folding import Pending, build_write
+from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
@@ -97,6 +100,10 @@ def _build_logic(
     return UserLogic(state, pending, flush_interval, catchup_interval)
 
 
+def _record(item: Keyed) -> Any:
+    return item[1]
+
+
 def build_flow(
     *,
     store_url: str,
@@ -107,8 +114,8 @@ def build_flow(
     rejects_path: str | Path | None = None,
     stop_at_end: bool = False,
     batch_size: int = 1000,
-    flush_interval: timedelta = timedelta(milliseconds=100),
-    catchup_interval: timedelta = timedelta(seconds=10),
+    flush_interval: timedelta = timedelta(seconds=FLUSH_INTERVAL_S),
+    catchup_interval: timedelta = timedelta(seconds=CATCHUP_FLUSH_INTERVAL_S),
     freshness: bool = True,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`)."""
@@ -116,17 +123,20 @@ def build_flow(
         raise ValueError("build_flow needs exactly one of kafka_bootstrap or event_log")
     flow = Dataflow("oo_features")
     if kafka_bootstrap is not None:
-        source = bytewax_io.kafka_event_source(
-            kafka_bootstrap, topic_prefix=topic_prefix, tail=not stop_at_end, batch_size=batch_size
+        # Decoded and keyed inside the source: no per-message wrapper, no decode or key step.
+        source = KafkaEventSource(
+            kafka_bootstrap,
+            [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK],
+            tail=not stop_at_end,
+            batch_size=batch_size,
         )
-        raw = op.input("read_events", flow, source)
-        decoded = op.flat_map_batch("decode", raw, bytewax_io.decode_kafka_batch)
+        records = op.input("read_events", flow, source)
     else:
         assert event_log is not None
         raw_lines = op.input("read_events", flow, bytewax_io.EventLogSource(event_log))
-        decoded = op.flat_map_batch("decode", raw_lines, bytewax_io.decode_line_batch)
-    split = op.branch("split_rejects", decoded, lambda record: isinstance(record, Accepted))
-    rejected = split.falses
+        records = op.flat_map_batch("decode", raw_lines, bytewax_io.decode_line_batch)
+    split = op.branch("split_rejects", records, bytewax_io.is_accepted)
+    rejected = op.map("unkey_rejects", split.falses, _record)
     if kafka_bootstrap is not None:
         letters = op.map(
             "to_deadletter", rejected, partial(bytewax_io.to_dead_letter, topic_prefix=topic_prefix)
@@ -135,7 +145,8 @@ def build_flow(
     else:
         path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
-    keyed = op.key_on("key_by_user", split.trues, lambda record: record.event.user_id)
+    # The sources emit accepted events as (user_id, Accepted): already a keyed stream.
+    keyed = cast(KeyedStream[Accepted], split.trues)
     if event_log is not None:
         # An event log is a replay: everything in it is a backlog, written at the latest at
         # the end of the file, so coalesce as when catching up.

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -62,13 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--flush-interval",
         type=float,
-        default=0.1,
+        default=FLUSH_INTERVAL_S,
         help="seconds a user's changes are coalesced before one write (0: write every batch)",
     )
     p.add_argument(
         "--catchup-flush-interval",
         type=float,
-        default=10.0,
+        default=CATCHUP_FLUSH_INTERVAL_S,
         help="upper bound of the coalescing while catching up on a backlog (events read over "
         "1 s after they arrived): a quarter of how far behind, at most this",
     )

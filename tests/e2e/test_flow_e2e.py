@@ -275,7 +275,7 @@ def test_invalid_events_sit_in_the_dead_letter_topic(
     consumer.close()
     assert len(letters) == invalid == streamed["injected"]
     for headers in letters:
-        assert headers["oo.reason"].decode().startswith("in step 'decode': ")
+        assert headers["oo.reason"].decode().startswith("in step 'read_events': ")
         assert headers["oo.topic"].decode() == streamed["prefix"] + topics.SIGNALS
 
 

@@ -79,7 +79,7 @@ def test_flow_serves_metrics_while_running(
                 and sample(text, "oo_flow_feature_lag_seconds_count", agent="momentum") > 0
                 and sample(text, "oo_flow_events_dropped_total", reason="duplicate") >= 1
                 and any(
-                    line.startswith("bytewax_kafka_consumer_lag{") and signals in line
+                    line.startswith("oo_flow_kafka_consumer_lag{") and signals in line
                     for line in text.splitlines()
                 )
             ):
@@ -90,9 +90,9 @@ def test_flow_serves_metrics_while_running(
         assert sample(text, "oo_flow_feature_lag_seconds_count", agent="momentum") > 0
         assert sample(text, "oo_flow_events_dropped_total", reason="duplicate") >= 1
         assert "oo_flow_inference_errors" in text
-        # Bytewax's own consumer lag per partition, served from the same registry.
+        # Consumer lag per partition, from the source.
         assert any(
-            line.startswith("bytewax_kafka_consumer_lag{") and signals in line
+            line.startswith("oo_flow_kafka_consumer_lag{") and signals in line
             for line in text.splitlines()
         ), "no consumer lag per partition"
     finally:

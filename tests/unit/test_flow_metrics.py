@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from bytewax.connectors.kafka import KafkaSourceMessage
+import time
+
+from confluent_kafka import Message
 from prometheus_client import REGISTRY
 
 from connectors import flow_metrics
-from connectors.bytewax_io import decode_kafka_batch
 from connectors.codec import from_json
 from connectors.folding import Pending, build_write
+from connectors.kafka_source import decode_messages
 from connectors.records import Accepted
 from features.state import UserState
 
@@ -22,13 +24,13 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def message(value_bytes: bytes, topic: str, key: bytes = b"mu1") -> KafkaSourceMessage:
-    return KafkaSourceMessage(
-        key=key,
-        value=value_bytes,
+def message(value_bytes: bytes, topic: str, key: bytes = b"mu1", offset: int = 1) -> Message:
+    return Message(
         topic=topic,
         partition=0,
-        offset=1,
+        offset=offset,
+        key=key,
+        value=value_bytes,
         timestamp=(1, 1_777_000_000_000),
     )
 
@@ -38,10 +40,12 @@ def test_events_in_out_and_deadlettered_per_topic() -> None:
     before = {
         n: value(f"oo_flow_events_{n}_total", topic=topic) for n in ("in", "out", "deadlettered")
     }
-    records = decode_kafka_batch(
-        [message(GOOD.SerializeToString(), topic), message(b"\xff garbage", topic)]
+    decoded = decode_messages(
+        [message(GOOD.SerializeToString(), topic), message(b"\xff garbage", topic, offset=2)],
+        time.time(),
     )
-    assert [type(r).__name__ for r in records] == ["Accepted", "Rejected"]
+    assert [type(r).__name__ for _, r in decoded.records] == ["Accepted", "Rejected"]
+    flow_metrics.count_read(topic, len(decoded.records), decoded.rejected)
     assert value("oo_flow_events_in_total", topic=topic) - before["in"] == 2
     assert value("oo_flow_events_out_total", topic=topic) - before["out"] == 1
     assert value("oo_flow_events_deadlettered_total", topic=topic) - before["deadlettered"] == 1
