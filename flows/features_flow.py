@@ -43,8 +43,10 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         pending: Pending | None,
         flush_interval: timedelta,
         catchup_interval: timedelta | None = None,
+        snapshots: bool = True,
     ) -> None:
         self.state = state
+        self.snapshots = snapshots
         self.pending = pending or Pending()
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
@@ -87,17 +89,21 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         return [] if write is None else [write]
 
     def snapshot(self) -> bytes:
+        if not self.snapshots:
+            # No recovery store: Bytewax still asks every touched user at each epoch and
+            # drops the answer, so do not pickle the state for nothing.
+            return b""
         # pickle, not deepcopy: several times cheaper per touched user at each epoch.
         return pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _build_logic(
-    flush_interval: timedelta, catchup_interval: timedelta, resume: bytes | None
+    flush_interval: timedelta, catchup_interval: timedelta, snapshots: bool, resume: bytes | None
 ) -> UserLogic:
-    if resume is None:
-        return UserLogic(None, None, flush_interval, catchup_interval)
+    if not resume:
+        return UserLogic(None, None, flush_interval, catchup_interval, snapshots)
     state, pending = pickle.loads(resume)
-    return UserLogic(state, pending, flush_interval, catchup_interval)
+    return UserLogic(state, pending, flush_interval, catchup_interval, snapshots)
 
 
 def _record(item: Keyed) -> Any:
@@ -117,8 +123,13 @@ def build_flow(
     flush_interval: timedelta = timedelta(seconds=FLUSH_INTERVAL_S),
     catchup_interval: timedelta = timedelta(seconds=CATCHUP_FLUSH_INTERVAL_S),
     freshness: bool = True,
+    recovery: bool = True,
 ) -> Dataflow:
-    """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`)."""
+    """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`).
+
+    `recovery=False` says the flow runs without a recovery store, so user states need no
+    snapshots (Bytewax asks for them at every epoch all the same).
+    """
     if (kafka_bootstrap is None) == (event_log is None):
         raise ValueError("build_flow needs exactly one of kafka_bootstrap or event_log")
     flow = Dataflow("oo_features")
@@ -152,7 +163,7 @@ def build_flow(
         # the end of the file, so coalesce as when catching up.
         flush_interval = max(flush_interval, catchup_interval)
     writes = op.stateful_batch(
-        "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval)
+        "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval, recovery)
     )
     op.output(
         "store",

@@ -30,6 +30,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
         event_log=event_log,
         rejects_path=event_log.with_suffix(".rejects.jsonl"),
         stop_at_end=True,
+        recovery=False,  # run_main without a recovery store
     )
     errors: list[BaseException] = []
     tune_gc()

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         flush_interval=timedelta(seconds=args.flush_interval),
         catchup_interval=timedelta(seconds=max(args.catchup_flush_interval, args.flush_interval)),
         freshness=not args.no_freshness,
+        recovery=recovery is not None,
     )
     metrics_port = (
         args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port
