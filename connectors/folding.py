@@ -37,23 +37,33 @@ class Pending:
     """Newest ingest time among the events folded, admitted or not: what the flow has reflected."""
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
-        drops: Counter[str] = Counter()
+        drops: Counter[str] | None = None
+        newest = self.seen_ingest_ms
+        touched = self.touched
+        apply = state.apply
         for item in batch:
-            if self.seen_ingest_ms is None or item.ingest_ms > self.seen_ingest_ms:
-                self.seen_ingest_ms = item.ingest_ms
-            applied = state.apply(item.event, ingest_time_ms=item.ingest_ms)
+            ingest = item.ingest_ms
+            if newest is None or ingest > newest:
+                newest = ingest
+            applied = apply(item.event, ingest_time_ms=ingest)
             if not applied.admitted:
+                if drops is None:
+                    drops = Counter()
                 drops[applied.dropped or "unknown"] += 1
                 continue
             self.admitted = True
             if applied.deleted:
                 self.deleted_at = state.tombstone_ms
-                self.touched.clear()
+                touched.clear()
                 self.feedback_changed = False
                 continue
-            self.touched |= applied.changed
-            self.touched |= applied.removed
-            self.feedback_changed |= applied.feedback_changed
+            if applied.changed:
+                touched |= applied.changed
+            if applied.removed:
+                touched |= applied.removed
+            if applied.feedback_changed:
+                self.feedback_changed = True
+        self.seen_ingest_ms = newest
         if drops:
             flow_metrics.count_drops(drops)
 

@@ -66,6 +66,7 @@ class Applied:
     """Why the event was not admitted: `late`, `duplicate` or `deleted`."""
 
 
+_ADMITTED_UNCHANGED = Applied(True)
 _DROPPED_DELETED = Applied(False, dropped="deleted")
 _DROPPED_LATE = Applied(False, dropped="late")
 _DROPPED_DUPLICATE = Applied(False, dropped="duplicate")
@@ -199,6 +200,8 @@ class UserState:
                         changed.add(agent_id)
         if removed:
             changed &= self.agents.keys()
+        elif not changed and not feedback_changed:
+            return _ADMITTED_UNCHANGED
         return Applied(True, changed, removed, feedback_changed=feedback_changed)
 
     def _delete(self, occurred: int) -> Applied:
