@@ -4,9 +4,9 @@ Throughput (default). A fresh topic pair is pre-loaded with `--events` generator
 (`oo_features.generate.generate_events`, `--users` users, first N in delivery order) by
 `EventProducer`; then, over the same topics and in this order:
 
-  (a) bare   - one confluent-kafka consumer: consume batches of 1000 + `parse_and_validate`
+  (a) bare   - one confluent-kafka consumer: consume batches of 5000 (the flow's --batch-size) + `parse_and_validate`
                (decode + validate) of each value: the Python ceiling of any consumer;
-  (b) plain  - one process, no Bytewax: consume 1000, decode exactly as the flow
+  (b) plain  - one process, no Bytewax: consume 5000, decode exactly as the flow
                (`kafka_source.decode_messages`), group per user, `fold_batch` per user, one
                `RedisStore.write_batch` per batch (what the flow does, minus the dataflow);
   flow       - `python -m oo_features.cli flow --stop-at-end` (1 process, 1 worker) in a
@@ -62,6 +62,7 @@ from connectors import codec, topics  # noqa: E402
 from connectors.coalescing import (  # noqa: E402
     CATCHUP_FLUSH_INTERVAL_S,
     FLUSH_INTERVAL_S,
+    KAFKA_BATCH_SIZE,
     flush_delay_s,
 )
 from connectors.folding import Pending, build_write  # noqa: E402
@@ -72,7 +73,7 @@ from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
 from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
 
-BATCH = 1000
+BATCH = KAFKA_BATCH_SIZE
 EVENTS_PER_USER_DAY = 10  # the generator's average
 THROUGHPUT_TARGET = 50_000
 RATIO_TARGET = 0.6

@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from connectors import flow_metrics
+from connectors.coalescing import KAFKA_BATCH_SIZE
 from connectors.codec import parse_and_validate
 from connectors.exceptions import ConnectorError
 from connectors.kafka import admin_config
@@ -155,7 +156,12 @@ class KafkaEventSource(FixedPartitionedSource[Keyed, int]):
     """
 
     def __init__(
-        self, bootstrap: str, topics: list[str], *, tail: bool = True, batch_size: int = 1000
+        self,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        tail: bool = True,
+        batch_size: int = KAFKA_BATCH_SIZE,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = list(topics)

@@ -20,7 +20,12 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from connectors import bytewax_io, topics
-from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, flush_delay_s
+from connectors.coalescing import (
+    CATCHUP_FLUSH_INTERVAL_S,
+    FLUSH_INTERVAL_S,
+    KAFKA_BATCH_SIZE,
+    flush_delay_s,
+)
 from connectors.folding import Pending, build_write
 from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
@@ -119,7 +124,7 @@ def build_flow(
     event_log: str | Path | None = None,
     rejects_path: str | Path | None = None,
     stop_at_end: bool = False,
-    batch_size: int = 1000,
+    batch_size: int = KAFKA_BATCH_SIZE,
     flush_interval: timedelta = timedelta(seconds=FLUSH_INTERVAL_S),
     catchup_interval: timedelta = timedelta(seconds=CATCHUP_FLUSH_INTERVAL_S),
     freshness: bool = True,

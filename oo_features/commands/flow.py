@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S
+from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, KAFKA_BATCH_SIZE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="consume what is in the topics now, write everything, exit 0",
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="Kafka messages per input batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=KAFKA_BATCH_SIZE,
+        help="Kafka messages read at most per partition and read",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,
