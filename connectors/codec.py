@@ -32,11 +32,13 @@ def known_time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+_PARSE = pb.Event.FromString
+
+
 def decode(data: bytes) -> pb.Event:
     """Parse serialized protobuf bytes into an Event (not yet validated)."""
-    event = pb.Event()
     try:
-        event.ParseFromString(data)
+        event = _PARSE(data)
     except (_PbDecodeError, RuntimeError, ValueError) as exc:
         raise DecodeError(
             f"expected an oo.events.v1.Event; got {len(data)} bytes that do not parse"
@@ -71,30 +73,41 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
     """
     if not event.event_id:
         raise ValidationError("event_id", "must not be empty")
-    if not _USER_ID_RE.match(event.user_id):
+    user_id = event.user_id
+    # fullmatch: `$` alone would let a trailing newline through.
+    if not _USER_ID_RE.fullmatch(user_id):
         raise ValidationError(
-            "user_id", f"expected to match {USER_ID_PATTERN}; got {event.user_id!r:.150}"
+            "user_id", f"expected to match {USER_ID_PATTERN}; got {user_id!r:.150}"
         )
     if not event.HasField("occurred_at"):
         raise ValidationError("occurred_at", "must be set")
-    seconds = event.occurred_at.seconds
+    occurred_at = event.occurred_at
+    seconds = occurred_at.seconds
     if seconds < MIN_OCCURRED_AT_S:
         raise ValidationError(
-            "occurred_at", f"must not be before 2000-01-01; got {event.occurred_at.ToJsonString()}"
+            "occurred_at", f"must not be before 2000-01-01; got {occurred_at.ToJsonString()}"
         )
     now = time.time() if now_s is None else now_s
     if seconds > now + MAX_FUTURE_S:
         raise ValidationError(
             "occurred_at",
-            f"must not be more than 1 day in the future; got {event.occurred_at.ToJsonString()}",
+            f"must not be more than 1 day in the future; got {occurred_at.ToJsonString()}",
         )
-    if event.HasField("utc_offset_minutes") and abs(event.utc_offset_minutes) > MAX_OFFSET_MINUTES:
-        raise ValidationError(
-            "utc_offset_minutes", f"expected within ±1080 (18 h); got {event.utc_offset_minutes}"
-        )
+    offset = event.utc_offset_minutes  # 0 when unset
+    if offset and abs(offset) > MAX_OFFSET_MINUTES:
+        raise ValidationError("utc_offset_minutes", f"expected within ±1080 (18 h); got {offset}")
     kind = event.WhichOneof("payload")
     if kind is None:
         raise ValidationError("payload", "exactly one payload must be set; got none")
+    if kind in _PAYLOAD_RULES:
+        _validate_payload(event, kind)
+    return event
+
+
+_PAYLOAD_RULES = frozenset({"profile_updated", "preference_set", "mood_logged"})
+
+
+def _validate_payload(event: pb.Event, kind: str) -> None:
     if kind == "profile_updated" and event.profile_updated.tz not in known_time_zones():
         raise ValidationError(
             "profile_updated.tz",
@@ -110,7 +123,6 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
             ) from None
     if kind == "mood_logged" and not 1 <= event.mood_logged.score <= 5:
         raise ValidationError("mood_logged.score", f"expected 1-5; got {event.mood_logged.score}")
-    return event
 
 
 def parse_and_validate(data: bytes, *, now_s: float | None = None) -> pb.Event:

@@ -119,6 +119,7 @@ BAD_EVENTS = [
     pytest.param(_with(user_id=""), "user_id", "expected to match", id="user_id-empty"),
     pytest.param(_with(user_id="a b"), "user_id", "'a b'", id="user_id-space"),
     pytest.param(_with(user_id="u" * 129), "user_id", "expected to match", id="user_id-long"),
+    pytest.param(_with(user_id="u1\n"), "user_id", "expected to match", id="user_id-trailing-newline"),
     pytest.param(_with(occurred_at=None), "occurred_at", "must be set", id="occurred_at-unset"),
     pytest.param(_at(946_684_799), "occurred_at", "before 2000-01-01", id="occurred_at-old"),
     pytest.param(
