@@ -99,14 +99,15 @@ def build_write(
     for agent_id, out in state.outputs(live).items():
         # Most events change few agents' outputs (a mood event moves the watermark, rarely the
         # overdue count): an output equal to the last one written is not written again.
-        digest = hash((repr(out.params), repr(out.extras), out.snippet, out.version))
+        params = {name: param.as_dict() for name, param in out.params.items()}
+        digest = hash((repr(params), repr(out.extras), out.snippet, out.version))
         if digests.get(agent_id) == digest:
             continue
         digests[agent_id] = digest
         write.agents[agent_id] = AgentWrite(
             agent_id=agent_id,
             version=out.version,
-            params={name: param.as_dict() for name, param in out.params.items()},
+            params=params,
             extras=out.extras,
             snippet=out.snippet,
             ttl_seconds=out.ttl_seconds,

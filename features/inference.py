@@ -24,6 +24,13 @@ INFERENCE_ERRORS: Counter[str] = Counter()
 """Per agent id: inferences that raised (exported as `inference_errors{agent}` by the flow)."""
 
 
+def _fresh(default: Any) -> Any:
+    """A copy of a cold-start default that no caller can share with the manifest."""
+    if isinstance(default, list | dict | set):
+        return copy.deepcopy(default) if default else type(default)()
+    return default
+
+
 def evaluate(
     agent: AgentBase,
     asof: AsOf,
@@ -47,15 +54,16 @@ def evaluate(
             inference = Inference(values=None, extras={})
     cold = inference.values is None
     values = inference.values or {}
+    context = inference.context
     params: dict[str, Param] = {}
     for name, default in manifest.cold_start.items():
-        inferred = values.get(name)
-        source = "inferred"
-        if name in inference.context:
-            inferred, source = inference.context[name], "cold_start"
-        elif inferred is None:
-            mutable = isinstance(default, list | dict | set)
-            inferred, source = (copy.deepcopy(default) if mutable else default), "cold_start"
+        if name in context:
+            inferred, source = context[name], "cold_start"
+        else:
+            inferred = values.get(name)
+            source = "inferred"
+            if inferred is None:
+                inferred, source = _fresh(default), "cold_start"
         if name in preferences:
             params[name] = Param(preferences[name], "user", inferred)
         else:

@@ -45,9 +45,12 @@ class Manifest:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Param:
-    """One parameter: its value, where it came from, and the inferred value beside a user's."""
+    """One parameter: its value, where it came from, and the inferred value beside a user's.
+
+    Read-only by convention (not frozen: several are built per agent and write, and a frozen
+    dataclass costs 2.5 times as much to build)."""
 
     value: Any
     source: Source
