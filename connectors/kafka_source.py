@@ -192,5 +192,9 @@ class KafkaEventSource(FixedPartitionedSource[Keyed, int]):
             "enable.partition.eof": not self.tail,
             "isolation.level": "read_committed",
         }
+        if not self.tail:
+            # Reading to the end: an empty fetch should come back at once rather than wait out
+            # the broker's long poll (500 ms by default) before the end is reported.
+            config["fetch.wait.max.ms"] = 10
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _EventPartition(config, topic, int(index), offset, self.batch_size)
