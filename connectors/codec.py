@@ -71,6 +71,15 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
     ...
     connectors.exceptions.ValidationError: field 'mood_logged.score': expected 1-5; got 9
     """
+    check(event, now_s=now_s)
+    return event
+
+
+def check(event: pb.Event, *, now_s: float | None = None) -> tuple[str, int]:
+    """`validate`, returning what it read on the way: (payload kind, occurred_at in ms).
+
+    The flow hands both to `UserState.apply`, which would otherwise read them again.
+    """
     if not event.event_id:
         raise ValidationError("event_id", "must not be empty")
     user_id = event.user_id
@@ -101,7 +110,7 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
         raise ValidationError("payload", "exactly one payload must be set; got none")
     if kind in _PAYLOAD_RULES:
         _validate_payload(event, kind)
-    return event
+    return kind, seconds * 1000 + occurred_at.nanos // 1_000_000
 
 
 _PAYLOAD_RULES = frozenset({"profile_updated", "preference_set", "mood_logged"})
@@ -128,3 +137,10 @@ def _validate_payload(event: pb.Event, kind: str) -> None:
 def parse_and_validate(data: bytes, *, now_s: float | None = None) -> pb.Event:
     """`decode` then `validate`: the whole check a consumer applies to a Kafka value."""
     return validate(decode(data), now_s=now_s)
+
+
+def parse_and_check(data: bytes, *, now_s: float | None = None) -> tuple[pb.Event, str, int]:
+    """`decode` then `check`: (event, payload kind, occurred_at in ms)."""
+    event = decode(data)
+    kind, occurred_ms = check(event, now_s=now_s)
+    return event, kind, occurred_ms

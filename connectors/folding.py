@@ -45,7 +45,9 @@ class Pending:
             ingest = item.ingest_ms
             if newest is None or ingest > newest:
                 newest = ingest
-            applied = apply(item.event, ingest_time_ms=ingest)
+            applied = apply(
+                item.event, ingest_time_ms=ingest, kind=item.kind, occurred_ms=item.occurred_ms
+            )
             if not applied.admitted:
                 if drops is None:
                     drops = Counter()

@@ -16,6 +16,8 @@ an error at start, naming it.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from typing import Any, NamedTuple
 
@@ -25,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors import flow_metrics
 from connectors.coalescing import KAFKA_BATCH_SIZE
-from connectors.codec import parse_and_validate
+from connectors.codec import parse_and_check
 from connectors.exceptions import ConnectorError
 from connectors.kafka import admin_config
 from connectors.records import Accepted, Rejected
@@ -34,6 +36,10 @@ Keyed = tuple[str, Accepted | Rejected]
 """What the source emits: `(user_id, Accepted)`, or `(message key or "", Rejected)`."""
 
 LAG_EVERY_S = 1.0
+IDLE_AFTER_S = 1.0
+"""A topic-partition with neither messages nor an end-of-partition for this long holds back
+nothing (a broker that stopped answering must not stall the other topic)."""
+_ALL = float("inf")
 _EOF = KafkaError._PARTITION_EOF
 
 
@@ -62,7 +68,7 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
         value = msg.value() or b""
         if error is None:
             try:
-                event = parse_and_validate(value, now_s=now_s)
+                event, kind, occurred_ms = parse_and_check(value, now_s=now_s)
             except ConnectorError as exc:
                 reason = f"in step 'read_events': {exc}"
             else:
@@ -70,7 +76,8 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                 key = msg.key()
                 if key is None or key == user_id.encode():
                     ts = msg.timestamp()[1]
-                    append((user_id, Accepted(event, ts if ts > 0 else now_ms)))
+                    ingest = ts if ts > 0 else now_ms
+                    append((user_id, Accepted(event, ingest, kind, occurred_ms)))
                     next_offset = msg.offset() + 1
                     continue
                 reason = (
@@ -99,60 +106,159 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
     return Decoded(out, next_offset, rejected, eof)
 
 
-class _EventPartition(StatefulSourcePartition[Keyed, int]):
+class _Feed:
+    """One topic-partition of a source partition: its consumer and what it fetched, not yet emitted."""
+
     def __init__(
-        self, config: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int
+        self, config: dict[str, Any], topic: str, partition: int, offset: int, now_s: float
     ) -> None:
-        self._consumer = Consumer(config)
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
-        self._tp = TopicPartition(topic, partition)
-        self._topic = topic
-        self._offset = offset
+        self.topic = topic
+        self.tp = TopicPartition(topic, partition)
+        self.consumer = Consumer(config)
+        self.consumer.assign([TopicPartition(topic, partition, offset)])
+        self.offset = offset
+        """Next offset to emit (the resume point): fetched but unemitted messages are re-read."""
+        self.buffer: list[Any] = []
+        self.stamps: list[int] = []
+        """Kafka timestamp of each buffered message."""
+        self.caught_up = False
+        """The last fetch reached the end of the partition (nothing newer is waiting)."""
+        self.heard_s = now_s
+        self.lag = flow_metrics.CONSUMER_LAG.labels(topic, str(partition))
+
+    def fetch(self, room: int, now_s: float) -> None:
+        messages = self.consumer.consume(room, 0.001)
+        if not messages:
+            return
+        self.heard_s = now_s
+        for msg in messages:
+            error = msg.error()
+            if error is not None and error.code() == _EOF:
+                self.caught_up = True
+                continue
+            self.caught_up = False
+            self.buffer.append(msg)
+            stamp = msg.timestamp()[1]
+            # A message without a usable timestamp keeps its place behind the one before it.
+            self.stamps.append(stamp if stamp > 0 else (self.stamps[-1] if self.stamps else 0))
+
+    def take(self, horizon: float) -> list[tuple[int, int, Any]]:
+        """Remove and return the buffered messages stamped at or before `horizon`."""
+        end = bisect.bisect_right(self.stamps, horizon) if horizon != _ALL else len(self.stamps)
+        if not end:
+            return []
+        taken = self.buffer[:end]
+        stamps = self.stamps[:end]
+        del self.buffer[:end], self.stamps[:end]
+        last = taken[-1].offset()
+        if last is not None and last >= 0:
+            self.offset = last + 1
+        return list(zip(stamps, itertools.repeat(self.rank), taken, strict=False))
+
+    rank = 0
+    """Order of this feed's topic among the source's topics (ties in time go to the lower)."""
+
+    def observe_lag(self) -> None:
+        # The high watermark the client learnt from its last fetch: no broker round trip.
+        try:
+            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+        except Exception:
+            return
+        if high >= 0 and self.offset >= 0:
+            self.lag.set(max(0, high - self.offset))
+
+
+class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
+    """Partition `index` of every topic, merged by Kafka timestamp.
+
+    A user's signals and feedback sit in the same partition index of their two topics (both
+    keyed by user with the same partitioner), so reading them together and emitting them in
+    timestamp order gives each user one order across topics, whatever the batch size, the
+    number of workers or processes, or how far one topic's fetches run ahead of the other's.
+    A message waits until every topic that still has data has fetched past its timestamp; a
+    topic that reached its end, or has been silent for `IDLE_AFTER_S`, holds nothing back.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: list[str],
+        index: int,
+        resume: dict[str, int] | None,
+        batch_size: int,
+        stop_at_end: bool,
+    ) -> None:
+        now_s = time.time()
+        self._feeds = []
+        for rank, topic in enumerate(topics):
+            offset = (resume or {}).get(topic, OFFSET_BEGINNING)
+            feed = _Feed(config, topic, index, offset, now_s)
+            feed.rank = rank
+            self._feeds.append(feed)
         self._batch_size = batch_size
-        self._eof = False
-        self._lag = flow_metrics.CONSUMER_LAG.labels(topic, str(partition))
+        self._stop_at_end = stop_at_end
         self._lag_due = 0.0
 
     def next_batch(self) -> list[Keyed]:
-        if self._eof:
-            raise StopIteration()
-        messages = self._consumer.consume(self._batch_size, 0.001)
         now_s = time.time()
-        records, next_offset, rejected, eof = decode_messages(messages, now_s)
-        # The end of the partition (enable.partition.eof, i.e. --stop-at-end): emit this batch,
-        # stop at the next call.
-        self._eof = eof
-        if next_offset >= 0:
-            self._offset = next_offset
-        if records:
-            flow_metrics.count_read(self._topic, len(records), rejected)
+        feeds = self._feeds
+        for feed in feeds:
+            room = self._batch_size - len(feed.buffer)
+            if room > 0 and not (self._stop_at_end and feed.caught_up):
+                feed.fetch(room, now_s)
+        if self._stop_at_end and all(f.caught_up and not f.buffer for f in feeds):
+            raise StopIteration()
+        horizon: float = _ALL
+        for feed in feeds:
+            if feed.caught_up or now_s - feed.heard_s > IDLE_AFTER_S:
+                continue
+            if not feed.buffer:
+                horizon = -1  # it has more to say and has not said it yet: wait
+                break
+            horizon = min(horizon, feed.stamps[-1])
+        parts = [feed.take(horizon) for feed in feeds]
         if now_s >= self._lag_due:
             self._lag_due = now_s + LAG_EVERY_S
-            self._observe_lag()
+            for feed in feeds:
+                feed.observe_lag()
+        parts = [part for part in parts if part]
+        if not parts:
+            return []
+        if len(parts) == 1:
+            merged = [msg for _, _, msg in parts[0]]
+        else:
+            # Each part is in timestamp order already: a stable sort of their concatenation
+            # is a merge (ties: the first topic's first, then each topic's own order).
+            merged = [msg for _, _, msg in sorted(itertools.chain(*parts), key=_merge_key)]
+        records, _, rejected, _ = decode_messages(merged, now_s)
+        for part in parts:
+            topic = part[0][2].topic()
+            bad = (
+                sum(1 for _, r in records if r.__class__ is Rejected and r.origin == topic)
+                if rejected
+                else 0
+            )
+            flow_metrics.count_read(topic, len(part), bad)
         return records
 
-    def _observe_lag(self) -> None:
-        # The high watermark the client learnt from its last fetch: no broker round trip.
-        try:
-            _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
-        except Exception:
-            return
-        if high >= 0 and self._offset >= 0:
-            self._lag.set(max(0, high - self._offset))
-
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> dict[str, int]:
+        return {feed.topic: feed.offset for feed in self._feeds}
 
     def close(self) -> None:
-        self._consumer.close()
+        for feed in self._feeds:
+            feed.consumer.close()
 
 
-class KafkaEventSource(FixedPartitionedSource[Keyed, int]):
+def _merge_key(item: tuple[int, int, Any]) -> tuple[int, int]:
+    return item[0], item[1]
+
+
+class KafkaEventSource(FixedPartitionedSource[Keyed, dict[str, int]]):
     """Every partition of `topics`, from the beginning or from the recovered offsets.
 
-    `tail=False` stops each partition at the end it finds (`--stop-at-end`).
-    Partition names are `"{partition}-{topic}"`, as Bytewax's own Kafka source
-    names them, so recovery snapshots carry over.
+    Source partition `i` reads partition `i` of every topic and merges them by Kafka
+    timestamp (see `_EventPartition`), so the topics must have the same partition count.
+    `tail=False` stops at the end found (`--stop-at-end`). Resume state: next offset per topic.
     """
 
     def __init__(
@@ -170,31 +276,41 @@ class KafkaEventSource(FixedPartitionedSource[Keyed, int]):
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(admin_config(self.bootstrap))
-        parts: list[str] = []
+        counts: dict[str, int] = {}
         for topic in self.topics:
             meta = admin.list_topics(topic, timeout=30).topics.get(topic)
             if meta is None or meta.error is not None:
                 why = meta.error.str() if meta is not None and meta.error else "not found"
                 raise RuntimeError(f"cannot read Kafka topic {topic!r}: {why}")
-            parts.extend(f"{index}-{topic}" for index in sorted(meta.partitions))
-        return parts
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _EventPartition:
-        index, topic = for_part.split("-", 1)
-        if topic not in self.topics:
+            counts[topic] = len(meta.partitions)
+        if len(set(counts.values())) > 1:
             raise RuntimeError(
-                f"recovery state names partition {for_part!r}, but the flow reads {self.topics}"
+                "the event topics must have the same number of partitions (a user's events "
+                f"are merged by partition index); got {counts}"
+            )
+        return [str(index) for index in range(next(iter(counts.values()), 0))]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: dict[str, int] | None
+    ) -> _EventPartition:
+        if resume_state is not None and set(resume_state) - set(self.topics):
+            raise RuntimeError(
+                f"recovery state names topics {sorted(resume_state)}, "
+                f"but the flow reads {self.topics}"
             )
         config = {
             "bootstrap.servers": self.bootstrap,
             "group.id": "oo-features-flow-assign-only",  # assign() only: no group, no commits
             "enable.auto.commit": False,
-            "enable.partition.eof": not self.tail,
+            # Reaching the end is how a topic stops holding the other back (and, with
+            # --stop-at-end, where reading stops).
+            "enable.partition.eof": True,
             "isolation.level": "read_committed",
         }
         if not self.tail:
             # Reading to the end: an empty fetch should come back at once rather than wait out
             # the broker's long poll (500 ms by default) before the end is reported.
             config["fetch.wait.max.ms"] = 10
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _EventPartition(config, topic, int(index), offset, self.batch_size)
+        return _EventPartition(
+            config, self.topics, int(for_part), resume_state, self.batch_size, not self.tail
+        )

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.codec import validate
+from connectors.codec import check
 from connectors.exceptions import ConnectorError
 from connectors.jsonl import parse_event
 from proto import events_pb2 as pb
@@ -26,16 +26,30 @@ class Accepted:
     event: pb.Event
     ingest_ms: int
     """Kafka timestamp of the message (or read time for files)."""
+    kind: str
+    """The payload oneof name, read while validating."""
+    occurred_ms: int
+    """occurred_at in ms, read while validating."""
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes, int]]:
+    @classmethod
+    def of(cls, event: pb.Event, ingest_ms: int) -> Accepted:
+        """An Accepted for an event validated elsewhere."""
+        ts = event.occurred_at
+        kind = event.WhichOneof("payload") or ""
+        return cls(event, ingest_ms, kind, ts.seconds * 1000 + ts.nanos // 1_000_000)
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, int, str, int]]:
         # Crossing a process boundary (Bytewax cluster exchange): the wire form is the contract.
-        return _rebuild_accepted, (self.event.SerializeToString(), self.ingest_ms)
+        return _rebuild_accepted, (
+            self.event.SerializeToString(),
+            self.ingest_ms,
+            self.kind,
+            self.occurred_ms,
+        )
 
 
-def _rebuild_accepted(data: bytes, ingest_ms: int) -> Accepted:
-    event = pb.Event()
-    event.ParseFromString(data)
-    return Accepted(event, ingest_ms)
+def _rebuild_accepted(data: bytes, ingest_ms: int, kind: str, occurred_ms: int) -> Accepted:
+    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +91,8 @@ def decode_line(
         return None
     try:
         # The fast path (json.loads + descriptor tables), same errors as json_format's.
-        event = validate(parse_event(line), now_s=now_s)
+        event = parse_event(line)
+        kind, occurred_ms = check(event, now_s=now_s)
     except ConnectorError as exc:
         return Rejected(f"line {line_no}: {exc}", line.rstrip("\n").encode(), path, -1, line_no)
-    return Accepted(event, ingest_ms)
+    return Accepted(event, ingest_ms, kind, occurred_ms)

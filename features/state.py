@@ -109,13 +109,28 @@ class UserState:
 
     # -- folding -------------------------------------------------------------------------
 
-    def apply(self, event: pb.Event, *, ingest_time_ms: int | None = None) -> Applied:
-        """Fold one validated event. Never raises for a valid event."""
+    def apply(
+        self,
+        event: pb.Event,
+        *,
+        ingest_time_ms: int | None = None,
+        kind: str | None = None,
+        occurred_ms: int | None = None,
+    ) -> Applied:
+        """Fold one validated event. Never raises for a valid event.
+
+        `kind` (the payload oneof name) and `occurred_ms` may be passed by a caller that read
+        them already (the decoder does, while validating); they must be the event's own.
+        """
         # The hot path of the engine (once per event): locals, no per-event helper objects
         # unless an agent reads the event.
-        kind = event.WhichOneof("payload") or ""
-        ts = event.occurred_at
-        occurred = ts.seconds * 1000 + ts.nanos // 1_000_000
+        if kind is None:
+            kind = event.WhichOneof("payload") or ""
+        if occurred_ms is None:
+            ts = event.occurred_at
+            occurred = ts.seconds * 1000 + ts.nanos // 1_000_000
+        else:
+            occurred = occurred_ms
         if self.tombstone_ms is not None and occurred <= self.tombstone_ms:
             self.counters["deleted_dropped"] += 1
             return _DROPPED_DELETED

@@ -119,7 +119,9 @@ BAD_EVENTS = [
     pytest.param(_with(user_id=""), "user_id", "expected to match", id="user_id-empty"),
     pytest.param(_with(user_id="a b"), "user_id", "'a b'", id="user_id-space"),
     pytest.param(_with(user_id="u" * 129), "user_id", "expected to match", id="user_id-long"),
-    pytest.param(_with(user_id="u1\n"), "user_id", "expected to match", id="user_id-trailing-newline"),
+    pytest.param(
+        _with(user_id="u1\n"), "user_id", "expected to match", id="user_id-trailing-newline"
+    ),
     pytest.param(_with(occurred_at=None), "occurred_at", "must be set", id="occurred_at-unset"),
     pytest.param(_at(946_684_799), "occurred_at", "before 2000-01-01", id="occurred_at-old"),
     pytest.param(
@@ -404,3 +406,23 @@ def test_read_events_without_validation_keeps_invalid_events() -> None:
     line = codec.to_json(_mood(9))
     [(_, event)] = list(read_events([line], validate=False))
     assert isinstance(event, pb.Event) and event.mood_logged.score == 9
+
+
+# --- what check hands the fold ----------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32))
+def test_check_returns_the_kind_and_time_the_event_itself_carries(seed: int) -> None:
+    from oo_features.generate import generate_events
+
+    events = list(generate_events(3, 4, seed))
+    assert events
+    for event in events:
+        kind, occurred_ms = codec.check(event, now_s=4_000_000_000)
+        assert kind == event.WhichOneof("payload")
+        ts = event.occurred_at
+        assert occurred_ms == ts.seconds * 1000 + ts.nanos // 1_000_000
+        # the same through bytes, as the Kafka source decodes
+        data = event.SerializeToString()
+        assert codec.parse_and_check(data, now_s=4_000_000_000) == (event, kind, occurred_ms)

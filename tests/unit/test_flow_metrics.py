@@ -55,7 +55,9 @@ def test_drops_by_reason_and_lag_by_agent() -> None:
     dup_before = value("oo_flow_events_dropped_total", reason="duplicate")
     lag_before = value("oo_flow_feature_lag_seconds_count", agent="momentum")
     state, pending = UserState("mu1"), Pending()
-    pending.fold(state, [Accepted(GOOD, 1_777_000_000_000), Accepted(GOOD, 1_777_000_000_001)])
+    pending.fold(
+        state, [Accepted.of(GOOD, 1_777_000_000_000), Accepted.of(GOOD, 1_777_000_000_001)]
+    )
     assert value("oo_flow_events_dropped_total", reason="duplicate") - dup_before == 1
     write = build_write(state, pending)
     assert write is not None and "momentum" in write.agents

@@ -15,9 +15,9 @@ EVENT = from_json(
 
 def test_a_batch_of_only_duplicates_still_reports_what_was_reflected() -> None:
     state = UserState("fu")
-    first = fold_batch(state, [Accepted(EVENT, 1_000)])
+    first = fold_batch(state, [Accepted.of(EVENT, 1_000)])
     assert first is not None and first.agents and first.newest_ingest_ms == 1_000
-    again = fold_batch(state, [Accepted(EVENT, 2_000)])  # the same event id, read again later
+    again = fold_batch(state, [Accepted.of(EVENT, 2_000)])  # the same event id, read again later
     assert again is not None
     assert again.agents == {} and again.feedback is None and again.newest_event_ms is None
     assert again.newest_ingest_ms == 2_000, "freshness must know the flow got this far"
@@ -29,9 +29,9 @@ def test_nothing_folded_means_nothing_to_write() -> None:
 
 def test_an_unchanged_agent_is_not_written_again() -> None:
     state = UserState("fu")
-    fold_batch(state, [Accepted(EVENT, 1_000)])
+    fold_batch(state, [Accepted.of(EVENT, 1_000)])
     mood = from_json(
         '{"eventId":"m1","userId":"fu","occurredAt":"2026-05-01T06:31:00Z","moodLogged":{"score":4}}'
     )
-    write = fold_batch(state, [Accepted(mood, 1_100)])
+    write = fold_batch(state, [Accepted.of(mood, 1_100)])
     assert write is not None and write.agents == {}  # a mood event changes no agent's output
