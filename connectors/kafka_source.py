@@ -121,8 +121,10 @@ class _Feed:
         self.buffer: list[Any] = []
         self.stamps: list[int] = []
         """Kafka timestamp of each buffered message."""
-        self.caught_up = False
-        """The last fetch reached the end of the partition (nothing newer is waiting)."""
+        self.fetched = offset
+        """Next offset the consumer will fetch."""
+        self.at_end = False
+        """The client reported the end of the partition after the last message fetched."""
         self.heard_s = now_s
         self.lag = flow_metrics.CONSUMER_LAG.labels(topic, str(partition))
 
@@ -134,13 +136,26 @@ class _Feed:
         for msg in messages:
             error = msg.error()
             if error is not None and error.code() == _EOF:
-                self.caught_up = True
+                self.at_end = True
                 continue
-            self.caught_up = False
+            self.at_end = False
             self.buffer.append(msg)
+            offset = msg.offset()
+            if offset is not None and offset >= 0:
+                self.fetched = offset + 1
             stamp = msg.timestamp()[1]
             # A message without a usable timestamp keeps its place behind the one before it.
             self.stamps.append(stamp if stamp > 0 else (self.stamps[-1] if self.stamps else 0))
+
+    def caught_up(self) -> bool:
+        """Nothing is waiting on the broker beyond what was fetched, as of the last fetch reply."""
+        if self.at_end:
+            return True
+        try:
+            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+        except Exception:
+            return False
+        return high >= 0 and self.fetched >= high
 
     def take(self, horizon: float) -> list[tuple[int, int, Any]]:
         """Remove and return the buffered messages stamped at or before `horizon`."""
@@ -175,8 +190,9 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
     keyed by user with the same partitioner), so reading them together and emitting them in
     timestamp order gives each user one order across topics, whatever the batch size, the
     number of workers or processes, or how far one topic's fetches run ahead of the other's.
-    A message waits until every topic that still has data has fetched past its timestamp; a
-    topic that reached its end, or has been silent for `IDLE_AFTER_S`, holds nothing back.
+    A message waits until every topic with more on the broker has fetched past its timestamp;
+    a topic whose fetches have reached the broker's high watermark, or that has been silent for
+    `IDLE_AFTER_S`, holds nothing back.
     """
 
     def __init__(
@@ -204,13 +220,13 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
         feeds = self._feeds
         for feed in feeds:
             room = self._batch_size - len(feed.buffer)
-            if room > 0 and not (self._stop_at_end and feed.caught_up):
+            if room > 0 and not (self._stop_at_end and feed.at_end):
                 feed.fetch(room, now_s)
-        if self._stop_at_end and all(f.caught_up and not f.buffer for f in feeds):
+        if self._stop_at_end and all(f.at_end and not f.buffer for f in feeds):
             raise StopIteration()
         horizon: float = _ALL
         for feed in feeds:
-            if feed.caught_up or now_s - feed.heard_s > IDLE_AFTER_S:
+            if feed.caught_up() or now_s - feed.heard_s > IDLE_AFTER_S:
                 continue
             if not feed.buffer:
                 horizon = -1  # it has more to say and has not said it yet: wait
