@@ -133,19 +133,27 @@ class _Feed:
         if not messages:
             return
         self.heard_s = now_s
-        for msg in messages:
-            error = msg.error()
-            if error is not None and error.code() == _EOF:
-                self.at_end = True
-                continue
-            self.at_end = False
-            self.buffer.append(msg)
-            offset = msg.offset()
-            if offset is not None and offset >= 0:
-                self.fetched = offset + 1
-            stamp = msg.timestamp()[1]
+        error = messages[-1].error()
+        # The end of the partition comes after the last message fetched before it. One in the
+        # middle (more arrived in the same read) stays in the buffer; decoding skips it.
+        self.at_end = error is not None and error.code() == _EOF
+        if self.at_end:
+            messages = messages[:-1]
+            if not messages:
+                return
+        last = messages[-1].offset()
+        if last is not None and last >= 0:
+            self.fetched = last + 1
+        stamps = [m.timestamp()[1] for m in messages]
+        if min(stamps) <= 0:
             # A message without a usable timestamp keeps its place behind the one before it.
-            self.stamps.append(stamp if stamp > 0 else (self.stamps[-1] if self.stamps else 0))
+            previous = self.stamps[-1] if self.stamps else 0
+            for i, stamp in enumerate(stamps):
+                if stamp <= 0:
+                    stamps[i] = previous
+                previous = stamps[i]
+        self.buffer += messages
+        self.stamps += stamps
 
     def caught_up(self) -> bool:
         """Nothing is waiting on the broker beyond what was fetched, as of the last fetch reply."""
@@ -157,18 +165,23 @@ class _Feed:
             return False
         return high >= 0 and self.fetched >= high
 
-    def take(self, horizon: float) -> list[tuple[int, int, Any]]:
-        """Remove and return the buffered messages stamped at or before `horizon`."""
+    def take(self, horizon: float) -> list[tuple[int, int, int, Any]]:
+        """Remove and return (stamp, rank, position, message) of the buffered messages stamped
+        at or before `horizon`, oldest first."""
         end = bisect.bisect_right(self.stamps, horizon) if horizon != _ALL else len(self.stamps)
         if not end:
             return []
         taken = self.buffer[:end]
         stamps = self.stamps[:end]
         del self.buffer[:end], self.stamps[:end]
-        last = taken[-1].offset()
-        if last is not None and last >= 0:
-            self.offset = last + 1
-        return list(zip(stamps, itertools.repeat(self.rank), taken, strict=False))
+        for msg in reversed(taken):
+            # An end-of-partition event carries the next offset, not its own: skip it.
+            error = msg.error()
+            offset = msg.offset()
+            if (error is None or error.code() != _EOF) and offset is not None and offset >= 0:
+                self.offset = offset + 1
+                break
+        return list(zip(stamps, itertools.repeat(self.rank), range(end), taken, strict=False))
 
     rank = 0
     """Order of this feed's topic among the source's topics (ties in time go to the lower)."""
@@ -241,14 +254,15 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
         if not parts:
             return []
         if len(parts) == 1:
-            merged = [msg for _, _, msg in parts[0]]
+            merged = [item[3] for item in parts[0]]
         else:
-            # Each part is in timestamp order already: a stable sort of their concatenation
-            # is a merge (ties: the first topic's first, then each topic's own order).
-            merged = [msg for _, _, msg in sorted(itertools.chain(*parts), key=_merge_key)]
+            # Each part is in timestamp order already, so sorting their concatenation merges
+            # them; (stamp, topic rank, position) is unique, so messages are never compared
+            # and ties go to the first topic, then to each topic's own order.
+            merged = [item[3] for item in sorted(itertools.chain(*parts))]
         records, _, rejected, _ = decode_messages(merged, now_s)
         for part in parts:
-            topic = part[0][2].topic()
+            topic = part[0][3].topic()
             bad = (
                 sum(1 for _, r in records if r.__class__ is Rejected and r.origin == topic)
                 if rejected
@@ -263,10 +277,6 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
     def close(self) -> None:
         for feed in self._feeds:
             feed.consumer.close()
-
-
-def _merge_key(item: tuple[int, int, Any]) -> tuple[int, int]:
-    return item[0], item[1]
 
 
 class KafkaEventSource(FixedPartitionedSource[Keyed, dict[str, int]]):
