@@ -320,6 +320,8 @@ class UserState:
         return AsOf(self.asof_day, self.watermark_ms, self.tz[2] if self.tz else None)
 
     def user_preferences(self, agent_id: str) -> dict[str, Any]:
+        if not self.preferences:  # most users never pin anything
+            return {}
         return {
             param: value
             for (aid, param), (_, _, value) in self.preferences.items()
