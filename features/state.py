@@ -66,6 +66,7 @@ class Applied:
     """Why the event was not admitted: `late`, `duplicate` or `deleted`."""
 
 
+_NONE: frozenset[str] = frozenset()
 _ADMITTED_UNCHANGED = Applied(True)
 _DROPPED_DELETED = Applied(False, dropped="deleted")
 _DROPPED_LATE = Applied(False, dropped="late")
@@ -165,7 +166,7 @@ class UserState:
             local = occurred + offset_ms(occurred, None, self.tz[2])
         day = local // MS_PER_DAY
         changed: set[str] = set()
-        removed: set[str] = set()
+        removed: AbstractSet[str] = _NONE
         day_moved = watermark_moved = False
         feedback = kind in FEEDBACK_KINDS
         if not feedback and (wm is None or occurred > wm):
@@ -176,11 +177,13 @@ class UserState:
         feedback_changed = False
         if feedback:
             feedback_changed = self._feedback(kind, getattr(event, kind), occurred)
-            changed.update(aid for aid in FEEDBACK_READERS if aid in self.agents)
+            if FEEDBACK_READERS:
+                changed.update(aid for aid in FEEDBACK_READERS if aid in self.agents)
         elif kind == "profile_updated":
             if self.tz is None or (occurred, self.seq) >= self.tz[:2]:
                 self.tz = (occurred, self.seq, event.profile_updated.tz)
         elif kind == "consent_changed":
+            removed = set()
             feedback_changed = self._consent(event.consent_changed, occurred, changed, removed)
         elif kind == "preference_set":
             self._preference(event.preference_set, occurred, changed)
