@@ -7,10 +7,20 @@ Every timestamp is integer epoch milliseconds (UTC).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps_compact(value: Any) -> str:
+    """The JSON both stores write: compact, UTF-8 kept (one encoder: `json.dumps` with
+    options would build a new one per call)."""
+    return _ENCODER.encode(value)
+
 
 LAG_SAMPLES_PER_WRITE = 256
 """At most this many lag samples per agent per written batch (evenly spaced when more)."""

@@ -45,6 +45,7 @@ from connectors.store.base import (
     StoredUser,
     UserFreshness,
     UserWrite,
+    dumps_compact,
     lag_samples,
     stamps_of,
 )
@@ -263,12 +264,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""One encoder for every write: `json.dumps` with options builds a new one per call."""
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+_dumps = dumps_compact
 
 
 def _opt(value: int | None) -> str:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from connectors.exceptions import StoreError
 from connectors.store.base import (
@@ -39,6 +39,7 @@ from connectors.store.base import (
     StoredUser,
     UserFreshness,
     UserWrite,
+    dumps_compact,
     lag_samples,
     nearest_rank,
     stamps_of,
@@ -56,12 +57,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""One encoder for every write: `json.dumps` with options builds a new one per call."""
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+_dumps = dumps_compact
 
 
 class SQLiteStore:
