@@ -110,9 +110,17 @@ class _Feed:
     """One topic-partition of a source partition: its consumer and what it fetched, not yet emitted."""
 
     def __init__(
-        self, config: dict[str, Any], topic: str, partition: int, offset: int, now_s: float
+        self,
+        config: dict[str, Any],
+        topic: str,
+        rank: int,
+        partition: int,
+        offset: int,
+        now_s: float,
     ) -> None:
         self.topic = topic
+        self.rank = rank
+        """Order of this feed's topic among the source's topics (ties in time go to the lower)."""
         self.tp = TopicPartition(topic, partition)
         self.consumer = Consumer(config)
         self.consumer.assign([TopicPartition(topic, partition, offset)])
@@ -183,9 +191,6 @@ class _Feed:
                 break
         return list(zip(stamps, itertools.repeat(self.rank), range(end), taken, strict=False))
 
-    rank = 0
-    """Order of this feed's topic among the source's topics (ties in time go to the lower)."""
-
     def observe_lag(self) -> None:
         # The high watermark the client learnt from its last fetch: no broker round trip.
         try:
@@ -221,9 +226,7 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
         self._feeds = []
         for rank, topic in enumerate(topics):
             offset = (resume or {}).get(topic, OFFSET_BEGINNING)
-            feed = _Feed(config, topic, index, offset, now_s)
-            feed.rank = rank
-            self._feeds.append(feed)
+            self._feeds.append(_Feed(config, topic, rank, index, offset, now_s))
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
         self._lag_due = 0.0
