@@ -26,10 +26,26 @@ def offset_ms(occurred_ms: int, utc_offset_minutes: int | None, tz: str | None) 
         return utc_offset_minutes * 60_000
     if tz is None or tz == "UTC":
         return 0
+    same_all_hour = _hour_offset(tz, occurred_ms // MS_PER_HOUR)
+    return same_all_hour if same_all_hour is not None else zone_offset_ms(tz, occurred_ms)
+
+
+def zone_offset_ms(tz: str, instant_ms: int) -> int:
+    """The offset of zone `tz` at the instant, from the zone rules."""
     # astimezone, not zone.utcoffset(instant): the latter reads the UTC wall time as local time.
-    local = datetime.fromtimestamp(occurred_ms / 1000, tz=UTC).astimezone(_zone(tz))
+    local = datetime.fromtimestamp(instant_ms / 1000, tz=UTC).astimezone(_zone(tz))
     delta = local.utcoffset() or timedelta(0)
     return int(delta.total_seconds() * 1000)
+
+
+@lru_cache(maxsize=16_384)
+def _hour_offset(tz: str, utc_hour: int) -> int | None:
+    """The zone's offset when it is the same from the first to the last millisecond of the UTC
+    hour (no transition inside it), else None. Shared by every user of the zone: most events
+    of a zone fall in hours already looked up, and a transition hour is computed exactly."""
+    start = utc_hour * MS_PER_HOUR
+    first = zone_offset_ms(tz, start)
+    return first if zone_offset_ms(tz, start + MS_PER_HOUR - 1) == first else None
 
 
 def local_day_hour(occurred_ms: int, offset: int) -> tuple[int, int]:
