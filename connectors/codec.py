@@ -88,11 +88,11 @@ def check(event: pb.Event, *, now_s: float | None = None) -> tuple[str, int]:
         raise ValidationError(
             "user_id", f"expected to match {USER_ID_PATTERN}; got {user_id!r:.150}"
         )
-    if not event.HasField("occurred_at"):
-        raise ValidationError("occurred_at", "must be set")
     occurred_at = event.occurred_at
     seconds = occurred_at.seconds
     if seconds < MIN_OCCURRED_AT_S:
+        if not event.HasField("occurred_at"):
+            raise ValidationError("occurred_at", "must be set")
         raise ValidationError(
             "occurred_at", f"must not be before 2000-01-01; got {occurred_at.ToJsonString()}"
         )

@@ -45,9 +45,8 @@ class Pending:
             ingest = item.ingest_ms
             if newest is None or ingest > newest:
                 newest = ingest
-            applied = apply(
-                item.event, ingest_time_ms=ingest, kind=item.kind, occurred_ms=item.occurred_ms
-            )
+            # Positional: this runs once per event.
+            applied = apply(item.event, ingest, item.kind, item.occurred_ms)
             if not applied.admitted:
                 if drops is None:
                     drops = Counter()

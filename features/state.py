@@ -113,7 +113,6 @@ class UserState:
     def apply(
         self,
         event: pb.Event,
-        *,
         ingest_time_ms: int | None = None,
         kind: str | None = None,
         occurred_ms: int | None = None,
