@@ -45,25 +45,19 @@ _EOF = KafkaError._PARTITION_EOF
 
 class Decoded(NamedTuple):
     records: list[Keyed]
-    next_offset: int
-    """Offset after the last message, -1 when there was none (only errors, or nothing)."""
     rejected: int
-    eof: bool
-    """The client reported the end of the partition."""
 
 
 def decode_messages(messages: list[Any], now_s: float) -> Decoded:
-    """A consume() result of one partition (confluent-kafka messages) into keyed records."""
+    """Fetched confluent-kafka messages into keyed records, in order; end-of-partition events
+    are skipped (the feeds track offsets and ends)."""
     out: list[Keyed] = []
     append = out.append
-    next_offset = -1
     rejected = 0
-    eof = False
     now_ms = int(now_s * 1000)
     for msg in messages:
         error = msg.error()
         if error is not None and error.code() == _EOF:
-            eof = True
             continue
         value = msg.value() or b""
         if error is None:
@@ -78,7 +72,6 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                     ts = msg.timestamp()[1]
                     ingest = ts if ts > 0 else now_ms
                     append((user_id, Accepted(event, ingest, kind, occurred_ms)))
-                    next_offset = msg.offset() + 1
                     continue
                 reason = (
                     f"in step 'read_events': key {key[:80]!r} does not match user_id {user_id!r}"
@@ -101,9 +94,7 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
             )
         )
         rejected += 1
-        if offset is not None and offset >= 0:
-            next_offset = offset + 1
-    return Decoded(out, next_offset, rejected, eof)
+    return Decoded(out, rejected)
 
 
 class _Feed:
@@ -163,14 +154,20 @@ class _Feed:
         self.buffer += messages
         self.stamps += stamps
 
+    def _high_watermark(self) -> int:
+        """The high watermark the client learnt from its last fetch reply (no broker round
+        trip); -1 when unknown."""
+        try:
+            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+        except Exception:
+            return -1
+        return int(high)
+
     def caught_up(self) -> bool:
         """Nothing is waiting on the broker beyond what was fetched, as of the last fetch reply."""
         if self.at_end:
             return True
-        try:
-            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
-        except Exception:
-            return False
+        high = self._high_watermark()
         return high >= 0 and self.fetched >= high
 
     def take(self, horizon: float) -> list[tuple[int, int, int, Any]]:
@@ -192,11 +189,7 @@ class _Feed:
         return list(zip(stamps, itertools.repeat(self.rank), range(end), taken, strict=False))
 
     def observe_lag(self) -> None:
-        # The high watermark the client learnt from its last fetch: no broker round trip.
-        try:
-            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
-        except Exception:
-            return
+        high = self._high_watermark()
         if high >= 0 and self.offset >= 0:
             self.lag.set(max(0, high - self.offset))
 
@@ -263,7 +256,7 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
             # them; (stamp, topic rank, position) is unique, so messages are never compared
             # and ties go to the first topic, then to each topic's own order.
             merged = [item[3] for item in sorted(itertools.chain(*parts))]
-        records, _, rejected, _ = decode_messages(merged, now_s)
+        records, rejected = decode_messages(merged, now_s)
         for part in parts:
             topic = part[0][3].topic()
             bad = (
