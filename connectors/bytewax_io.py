@@ -160,6 +160,8 @@ TRUNCATED_VALUE_BYTES = 256 * 1024
 """A value the broker refuses as too large is cut to this (then a quarter of it, ...)."""
 MAX_KEY_BYTES = 1024
 _LOG_EVERY_S = 10.0
+_Letter = tuple[bytes, bytes | None, list[tuple[str, bytes]]]
+"""A dead letter as produced: value, key, headers."""
 
 
 def dead_letter_config(bootstrap: str) -> dict[str, Any]:
@@ -171,7 +173,6 @@ def dead_letter_config(bootstrap: str) -> dict[str, Any]:
             "linger.ms": 5,
             # Checked by the client before compression: let the broker judge the compressed size.
             "message.max.bytes": 64 * 1024 * 1024,
-            "batch.size": 64 * 1024 * 1024,
             "message.timeout.ms": 0,  # retry while the broker is away; never expire a letter
         },
     )
@@ -184,30 +185,38 @@ class _DeadLetterPartition(StatelessSinkPartition[Rejected]):
         self._logged_s = 0.0
 
     def write_batch(self, items: list[Rejected]) -> None:
-        # Each record: (value, key, headers, cut to); resent smaller while the broker refuses it.
-        todo = [_letter(item) for item in items]
+        letters = [_letter(item) for item in items]
+        for index, error in self._send(letters):
+            self._deliver_alone(letters[index], error)
+
+    def _send(self, letters: list[_Letter]) -> list[tuple[int, KafkaError]]:
+        """Produce every letter and wait for every delivery report; the refused ones."""
+        refused: list[tuple[int, KafkaError]] = []
+        for index, (value, key, headers) in enumerate(letters):
+            self._produce(value, key, headers, index, refused)
+        self._wait()
+        return refused
+
+    def _deliver_alone(self, letter: _Letter, error: KafkaError) -> None:
+        """One refused letter, sent by itself until the broker takes it: too large (alone, not
+        merely in a batch with others), it is cut; any other refusal is retried with backoff."""
+        sent_alone = False
         attempts = 0
-        while todo:
-            refused: list[tuple[int, KafkaError]] = []
-            for index, (value, key, headers) in enumerate(todo):
-                self._produce(value, key, headers, index, refused)
-            self._wait()
-            again = []
-            for index, error in refused:
-                value, key, headers = todo[index]
-                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    again.append(_truncated(value, key, headers))
+        while True:
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                if sent_alone:
+                    letter = _truncated(*letter)
                     flow_metrics.DEADLETTER_TRUNCATED.inc()
-                else:
-                    again.append(todo[index])
-            if again and any(e.code() != KafkaError.MSG_SIZE_TOO_LARGE for _, e in refused):
+                sent_alone = True
+            else:
                 attempts += 1
                 if attempts > 10:
-                    raise DeliveryError(
-                        f"dead letters to {self._topic} refused {attempts} times: {refused[0][1]}"
-                    )
+                    raise DeliveryError(f"a dead letter to {self._topic} was refused: {error}")
                 time.sleep(min(5.0, 0.1 * 2**attempts))
-            todo = again
+            refused = self._send([letter])
+            if not refused:
+                return
+            error = refused[0][1]
 
     def _produce(
         self,
@@ -251,7 +260,7 @@ class _DeadLetterPartition(StatelessSinkPartition[Rejected]):
         self._wait()
 
 
-def _letter(item: Rejected) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+def _letter(item: Rejected) -> _Letter:
     headers = item.headers()
     key = item.key
     if key is not None and len(key) > MAX_KEY_BYTES:
@@ -260,9 +269,7 @@ def _letter(item: Rejected) -> tuple[bytes, bytes | None, list[tuple[str, bytes]
     return item.raw, key, headers
 
 
-def _truncated(
-    value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
-) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+def _truncated(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> _Letter:
     """The letter with its value cut (the original size says so in `oo.truncated`)."""
     original = dict(headers).get("oo.truncated")
     if not value:
