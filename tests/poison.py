@@ -127,4 +127,14 @@ def file_lines(user_id: str) -> list[tuple[str, bytes, str]]:
             "line",
         ),
         ("not json", b"{{{ nope", "line"),
+        ("over 64 KiB serialized", _big_line(user_id, 100_000), "bytes serialized"),
+        ("over 1 MiB", _big_line(user_id, 1_100_000), "characters long"),
     ]
+
+
+def _big_line(user_id: str, size: int) -> bytes:
+    """A valid-looking completion whose project id makes the event `size` bytes or more."""
+    event = good_event(user_id, 500)
+    event.event_id = f"{user_id}-big{size}"
+    event.task_completed.project_id = "p" * size
+    return to_json(event).encode()
