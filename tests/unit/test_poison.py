@@ -329,3 +329,43 @@ def test_any_exception_while_decoding_is_a_reject(monkeypatch: pytest.MonkeyPatc
     decoded = decode_messages([kafka_msg(b"x", 0, b"u1")], time.time())
     [(_, record)] = decoded.records
     assert isinstance(record, Rejected) and "OverflowError: surprise" in record.reason
+
+
+def test_the_flow_dead_letters_an_event_whose_fold_raised_and_goes_on(
+    buggy_overdue: None, tmp_path: Path
+) -> None:
+    from bytewax.testing import run_main
+
+    from connectors.store import open_store
+    from flows.features_flow import build_flow
+
+    path = tmp_path / "events.jsonl"
+    bug = _bug("u1", 5).event
+    good = [good_event("u1", 1), good_event("u1", 2, day=2), good_event("u2", 3)]
+    lines = [codec.to_json(good[0]), codec.to_json(bug), *(codec.to_json(e) for e in good[1:])]
+    path.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+    run_main(
+        build_flow(
+            store_url=f"sqlite:///{tmp_path / 'flow.db'}",
+            key_prefix="t",
+            event_log=path,
+            rejects_path=rejects,
+            recovery=False,
+        )
+    )
+    [reject] = rejects.read_text().splitlines()
+    assert '"line": 2' in reject and "fold_user_state" in rejects.read_text()
+    expected_path = tmp_path / "good.jsonl"
+    expected_path.write_text("".join(codec.to_json(e) + "\n" for e in good))
+    reference = open_store(f"sqlite:///{tmp_path / 'ref.db'}", key_prefix="t")
+    backfill(expected_path, reference)
+    flow_store = open_store(f"sqlite:///{tmp_path / 'flow.db'}", key_prefix="t")
+    for user_id in ("u1", "u2"):
+        got, want = flow_store.read_user(user_id), reference.read_user(user_id)
+        assert got is not None and want is not None
+        assert {a: s.params for a, s in got.agents.items()} == {
+            a: s.params for a, s in want.agents.items()
+        }
+    flow_store.close()
+    reference.close()
