@@ -219,8 +219,9 @@ def _bug(user_id: str, n: int, day: int = 1) -> Accepted:
     event = good_event(user_id, n, day=day)
     event.event_id = f"{user_id}-bug{n}"
     event.task_completed.task_id = "t-bug"
-    origin = (TOPIC, 4, 77, b"raw", b"u1")  # as resolved after crossing a process boundary
-    return Accepted(event, 2_000, "task_completed", event.occurred_at.ToMilliseconds(), origin)
+    accepted = Accepted.of(event, 2_000)
+    accepted.origin = (TOPIC, 4, 77, b"raw", b"u1")  # as resolved after crossing processes
+    return accepted
 
 
 def _good(user_id: str, n: int, day: int = 1) -> Accepted:
