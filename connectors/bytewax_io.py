@@ -1,19 +1,31 @@
 """Bytewax sources and sinks of the engine: Kafka and event-log files in; the store, dead letters out.
 
 The flow (`flows/`) wires these to `features`; nothing here knows a feature.
+
+Dead letters (ADR 0011): `DeadLetterSink` publishes each `Rejected` compressed, waits for
+every delivery report before the batch counts as written, retries without limit while the
+broker is away, and when the broker refuses a record as too large, sends it again with its
+value cut down and the original size in the `oo.truncated` header: a dead letter is never
+dropped. Event-log files are read as bytes and decoded line by line, so no line (bad UTF-8
+included) stops the reading.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors import flow_metrics, topics
+from connectors.exceptions import DeliveryError
+from connectors.kafka import producer_config
 from connectors.kafka_source import Keyed
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store import open_store
@@ -23,22 +35,25 @@ LINES_PER_BATCH = 1000
 LINES_READ = [0]
 """Lines read by event-log sources in this process (a progress bar polls it)."""
 
+log = logging.getLogger(__name__)
+
 
 def is_accepted(item: Keyed) -> bool:
     """`split_rejects`: an accepted event goes on to the fold, a rejected record to the dead letters."""
     return item[1].__class__ is Accepted
 
 
-class _LinePartition(StatefulSourcePartition[tuple[str, int, str], int]):
+class _LinePartition(StatefulSourcePartition[tuple[str, int, bytes], int]):
     def __init__(self, path: Path, resume_line: int | None) -> None:
         self._path = path
-        self._file = path.open("r", encoding="utf-8")
+        # Bytes: a line that is not UTF-8 is that line's reject (decode_line), not a crash.
+        self._file = path.open("rb")
         self._line_no = 0
         for _ in range(resume_line or 0):
             self._file.readline()
             self._line_no += 1
 
-    def next_batch(self) -> list[tuple[str, int, str]]:
+    def next_batch(self) -> list[tuple[str, int, bytes]]:
         batch = []
         for _ in range(LINES_PER_BATCH):
             line = self._file.readline()
@@ -58,7 +73,7 @@ class _LinePartition(StatefulSourcePartition[tuple[str, int, str], int]):
         self._file.close()
 
 
-class EventLogSource(FixedPartitionedSource[tuple[str, int, str], int]):
+class EventLogSource(FixedPartitionedSource[tuple[str, int, bytes], int]):
     """An event-log file (canonical JSON, one event per line) as one resumable partition."""
 
     def __init__(self, path: str | Path) -> None:
@@ -73,7 +88,7 @@ class EventLogSource(FixedPartitionedSource[tuple[str, int, str], int]):
         return _LinePartition(self.path, resume_state)
 
 
-def decode_line_batch(items: list[tuple[str, int, str]]) -> list[Keyed]:
+def decode_line_batch(items: list[tuple[str, int, bytes]]) -> list[Keyed]:
     """Event-log lines into keyed records, like the Kafka source emits them."""
     now_s = time.time()
     ingest = int(now_s * 1000)
@@ -141,15 +156,151 @@ class StoreSink(DynamicSink[UserWrite]):
         return _StorePartition(self.url, self.key_prefix, self.freshness)
 
 
-def dead_letter_sink(bootstrap: str) -> KafkaSink:
-    return KafkaSink(
-        [bootstrap], topic=None, add_config={"acks": "all", "enable.idempotence": "true"}
+TRUNCATED_VALUE_BYTES = 256 * 1024
+"""A value the broker refuses as too large is cut to this (then a quarter of it, ...)."""
+MAX_KEY_BYTES = 1024
+_LOG_EVERY_S = 10.0
+_Letter = tuple[bytes, bytes | None, list[tuple[str, bytes]]]
+"""A dead letter as produced: value, key, headers."""
+
+
+def dead_letter_config(bootstrap: str) -> dict[str, Any]:
+    """The dead-letter producer: the event producer's settings, compressed, never giving up."""
+    return producer_config(
+        bootstrap,
+        extra={
+            "compression.type": "zstd",
+            "linger.ms": 5,
+            # Checked by the client before compression: let the broker judge the compressed size.
+            "message.max.bytes": 64 * 1024 * 1024,
+            "message.timeout.ms": 0,  # retry while the broker is away; never expire a letter
+        },
     )
+
+
+class _DeadLetterPartition(StatelessSinkPartition[Rejected]):
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._producer = Producer(dead_letter_config(bootstrap))
+        self._logged_s = 0.0
+
+    def write_batch(self, items: list[Rejected]) -> None:
+        letters = [_letter(item) for item in items]
+        for index, error in self._send(letters):
+            self._deliver_alone(letters[index], error)
+
+    def _send(self, letters: list[_Letter]) -> list[tuple[int, KafkaError]]:
+        """Produce every letter and wait for every delivery report; the refused ones."""
+        refused: list[tuple[int, KafkaError]] = []
+        for index, (value, key, headers) in enumerate(letters):
+            self._produce(value, key, headers, index, refused)
+        self._wait()
+        return refused
+
+    def _deliver_alone(self, letter: _Letter, error: KafkaError) -> None:
+        """One refused letter, sent by itself until the broker takes it: too large (alone, not
+        merely in a batch with others), it is cut; any other refusal is retried with backoff."""
+        sent_alone = False
+        attempts = 0
+        while True:
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                if sent_alone:
+                    letter = _truncated(*letter)
+                    flow_metrics.DEADLETTER_TRUNCATED.inc()
+                sent_alone = True
+            else:
+                attempts += 1
+                if attempts > 10:
+                    raise DeliveryError(f"a dead letter to {self._topic} was refused: {error}")
+                time.sleep(min(5.0, 0.1 * 2**attempts))
+            refused = self._send([letter])
+            if not refused:
+                return
+            error = refused[0][1]
+
+    def _produce(
+        self,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        index: int,
+        refused: list[tuple[int, KafkaError]],
+    ) -> None:
+        def delivered(error: KafkaError | None, _msg: Any) -> None:
+            if error is not None:
+                refused.append((index, error))
+
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic,
+                    value,
+                    key,
+                    headers=list[tuple[str, str | bytes | None]](headers),
+                    on_delivery=delivered,
+                )
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self._producer.poll(0.5)
+            except KafkaException as exc:  # refused locally (e.g. over message.max.bytes)
+                refused.append((index, exc.args[0]))
+                return
+
+    def _wait(self) -> None:
+        # Every delivery report, however long the broker is away (message.timeout.ms = 0).
+        while self._producer.flush(1.0) > 0:
+            now = time.monotonic()
+            if now - self._logged_s >= _LOG_EVERY_S:
+                self._logged_s = now
+                log.warning(
+                    "dead letters waiting for the broker: %d not confirmed yet", len(self._producer)
+                )
+
+    def close(self) -> None:
+        self._wait()
+
+
+def _letter(item: Rejected) -> _Letter:
+    headers = item.headers()
+    key = item.key
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        headers.append(("oo.key_truncated", str(len(key)).encode()))
+        key = key[:MAX_KEY_BYTES]
+    return item.raw, key, headers
+
+
+def _truncated(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> _Letter:
+    """The letter with its value cut (the original size says so in `oo.truncated`)."""
+    original = dict(headers).get("oo.truncated")
+    if not value:
+        raise DeliveryError("a dead letter was refused as too large with an empty value")
+    if original is None:
+        size, cut = len(value), min(TRUNCATED_VALUE_BYTES, len(value) // 2)
+    else:
+        size, cut = int(original), len(value) // 4
+    kept = [(k, v) for k, v in headers if k != "oo.truncated"]
+    return value[:cut], key, [*kept, ("oo.truncated", str(size).encode())]
+
+
+class DeadLetterSink(DynamicSink[Rejected]):
+    """Rejected records to the dead-letter topic: compressed, every delivery confirmed."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.bootstrap, self.topic)
+
+
+def dead_letter_sink(bootstrap: str, *, topic_prefix: str = "") -> DeadLetterSink:
+    return DeadLetterSink(bootstrap, topic_prefix + topics.DEADLETTER)
 
 
 def to_dead_letter(
     rejected: Rejected, *, topic_prefix: str = ""
 ) -> KafkaSinkMessage[bytes | None, bytes]:
+    """A Rejected as Bytewax's Kafka sink message (for callers of Bytewax's `KafkaSink`)."""
     return KafkaSinkMessage(
         key=rejected.key,
         value=rejected.raw,

@@ -8,10 +8,12 @@ the field) for an Event that breaks a contract rule. Nothing here does I/O.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import zoneinfo
 from functools import lru_cache
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as _PbDecodeError
@@ -24,6 +26,24 @@ _USER_ID_RE = re.compile(USER_ID_PATTERN)
 MIN_OCCURRED_AT_S = 946_684_800  # 2000-01-01T00:00:00Z
 MAX_FUTURE_S = 86_400
 MAX_OFFSET_MINUTES = 18 * 60
+# What protobuf's JSON mapping can write (RFC 3339, years 0001-9999): every timestamp of an
+# event stays within it, so wording, serialising and folding it never fail (ADR 0011).
+MIN_TIMESTAMP_S = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_NANOS = 999_999_999
+MAX_EVENT_BYTES = 64 * 1024
+"""Largest serialized event: bounds every string and list of an event at once."""
+MAX_VALUE_JSON_CHARS = 16 * 1024
+MAX_JSON_DEPTH = 32
+MAX_JSON_INT = 2**53
+"""Integers beyond this lose precision as JSON doubles elsewhere: refused."""
+# Timestamps inside payloads (occurred_at is checked apart, with tighter bounds).
+PAYLOAD_TIMESTAMPS: dict[str, tuple[str, ...]] = {
+    "task_created": ("due_at",),
+    "task_updated": ("due_at",),
+    "task_completed": ("due_at",),
+    "calendar_event_observed": ("starts_at", "ends_at"),
+}
 
 
 @lru_cache(maxsize=1)
@@ -39,7 +59,7 @@ def decode(data: bytes) -> pb.Event:
     """Parse serialized protobuf bytes into an Event (not yet validated)."""
     try:
         event = _PARSE(data)
-    except (_PbDecodeError, RuntimeError, ValueError) as exc:
+    except (_PbDecodeError, RuntimeError, ValueError, RecursionError, MemoryError) as exc:
         raise DecodeError(
             f"expected an oo.events.v1.Event; got {len(data)} bytes that do not parse"
         ) from exc
@@ -53,7 +73,32 @@ def from_json(line: str | bytes) -> pb.Event:
         json_format.Parse(line, event)
     except json_format.ParseError as exc:
         raise DecodeError(f"expected an oo.events.v1.Event in canonical JSON; {exc}") from exc
+    except RecursionError as exc:  # json.loads of a deeply nested line, before json_format
+        raise DecodeError(
+            "expected an oo.events.v1.Event in canonical JSON; nested too deeply"
+        ) from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # anything else json_format lets out
+        raise DecodeError(
+            f"expected an oo.events.v1.Event in canonical JSON; {type(exc).__name__}: {exc!s:.200}"
+        ) from exc
     return event
+
+
+def timestamp_text(ts: Any) -> str:
+    """A Timestamp as RFC 3339 text when it is one; else its raw fields. Never raises."""
+    try:
+        return str(ts.ToJsonString())
+    except Exception:
+        return f"seconds={ts.seconds} nanos={ts.nanos} (not a representable timestamp)"
+
+
+def _check_timestamp(field: str, ts: Any) -> None:
+    if not MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S or not 0 <= ts.nanos <= MAX_NANOS:
+        raise ValidationError(
+            field,
+            "expected a timestamp within 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z; "
+            f"got {timestamp_text(ts)}",
+        )
 
 
 def to_json(event: pb.Event) -> str:
@@ -75,11 +120,21 @@ def validate(event: pb.Event, *, now_s: float | None = None) -> pb.Event:
     return event
 
 
-def check(event: pb.Event, *, now_s: float | None = None) -> tuple[str, int]:
+def check(
+    event: pb.Event, *, now_s: float | None = None, encoded_size: int | None = None
+) -> tuple[str, int]:
     """`validate`, returning what it read on the way: (payload kind, occurred_at in ms).
 
     The flow hands both to `UserState.apply`, which would otherwise read them again.
+    `encoded_size` is the length of what the event was parsed from (protobuf bytes or a JSON
+    line): only beyond `MAX_EVENT_BYTES` is the event's own serialized size computed.
     """
+    if encoded_size is not None and encoded_size > MAX_EVENT_BYTES:
+        size = event.ByteSize()
+        if size > MAX_EVENT_BYTES:
+            raise ValidationError(
+                "event", f"expected at most {MAX_EVENT_BYTES} bytes serialized; got {size}"
+            )
     if not event.event_id:
         raise ValidationError("event_id", "must not be empty")
     user_id = event.user_id
@@ -94,14 +149,17 @@ def check(event: pb.Event, *, now_s: float | None = None) -> tuple[str, int]:
         if not event.HasField("occurred_at"):
             raise ValidationError("occurred_at", "must be set")
         raise ValidationError(
-            "occurred_at", f"must not be before 2000-01-01; got {occurred_at.ToJsonString()}"
+            "occurred_at", f"must not be before 2000-01-01; got {timestamp_text(occurred_at)}"
         )
     now = time.time() if now_s is None else now_s
     if seconds > now + MAX_FUTURE_S:
         raise ValidationError(
             "occurred_at",
-            f"must not be more than 1 day in the future; got {occurred_at.ToJsonString()}",
+            f"must not be more than 1 day in the future; got {timestamp_text(occurred_at)}",
         )
+    nanos = occurred_at.nanos
+    if nanos < 0 or nanos > MAX_NANOS:
+        raise ValidationError("occurred_at", f"expected nanos within 0..{MAX_NANOS}; got {nanos}")
     offset = event.utc_offset_minutes  # 0 when unset
     if offset and abs(offset) > MAX_OFFSET_MINUTES:
         raise ValidationError("utc_offset_minutes", f"expected within ±1080 (18 h); got {offset}")
@@ -110,10 +168,12 @@ def check(event: pb.Event, *, now_s: float | None = None) -> tuple[str, int]:
         raise ValidationError("payload", "exactly one payload must be set; got none")
     if kind in _PAYLOAD_RULES:
         _validate_payload(event, kind)
-    return kind, seconds * 1000 + occurred_at.nanos // 1_000_000
+    return kind, seconds * 1000 + nanos // 1_000_000
 
 
-_PAYLOAD_RULES = frozenset({"profile_updated", "preference_set", "mood_logged"})
+_PAYLOAD_RULES = frozenset({"profile_updated", "preference_set", "mood_logged"}) | frozenset(
+    PAYLOAD_TIMESTAMPS
+)
 
 
 def _validate_payload(event: pb.Event, kind: str) -> None:
@@ -123,24 +183,89 @@ def _validate_payload(event: pb.Event, kind: str) -> None:
             f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}",
         )
     if kind == "preference_set" and event.preference_set.value_json:
-        try:
-            json.loads(event.preference_set.value_json)
-        except ValueError:
-            raise ValidationError(
-                "preference_set.value_json",
-                f"expected JSON or empty (clears); got {event.preference_set.value_json!r:.80}",
-            ) from None
+        check_json_value("preference_set.value_json", event.preference_set.value_json)
+    stamps = PAYLOAD_TIMESTAMPS.get(kind)
+    if stamps:
+        payload = getattr(event, kind)
+        for name in stamps:
+            if payload.HasField(name):
+                _check_timestamp(f"{kind}.{name}", getattr(payload, name))
     if kind == "mood_logged" and not 1 <= event.mood_logged.score <= 5:
         raise ValidationError("mood_logged.score", f"expected 1-5; got {event.mood_logged.score}")
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in `text` (strings skipped), without recursion."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20:
+        raise ValueError(f"integer {text[:40]}... is beyond ±2**53")
+    value = int(text)
+    if abs(value) > MAX_JSON_INT:
+        raise ValueError(f"integer {value} is beyond ±2**53")
+    return value
+
+
+def check_json_value(field: str, text: str) -> Any:
+    """Parse a JSON value of an event, bounded: size, nesting depth, finite numbers only.
+
+    Raises `ValidationError` naming `field`; the parser never recurses past the bound.
+    """
+    if len(text) > MAX_VALUE_JSON_CHARS:
+        raise ValidationError(
+            field, f"expected at most {MAX_VALUE_JSON_CHARS} characters of JSON; got {len(text)}"
+        )
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError(
+            field, f"expected JSON nested at most {MAX_JSON_DEPTH} deep; got {depth} levels"
+        )
+    try:
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(
+            field, f"expected JSON or empty (clears); {exc!s:.120}; got {text!r:.80}"
+        ) from None
+
+
 def parse_and_validate(data: bytes, *, now_s: float | None = None) -> pb.Event:
     """`decode` then `validate`: the whole check a consumer applies to a Kafka value."""
-    return validate(decode(data), now_s=now_s)
+    event = decode(data)
+    check(event, now_s=now_s, encoded_size=len(data))
+    return event
 
 
 def parse_and_check(data: bytes, *, now_s: float | None = None) -> tuple[pb.Event, str, int]:
     """`decode` then `check`: (event, payload kind, occurred_at in ms)."""
     event = decode(data)
-    kind, occurred_ms = check(event, now_s=now_s)
+    kind, occurred_ms = check(event, now_s=now_s, encoded_size=len(data))
     return event, kind, occurred_ms

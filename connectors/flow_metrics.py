@@ -30,6 +30,15 @@ DROPPED = Counter(
     "Valid events not folded in: late (beyond the allowed lateness), duplicate, or of a deleted user",
     ["reason"],
 )
+FOLD_ERRORS = Counter(
+    "oo_flow_fold_errors_total",
+    "Events whose fold raised (a bug): the user's state was rebuilt as before the event and "
+    "the event dead-lettered",
+)
+DEADLETTER_TRUNCATED = Counter(
+    "oo_flow_deadletters_truncated_total",
+    "Dead letters whose value (or key) was cut to fit the dead-letter topic (header oo.truncated)",
+)
 CONSUMER_LAG = Gauge(
     "oo_flow_kafka_consumer_lag",
     "Messages in the partition not yet read by the flow (high watermark - next offset), "

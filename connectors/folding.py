@@ -6,19 +6,31 @@ write exactly the same thing. Folding and writing are separate: a `Pending`
 accumulates what changed over any number of events, and `build_write` turns it
 into one coalesced `UserWrite` (the flow flushes on a short timer, so a busy
 user costs one write per interval, not one per event).
+
+Failure behaviour (ADR 0011): an exception while folding one event (a bug in an agent) never
+leaves that user's state half-applied. The state is rebuilt as it was before the event: from
+a pickle of the state taken lazily when the `Pending` folds its first event (none for a state
+that has folded nothing yet), plus the events folded since, folded again. The event becomes a
+`Rejected` in `Pending.failed` (for the dead letters), is counted in
+`oo_flow_fold_errors_total`, and folding goes on with the next event.
 """
 
 from __future__ import annotations
 
+import logging
+import pickle
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors import flow_metrics
-from connectors.records import Accepted
+from connectors.records import Accepted, Rejected
 from connectors.store.base import AgentWrite, UserWrite
 from features.state import UserState
+
+log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -35,8 +47,46 @@ class Pending:
     admitted: bool = False
     seen_ingest_ms: int | None = None
     """Newest ingest time among the events folded, admitted or not: what the flow has reflected."""
+    failed: list[Rejected] = field(default_factory=list)
+    """Events whose fold raised, as dead letters; the caller takes them (`take_failed`)."""
+    _base: bytes | None = None
+    """The state as it was before this Pending's first event (pickled); None: a fresh state."""
+    _since: list[Accepted] | None = None
+    """Events folded into the state since `_base` (None until the first fold)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The rebuild base is a cache of this process: a resumed Pending takes a new one.
+        return {
+            "touched": self.touched,
+            "deleted_at": self.deleted_at,
+            "feedback_changed": self.feedback_changed,
+            "admitted": self.admitted,
+            "seen_ingest_ms": self.seen_ingest_ms,
+            "failed": self.failed,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.touched = state["touched"]
+        self.deleted_at = state["deleted_at"]
+        self.feedback_changed = state["feedback_changed"]
+        self.admitted = state["admitted"]
+        self.seen_ingest_ms = state["seen_ingest_ms"]
+        self.failed = state.get("failed", [])
+        self._base = None
+        self._since = None
+
+    def take_failed(self) -> list[Rejected]:
+        """The dead letters of the events whose fold raised, once."""
+        failed, self.failed = self.failed, []
+        return failed
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
+        since = self._since
+        if since is None:
+            # Lazily, once per Pending (one write window), not per event: what a rebuild needs.
+            self._base = None if _fresh(state) else pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+            since = self._since = []
+        remember = since.append
         drops: Counter[str] | None = None
         newest = self.seen_ingest_ms
         touched = self.touched
@@ -45,8 +95,13 @@ class Pending:
             ingest = item.ingest_ms
             if newest is None or ingest > newest:
                 newest = ingest
-            # Positional: this runs once per event.
-            applied = apply(item.event, ingest, item.kind, item.occurred_ms)
+            # Positional: this runs once per event. A try block costs nothing until it raises.
+            try:
+                applied = apply(item.event, ingest, item.kind, item.occurred_ms)
+            except Exception as exc:
+                self._rebuild(state, item, exc)
+                continue
+            remember(item)
             if not applied.admitted:
                 if drops is None:
                     drops = Counter()
@@ -67,6 +122,36 @@ class Pending:
         self.seen_ingest_ms = newest
         if drops:
             flow_metrics.count_drops(drops)
+
+    def _rebuild(self, state: UserState, failed: Accepted, exc: Exception) -> None:
+        """Put `state` back as it was before `failed` and dead-letter `failed`."""
+        reason = f"in step 'fold_user_state': {type(exc).__name__}: {exc}"
+        log.error(
+            "folding event %r of user %r raised; the event goes to the dead letters and the "
+            "user's state is rebuilt as it was before it",
+            failed.event.event_id,
+            state.user_id,
+            exc_info=exc,
+        )
+        restored = UserState(state.user_id) if self._base is None else pickle.loads(self._base)
+        for item in self._since or ():
+            # These folded before without raising: folding is deterministic, so again.
+            restored.apply(item.event, item.ingest_ms, item.kind, item.occurred_ms)
+        vars(state).clear()
+        vars(state).update(vars(restored))
+        self.failed.append(failed.rejected(reason))
+        flow_metrics.FOLD_ERRORS.inc()
+
+
+def _fresh(state: UserState) -> bool:
+    """Whether `state` has folded nothing (so `UserState(user_id)` rebuilds it)."""
+    return (
+        state.seq == 0
+        and state.tombstone_ms is None
+        and state.ingest_ms is None
+        and not state.output_digests
+        and not any(state.counters.values())
+    )
 
 
 def build_write(
@@ -123,9 +208,18 @@ def build_write(
 
 
 def fold_batch(
-    state: UserState, batch: Iterable[Accepted], *, computed_at_ms: int | None = None
+    state: UserState,
+    batch: Iterable[Accepted],
+    *,
+    computed_at_ms: int | None = None,
+    failed: list[Rejected] | None = None,
 ) -> UserWrite | None:
-    """Apply every event of the batch in order; return the coalesced write (None if nothing changed)."""
+    """Apply every event of the batch in order; return the coalesced write (None if nothing changed).
+
+    Events whose fold raised are appended to `failed` as dead letters (dropped when None).
+    """
     pending = Pending()
     pending.fold(state, batch)
+    if failed is not None:
+        failed.extend(pending.take_failed())
     return build_write(state, pending, computed_at_ms=computed_at_ms)

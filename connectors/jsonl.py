@@ -34,7 +34,11 @@ from connectors import codec
 from connectors.exceptions import ConnectorError, DecodeError, ValidationError
 from proto import events_pb2 as pb
 
-__all__ = ["LineError", "open_source", "parse_event", "parse_fast", "read_events"]
+__all__ = ["MAX_LINE_CHARS", "LineError", "open_source", "parse_event", "parse_fast", "read_events"]
+
+MAX_LINE_CHARS = 1024 * 1024
+"""A longer line is refused before parsing (a valid event is at most `codec.MAX_EVENT_BYTES`
+serialized; its JSON form is rarely more than a few times that)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +225,7 @@ def parse_fast(text: str) -> pb.Event | None:
     """
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # json_format words the error
         return None
     if type(obj) is not dict:
         return None
@@ -268,10 +272,11 @@ def read_events(
     """``(line_no, Event | LineError)`` for every non-blank line; line numbers start at 1.
 
     With `validate`, an Event that parses but breaks a contract rule is a
-    `LineError` naming the field. Blank lines are skipped (still numbered).
+    `LineError` naming the field. Blank lines are skipped (still numbered). Never raises for
+    what a line holds: anything a parser lets out becomes that line's `LineError`.
     """
     # `parse_event` and `codec.validate` inlined: this loop runs a million times a file.
-    fast, slow, check = parse_fast, codec.from_json, codec.validate
+    fast, slow, check = parse_fast, codec.from_json, codec.check
     for line_no, line in enumerate(lines, start=1):
         if line_no == 1:  # a byte-order mark is file framing, not part of the first event
             line = (
@@ -279,18 +284,22 @@ def read_events(
                 if isinstance(line, bytes)
                 else line.removeprefix("\ufeff")
             )
-        error: DecodeError | ValidationError
+        error: ConnectorError
         try:
+            if len(line) > MAX_LINE_CHARS:
+                raise DecodeError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
             text = line.decode("utf-8") if type(line) is bytes else line
             event = fast(text)  # type: ignore[arg-type]
             if event is None:
                 event = slow(text)
             if validate:
-                check(event, now_s=now_s)
+                check(event, now_s=now_s, encoded_size=len(line))
         except UnicodeDecodeError as exc:
             error = _not_utf8(exc)
-        except (DecodeError, ValidationError) as exc:
+        except ConnectorError as exc:
             error = exc
+        except Exception as exc:  # a parser's own failure: this line's reason, never a crash
+            error = DecodeError(f"{type(exc).__name__}: {exc!s:.200}")
         else:
             yield line_no, event
             continue

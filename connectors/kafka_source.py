@@ -50,7 +50,10 @@ class Decoded(NamedTuple):
 
 def decode_messages(messages: list[Any], now_s: float) -> Decoded:
     """Fetched confluent-kafka messages into keyed records, in order; end-of-partition events
-    are skipped (the feeds track offsets and ends)."""
+    are skipped (the feeds track offsets and ends).
+
+    Never raises for what a message holds: whatever fails (decoding, validation, a parser's
+    own error, a missing or foreign key) makes that message a `Rejected` with its reason."""
     out: list[Keyed] = []
     append = out.append
     rejected = 0
@@ -65,17 +68,27 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                 event, kind, occurred_ms = parse_and_check(value, now_s=now_s)
             except ConnectorError as exc:
                 reason = f"in step 'read_events': {exc}"
+            except Exception as exc:  # a parser's own failure must not stop the flow
+                reason = f"in step 'read_events': {type(exc).__name__}: {exc!s:.200}"
             else:
                 user_id = event.user_id
                 key = msg.key()
-                if key is None or key == user_id.encode():
+                if key == user_id.encode():
                     ts = msg.timestamp()[1]
                     ingest = ts if ts > 0 else now_ms
-                    append((user_id, Accepted(event, ingest, kind, occurred_ms)))
+                    append((user_id, Accepted(event, ingest, kind, occurred_ms, msg)))
                     continue
-                reason = (
-                    f"in step 'read_events': key {key[:80]!r} does not match user_id {user_id!r}"
-                )
+                if key is None:
+                    # Unkeyed, it landed on any partition: it may overtake the user's events.
+                    reason = (
+                        f"in step 'read_events': the message has no key; expected the "
+                        f"event's user_id {user_id!r}"
+                    )
+                else:
+                    reason = (
+                        f"in step 'read_events': key {key[:80]!r} does not match "
+                        f"user_id {user_id!r}"
+                    )
         else:
             reason = f"in step 'read_events': kafka error {error}"
         offset = msg.offset()

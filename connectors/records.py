@@ -14,8 +14,11 @@ from typing import Any
 
 from connectors.codec import check
 from connectors.exceptions import ConnectorError
-from connectors.jsonl import parse_event
+from connectors.jsonl import MAX_LINE_CHARS, parse_event
 from proto import events_pb2 as pb
+
+MAX_REASON_CHARS = 1000
+"""A reason longer than this is cut (it lands in a Kafka header and a rejects file)."""
 
 
 @dataclass(slots=True)
@@ -30,6 +33,9 @@ class Accepted:
     """The payload oneof name, read while validating."""
     occurred_ms: int
     """occurred_at in ms, read while validating."""
+    origin: Any = None
+    """Where it came from, for a dead letter if folding it fails: the confluent-kafka message,
+    or ``(path, line_no, line)`` for a file line (a reference: nothing is copied per event)."""
 
     @classmethod
     def of(cls, event: pb.Event, ingest_ms: int) -> Accepted:
@@ -38,18 +44,50 @@ class Accepted:
         kind = event.WhichOneof("payload") or ""
         return cls(event, ingest_ms, kind, ts.seconds * 1000 + ts.nanos // 1_000_000)
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes, int, str, int]]:
+    def __reduce__(self) -> tuple[Any, tuple[bytes, int, str, int, Any]]:
         # Crossing a process boundary (Bytewax cluster exchange): the wire form is the contract.
         return _rebuild_accepted, (
             self.event.SerializeToString(),
             self.ingest_ms,
             self.kind,
             self.occurred_ms,
+            self.where(),
         )
 
+    def where(self) -> tuple[str, int, int, bytes | None, bytes | None]:
+        """(topic or path, partition or -1, offset or line number, original bytes, key)."""
+        origin = self.origin
+        if origin is None:
+            return "", -1, -1, None, None
+        if isinstance(origin, tuple):
+            if len(origin) == 5:  # already resolved (crossed a process boundary)
+                return origin  # type: ignore[return-value]
+            path, line_no, line = origin
+            raw = line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n").encode()
+            return path, -1, line_no, raw, None
+        partition, offset = origin.partition(), origin.offset()
+        return (
+            origin.topic() or "",
+            -1 if partition is None else partition,
+            -1 if offset is None else offset,
+            origin.value(),
+            origin.key(),
+        )
 
-def _rebuild_accepted(data: bytes, ingest_ms: int, kind: str, occurred_ms: int) -> Accepted:
-    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms)
+    def rejected(self, reason: str) -> Rejected:
+        """This event as a dead letter (folding it failed): its original bytes and origin."""
+        topic, partition, offset, raw, key = self.where()
+        if raw is None:
+            raw = self.event.SerializeToString()
+        if key is None and partition >= 0:
+            key = self.event.user_id.encode()
+        return Rejected(reason[:MAX_REASON_CHARS], raw, topic, partition, offset, key)
+
+
+def _rebuild_accepted(
+    data: bytes, ingest_ms: int, kind: str, occurred_ms: int, where: Any = None
+) -> Accepted:
+    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms, where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +104,7 @@ class Rejected:
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
-            ("oo.reason", self.reason.encode()),
+            ("oo.reason", self.reason[:MAX_REASON_CHARS].encode("utf-8", "replace")),
             ("oo.topic", self.origin.encode()),
             ("oo.partition", str(self.partition).encode()),
             ("oo.offset", str(self.offset).encode()),
@@ -77,22 +115,39 @@ class Rejected:
             {
                 "line": self.offset,
                 "source": self.origin,
-                "reason": self.reason,
+                "reason": self.reason[:MAX_REASON_CHARS],
                 "raw": self.raw.decode("utf-8", "replace"),
             }
         )
 
 
 def decode_line(
-    path: str, line_no: int, line: str, *, ingest_ms: int, now_s: float | None = None
+    path: str, line_no: int, line: str | bytes, *, ingest_ms: int, now_s: float | None = None
 ) -> Accepted | Rejected | None:
-    """One event-log line into an Accepted or a Rejected; None for a blank line."""
+    """One event-log line into an Accepted or a Rejected; None for a blank line.
+
+    Never raises: whatever the line holds (bad UTF-8, deep nesting, huge numbers...), it is
+    a `Rejected` with its line number and reason. A byte-order mark before line 1 is file
+    framing and is ignored, as `jsonl.read_events` does.
+    """
+    if line_no == 1:
+        line = (
+            line.removeprefix(b"\xef\xbb\xbf")
+            if isinstance(line, bytes)
+            else line.removeprefix("\ufeff")
+        )
     if not line.strip():
         return None
     try:
+        if len(line) > MAX_LINE_CHARS:
+            raise ConnectorError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
         # The fast path (json.loads + descriptor tables), same errors as json_format's.
         event = parse_event(line)
-        kind, occurred_ms = check(event, now_s=now_s)
-    except ConnectorError as exc:
-        return Rejected(f"line {line_no}: {exc}", line.rstrip("\n").encode(), path, -1, line_no)
-    return Accepted(event, ingest_ms, kind, occurred_ms)
+        kind, occurred_ms = check(event, now_s=now_s, encoded_size=len(line))
+    except Exception as exc:  # ConnectorError, and anything a parser lets out: never raise
+        reason = str(exc) if isinstance(exc, ConnectorError) else f"{type(exc).__name__}: {exc}"
+        raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
+        return Rejected(
+            f"line {line_no}: {reason}"[:MAX_REASON_CHARS], raw.rstrip(b"\r\n"), path, -1, line_no
+        )
+    return Accepted(event, ingest_ms, kind, occurred_ms, (path, line_no, line))

@@ -28,9 +28,10 @@ class BackfillReport:
     writes: int = 0
 
 
-def _batches(path: Path) -> Iterator[list[tuple[int, str]]]:
-    with path.open("r", encoding="utf-8") as handle:
-        batch: list[tuple[int, str]] = []
+def _batches(path: Path) -> Iterator[list[tuple[int, bytes]]]:
+    # Bytes, like the flow's file source: a line that is not UTF-8 is that line's reject.
+    with path.open("rb") as handle:
+        batch: list[tuple[int, bytes]] = []
         for line_no, line in enumerate(handle, start=1):
             batch.append((line_no, line))
             if len(batch) == LINES_PER_BATCH:
@@ -71,13 +72,18 @@ def backfill(
                 report.accepted += 1
                 per_user.setdefault(record.event.user_id, []).append(record)
             writes = []
+            failed: list[Rejected] = []
             for user_id, events in per_user.items():
                 state = states.get(user_id)
                 if state is None:
                     state = states[user_id] = UserState(user_id)
-                write = fold_batch(state, events)
+                write = fold_batch(state, events, failed=failed)
                 if write is not None:
                     writes.append(write)
+            for record in failed:  # folding raised: the event is a reject, the state as before
+                report.rejected += 1
+                report.accepted -= 1
+                rejects.write(record.as_json_line() + "\n")
             if writes:
                 store.write_batch(writes)
                 report.writes += len(writes)

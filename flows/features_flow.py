@@ -33,7 +33,7 @@ from connectors.store.base import UserWrite
 from features.state import UserState
 
 
-class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
+class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
     """One user's `UserState`: folds every batch, writes at most once per flush interval.
 
     With `flush_interval` 0 each batch is written at once; otherwise the first
@@ -59,12 +59,17 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         if self.pending.seen_ingest_ms is not None:
             self.due = datetime.now(UTC)
 
-    def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite], bool]:
+    def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite | Rejected], bool]:
         if self.state is None:
             self.state = UserState(values[0].event.user_id)
         self.pending.fold(self.state, values)
+        if self.pending.failed:  # events whose fold raised: to the dead letters (ADR 0011)
+            failed: list[UserWrite | Rejected] = list(self.pending.take_failed())
+            if not self.flush_interval:
+                failed.extend(self._flush())
+            return failed, StatefulBatchLogic.RETAIN
         if not self.flush_interval:
-            return self._flush(), StatefulBatchLogic.RETAIN
+            return self._flush(), StatefulBatchLogic.RETAIN  # type: ignore[return-value]
         if self.due is None and self.pending.seen_ingest_ms is not None:
             now = datetime.now(UTC)
             behind_s = now.timestamp() - max(v.ingest_ms for v in values) / 1000
@@ -115,6 +120,10 @@ def _record(item: Keyed) -> Any:
     return item[1]
 
 
+def _is_write(item: UserWrite | Rejected) -> bool:
+    return item.__class__ is not Rejected
+
+
 def build_flow(
     *,
     store_url: str,
@@ -152,27 +161,32 @@ def build_flow(
         raw_lines = op.input("read_events", flow, bytewax_io.EventLogSource(event_log))
         records = op.flat_map_batch("decode", raw_lines, bytewax_io.decode_line_batch)
     split = op.branch("split_rejects", records, bytewax_io.is_accepted)
-    rejected = op.map("unkey_rejects", split.falses, _record)
-    if kafka_bootstrap is not None:
-        letters = op.map(
-            "to_deadletter", rejected, partial(bytewax_io.to_dead_letter, topic_prefix=topic_prefix)
-        )
-        op.output("deadletter", letters, bytewax_io.dead_letter_sink(kafka_bootstrap))
-    else:
-        path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
-        op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     # The sources emit accepted events as (user_id, Accepted): already a keyed stream.
     keyed = cast(KeyedStream[Accepted], split.trues)
     if event_log is not None:
         # An event log is a replay: everything in it is a backlog, written at the latest at
         # the end of the file, so coalesce as when catching up.
         flush_interval = max(flush_interval, catchup_interval)
-    writes = op.stateful_batch(
+    folded = op.stateful_batch(
         "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval, recovery)
     )
+    outputs = op.branch("split_fold_failures", op.key_rm("drop_user_key", folded), _is_write)
+    # Events whose fold raised join the records that did not decode or validate.
+    rejected = op.merge(
+        "all_rejects", op.map("unkey_rejects", split.falses, _record), outputs.falses
+    )
+    if kafka_bootstrap is not None:
+        op.output(
+            "deadletter",
+            rejected,
+            bytewax_io.dead_letter_sink(kafka_bootstrap, topic_prefix=topic_prefix),
+        )
+    else:
+        path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
+        op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     op.output(
         "store",
-        op.key_rm("drop_user_key", writes),
+        cast(Any, outputs.trues),
         bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
     )
     return flow
