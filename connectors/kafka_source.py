@@ -379,8 +379,11 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
         if stop_at_end and all(f.at_end and not f.waiting() for f in feeds):
             raise StopIteration()
         out, blocker, blocked_key = merge_records(feeds, stop_at_end)
+        # With --stop-at-end the end of partition is final and comes with the fetches, so no
+        # broker query is needed; in tail mode only a query can show a quiet topic's end.
         if (
             blocker is not None
+            and not stop_at_end
             and stamp_of(blocked_key) + MAX_APPEND_DELAY_MS < now_s * 1000
             and blocker.may_be_at_end()
             and blocker.prove_end(feeds, now_s, self._clock)
