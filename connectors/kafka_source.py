@@ -39,6 +39,9 @@ MAX_APPEND_DELAY_MS = 100
 """Tail mode: how long after its Kafka timestamp a message is assumed to be in its topic
 (producer linger and retries, clock skew between producer and flow hosts). A record waits at
 least this long for a topic with nothing fetched to show it has nothing earlier (ADR 0006)."""
+PROOF_EVERY_S = 0.01
+"""Broker queries for one partition's end are at least this far apart (at most 100 a second
+while the topic is quiet and the other is not)."""
 PROOF_RETRY_S = 1.0
 """A broker query for a partition's end that failed is not repeated sooner than this."""
 _OCCURRED_BITS = 48
@@ -241,9 +244,11 @@ class _Feed:
     def prove_end(self, feeds: list[_Feed], now_s: float, clock: Callable[[], float]) -> bool:
         """Ask the broker for this partition's end; when everything up to it has been fetched,
         record the proof: nothing appended from now on is covered by what the other feeds
-        fetched so far. A failed query is retried no sooner than a second later."""
+        fetched so far. Queries are `PROOF_EVERY_S` apart; a failed one is retried no sooner
+        than `PROOF_RETRY_S` later."""
         if now_s < self.retry_at_s:
             return False
+        self.retry_at_s = now_s + PROOF_EVERY_S
         counts = [feed.fetched_count for feed in feeds]
         sent_ms = int(clock() * 1000)
         low, high = self._high_watermark(cached=False)
