@@ -3,7 +3,8 @@
 Pre-loads `--events` generator events (as `bench/flow.py` does: 10,000 users, topics of 4
 partitions), then runs `oo-features flow --stop-at-end` alternately with the code of
 `--a` and of `--b` on PYTHONPATH (each into its own keys), `--pairs` times, and prints
-every run and each side's median events/s. Interleaving spreads the machine's drift over
+every run and each side's median events/s and flow CPU time per event (spawn to exit,
+startup included: steadier than wall time when the machine is shared). Interleaving spreads the machine's drift over
 both sides; on a shared 2-core machine compare medians, not single runs.
 
     .venv/bin/python bench/flow_ab.py --a /path/to/before --b . --pairs 3
@@ -54,21 +55,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pre-loaded {report.published:,} events in {time.perf_counter() - t0:.1f} s")
     log_dir = Path(tempfile.mkdtemp(prefix="oo-bench-ab-"))
     rates: dict[str, list[float]] = {"A": [], "B": []}
+    cpu_us: dict[str, list[float]] = {"A": [], "B": []}
     try:
         for pair in range(args.pairs):
             for side, path in (("A", args.a), ("B", args.b)):
                 kp = f"bab{run}{side}{pair}"
                 cmd = bench._flow_cmd(bootstrap, store_url, prefix, kp, stop=True, extra=[])
                 os.environ["PYTHONPATH"] = str(Path(path).resolve())
-                wall, _ = bench.run_flow(cmd, log_dir / f"{side}{pair}.log")
+                wall, cpu = bench.run_flow(cmd, log_dir / f"{side}{pair}.log")
                 rates[side].append(report.published / wall)
-                print(f"  pair {pair + 1} {side}: {wall:6.2f} s {rates[side][-1]:>9,.0f} ev/s")
+                cpu_us[side].append(cpu / report.published * 1e6)
+                print(
+                    f"  pair {pair + 1} {side}: {wall:6.2f} s {rates[side][-1]:>9,.0f} ev/s, "
+                    f"flow CPU {cpu_us[side][-1]:.1f} us/event"
+                )
         for side in ("A", "B"):
             print(
-                f"{side} ({getattr(args, side.lower())}): median {statistics.median(rates[side]):,.0f} ev/s"
+                f"{side} ({getattr(args, side.lower())}): median "
+                f"{statistics.median(rates[side]):,.0f} ev/s, "
+                f"{statistics.median(cpu_us[side]):.1f} us CPU/event"
             )
         a, b = statistics.median(rates["A"]), statistics.median(rates["B"])
-        print(f"B/A: {b / a:.3f}")
+        print(
+            f"B/A: throughput {b / a:.3f}, CPU per event "
+            f"{statistics.median(cpu_us['B']) / statistics.median(cpu_us['A']):.3f}"
+        )
     finally:
         bench.cleanup(bootstrap, store_url, f"bab{run}")  # topics bab<run>.*, keys bab<run>*
     return 0
