@@ -191,10 +191,9 @@ def test_the_flow_under_a_cpu_hog_and_pauses_equals_the_reference(
     one_loaded_run(services, small_log(tmp_path), tmp_path, seed=1)
 
 
-@pytest.mark.chaos
-def test_ten_loaded_runs_in_a_row_equal_the_reference(
-    services: Any, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+@pytest.fixture(scope="module")
+def full_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The log of test_flow_e2e.py: 300 users, 10 days, every kind of trouble."""
     from tests.e2e import test_flow_e2e as e2e
 
     log = tmp_path_factory.mktemp("load") / "events.jsonl"
@@ -204,5 +203,14 @@ def test_ten_loaded_runs_in_a_row_equal_the_reference(
         *("--out-of-order", "0.03", "--duplicates", "0.01", "--too-late", "0.005"),
         *("--invalid", "0.003", "--out", str(log)),
     )
-    for run in range(10):
-        one_loaded_run(services, log, tmp_path_factory.mktemp(f"run{run}"), seed=100 + run)
+    return log
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("run", range(10))
+def test_ten_loaded_runs_in_a_row_equal_the_reference(
+    services: Any, full_log: Path, tmp_path: Path, run: int
+) -> None:
+    """`make chaos` (or `pytest -m chaos -x tests/e2e/test_order_load.py`): ten runs in a row."""
+    one_loaded_run(services, full_log, tmp_path, seed=100 + run)
