@@ -213,14 +213,16 @@ class _Feed:
         if last_offset >= 0:
             self.fetched = max(self.fetched, last_offset + 1)
 
-    def _high_watermark(self, cached: bool = True, timeout_s: float = 1.0) -> tuple[int, int]:
-        """(low, high) offsets of the partition; (-1, -1) when unknown. Cached: what the client
-        learnt from its last fetch reply, no round trip."""
+    def _high_watermark(self, prober: Any = None, timeout_s: float = 1.0) -> tuple[int, int]:
+        """(low, high) offsets of the partition; (-1, -1) when unknown. Without `prober`: what
+        the consumer learnt from its last fetch reply, no round trip; with it: a broker query
+        through that client, which has no fetch of its own in flight (a query behind a
+        pending long-poll fetch on the same connection would wait for the fetch)."""
         try:
-            if cached:
+            if prober is None:
                 low, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
             else:
-                low, high = self.consumer.get_watermark_offsets(self.tp, timeout=timeout_s)
+                low, high = prober.get_watermark_offsets(self.tp, timeout=timeout_s)
         except Exception:
             return -1, -1
         return int(low), int(high)
@@ -241,7 +243,9 @@ class _Feed:
         low, high = self._high_watermark()
         return high < 0 or self._all_fetched(low, high)
 
-    def prove_end(self, feeds: list[_Feed], now_s: float, clock: Callable[[], float]) -> bool:
+    def prove_end(
+        self, feeds: list[_Feed], now_s: float, clock: Callable[[], float], prober: Any
+    ) -> bool:
         """Ask the broker for this partition's end; when everything up to it has been fetched,
         record the proof: nothing appended from now on is covered by what the other feeds
         fetched so far. Queries are `PROOF_EVERY_S` apart; a failed one is retried no sooner
@@ -251,7 +255,7 @@ class _Feed:
         self.retry_at_s = now_s + PROOF_EVERY_S
         counts = [feed.fetched_count for feed in feeds]
         sent_ms = int(clock() * 1000)
-        low, high = self._high_watermark(cached=False)
+        low, high = self._high_watermark(prober)
         if high < 0:
             self.retry_at_s = now_s + PROOF_RETRY_S
             return False
@@ -362,13 +366,17 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
         batch_size: int,
         stop_at_end: bool,
         clock: Callable[[], float] = time.time,
+        prober: Any = None,
     ) -> None:
-        """One consumer per topic (`_Feed`); `clock` is the wall time in seconds."""
+        """One consumer per topic (`_Feed`); `clock` is the wall time in seconds; `prober`, a
+        client with no assignment for the broker queries of a topic's end (default: the
+        topic's own consumer)."""
         self._feeds: list[_Feed] = []
         for rank, (topic, consumer) in enumerate(zip(topics, consumers, strict=True)):
             offset = (resume or {}).get(topic, OFFSET_BEGINNING)
             self._feeds.append(_Feed(consumer, topic, rank, index, offset, len(topics)))
         self._clock = clock
+        self._prober = prober
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
         self._lag_due = 0.0
@@ -391,7 +399,7 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
             and not stop_at_end
             and stamp_of(blocked_key) + MAX_APPEND_DELAY_MS < now_s * 1000
             and blocker.may_be_at_end()
-            and blocker.prove_end(feeds, now_s, self._clock)
+            and blocker.prove_end(feeds, now_s, self._clock, self._prober or blocker.consumer)
         ):
             more, _, _ = merge_records(feeds, stop_at_end)
             out += more
@@ -409,6 +417,8 @@ class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
     def close(self) -> None:
         for feed in self._feeds:
             feed.consumer.close()
+        if self._prober is not None:
+            self._prober.close()
 
 
 class KafkaEventSource(FixedPartitionedSource[Keyed, dict[str, int]]):
@@ -476,4 +486,5 @@ class KafkaEventSource(FixedPartitionedSource[Keyed, dict[str, int]]):
             resume_state,
             self.batch_size,
             not self.tail,
+            prober=Consumer(config) if self.tail else None,
         )
