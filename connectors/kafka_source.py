@@ -1,11 +1,12 @@
 """The flow's Kafka input: both event topics, decoded inside the source, keyed by user.
 
-Each Kafka partition is one Bytewax source partition with its own consumer,
-assigned (no consumer group), resumed from the offset in the snapshot. A batch
-of messages becomes a list of `(user_id, Accepted)` and `(key, Rejected)`
-pairs in one pass: no per-message wrapper object and no separate decode or
-keying step, which is most of what a Python dataflow spends per event before
-the features themselves (BENCHMARKS.md, "Flow").
+Bytewax source partition `i` reads partition `i` of every event topic, one assigned
+consumer each (no consumer group), resumed from the offsets in the snapshot, and emits
+them in one merge order (ADR 0006: `merge_key`, `merge_records`), which depends on the
+topics' content only. Fetched messages become `(user_id, Accepted)` and `(key, Rejected)`
+pairs in one pass: no per-message wrapper object and no separate decode or keying step,
+which is most of what a Python dataflow spends per event before the features themselves
+(BENCHMARKS.md, "Flow").
 
 Failure behaviour: a message that does not decode or validate, whose key does
 not match its user, or that the client reports as an error becomes a
