@@ -210,7 +210,8 @@ class _Feed:
             offsets.append(-1 if offset is None else offset)
         self.last_stamp = stamp
         self.records += records
-        last_offset = offsets[-1]
+        # A client error event carries no offset of its own: look past it.
+        last_offset = max(offsets[-len(messages) :])
         if last_offset >= 0:
             self.fetched = max(self.fetched, last_offset + 1)
 
