@@ -17,6 +17,7 @@ and the store routes and `/ready` answer 503 while Redis is still stopped (a sta
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from connectors import topics
 from connectors.codec import from_json
 from connectors.kafka import engine_topics, ensure_topics
 from connectors.store import open_store
+from oo_features import localservices
 from oo_features.generate import generate_lines
 from proto import events_pb2 as pb
 from serving.app import create_app
@@ -380,3 +382,139 @@ def test_redis_killed_and_restarted_the_flow_waits_and_loses_nothing(
         fault=fault,
     )
     flow.stop()
+
+
+def topic_event_ids(bootstrap: str, prefix: str) -> list[str]:
+    """The event id of every message in the two event topics (duplicates included)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from connectors.codec import decode
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "outage-test", "enable.auto.commit": False}
+    )
+    ids: list[str] = []
+    try:
+        names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
+        metadata = consumer.list_topics(timeout=30)
+        ends: dict[tuple[str, int], int] = {}
+        for name in names:
+            for partition in metadata.topics[name].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(name, partition), 30)
+                if high > 0:
+                    ends[(name, partition)] = high
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        deadline = time.monotonic() + 120
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 1.0):
+                if message.error() is not None:
+                    continue
+                ids.append(decode(message.value()).event_id)
+                key = (message.topic(), message.partition())
+                if key in ends and message.offset() + 1 >= ends[key]:
+                    del ends[key]
+        assert not ends, f"could not read to the end of {sorted(ends)}"
+    finally:
+        consumer.close()
+    return ids
+
+
+def written_users(redis_url: str, key_prefix: str) -> int:
+    store = open_store(redis_url, key_prefix=key_prefix, socket_timeout_s=10)
+    try:
+        return len(store.user_ids())
+    finally:
+        store.close()
+
+
+@pytest.mark.chaos
+def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.Event]) -> None:
+    """kill -9 of the broker while `produce` publishes and the flow reads: `produce` exits
+    non-zero and every event it reports published is in the topic; the flow stays up; after
+    the broker is back, producing the same file again gives exactly the reference."""
+    import os
+    import re
+    import signal
+
+    from connectors.codec import to_json
+
+    log = tmp_path / "events.jsonl"
+    lines = [to_json(event) for event in events]
+    log.write_text("\n".join(lines) + "\n")
+    half = len(lines) // 2
+    prefix = "outage."
+    services_dir = tmp_path / "svc"
+    endpoints = localservices.up(services_dir)
+    flow: FlowRun | None = None
+    try:
+        bootstrap = endpoints.kafka_bootstrap
+        ensure_topics(bootstrap, engine_topics(prefix), partitions=4, timeout_s=30)
+        flow = FlowRun(tmp_path, bootstrap=bootstrap, store_url=endpoints.redis_url, prefix=prefix)
+        rejects = tmp_path / "rejects.jsonl"
+        with (
+            (tmp_path / "produce.out").open("wb") as out,
+            (tmp_path / "produce.err").open("wb") as err,
+        ):
+            produce = subprocess.Popen(
+                [sys.executable, "-m", "oo_features.cli", "produce", "-", "--bootstrap",
+                 bootstrap, "--topic-prefix", prefix, "--timeout", "5", "--rejects",
+                 str(rejects), "--no-progress"],
+                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=tmp_path,
+            )  # fmt: skip
+        assert produce.stdin is not None
+        produce.stdin.write(("\n".join(lines[:half]) + "\n").encode())
+        produce.stdin.flush()
+        wait_for(
+            "the flow writing the first events",
+            lambda: written_users(endpoints.redis_url, flow.key_prefix) > 0,
+            timeout_s=180,
+            alive=flow.process,
+        )
+        assert endpoints.kafka_pid is not None
+        os.kill(endpoints.kafka_pid, signal.SIGKILL)
+        child = localservices._CHILDREN.pop(endpoints.kafka_pid, None)
+        if child is not None:
+            child.wait(30)
+        produce.stdin.write(("\n".join(lines[half:]) + "\n").encode())
+        produce.stdin.close()
+        assert produce.wait(180) != 0
+        stdout = (tmp_path / "produce.out").read_text()
+        print(f"produce with the broker killed: {stdout.strip()}")
+        published = int(re.search(r"published (\d+)", stdout).group(1))  # type: ignore[union-attr]
+        failed = [json.loads(row) for row in rejects.read_text().splitlines()]
+        assert published + len(failed) == len(lines), stdout
+        assert flow.process.poll() is None, f"the flow exited:\n{flow.log()}"
+
+        again = localservices.up(services_dir)
+        assert again.kafka_bootstrap == bootstrap
+        in_topic = set(topic_event_ids(bootstrap, prefix))
+        failed_ids = {row["event_id"] for row in failed}
+        reported = {event.event_id for event in events} - failed_ids
+        if "?" not in failed_ids:
+            assert reported <= in_topic, sorted(reported - in_topic)[:5]
+        assert published <= len(in_topic)
+
+        result = subprocess.run(
+            [sys.executable, "-m", "oo_features.cli", "produce", str(log), "--bootstrap",
+             bootstrap, "--topic-prefix", prefix, "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        problems: list[str] = []
+
+        def caught_up() -> bool:
+            problems[:] = store_differences(endpoints.redis_url, flow.key_prefix, events)
+            return not problems
+
+        try:
+            wait_for(
+                "the store equal to the reference", caught_up, timeout_s=180, alive=flow.process
+            )
+        except AssertionError:
+            raise AssertionError(
+                "\n".join(problems[:10]) + f"\n--- flow stderr ---\n{flow.log()[-3000:]}"
+            ) from None
+    finally:
+        if flow is not None:
+            flow.stop()
+        localservices.down(services_dir)
