@@ -171,8 +171,11 @@ _store_logged = [0.0]
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """503 with a JSON body saying why and when to retry; logged at most every 10 s."""
-    retry_after = exc.retry_after_s if isinstance(exc, StoreUnavailableError) else 1
+    """503 with a JSON body saying why and when to retry (no internal address: the details
+    go to the log, at most one line every 10 s)."""
+    retry_after, why = 1, "error"
+    if isinstance(exc, StoreUnavailableError):
+        retry_after, why = exc.retry_after_s, exc.why
     now = time.monotonic()
     if now - _store_logged[0] >= _STORE_LOG_EVERY_S:
         _store_logged[0] = now
@@ -180,7 +183,7 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         content={
-            "detail": f"the feature store is unavailable; retry in {retry_after} s ({exc})",
+            "detail": f"the feature store is unavailable ({why}); retry in {retry_after} s",
             "reason": "store_unavailable",
             "retry_after_s": retry_after,
         },

@@ -43,7 +43,10 @@ class EventSinkError(ServingError):
 class StoreUnavailableError(ServingError):
     """The feature store cannot be used now; `retry_after_s` is when asking again makes sense."""
 
-    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+    def __init__(self, detail: str, *, why: str, retry_after_s: int) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.why = why
+        """`timeout`, `error` or `circuit_open`: what the client may be told (the detail,
+        with addresses, is for the log only)."""
         self.retry_after_s = retry_after_s

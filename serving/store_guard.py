@@ -104,4 +104,4 @@ class StoreGuard:
         if self._on_unavailable is not None:
             self._on_unavailable(why)
         retry_after = max(1, round(self.breaker.retry_in()) or round(self.breaker.cooldown_s))
-        return StoreUnavailableError(detail, retry_after_s=retry_after)
+        return StoreUnavailableError(detail, why=why, retry_after_s=retry_after)
