@@ -82,6 +82,7 @@ class StoreGuard:
                 f"{self.breaker.retry_in():.1f} s",
             )
         bound = self.timeout_s if timeout_s is None else timeout_s
+        succeeded = False
         try:
             with anyio.fail_after(bound):
                 result = await anyio.to_thread.run_sync(
@@ -89,15 +90,23 @@ class StoreGuard:
                     limiter=self.limiter,
                     abandon_on_cancel=True,
                 )
+            succeeded = True
         except TimeoutError:
-            self.breaker.record_failure()
             raise self._unavailable(
                 "timeout", f"no answer from the feature store within {bound:g} s"
             ) from None
         except StoreError as exc:
-            self.breaker.record_failure()
             raise self._unavailable("error", str(exc)) from exc
-        self.breaker.record_success()
+        except Exception:
+            succeeded = True  # not the store's failure (e.g. a bad argument): it answered
+            raise
+        finally:
+            # Every outcome is recorded, a cancellation too: a half-open breaker whose trial
+            # call never reported back would refuse every call after it.
+            if succeeded:
+                self.breaker.record_success()
+            else:
+                self.breaker.record_failure()
         return result
 
     def _unavailable(self, why: str, detail: str) -> StoreUnavailableError:

@@ -58,3 +58,26 @@ def test_a_store_error_is_unavailable_and_a_probe_success_closes_the_breaker() -
         assert await g.call(lambda: 42) == 42
 
     anyio.run(scenario)
+
+
+def test_a_cancelled_trial_call_does_not_leave_the_breaker_stuck() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=0.05)
+    g = StoreGuard(timeout_s=5.0, concurrency=2, breaker=breaker)
+    stalled = threading.Event()
+
+    def fail() -> None:
+        raise StoreError("refused")
+
+    async def scenario() -> None:
+        with pytest.raises(StoreUnavailableError):
+            await g.call(fail)
+        await anyio.sleep(0.1)  # half-open: the next call is the trial
+        with anyio.move_on_after(0.1):  # the client went away during the trial
+            await g.call(stalled.wait, 30)
+        await anyio.sleep(0.1)
+        assert await g.call(lambda: "back") == "back"
+
+    try:
+        anyio.run(scenario)
+    finally:
+        stalled.set()
