@@ -30,6 +30,7 @@ from connectors.kafka_source import Keyed
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store import open_store
 from connectors.store.base import UserWrite
+from connectors.store_retry import RetryingWriter, RetryPolicy
 
 LINES_PER_BATCH = 1000
 LINES_READ = [0]
@@ -111,12 +112,20 @@ def decode_line_batch(items: list[tuple[str, int, bytes]]) -> list[Keyed]:
 
 
 class _StorePartition(StatelessSinkPartition[UserWrite]):
-    def __init__(self, url: str, key_prefix: str, freshness: bool) -> None:
-        self._store = open_store(url, key_prefix=key_prefix, freshness=freshness)
+    def __init__(self, url: str, key_prefix: str, freshness: bool, retry: RetryPolicy) -> None:
+        # No retries inside the client: the writer below retries whole batches with backoff,
+        # and a stalled Redis costs one socket timeout per attempt, not three.
+        self._store = open_store(url, key_prefix=key_prefix, freshness=freshness, client_retries=0)
+        self._writer: RetryingWriter[list[UserWrite]] = RetryingWriter(
+            self._store.write_batch, where=url.split("://", 1)[0] + " store", policy=retry
+        )
 
     def write_batch(self, items: list[UserWrite]) -> None:
         writes = _coalesce(items)
-        self._store.write_batch(writes)
+        if not writes:
+            return
+        # Returns only once the store took the batch: blocking the worker is the backpressure.
+        self._writer.write(writes)
         flow_metrics.observe_writes(writes)
 
     def close(self) -> None:
@@ -145,15 +154,28 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
 
 
 class StoreSink(DynamicSink[UserWrite]):
-    """Writes each batch of coalesced user writes to the store in one round trip."""
+    """Writes each batch of coalesced user writes to the store in one round trip.
 
-    def __init__(self, url: str, *, key_prefix: str = "oo", freshness: bool = True) -> None:
+    A batch the store refuses (unreachable, stopped, restarting) is retried, whole and in
+    order, with capped jittered backoff until the store takes it (`connectors.store_retry`);
+    meanwhile the worker reads nothing more. The flow never crashes on a store outage.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "oo",
+        freshness: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.url = url
         self.key_prefix = key_prefix
         self.freshness = freshness
+        self.retry = retry or RetryPolicy()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.url, self.key_prefix, self.freshness)
+        return _StorePartition(self.url, self.key_prefix, self.freshness, self.retry)
 
 
 TRUNCATED_VALUE_BYTES = 256 * 1024

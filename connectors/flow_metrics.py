@@ -52,6 +52,18 @@ LAG = Histogram(
     ["agent"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+STORE_UP = Gauge(
+    "oo_flow_store_up",
+    "1 while the store takes the flow's writes; 0 from a failed write until one succeeds",
+)
+STORE_RETRIES = Counter(
+    "oo_flow_store_write_retries_total",
+    "Store writes that failed and are retried (the same batch, after a backoff pause)",
+)
+STORE_UNAVAILABLE_SECONDS = Counter(
+    "oo_flow_store_unavailable_seconds_total",
+    "Time the flow waited for an unavailable store, counted when it is back",
+)
 
 
 class _InferenceErrors(Collector):

@@ -9,6 +9,8 @@ event, so staleness is computable even for users the flow has not caught up on
 It never decodes an event (the key is the user id, the Kafka timestamp the ingest time), so it
 costs next to nothing; a message without a key is skipped. It must never write anything but
 stamps, and a failure to stamp is logged and counted, never raised into its host (the API).
+Stamps the store refused (it is away) are kept, one entry per user, and sent with the next
+batch, so users whose events arrive during a store outage still count as pending.
 Several API processes share the group, so Kafka splits the partitions between their stampers.
 """
 
@@ -27,7 +29,7 @@ from connectors.exceptions import StoreError
 from connectors.kafka import consumer_config
 from connectors.store.base import FeatureStore
 
-__all__ = ["GROUP_ID", "IngestStamper", "StamperStatus", "newest_and_oldest"]
+__all__ = ["GROUP_ID", "IngestStamper", "StamperStatus", "merge_stamps", "newest_and_oldest"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,26 @@ def newest_and_oldest(messages: list[Any], *, now_ms: int) -> tuple[dict[str, in
             newest[user_id] = ingest
         if user_id not in oldest or ingest < oldest[user_id]:
             oldest[user_id] = ingest
+    return newest, oldest
+
+
+def merge_stamps(
+    held: tuple[dict[str, int], dict[str, int]], batch: tuple[dict[str, int], dict[str, int]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(newest, oldest) of both: per user the newest of the newest, the oldest of the oldest.
+
+    >>> merge_stamps(({"u": 5}, {"u": 2}), ({"u": 4, "v": 9}, {"u": 1, "v": 9}))
+    ({'u': 5, 'v': 9}, {'u': 1, 'v': 9})
+    """
+    if not held[0]:
+        return batch
+    newest, oldest = dict(held[0]), dict(held[1])
+    for user_id, stamp in batch[0].items():
+        if stamp > newest.get(user_id, -1):
+            newest[user_id] = stamp
+    for user_id, stamp in batch[1].items():
+        if user_id not in oldest or stamp < oldest[user_id]:
+            oldest[user_id] = stamp
     return newest, oldest
 
 
@@ -110,6 +132,8 @@ class IngestStamper:
         self._stamped = 0
         self._stamped_at_ms: int | None = None
         self._last_error: str | None = None
+        self._held: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        """(newest, oldest) stamps of batches the store refused, sent with the next batch."""
 
     @property
     def status(self) -> StamperStatus:
@@ -167,14 +191,23 @@ class IngestStamper:
                 self._fail(f"{msg.topic()} [{msg.partition()}]: {error.str()}")
         now_ms = time.time_ns() // 1_000_000
         newest, oldest = newest_and_oldest(messages, now_ms=now_ms)
+        # Stamps a failed call held back go with this batch: while the store is away, the
+        # users whose events arrive meanwhile must still become pending (ADR 0010).
+        newest, oldest = merge_stamps(self._held, (newest, oldest))
         if not newest:
             return
         try:
             self._store.stamp_ingest(newest, oldest=oldest)
-        except (StoreError, ValueError) as exc:
-            # The batch is lost for monitoring only; the next one stamps these users again.
+        except StoreError as exc:
+            # Kept (one entry per user, so bounded) and sent again with the next batch.
+            self._held = (newest, oldest)
+            self._fail(f"stamping {len(newest)} users failed, kept for the next batch: {exc}")
+            return
+        except ValueError as exc:
+            self._held = ({}, {})
             self._fail(f"stamping {len(newest)} users failed: {exc}")
             return
+        self._held = ({}, {})
         self._stamped += len(messages)
         self._stamped_at_ms = now_ms
         self._last_error = None

@@ -13,7 +13,8 @@ override with `OO_SERVICES_DIR`) holding everything the services need and produc
     kafka/log4j2.properties  WARN and above, to kafka/server.log
     kafka/data/              the log dirs (formatted once per cluster id)
     kafka/kafka.pid, kafka/stdout.log, kafka/stderr.log, kafka/server.log
-    redis/redis.pid, redis/redis.log (no persistence: `--save '' --appendonly no`)
+    redis/redis.pid, redis/redis.log
+    redis/appendonlydir/     Redis' append-only file (`appendfsync always`, ADR 0010)
 
 What it must never do: kill a process it did not start. `down` signals a recorded pid only
 after checking that the pid's command line is still the service it launched.
@@ -689,28 +690,40 @@ def _redis_binary(echo: Callable[[str], None]) -> str:
     return found
 
 
-def _start_redis(root: Path, state: ServicesState, echo: Callable[[str], None]) -> int:
-    redis_dir = root / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        _redis_binary(echo),
+def redis_argv(binary: str, port: int, directory: Path) -> list[str]:
+    """The command line of the local Redis: loopback, `directory` for its files and log.
+
+    Persistence (ADR 0010): an append-only file fsynced at every write (`appendfsync always`),
+    no RDB snapshots. What Redis acknowledged survives a kill -9 and a restart, so a restarted
+    local Redis is not a wiped store.
+    """
+    return [
+        binary,
         "--bind",
         HOST,
         "--port",
-        str(state.redis_port),
+        str(port),
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "always",
         "--daemonize",
         "no",
         "--dir",
-        str(redis_dir),
+        str(directory),
         "--logfile",
-        str(redis_dir / "redis.log"),
+        str(directory / "redis.log"),
         "--loglevel",
         "warning",
     ]
+
+
+def _start_redis(root: Path, state: ServicesState, echo: Callable[[str], None]) -> int:
+    redis_dir = root / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    argv = redis_argv(_redis_binary(echo), state.redis_port, redis_dir)
     pid = _spawn(
         argv,
         cwd=redis_dir,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,12 +25,13 @@ from fastapi.responses import JSONResponse
 from connectors.exceptions import StoreError
 from connectors.store.base import FeatureStore
 from serving.api.main import api_router
-from serving.exceptions import EventSinkError
+from serving.exceptions import EventSinkError, StoreUnavailableError
 from serving.freshness import FreshnessMonitor
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.orchestrator import CircuitBreaker, OrchestratorClient
 from serving.settings import Settings
 from serving.sinks import EventSink, FileEventSink, KafkaEventSink
+from serving.store_guard import StoreGuard
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if owned_store:
         from connectors.store import open_store
 
-        state.store = open_store(settings.store_url, key_prefix=settings.key_prefix)
+        # Short client timeouts (ADR 0010): a stopped Redis is noticed within one timeout,
+        # and the thread a request abandoned is free again soon after.
+        state.store = open_store(
+            settings.store_url,
+            key_prefix=settings.key_prefix,
+            socket_timeout_s=settings.store_timeout_s,
+            connect_timeout_s=settings.store_timeout_s,
+            client_retries=1,
+        )
     if owned_sink:
         state.sink = _build_sink(settings, state.metrics)
     http = httpx.AsyncClient(
@@ -128,7 +138,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from serving.api.deps import get_manifests
 
     checker = asyncio.create_task(
-        state.freshness.run(lambda: state.store, get_manifests), name="freshness-check"
+        state.freshness.run(lambda: state.store, get_manifests, call=state.store_guard.call),
+        name="freshness-check",
     )
     log.info(
         "serving: store %s, events to %s, orchestrator %s",
@@ -155,11 +166,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.store = None
 
 
+_STORE_LOG_EVERY_S = 10.0
+_store_logged = [0.0]
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("feature store failed on %s: %s", request.url.path, exc)
+    """503 with a JSON body saying why and when to retry (no internal address: the details
+    go to the log, at most one line every 10 s)."""
+    retry_after, why = 1, "error"
+    if isinstance(exc, StoreUnavailableError):
+        retry_after, why = exc.retry_after_s, exc.why
+    now = time.monotonic()
+    if now - _store_logged[0] >= _STORE_LOG_EVERY_S:
+        _store_logged[0] = now
+        log.error("feature store unavailable (on %s): %s", request.url.path, exc)
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        content={"detail": "the feature store is unavailable; retry later"},
+        content={
+            "detail": f"the feature store is unavailable ({why}); retry in {retry_after} s",
+            "reason": "store_unavailable",
+            "retry_after_s": retry_after,
+        },
+        headers={"Retry-After": str(retry_after)},
     )
 
 
@@ -177,6 +205,11 @@ def create_app(
         cooldown_s=settings.breaker_cooldown_s,
     )
     metrics.track_breaker(lambda: breaker.state.gauge_value)
+    store_breaker = CircuitBreaker(
+        failure_threshold=settings.store_breaker_threshold,
+        cooldown_s=settings.store_breaker_cooldown_s,
+    )
+    metrics.track_store_breaker(lambda: store_breaker.state.gauge_value)
 
     app = FastAPI(
         title="oO feature engine",
@@ -189,6 +222,12 @@ def create_app(
     app.state.metrics = metrics
     app.state.breaker = breaker
     app.state.store = store
+    app.state.store_guard = StoreGuard(
+        timeout_s=settings.store_timeout_s,
+        concurrency=settings.store_concurrency,
+        breaker=store_breaker,
+        on_unavailable=metrics.count_store_unavailable,
+    )
     app.state.sink = _as_sink(producer, metrics) if producer is not None else None
     app.state.orchestrator = None
     app.state.stamper = None
@@ -200,5 +239,6 @@ def create_app(
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_exception_handler(StoreError, _store_unavailable)
+    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     app.include_router(api_router)
     return app

@@ -5,7 +5,9 @@
     ServingError
      ├── OrchestratorError        the orchestrator gave no usable tip; `reason` says why
      │    └── BreakerOpenError    the circuit breaker refused the call without trying
-     └── EventSinkError           an event was not confirmed by the event log (Kafka or file)
+     ├── EventSinkError           an event was not confirmed by the event log (Kafka or file)
+     └── StoreUnavailableError    the feature store did not answer in time, failed, or its
+                                  breaker is open (`serving.store_guard`); answered as 503
 """
 
 from __future__ import annotations
@@ -36,3 +38,15 @@ class BreakerOpenError(OrchestratorError):
 
 class EventSinkError(ServingError):
     """An event could not be written to the event log within the bounded time."""
+
+
+class StoreUnavailableError(ServingError):
+    """The feature store cannot be used now; `retry_after_s` is when asking again makes sense."""
+
+    def __init__(self, detail: str, *, why: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.why = why
+        """`timeout`, `error` or `circuit_open`: what the client may be told (the detail,
+        with addresses, is for the log only)."""
+        self.retry_after_s = retry_after_s

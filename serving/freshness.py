@@ -17,8 +17,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -27,6 +28,9 @@ from features.model import Manifest
 from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+StoreCall = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""Runs a blocking store call off the event loop (`serving.store_guard.StoreGuard.call`)."""
 
 HISTORY_POINTS = 360
 """History points kept (an hour at the default 10 s interval)."""
@@ -143,21 +147,33 @@ class FreshnessMonitor:
         return point
 
     async def check(
-        self, store: FeatureStore, manifests: Mapping[str, Manifest], *, at_ms: int | None = None
+        self,
+        store: FeatureStore,
+        manifests: Mapping[str, Manifest],
+        *,
+        at_ms: int | None = None,
+        call: StoreCall | None = None,
     ) -> CheckPoint:
+        """One check; `call` runs the store call (the app's `StoreGuard.call`: bounded, its own
+        threads), by default a plain worker thread."""
         at = now_ms() if at_ms is None else at_ms
-        summary = await anyio.to_thread.run_sync(
+        run = call if call is not None else anyio.to_thread.run_sync
+        summary: FreshnessSummary = await run(
             lambda: self.summarize(store, manifests, at_ms=at, worst_n=0)
         )
         return self.record(summary, manifests)
 
     async def run(
-        self, store: Callable[[], FeatureStore], manifests: Callable[[], Mapping[str, Manifest]]
+        self,
+        store: Callable[[], FeatureStore],
+        manifests: Callable[[], Mapping[str, Manifest]],
+        *,
+        call: StoreCall | None = None,
     ) -> None:
         """Check now, then every `check_interval_s`, until cancelled; failures are logged."""
         while True:
             try:
-                await self.check(store(), manifests())
+                await self.check(store(), manifests(), call=call)
             except Exception as exc:  # a failing check must not end the loop
                 if str(exc) != self.last_error:
                     log.error("freshness check failed: %s", exc)

@@ -10,6 +10,9 @@ Series (labels in braces):
 - `oo_tip_fallbacks_total{reason}`: tips served from the fallback, by reason;
 - `oo_tips_served_total{source}`: `orchestrator`, `fallback`, `none`;
 - `oo_orchestrator_breaker_state`: 0 closed, 1 half-open, 2 open (read at scrape time);
+- `oo_store_breaker_state`: the feature store's breaker, 0 closed, 1 half-open, 2 open;
+- `oo_store_unavailable_total{why}`: store calls answered 503: `timeout`, `error`,
+  `circuit_open` (refused without asking the store);
 - `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver;
 - `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
   `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
@@ -68,6 +71,17 @@ class Metrics:
             "Orchestrator circuit breaker: 0 closed, 1 half-open, 2 open.",
             registry=self.registry,
         )
+        self.store_breaker_state = Gauge(
+            "oo_store_breaker_state",
+            "Feature store circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=self.registry,
+        )
+        self.store_unavailable = Counter(
+            "oo_store_unavailable",
+            "Store calls answered 503, by why: timeout, error, circuit_open.",
+            ["why"],
+            registry=self.registry,
+        )
         self.events_failed = Counter(
             "oo_events_failed",
             "Events the sink could not deliver, by kind.",
@@ -116,6 +130,12 @@ class Metrics:
 
     def track_breaker(self, state_value: Callable[[], float]) -> None:
         self.breaker_state.set_function(state_value)
+
+    def track_store_breaker(self, state_value: Callable[[], float]) -> None:
+        self.store_breaker_state.set_function(state_value)
+
+    def count_store_unavailable(self, why: str) -> None:
+        self.store_unavailable.labels(why).inc()
 
 
 def route_template(scope: Any) -> str:

@@ -98,6 +98,20 @@ class Settings(ConnectorSettings):
     ready_timeout_s: float = Field(
         default=2.0, gt=0, description="Bound on each readiness check (store, Kafka)."
     )
+    store_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest wait for one store call of a request; then 503 (ADR 0010).",
+    )
+    store_concurrency: int = Field(
+        default=16, ge=1, description="Threads that may run store calls at once."
+    )
+    store_breaker_threshold: int = Field(
+        default=3, ge=1, description="Consecutive failed store calls that open its breaker."
+    )
+    store_breaker_cooldown_s: float = Field(
+        default=2.0, gt=0, description="Time the store breaker stays open before one trial call."
+    )
     freshness_stamper: bool = Field(
         default=True,
         description="Stamp ingested events in the store from the API process (needs Kafka), "

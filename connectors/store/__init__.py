@@ -31,15 +31,32 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, key_prefix: str = "oo", freshness: bool = True) -> FeatureStore:
+def open_store(
+    url: str,
+    *,
+    key_prefix: str = "oo",
+    freshness: bool = True,
+    socket_timeout_s: float = 5.0,
+    connect_timeout_s: float = 2.0,
+    client_retries: int = 2,
+) -> FeatureStore:
     """The store behind `url` (`OO_STORE_URL`); `key_prefix` isolates tenants and tests.
 
     `freshness=False` leaves out the freshness bookkeeping on writes (to measure its cost).
+    The timeouts and `client_retries` (retries inside the client on a connection error or
+    timeout) apply to Redis; see ADR 0010 for what the flow and the API use.
     """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if sep and scheme in ("redis", "rediss"):
-        return RedisStore(url, key_prefix=key_prefix, freshness=freshness)
+        return RedisStore(
+            url,
+            key_prefix=key_prefix,
+            freshness=freshness,
+            socket_timeout_s=socket_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            client_retries=client_retries,
+        )
     if sep and scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///path")

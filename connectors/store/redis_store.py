@@ -281,8 +281,17 @@ class RedisStore:
         key_prefix: str = "oo",
         socket_timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
+        client_retries: int = 2,
         freshness: bool = True,
     ) -> None:
+        """`socket_timeout_s` bounds each reply (a stopped Redis accepts connections and never
+        answers), `connect_timeout_s` each connection; `client_retries` retries a call inside
+        the client after a connection error or timeout (0: the caller retries)."""
+        if socket_timeout_s <= 0 or connect_timeout_s <= 0 or client_retries < 0:
+            raise ValueError(
+                "expected positive timeouts and client_retries >= 0; got "
+                f"{socket_timeout_s}, {connect_timeout_s}, {client_retries}"
+            )
         parts = urlsplit(url)
         self._freshness = freshness
         """Keep the freshness bookkeeping (reflected users, lag samples) on each write."""
@@ -298,7 +307,7 @@ class RedisStore:
                 decode_responses=True,
                 socket_timeout=socket_timeout_s,
                 socket_connect_timeout=connect_timeout_s,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), client_retries),
             )
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"invalid Redis URL {url!r}: {exc}") from exc

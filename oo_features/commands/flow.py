@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -138,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
     from connectors.store import open_store
     from flows.features_flow import build_flow
 
+    # Warnings of the engine's own modules (e.g. the store sink waiting for the store) to
+    # stderr, one line each with time and origin.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = ConnectorSettings()
     store_url = args.store_url or settings.store_url
     key_prefix = args.key_prefix or settings.key_prefix

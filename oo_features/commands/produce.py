@@ -3,7 +3,12 @@
 Every line is parsed and validated; valid events are published (key =
 user_id) and count as published only once the broker confirms them. Each
 rejected line goes to a rejects file (JSONL: line number, reason, field, text)
-whose path is printed. The exit status is 0 only when every line was published.
+whose path is printed: invalid lines, and valid events the Kafka client refuses
+(e.g. larger than the 1 MB message limit). Events the broker does not confirm
+(it died, or stopped answering for --timeout) are listed there by event id and
+never counted as published; producing the same file again is safe (the flow
+drops events whose id it has already folded). The exit status is 0 only when
+every line was published.
 
 Exit status: 0 all published; 1 some lines rejected or undelivered; 2 Kafka
 unavailable, or bad usage (no bootstrap, unreadable input).
@@ -95,7 +100,8 @@ class _RejectsFile:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from connectors.exceptions import KafkaUnavailableError
+    from connectors.codec import to_json
+    from connectors.exceptions import DeliveryError, KafkaUnavailableError
     from connectors.jsonl import LineError, open_source, read_events
     from connectors.kafka import EventProducer
     from connectors.settings import ConnectorSettings
@@ -143,8 +149,19 @@ def run(args: argparse.Namespace) -> int:
                             }
                         )
                     else:
-                        producer.publish(item, validate=False)  # read_events validated it
-                        queued += 1
+                        try:
+                            producer.publish(item, validate=False)  # read_events validated it
+                        except DeliveryError as exc:  # refused by the client, e.g. too large
+                            rejects.write(
+                                {
+                                    "line": line_no,
+                                    "reason": f"refused by Kafka: {exc}",
+                                    "field": None,
+                                    "text": to_json(item),
+                                }
+                            )
+                        else:
+                            queued += 1
                     if line_no % _PROGRESS_EVERY == 0:
                         advance()
             report = producer.flush()

@@ -4,6 +4,10 @@ Route signatures then read like sentences (`store: StoreDep`). The objects
 themselves are built by `serving.app` (factory arguments or lifespan) and kept
 on `app.state`; tests swap them by passing their own to `create_app`, or the
 registry and clock through `app.dependency_overrides`.
+
+Every dependency is `async def`: FastAPI runs a plain `def` dependency in the shared
+thread pool, so a route that never touches the store would still queue behind store calls
+when the store stalls. Store calls themselves go through `StoreGuardDep` (ADR 0010).
 """
 
 from __future__ import annotations
@@ -24,31 +28,36 @@ from serving.metrics import Metrics
 from serving.orchestrator import OrchestratorClient
 from serving.settings import Settings
 from serving.sinks import EventSink
+from serving.store_guard import StoreGuard
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> FeatureStore:
+async def get_store(request: Request) -> FeatureStore:
     return request.app.state.store
 
 
-def get_producer(request: Request) -> EventSink:
+async def get_producer(request: Request) -> EventSink:
     return request.app.state.sink
 
 
-def get_orchestrator(request: Request) -> OrchestratorClient | None:
+async def get_orchestrator(request: Request) -> OrchestratorClient | None:
     """None when `OO_ORCHESTRATOR_URL` is unset: every tip is a fallback."""
     return request.app.state.orchestrator
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_freshness_monitor(request: Request) -> FreshnessMonitor:
+async def get_freshness_monitor(request: Request) -> FreshnessMonitor:
     return request.app.state.freshness
+
+
+async def get_store_guard(request: Request) -> StoreGuard:
+    return request.app.state.store_guard
 
 
 @lru_cache(maxsize=1)
@@ -59,18 +68,24 @@ def get_manifests() -> dict[str, Manifest]:
     return {manifest.id: manifest for manifest in registry.manifests()}
 
 
-def now_ms() -> int:
+async def registered_manifests() -> dict[str, Manifest]:
+    """`get_manifests` as a dependency that runs on the event loop, not in a thread."""
+    return get_manifests()
+
+
+async def now_ms() -> int:
     """Wall-clock time, UTC epoch milliseconds (freshness of snippets, event times)."""
     return time.time_ns() // 1_000_000
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[FeatureStore, Depends(get_store)]
+StoreGuardDep = Annotated[StoreGuard, Depends(get_store_guard)]
 ProducerDep = Annotated[EventSink, Depends(get_producer)]
 OrchestratorDep = Annotated[OrchestratorClient | None, Depends(get_orchestrator)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 FreshnessDep = Annotated[FreshnessMonitor, Depends(get_freshness_monitor)]
-ManifestsDep = Annotated[dict[str, Manifest], Depends(get_manifests)]
+ManifestsDep = Annotated[dict[str, Manifest], Depends(registered_manifests)]
 NowMsDep = Annotated[int, Depends(now_ms)]
 
 UserIdPath = Annotated[
@@ -85,7 +100,7 @@ UserIdPath = Annotated[
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <OO_API_TOKEN>`")
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -207,7 +207,11 @@ def test_not_ready_says_why(start_api: StartApi) -> None:
     assert "store" in ready.json()["reason"]
     features = api.get("/v1/users/u-1/features")
     assert features.status_code == 503
-    assert features.json() == {"detail": "the feature store is unavailable; retry later"}
+    body = features.json()
+    assert body["detail"].startswith("the feature store is unavailable (error); retry in")
+    assert "127.0.0.1" not in body["detail"]  # internal addresses stay in the log
+    assert body["reason"] == "store_unavailable"
+    assert features.headers["Retry-After"] == str(body["retry_after_s"])
 
 
 def test_kafka_down_is_not_fatal(start_api: StartApi, store: FeatureStore) -> None:

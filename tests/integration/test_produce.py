@@ -307,3 +307,33 @@ def test_produce_usage_errors_exit_two(tmp_path: Path) -> None:
     assert result.returncode == 2 and "OO_KAFKA_BOOTSTRAP" in result.stderr
     result = _cli(str(tmp_path / "missing.jsonl"), "--bootstrap", "127.0.0.1:1")
     assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_produce_rejects_a_valid_event_over_the_message_limit(
+    services: Services, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A valid event larger than Kafka's 1 MB message limit is a reject with its line and
+    reason, not a traceback; the lines around it are published."""
+    big = _line("big", "u-1", "habitChecked", {"habitId": "h" * 1_200_000})
+    lines = [_line(f"e{n}", "u-1", "habitChecked", {"habitId": "h"}) for n in range(3)]
+    lines.insert(1, big)
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "bad.jsonl"
+
+    result = _cli(
+        str(source),
+        "--bootstrap", services.kafka_bootstrap,
+        "--topic-prefix", topic_prefix,
+        "--rejects", str(rejects),
+        "--no-progress",
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "published 3, rejected 1" in result.stdout
+    [row] = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert row["line"] == 2
+    assert "MSG_SIZE_TOO_LARGE" in row["reason"] or "too large" in row["reason"], row["reason"]
+    records = _consume(services.kafka_bootstrap, [topic_prefix + topics.SIGNALS], 3)
+    assert sorted(codec.decode(value).event_id for *_, value in records) == ["e0", "e1", "e2"]

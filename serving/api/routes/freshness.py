@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from starlette.concurrency import run_in_threadpool
 
 from connectors.store.base import FreshnessSummary, StoredUser, UserFreshness
-from serving.api.deps import FreshnessDep, ManifestsDep, NowMsDep, StoreDep, UserIdPath
+from serving.api.deps import (
+    FreshnessDep,
+    ManifestsDep,
+    NowMsDep,
+    StoreDep,
+    StoreGuardDep,
+    UserIdPath,
+)
 from serving.api.models import (
     AgentFreshnessOut,
     ErrorOut,
@@ -38,6 +44,7 @@ router = APIRouter(tags=["freshness"])
 )
 async def freshness(
     store: StoreDep,
+    guard: StoreGuardDep,
     manifests: ManifestsDep,
     monitor: FreshnessDep,
     now_ms: NowMsDep,
@@ -45,7 +52,7 @@ async def freshness(
         WORST_DEFAULT
     ),
 ) -> FreshnessOut:
-    summary: FreshnessSummary = await run_in_threadpool(
+    summary: FreshnessSummary = await guard.call(
         lambda: monitor.summarize(store, manifests, at_ms=now_ms, worst_n=worst)
     )
     active = summary.active_users
@@ -104,12 +111,16 @@ async def freshness(
     responses={404: {"model": ErrorOut, "description": "No event and no features of the user."}},
 )
 async def user_freshness(
-    user_id: UserIdPath, store: StoreDep, manifests: ManifestsDep, now_ms: NowMsDep
+    user_id: UserIdPath,
+    store: StoreDep,
+    guard: StoreGuardDep,
+    manifests: ManifestsDep,
+    now_ms: NowMsDep,
 ) -> UserFreshnessOut:
     def read() -> tuple[UserFreshness | None, StoredUser | None]:
         return store.user_freshness(user_id), store.read_user(user_id, now_ms=now_ms)
 
-    stamps, user = await run_in_threadpool(read)
+    stamps, user = await guard.call(read)
     if stamps is None and user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no freshness for user {user_id!r}")
     staleness = stamps.staleness_ms(now_ms) if stamps is not None else 0

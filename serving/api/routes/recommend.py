@@ -6,7 +6,6 @@ import logging
 import uuid
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, status
-from starlette.concurrency import run_in_threadpool
 
 from serving import sinks
 from serving.api.deps import (
@@ -16,6 +15,7 @@ from serving.api.deps import (
     OrchestratorDep,
     ProducerDep,
     StoreDep,
+    StoreGuardDep,
 )
 from serving.api.models import ErrorOut, RecommendIn, RecommendOut, TipOut
 from serving.exceptions import OrchestratorError
@@ -41,13 +41,14 @@ async def recommend(
     body: RecommendIn,
     background: BackgroundTasks,
     store: StoreDep,
+    guard: StoreGuardDep,
     manifests: ManifestsDep,
     orchestrator: OrchestratorDep,
     sink: ProducerDep,
     metrics: MetricsDep,
     now_ms: NowMsDep,
 ) -> RecommendOut:
-    user = await run_in_threadpool(store.read_user, body.user_id, now_ms=now_ms)
+    user = await guard.call(store.read_user, body.user_id, now_ms=now_ms)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {body.user_id!r}")
     snippets = fresh_snippets(eligible_agents(user, manifests), manifests, now_ms=now_ms)

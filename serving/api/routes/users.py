@@ -15,6 +15,7 @@ from serving.api.deps import (
     ProducerDep,
     SettingsDep,
     StoreDep,
+    StoreGuardDep,
     UserIdPath,
 )
 from serving.api.models import (
@@ -63,9 +64,13 @@ def _agent_out(agent: StoredAgent, *, now_ms: int) -> AgentFeaturesOut:
     responses={404: {"model": ErrorOut, "description": "Unknown or deleted user."}},
 )
 async def read_features(
-    user_id: UserIdPath, store: StoreDep, manifests: ManifestsDep, now_ms: NowMsDep
+    user_id: UserIdPath,
+    store: StoreDep,
+    guard: StoreGuardDep,
+    manifests: ManifestsDep,
+    now_ms: NowMsDep,
 ) -> FeaturesOut:
-    user = await run_in_threadpool(store.read_user, user_id, now_ms=now_ms)
+    user = await guard.call(store.read_user, user_id, now_ms=now_ms)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {user_id!r}")
     return FeaturesOut(
@@ -90,6 +95,7 @@ async def read_features(
 async def delete_user(
     user_id: UserIdPath,
     store: StoreDep,
+    guard: StoreGuardDep,
     sink: ProducerDep,
     settings: SettingsDep,
     now_ms: NowMsDep,
@@ -97,7 +103,7 @@ async def delete_user(
     # The store goes first so reads answer 404 at once; the event then makes the
     # flow drop its state (and every event up to now_ms, also on replay). The event
     # must not be lost, so it is confirmed; a retry of the whole call is harmless.
-    await run_in_threadpool(store.delete_user, user_id, deleted_at_ms=now_ms)
+    await guard.call(store.delete_user, user_id, deleted_at_ms=now_ms)
     event = sinks.user_deleted(user_id, now_ms)
     try:
         await run_in_threadpool(
