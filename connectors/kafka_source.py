@@ -71,7 +71,19 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                 if key is None or key == user_id.encode():
                     ts = msg.timestamp()[1]
                     ingest = ts if ts > 0 else now_ms
-                    append((user_id, Accepted(event, ingest, kind, occurred_ms)))
+                    append(
+                        (
+                            user_id,
+                            Accepted(
+                                event,
+                                ingest,
+                                kind,
+                                occurred_ms,
+                                (msg.topic(), msg.partition()),
+                                msg.offset(),
+                            ),
+                        )
+                    )
                     continue
                 reason = (
                     f"in step 'read_events': key {key[:80]!r} does not match user_id {user_id!r}"

@@ -30,6 +30,10 @@ class Accepted:
     """The payload oneof name, read while validating."""
     occurred_ms: int
     """occurred_at in ms, read while validating."""
+    source: tuple[str, int] | None = None
+    """(topic, partition) of the Kafka message; None for files (no stable position, ADR 0009)."""
+    offset: int = -1
+    """Kafka offset of the message in `source` (the user's history marker, ADR 0009)."""
 
     @classmethod
     def of(cls, event: pb.Event, ingest_ms: int) -> Accepted:
@@ -38,18 +42,29 @@ class Accepted:
         kind = event.WhichOneof("payload") or ""
         return cls(event, ingest_ms, kind, ts.seconds * 1000 + ts.nanos // 1_000_000)
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes, int, str, int]]:
+    def __reduce__(
+        self,
+    ) -> tuple[Any, tuple[bytes, int, str, int, tuple[str, int] | None, int]]:
         # Crossing a process boundary (Bytewax cluster exchange): the wire form is the contract.
         return _rebuild_accepted, (
             self.event.SerializeToString(),
             self.ingest_ms,
             self.kind,
             self.occurred_ms,
+            self.source,
+            self.offset,
         )
 
 
-def _rebuild_accepted(data: bytes, ingest_ms: int, kind: str, occurred_ms: int) -> Accepted:
-    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms)
+def _rebuild_accepted(
+    data: bytes,
+    ingest_ms: int,
+    kind: str,
+    occurred_ms: int,
+    source: tuple[str, int] | None = None,
+    offset: int = -1,
+) -> Accepted:
+    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms, source, offset)
 
 
 @dataclass(frozen=True, slots=True)
