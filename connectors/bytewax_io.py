@@ -101,10 +101,13 @@ class _StorePartition(StatelessSinkPartition[UserWrite]):
 
     def write_batch(self, items: list[UserWrite]) -> None:
         writes = _coalesce(items)
-        self._store.write_batch(writes)
+        refused = self._store.write_batch(writes)
         flow_metrics.observe_writes(writes)
+        if refused:
+            flow_metrics.count_history_refused(refused)
 
     def close(self) -> None:
+        flow_metrics.report_history_refused(force=True)
         self._store.close()
 
 
@@ -126,6 +129,7 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
         previous.consents = item.consents or previous.consents
         previous.newest_event_ms = item.newest_event_ms
         previous.newest_ingest_ms = item.newest_ingest_ms
+        previous.history = item.history or previous.history
     return list(by_user.values())
 
 

@@ -6,6 +6,12 @@ write exactly the same thing. Folding and writing are separate: a `Pending`
 accumulates what changed over any number of events, and `build_write` turns it
 into one coalesced `UserWrite` (the flow flushes on a short timer, so a busy
 user costs one write per interval, not one per event).
+
+History marker (ADR 0009): a `Pending` made with `history={}` records, for each Kafka
+topic-partition, the offset of the first message of the user it folded, and its writes carry
+that marker so the store can refuse features computed from a fragment of the user's history.
+The marker must live as long as the user's state: after a flush, continue with
+`pending.successor()`, never a fresh `Pending(history={})`.
 """
 
 from __future__ import annotations
@@ -35,8 +41,33 @@ class Pending:
     admitted: bool = False
     seen_ingest_ms: int | None = None
     """Newest ingest time among the events folded, admitted or not: what the flow has reflected."""
+    history: dict[tuple[str, int], int] | None = None
+    """(topic, partition) -> offset of the first message of the user folded there, since the
+    user's state began (None: not tracked, the writes carry no marker)."""
+
+    def successor(self) -> Pending:
+        """An empty Pending for the same user that keeps the history marker."""
+        return Pending(history=self.history)
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        # Snapshots taken before the history marker existed have no `history` slot.
+        self.history = None
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    def _mark_history(self, batch: list[Accepted]) -> None:
+        history = self.history
+        assert history is not None
+        for item in batch:
+            source = item.source
+            if source is not None and source not in history:
+                history[source] = item.offset
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
+        if self.history is not None:
+            if not isinstance(batch, list):
+                batch = list(batch)
+            self._mark_history(batch)
         drops: Counter[str] | None = None
         newest = self.seen_ingest_ms
         touched = self.touched
@@ -80,13 +111,19 @@ def build_write(
     if pending.seen_ingest_ms is None:
         return None
     reflected = max(pending.seen_ingest_ms, state.ingest_ms or 0)
+    history = (
+        {f"{topic}:{partition}": offset for (topic, partition), offset in pending.history.items()}
+        if pending.history
+        else None
+    )
     if not pending.admitted:
-        return UserWrite(user_id=state.user_id, newest_ingest_ms=reflected)
+        return UserWrite(user_id=state.user_id, newest_ingest_ms=reflected, history=history)
     write = UserWrite(
         user_id=state.user_id,
         deleted_at_ms=pending.deleted_at,
         newest_event_ms=state.newest_event_ms,
         newest_ingest_ms=reflected,
+        history=history,
     )
     if state.deleted:
         return write

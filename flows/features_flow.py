@@ -52,7 +52,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
     ) -> None:
         self.state = state
         self.snapshots = snapshots
-        self.pending = pending or Pending()
+        self.pending = pending or Pending(history={})
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
@@ -90,7 +90,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         if self.state is None or self.pending.seen_ingest_ms is None:
             return []
         write = build_write(self.state, self.pending)
-        self.pending = Pending()
+        self.pending = self.pending.successor()  # keeps the history marker (ADR 0009)
         return [] if write is None else [write]
 
     def snapshot(self) -> bytes:
