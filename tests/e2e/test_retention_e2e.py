@@ -144,7 +144,9 @@ def test_restart_over_cut_topics_keeps_features_of_cut_histories(
             k: s.params for k, s in b.agents.items()
         }, u
         assert a.feedback == b.feedback, u
-        rewritten = [k for k, s in a.agents.items() if s.computed_at_ms > b.agents[k].computed_at_ms]
+        rewritten = [
+            k for k, s in a.agents.items() if s.computed_at_ms > b.agents[k].computed_at_ms
+        ]
         assert rewritten, f"user {u} has its whole history in the topics but was not written again"
     # Reported: the refusal is logged for the operator, naming what to do.
     assert "the store refused" in second.stderr and "--recovery-dir" in second.stderr
