@@ -280,6 +280,9 @@ class SQLiteStore:
             history = encode_history(w.history)
             stored = c.execute(self._sql_history_get, (uid,)).fetchone()
             if stored and stored[0] and not history_covers(w.history, decode_history(stored[0])):
+                # Like Redis: the flow did read these events, so freshness moves on; the
+                # refusal itself is reported by the caller (ADR 0009).
+                self._reflect(c, uid, w.newest_ingest_ms)
                 return False
         data_time = w.newest_event_ms
         for agent_id, a in w.agents.items():
@@ -318,11 +321,13 @@ class SQLiteStore:
             self._sql_meta_put,
             (uid, consents, w.newest_event_ms, w.newest_ingest_ms, now, history),
         )
-        if w.newest_ingest_ms is not None:
-            reflected = w.newest_ingest_ms
+        self._reflect(c, uid, w.newest_ingest_ms)
+        return True
+
+    def _reflect(self, c: sqlite3.Connection, uid: str, reflected: int | None) -> None:
+        if reflected is not None:
             c.execute(self._sql_reflect, (uid, reflected, reflected))
             c.execute(self._sql_reflect_pending, (uid,))
-        return True
 
     def _delete(self, c: sqlite3.Connection, user_id: str, deleted_at_ms: int) -> None:
         for sql in self._sql_delete:

@@ -31,6 +31,9 @@ def test_a_write_from_a_later_start_is_refused(backend: Backend) -> None:
     assert got.agents["mood"].params["p"]["value"] == 1
     assert got.feedback == {}
     assert got.newest_event_ms == T0
+    # The flow did read those events: freshness moves on (the refusal is reported apart).
+    fresh = s.user_freshness("u1")
+    assert fresh is not None and fresh.reflected_ingest_ms == T0 + 1005
 
 
 def test_a_stored_source_the_writer_lacks_is_refused(backend: Backend) -> None:
