@@ -177,6 +177,7 @@ def plain_loop(
     store = open_store(store_url, key_prefix=key_prefix)
     states: dict[str, UserState] = {}
     pending: dict[str, Pending] = {}
+    histories: dict[str, dict[tuple[str, int], int]] = {}  # each user's history marker
     due: dict[str, float] = {}
     count = rejected = 0
 
@@ -202,7 +203,9 @@ def plain_loop(
             state = states.get(user_id)
             if state is None:
                 state = states[user_id] = UserState(user_id)
-            acc = pending.setdefault(user_id, Pending())
+            acc = pending.get(user_id)
+            if acc is None:
+                acc = pending[user_id] = Pending(history=histories.setdefault(user_id, {}))
             acc.fold(state, values)
             if user_id not in due:
                 behind = now - max(v.ingest_ms for v in values) / 1000

@@ -1,0 +1,110 @@
+"""Flow throughput of two source trees, interleaved: did a change slow the flow down?
+
+Pre-loads one topic pair with `--events` generator events (as `bench/flow.py` does), then runs
+`oo-features flow --stop-at-end` over it `--pairs` times per tree, alternating A B B A A B ...,
+each run with `PYTHONPATH=<tree>` and its own key prefix. Each tree's fixed cost (the same
+command over empty topics) is measured once and subtracted: the figure is net events/s, and
+the median per tree is compared.
+
+    .venv/bin/python bench/flow_ab.py --a /path/to/base-worktree --b . --events 300000
+
+Kafka/Redis: the local services (`oo_features.localservices`). Topics and keys are deleted
+afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.flow import _events  # noqa: E402
+from connectors import topics  # noqa: E402
+from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
+from oo_features import localservices  # noqa: E402
+from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
+
+
+def _run(tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: str) -> float:
+    cmd = [
+        sys.executable,
+        "-m",
+        "oo_features.cli",
+        "flow",
+        "--bootstrap",
+        bootstrap,
+        "--store-url",
+        store,
+        "--topic-prefix",
+        topic_prefix,
+        "--key-prefix",
+        key_prefix,
+        "--stop-at-end",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"flow of {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--a", type=Path, required=True, help="source tree A (before)")
+    parser.add_argument("--b", type=Path, required=True, help="source tree B (after)")
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--users", type=int, default=6_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--pairs", type=int, default=3, help="runs per tree")
+    args = parser.parse_args(argv)
+    trees = {"A": args.a.resolve(), "B": args.b.resolve()}
+    found = localservices.running_endpoints() or localservices.up(echo=print)
+    bootstrap, store = found.kafka_bootstrap, found.redis_url
+    run = uuid.uuid4().hex[:8]
+    prefix, empty = f"bab{run}.", f"bab{run}empty."
+    try:
+        producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
+        for event in _events(args.events, args.users, args.seed):
+            producer.publish(event, validate=False)
+        assert producer.flush().published == args.events
+        producer.close()
+        ensure_topics(bootstrap, [prefix + topics.DEADLETTER], 4)
+        EventProducer(bootstrap=bootstrap, topic_prefix=empty).close()
+        ensure_topics(bootstrap, [empty + topics.DEADLETTER], 4)
+        fixed = {
+            name: _run(tree, bootstrap, store, empty, f"bab{run}e{name}")
+            for name, tree in trees.items()
+        }
+        print(f"fixed cost (empty topics): A {fixed['A']:.2f} s, B {fixed['B']:.2f} s")
+        rates: dict[str, list[float]] = {"A": [], "B": []}
+        order = [("A", "B") if i % 2 == 0 else ("B", "A") for i in range(args.pairs)]
+        for i, pair in enumerate(order):
+            for name in pair:
+                wall = _run(trees[name], bootstrap, store, prefix, f"bab{run}{name}{i}")
+                rate = args.events / max(wall - fixed[name], 1e-3)
+                rates[name].append(rate)
+                print(f"  run {i} {name}: {wall:6.2f} s wall, {rate:9,.0f} ev/s net", flush=True)
+        med = {name: statistics.median(values) for name, values in rates.items()}
+        print(
+            f"median net ev/s: A {med['A']:,.0f}, B {med['B']:,.0f}; "
+            f"B costs {100 * (1 - med['B'] / med['A']):+.1f} % (positive: slower)"
+        )
+    finally:
+        delete_topics(bootstrap, prefix, timeout_s=30)
+        delete_topics(bootstrap, empty, timeout_s=30)
+        delete_keys(store, f"bab{run}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
