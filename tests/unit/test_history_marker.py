@@ -6,9 +6,13 @@ the user's state (carried across flushes by `successor()`), and every write carr
 
 from __future__ import annotations
 
+import logging
 import pickle
 from dataclasses import replace
 
+import pytest
+
+from connectors import flow_metrics
 from connectors.bytewax_io import _coalesce
 from connectors.codec import from_json
 from connectors.folding import Pending, build_write, fold_batch
@@ -78,3 +82,18 @@ def test_accepted_crosses_processes_with_its_position() -> None:
     item = at(_event(1), S, 12)
     again = pickle.loads(pickle.dumps(item))
     assert (again.source, again.offset, again.event) == (S, 12, item.event)
+
+
+def test_refusals_are_counted_and_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    before = flow_metrics.HISTORY_REFUSED._value.get()
+    flow_metrics.report_history_refused(force=True)  # nothing left over from other tests
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="connectors.flow_metrics"):
+        flow_metrics.count_history_refused(["u1", "u2"])
+        flow_metrics.count_history_refused(["u3"])  # within the minute: counted, not logged
+        assert len(caplog.records) <= 1
+        flow_metrics.report_history_refused(force=True)  # the flow stops: the rest is logged
+    assert flow_metrics.HISTORY_REFUSED._value.get() - before == 3
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "u3" in text and "--recovery-dir" in text
+    assert "3 writes in total" in text or "1 writes of 1 users" in text
