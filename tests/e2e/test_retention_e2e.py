@@ -24,6 +24,7 @@ from connectors.kafka import EventProducer
 from connectors.store import open_store
 from connectors.store.base import StoredUser
 from oo_features.generate import generate_lines
+from proto import events_pb2 as pb
 from tests.cli import oo_features
 
 NOW = 4_000_000_000_000  # one fixed read time (ms): snippets compare without expiring between reads
@@ -38,8 +39,14 @@ def _partitions(bootstrap: str, prefix: str) -> list[TopicPartition]:
     return out
 
 
-def _first_offsets(bootstrap: str, prefix: str) -> dict[str, dict[tuple[str, int], int]]:
-    """user -> (topic, partition) -> offset of the user's first message there."""
+Source = tuple[str, int]
+
+
+def _first_offsets(
+    bootstrap: str, prefix: str
+) -> tuple[dict[str, dict[Source, int]], dict[str, list[tuple[Source, int]]]]:
+    """user -> (topic, partition) -> offset of the user's first message there; and
+    user -> positions of the user's deletions."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -50,8 +57,9 @@ def _first_offsets(bootstrap: str, prefix: str) -> dict[str, dict[tuple[str, int
     )
     parts = _partitions(bootstrap, prefix)
     consumer.assign([TopicPartition(p.topic, p.partition, OFFSET_BEGINNING) for p in parts])
-    first: dict[str, dict[tuple[str, int], int]] = {}
-    ended: set[tuple[str, int]] = set()
+    first: dict[str, dict[Source, int]] = {}
+    deletions: dict[str, list[tuple[Source, int]]] = {}
+    ended: set[Source] = set()
     while len(ended) < len(parts):
         for msg in consumer.consume(500, 5.0):
             err = msg.error()
@@ -60,9 +68,24 @@ def _first_offsets(bootstrap: str, prefix: str) -> dict[str, dict[tuple[str, int
                 ended.add((msg.topic(), msg.partition()))
                 continue
             user = msg.key().decode()
-            first.setdefault(user, {}).setdefault((msg.topic(), msg.partition()), msg.offset())
+            source = (msg.topic(), msg.partition())
+            first.setdefault(user, {}).setdefault(source, msg.offset())
+            if pb.Event.FromString(msg.value()).WhichOneof("payload") == "user_deleted":
+                deletions.setdefault(user, []).append((source, msg.offset()))
     consumer.close()
-    return first
+    return first, deletions
+
+
+def _cut_users(
+    first: dict[str, dict[Source, int]],
+    deletions: dict[str, list[tuple[Source, int]]],
+    cut: dict[Source, int],
+) -> tuple[set[str], set[str]]:
+    """Users whose history lost its start; and those of them with a deletion still in the
+    topics (a deletion ends a history: what follows it is whole, and is written again)."""
+    was_cut = {u for u, starts in first.items() if any(o < cut[s] for s, o in starts.items())}
+    restarted = {u for u in was_cut if any(o >= cut[s] for s, o in deletions.get(u, []))}
+    return was_cut, restarted
 
 
 def _drop_older_half(bootstrap: str, prefix: str) -> dict[tuple[str, int], int]:
@@ -112,12 +135,13 @@ def test_restart_over_cut_topics_keeps_features_of_cut_histories(
         "OO_KEY_PREFIX": key_prefix,
     }
     oo_features("flow", "--stop-at-end", env=env)
-    first = _first_offsets(services.kafka_bootstrap, topic_prefix)
+    first, deletions = _first_offsets(services.kafka_bootstrap, topic_prefix)
     users = sorted(first)
     before = _read_all(url, key_prefix, users)
 
     cut = _drop_older_half(services.kafka_bootstrap, topic_prefix)
-    was_cut = {u for u, starts in first.items() if any(o < cut[s] for s, o in starts.items())}
+    was_cut, restarted = _cut_users(first, deletions, cut)
+    was_cut -= restarted
     whole = [u for u in users if u not in was_cut and before[u] is not None]
     assert len(was_cut) >= 20 and len(whole) >= 3, (len(was_cut), len(whole))
 
@@ -151,3 +175,62 @@ def test_restart_over_cut_topics_keeps_features_of_cut_histories(
     # Reported: the refusal is logged for the operator, naming what to do.
     said = second.stderr + second.stdout
     assert "the store refused" in said and "--recovery-dir" in said, said[-2000:]
+
+
+@pytest.mark.chaos
+def test_retention_advancing_in_steps_with_two_workers(
+    services: Any, topic_prefix: str, key_prefix: str
+) -> None:
+    """Retention takes a quarter, then half, then three quarters of every partition; after
+    each step a flow with 2 workers restarts without state. Users cut at any step keep the
+    reference's features; users whose history is whole equal it."""
+    events = [from_json(line) for line in generate_lines(80, 40, 51)]
+    late = [from_json(line) for line in generate_lines(10, 10, 53)]
+    for event in late:
+        event.user_id = "n" + event.user_id
+    producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
+    for event in [*events, *late]:
+        producer.publish(event)
+    assert producer.flush(120).published == len(events) + len(late)
+    producer.close()
+    env = {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+        "OO_KEY_PREFIX": key_prefix,
+    }
+    flags = ("flow", "--stop-at-end", "--workers", "2")
+    oo_features(*flags, env=env)
+    first, deletions = _first_offsets(services.kafka_bootstrap, topic_prefix)
+    users = sorted(first)
+    reference = _read_all(services.redis_url, key_prefix, users)
+
+    admin = AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+    consumer = Consumer({"bootstrap.servers": services.kafka_bootstrap, "group.id": "ret"})
+    ranges = {
+        (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)
+        for tp in _partitions(services.kafka_bootstrap, topic_prefix)
+    }
+    consumer.close()
+    previous = reference
+    for fraction in (0.25, 0.5, 0.75):
+        cut = {s: low + int(fraction * (high - low)) for s, (low, high) in ranges.items()}
+        targets = [TopicPartition(t, p, o) for (t, p), o in cut.items()]
+        for future in admin.delete_records(targets).values():
+            future.result(timeout=30)
+        oo_features(*flags, env=env)
+        after = _read_all(services.redis_url, key_prefix, users)
+        was_cut, restarted = _cut_users(first, deletions, cut)
+        was_cut -= restarted
+        # A cut user is not written at all (untouched since the step before); every user's
+        # parameters are the reference's.
+        overwritten = sorted(u for u in was_cut if after[u] != previous[u])
+        assert not overwritten, (fraction, len(overwritten), overwritten[:5])
+        for u in users:
+            a, r = after[u], reference[u]
+            assert (a is None) == (r is None), (fraction, u)
+            if a is not None and r is not None:
+                assert {k: s.params for k, s in a.agents.items()} == {
+                    k: s.params for k, s in r.agents.items()
+                }, (fraction, u)
+        previous = after
