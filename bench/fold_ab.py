@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import inspect, json, sys, time
 from bench.flow import _batches
+import connectors.folding as folding
 from connectors.folding import Pending, build_write
 from connectors.kafka_source import decode_messages
 from connectors.records import Accepted
@@ -48,7 +49,13 @@ for batch in batches:
         state = states.get(user_id)
         if state is None:
             state = states[user_id] = UserState(user_id)
-        pending = Pending(history=histories.setdefault(user_id, {})) if tracked else Pending()
+        if tracked:
+            history = histories.get(user_id)
+            if history is None:
+                history = histories[user_id] = folding.HistoryStart()
+            pending = Pending(history=history)
+        else:
+            pending = Pending()
         pending.fold(state, values)
         build_write(state, pending, computed_at_ms=0)
         n += len(values)

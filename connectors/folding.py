@@ -7,11 +7,11 @@ accumulates what changed over any number of events, and `build_write` turns it
 into one coalesced `UserWrite` (the flow flushes on a short timer, so a busy
 user costs one write per interval, not one per event).
 
-History marker (ADR 0009): a `Pending` made with `history={}` records, for each Kafka
-topic-partition, the offset of the first message of the user it folded, and its writes carry
-that marker so the store can refuse features computed from a fragment of the user's history.
-The marker must live as long as the user's state: after a flush, continue with
-`pending.successor()`, never a fresh `Pending(history={})`.
+History marker (ADR 0009): a `Pending` made with `history=HistoryStart()` records, for each
+Kafka topic-partition, the offset of the first message of the user it folded, and its writes
+carry that marker so the store can refuse features computed from a fragment of the user's
+history. The marker must live as long as the user's state: after a flush, continue with
+`pending.successor()`, never a fresh `Pending(history=HistoryStart())`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,37 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class HistoryStart:
+    """Where one user's history starts in each Kafka topic-partition the flow read it from."""
+
+    __slots__ = ("first", "named")
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> offset of the user's first message folded there."""
+        self.named: dict[str, int] = {}
+        """The same as `UserWrite.history` ("topic:partition" -> offset): rebuilt, never
+        changed in place, when a source is added, so writes can share it."""
+
+    def mark(self, batch: list[Accepted]) -> None:
+        first = self.first
+        added = False
+        for item in batch:
+            source = item.source
+            if source is not None and source not in first:
+                first[source] = item.offset
+                added = True
+        if added:
+            self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
+
+    def __getstate__(self) -> dict[tuple[str, int], int]:
+        return self.first
+
+    def __setstate__(self, first: dict[tuple[str, int], int]) -> None:
+        self.first = first
+        self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
+
+
 @dataclass(slots=True)
 class Pending:
     """What changed for one user since the last write."""
@@ -41,9 +72,9 @@ class Pending:
     admitted: bool = False
     seen_ingest_ms: int | None = None
     """Newest ingest time among the events folded, admitted or not: what the flow has reflected."""
-    history: dict[tuple[str, int], int] | None = None
-    """(topic, partition) -> offset of the first message of the user folded there, since the
-    user's state began (None: not tracked, the writes carry no marker)."""
+    history: HistoryStart | None = None
+    """Where the user's history starts, since the user's state began (None: not tracked, the
+    writes carry no marker)."""
 
     def successor(self) -> Pending:
         """An empty Pending for the same user that keeps the history marker."""
@@ -55,19 +86,11 @@ class Pending:
         for name, value in state[1].items():
             setattr(self, name, value)
 
-    def _mark_history(self, batch: list[Accepted]) -> None:
-        history = self.history
-        assert history is not None
-        for item in batch:
-            source = item.source
-            if source is not None and source not in history:
-                history[source] = item.offset
-
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
         if self.history is not None:
             if not isinstance(batch, list):
                 batch = list(batch)
-            self._mark_history(batch)
+            self.history.mark(batch)
         drops: Counter[str] | None = None
         newest = self.seen_ingest_ms
         touched = self.touched
@@ -111,11 +134,10 @@ def build_write(
     if pending.seen_ingest_ms is None:
         return None
     reflected = max(pending.seen_ingest_ms, state.ingest_ms or 0)
-    history = (
-        {f"{topic}:{partition}": offset for (topic, partition), offset in pending.history.items()}
-        if pending.history
-        else None
-    )
+    # Shared, never changed in place: HistoryStart replaces `named` when a source is added.
+    history = None
+    if pending.history is not None and pending.history.named:
+        history = pending.history.named
     if not pending.admitted:
         return UserWrite(user_id=state.user_id, newest_ingest_ms=reflected, history=history)
     write = UserWrite(

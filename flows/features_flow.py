@@ -26,7 +26,7 @@ from connectors.coalescing import (
     KAFKA_BATCH_SIZE,
     flush_delay_s,
 )
-from connectors.folding import Pending, build_write
+from connectors.folding import HistoryStart, Pending, build_write
 from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
@@ -52,7 +52,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
     ) -> None:
         self.state = state
         self.snapshots = snapshots
-        self.pending = pending or Pending(history={})
+        self.pending = pending or Pending(history=HistoryStart())
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None

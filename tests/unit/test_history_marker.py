@@ -1,7 +1,8 @@
 """The history marker (ADR 0009): where a user's history starts in each topic-partition.
 
-`Pending(history={})` records the first offset of the user per source over the whole life of
-the user's state (carried across flushes by `successor()`), and every write carries it.
+`Pending(history=HistoryStart())` records the first offset of the user per source over the
+whole life of the user's state (carried across flushes by `successor()`), and every write
+carries it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from connectors import flow_metrics
 from connectors.bytewax_io import _coalesce
 from connectors.codec import from_json
-from connectors.folding import Pending, build_write, fold_batch
+from connectors.folding import HistoryStart, Pending, build_write, fold_batch
 from connectors.records import Accepted
 from connectors.store.base import UserWrite
 from features.state import UserState
@@ -36,7 +37,7 @@ def at(item: Accepted, source: tuple[str, int], offset: int) -> Accepted:
 
 
 def test_writes_carry_the_first_offset_per_source_across_flushes() -> None:
-    state, pending = UserState("hu"), Pending(history={})
+    state, pending = UserState("hu"), Pending(history=HistoryStart())
     pending.fold(state, [at(_event(1), S, 40), at(_event(2), S, 41)])
     first = build_write(state, pending)
     assert first is not None and first.history == {"oo.signals.v1:2": 40}
@@ -45,6 +46,7 @@ def test_writes_carry_the_first_offset_per_source_across_flushes() -> None:
     second = build_write(state, pending)
     assert second is not None
     assert second.history == {"oo.signals.v1:2": 40, "oo.feedback.v1:2": 7}
+    assert first.history == {"oo.signals.v1:2": 40}, "a write's marker never changes later"
 
 
 def test_untracked_folds_and_files_carry_no_marker() -> None:
@@ -52,17 +54,18 @@ def test_untracked_folds_and_files_carry_no_marker() -> None:
     write = fold_batch(UserState("hu"), [at(_event(1), S, 40)])
     assert write is not None and write.history is None
     # Files have no position.
-    state, pending = UserState("hu"), Pending(history={})
+    state, pending = UserState("hu"), Pending(history=HistoryStart())
     pending.fold(state, [_event(1)])
     write = build_write(state, pending)
     assert write is not None and write.history is None
 
 
 def test_the_marker_survives_a_snapshot_and_old_snapshots_load() -> None:
-    state, pending = UserState("hu"), Pending(history={})
+    state, pending = UserState("hu"), Pending(history=HistoryStart())
     pending.fold(state, [at(_event(1), S, 5)])
     _, restored = pickle.loads(pickle.dumps((state, pending)))
-    assert restored.history == {S: 5}
+    assert restored.history.first == {S: 5}
+    assert restored.history.named == {"oo.signals.v1:2": 5}
     # A Pending pickled before the marker existed has no `history` slot in its state.
     legacy = Pending.__new__(Pending)
     legacy.__setstate__((None, {"seen_ingest_ms": 3}))
