@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,10 @@ from oo_features import localservices  # noqa: E402
 from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
 
 
-def _run(tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: str) -> float:
+def _run(
+    tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: str
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the flow process) of one run to the end."""
     cmd = [
         sys.executable,
         "-m",
@@ -50,12 +54,15 @@ def _run(tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: 
         "--stop-at-end",
     ]
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"flow of {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,19 +92,32 @@ def main(argv: list[str] | None = None) -> int:
             name: _run(tree, bootstrap, store, empty, f"bab{run}e{name}")
             for name, tree in trees.items()
         }
-        print(f"fixed cost (empty topics): A {fixed['A']:.2f} s, B {fixed['B']:.2f} s")
+        print(
+            f"fixed cost (empty topics, wall/CPU s): A {fixed['A'][0]:.2f}/{fixed['A'][1]:.2f}, "
+            f"B {fixed['B'][0]:.2f}/{fixed['B'][1]:.2f}"
+        )
         rates: dict[str, list[float]] = {"A": [], "B": []}
+        cpu_us: dict[str, list[float]] = {"A": [], "B": []}
         order = [("A", "B") if i % 2 == 0 else ("B", "A") for i in range(args.pairs)]
         for i, pair in enumerate(order):
             for name in pair:
-                wall = _run(trees[name], bootstrap, store, prefix, f"bab{run}{name}{i}")
-                rate = args.events / max(wall - fixed[name], 1e-3)
+                wall, cpu = _run(trees[name], bootstrap, store, prefix, f"bab{run}{name}{i}")
+                rate = args.events / max(wall - fixed[name][0], 1e-3)
+                us = 1e6 * max(cpu - fixed[name][1], 0.0) / args.events
                 rates[name].append(rate)
-                print(f"  run {i} {name}: {wall:6.2f} s wall, {rate:9,.0f} ev/s net", flush=True)
+                cpu_us[name].append(us)
+                print(
+                    f"  run {i} {name}: {wall:6.2f} s wall, {rate:9,.0f} ev/s net, "
+                    f"{us:6.2f} us CPU/event net",
+                    flush=True,
+                )
         med = {name: statistics.median(values) for name, values in rates.items()}
+        cmed = {name: statistics.median(values) for name, values in cpu_us.items()}
         print(
             f"median net ev/s: A {med['A']:,.0f}, B {med['B']:,.0f}; "
-            f"B costs {100 * (1 - med['B'] / med['A']):+.1f} % (positive: slower)"
+            f"B costs {100 * (1 - med['B'] / med['A']):+.1f} % (positive: slower)\n"
+            f"median flow CPU per event: A {cmed['A']:.2f} us, B {cmed['B']:.2f} us; "
+            f"B costs {100 * (cmed['B'] / cmed['A'] - 1):+.1f} %"
         )
     finally:
         delete_topics(bootstrap, prefix, timeout_s=30)
