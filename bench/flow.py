@@ -65,7 +65,7 @@ from connectors.coalescing import (  # noqa: E402
     KAFKA_BATCH_SIZE,
     flush_delay_s,
 )
-from connectors.folding import Pending, build_write  # noqa: E402
+from connectors.folding import HistoryStart, Pending, build_write  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics, producer_config  # noqa: E402
 from connectors.kafka_source import decode_messages  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
@@ -177,6 +177,7 @@ def plain_loop(
     store = open_store(store_url, key_prefix=key_prefix)
     states: dict[str, UserState] = {}
     pending: dict[str, Pending] = {}
+    histories: dict[str, HistoryStart] = {}  # each user's history marker
     due: dict[str, float] = {}
     count = rejected = 0
 
@@ -202,7 +203,12 @@ def plain_loop(
             state = states.get(user_id)
             if state is None:
                 state = states[user_id] = UserState(user_id)
-            acc = pending.setdefault(user_id, Pending())
+            acc = pending.get(user_id)
+            if acc is None:
+                history = histories.get(user_id)
+                if history is None:
+                    history = histories[user_id] = HistoryStart()
+                acc = pending[user_id] = Pending(history=history)
             acc.fold(state, values)
             if user_id not in due:
                 behind = now - max(v.ingest_ms for v in values) / 1000

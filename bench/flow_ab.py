@@ -1,24 +1,25 @@
-"""Flow throughput of two checkouts, interleaved: A, B, A, B, ... over the same topics.
+"""Flow throughput of two source trees, interleaved: did a change slow the flow down?
 
-Pre-loads `--events` generator events (as `bench/flow.py` does: 10,000 users, topics of 4
-partitions), then runs `oo-features flow --stop-at-end` alternately with the code of
-`--a` and of `--b` on PYTHONPATH (each into its own keys), `--pairs` times, and prints
-every run and each side's median events/s and flow CPU time per event (spawn to exit,
-startup included: steadier than wall time when the machine is shared). Interleaving spreads the machine's drift over
-both sides; on a shared 2-core machine compare medians, not single runs.
+Pre-loads one topic pair with `--events` generator events (as `bench/flow.py` does), then runs
+`oo-features flow --stop-at-end` over it `--pairs` times per tree, alternating A B B A A B ...,
+each run with `PYTHONPATH=<tree>` and its own key prefix. Each tree's fixed cost (the same
+command over empty topics) is measured once and subtracted: the figure is net events/s, and
+the median per tree is compared.
 
-    .venv/bin/python bench/flow_ab.py --a /path/to/before --b . --pairs 3
+    .venv/bin/python bench/flow_ab.py --a /path/to/base-worktree --b . --events 300000
 
-Kafka and Redis: the local services (or $OO_KAFKA_BOOTSTRAP / $OO_STORE_URL).
+Kafka/Redis: the local services (`oo_features.localservices`). Topics and keys are deleted
+afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,64 +27,104 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import flow as bench  # noqa: E402  (bench/flow.py, next to this file)
-
+from bench.flow import _events  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
+from oo_features import localservices  # noqa: E402
+from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
+
+
+def _run(
+    tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: str
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the flow process) of one run to the end."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "oo_features.cli",
+        "flow",
+        "--bootstrap",
+        bootstrap,
+        "--store-url",
+        store,
+        "--topic-prefix",
+        topic_prefix,
+        "--key-prefix",
+        key_prefix,
+        "--stop-at-end",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"flow of {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--a", required=True, help="checkout A (a directory on PYTHONPATH)")
-    parser.add_argument("--b", required=True, help="checkout B")
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--a", type=Path, required=True, help="source tree A (before)")
+    parser.add_argument("--b", type=Path, required=True, help="source tree B (after)")
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--users", type=int, default=6_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--pairs", type=int, default=3, help="runs per tree")
     args = parser.parse_args(argv)
-    ns = argparse.Namespace(bootstrap=None, store_url=None)
-    bootstrap, store_url = bench._endpoints(ns)
+    trees = {"A": args.a.resolve(), "B": args.b.resolve()}
+    found = localservices.running_endpoints() or localservices.up(echo=print)
+    bootstrap, store = found.kafka_bootstrap, found.redis_url
     run = uuid.uuid4().hex[:8]
-    prefix = f"bab{run}."
-    producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix, partitions=args.partitions)
-    t0 = time.perf_counter()
-    for event in bench._events(args.events, args.users, 7):
-        producer.publish(event, validate=False)
-    report = producer.flush()
-    producer.close()
-    ensure_topics(bootstrap, [prefix + topics.DEADLETTER], args.partitions)
-    print(f"pre-loaded {report.published:,} events in {time.perf_counter() - t0:.1f} s")
-    log_dir = Path(tempfile.mkdtemp(prefix="oo-bench-ab-"))
-    rates: dict[str, list[float]] = {"A": [], "B": []}
-    cpu_us: dict[str, list[float]] = {"A": [], "B": []}
+    prefix, empty = f"bab{run}.", f"bab{run}empty."
     try:
-        for pair in range(args.pairs):
-            for side, path in (("A", args.a), ("B", args.b)):
-                kp = f"bab{run}{side}{pair}"
-                cmd = bench._flow_cmd(bootstrap, store_url, prefix, kp, stop=True, extra=[])
-                os.environ["PYTHONPATH"] = str(Path(path).resolve())
-                wall, cpu = bench.run_flow(cmd, log_dir / f"{side}{pair}.log")
-                rates[side].append(report.published / wall)
-                cpu_us[side].append(cpu / report.published * 1e6)
-                print(
-                    f"  pair {pair + 1} {side}: {wall:6.2f} s {rates[side][-1]:>9,.0f} ev/s, "
-                    f"flow CPU {cpu_us[side][-1]:.1f} us/event"
-                )
-        for side in ("A", "B"):
-            print(
-                f"{side} ({getattr(args, side.lower())}): median "
-                f"{statistics.median(rates[side]):,.0f} ev/s, "
-                f"{statistics.median(cpu_us[side]):.1f} us CPU/event"
-            )
-        a, b = statistics.median(rates["A"]), statistics.median(rates["B"])
+        producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
+        for event in _events(args.events, args.users, args.seed):
+            producer.publish(event, validate=False)
+        assert producer.flush().published == args.events
+        producer.close()
+        ensure_topics(bootstrap, [prefix + topics.DEADLETTER], 4)
+        EventProducer(bootstrap=bootstrap, topic_prefix=empty).close()
+        ensure_topics(bootstrap, [empty + topics.DEADLETTER], 4)
+        fixed = {
+            name: _run(tree, bootstrap, store, empty, f"bab{run}e{name}")
+            for name, tree in trees.items()
+        }
         print(
-            f"B/A: throughput {b / a:.3f}, CPU per event "
-            f"{statistics.median(cpu_us['B']) / statistics.median(cpu_us['A']):.3f}"
+            f"fixed cost (empty topics, wall/CPU s): A {fixed['A'][0]:.2f}/{fixed['A'][1]:.2f}, "
+            f"B {fixed['B'][0]:.2f}/{fixed['B'][1]:.2f}"
+        )
+        rates: dict[str, list[float]] = {"A": [], "B": []}
+        cpu_us: dict[str, list[float]] = {"A": [], "B": []}
+        order = [("A", "B") if i % 2 == 0 else ("B", "A") for i in range(args.pairs)]
+        for i, pair in enumerate(order):
+            for name in pair:
+                wall, cpu = _run(trees[name], bootstrap, store, prefix, f"bab{run}{name}{i}")
+                rate = args.events / max(wall - fixed[name][0], 1e-3)
+                us = 1e6 * max(cpu - fixed[name][1], 0.0) / args.events
+                rates[name].append(rate)
+                cpu_us[name].append(us)
+                print(
+                    f"  run {i} {name}: {wall:6.2f} s wall, {rate:9,.0f} ev/s net, "
+                    f"{us:6.2f} us CPU/event net",
+                    flush=True,
+                )
+        med = {name: statistics.median(values) for name, values in rates.items()}
+        cmed = {name: statistics.median(values) for name, values in cpu_us.items()}
+        print(
+            f"median net ev/s: A {med['A']:,.0f}, B {med['B']:,.0f}; "
+            f"B costs {100 * (1 - med['B'] / med['A']):+.1f} % (positive: slower)\n"
+            f"median flow CPU per event: A {cmed['A']:.2f} us, B {cmed['B']:.2f} us; "
+            f"B costs {100 * (cmed['B'] / cmed['A'] - 1):+.1f} %"
         )
     finally:
-        bench.cleanup(bootstrap, store_url, f"bab{run}")  # topics bab<run>.*, keys bab<run>*
+        delete_topics(bootstrap, prefix, timeout_s=30)
+        delete_topics(bootstrap, empty, timeout_s=30)
+        delete_keys(store, f"bab{run}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -116,7 +116,7 @@ class _StorePartition(StatelessSinkPartition[UserWrite]):
         # No retries inside the client: the writer below retries whole batches with backoff,
         # and a stalled Redis costs one socket timeout per attempt, not three.
         self._store = open_store(url, key_prefix=key_prefix, freshness=freshness, client_retries=0)
-        self._writer: RetryingWriter[list[UserWrite]] = RetryingWriter(
+        self._writer: RetryingWriter[list[UserWrite], list[str]] = RetryingWriter(
             self._store.write_batch, where=url.split("://", 1)[0] + " store", policy=retry
         )
 
@@ -125,10 +125,13 @@ class _StorePartition(StatelessSinkPartition[UserWrite]):
         if not writes:
             return
         # Returns only once the store took the batch: blocking the worker is the backpressure.
-        self._writer.write(writes)
+        refused = self._writer.write(writes)
         flow_metrics.observe_writes(writes)
+        if refused:
+            flow_metrics.count_history_refused(refused)
 
     def close(self) -> None:
+        flow_metrics.report_history_refused(force=True)
         self._store.close()
 
 
@@ -150,6 +153,7 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
         previous.consents = item.consents or previous.consents
         previous.newest_event_ms = item.newest_event_ms
         previous.newest_ingest_ms = item.newest_ingest_ms
+        previous.history = item.history or previous.history
     return list(by_user.values())
 
 

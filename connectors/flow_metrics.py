@@ -6,6 +6,8 @@ path.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 
@@ -15,6 +17,8 @@ from prometheus_client.registry import Collector
 
 from connectors.store.base import UserWrite
 from features.inference import INFERENCE_ERRORS
+
+log = logging.getLogger(__name__)
 
 EVENTS_IN = Counter("oo_flow_events_in_total", "Records read by the flow", ["topic"])
 EVENTS_OUT = Counter(
@@ -46,6 +50,13 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 WRITES = Counter("oo_flow_user_writes_total", "Coalesced per-user writes sent to the store")
+HISTORY_REFUSED = Counter(
+    "oo_flow_history_refused_total",
+    "User writes the store refused because the flow's history of the user starts later than "
+    "the stored features' (retention dropped part of it; ADR 0009)",
+)
+HISTORY_LOG_EVERY_S = 60.0
+"""Refused writes are logged at most once per this many seconds (the first one at once)."""
 LAG = Histogram(
     "oo_flow_feature_lag_seconds",
     "computed_at - ingest_time of each agent write (how long the engine took)",
@@ -116,3 +127,51 @@ def observe_writes(writes: list[UserWrite]) -> None:
     for write in writes:
         for agent_id, agent in write.agents.items():
             LAG.labels(agent_id).observe(max(0, agent.computed_at_ms - agent.ingest_time_ms) / 1000)
+
+
+class _RefusalLog:
+    """What the history guard refused since the last log line (rate-limited reporting)."""
+
+    def __init__(self) -> None:
+        self.users: set[str] = set()
+        self.writes = 0
+        self.total = 0
+        self.logged_at = float("-inf")
+
+
+_refusals = _RefusalLog()
+
+
+def count_history_refused(user_ids: list[str]) -> None:
+    """The store refused these users' writes (history guard): count them, log now and then."""
+    HISTORY_REFUSED.inc(len(user_ids))
+    _refusals.writes += len(user_ids)
+    _refusals.total += len(user_ids)
+    if len(_refusals.users) < 100_000:
+        _refusals.users.update(user_ids)
+    report_history_refused()
+
+
+def report_history_refused(*, force: bool = False) -> None:
+    """Log what was refused since the last line, at most once per `HISTORY_LOG_EVERY_S`
+    (`force`: now, e.g. when the flow stops)."""
+    r = _refusals
+    now = time.monotonic()
+    if not r.writes or (not force and now - r.logged_at < HISTORY_LOG_EVERY_S):
+        return
+    sample = ", ".join(sorted(r.users)[:5])
+    log.warning(
+        "the store refused %d writes of %d users (%d writes in total; e.g. %s): the topics no "
+        "longer hold the whole history their stored features were computed from (retention "
+        "dropped its start), so the stored features are kept and these users are not updated. "
+        "To bring them up to date, run the flow from its recovery state (--recovery-dir), or "
+        "rebuild the store from a full export of the history (docs/adr/0009). "
+        "Metric: oo_flow_history_refused_total",
+        r.writes,
+        len(r.users),
+        r.total,
+        sample,
+    )
+    r.users.clear()
+    r.writes = 0
+    r.logged_at = now

@@ -13,6 +13,12 @@ a pickle of the state taken lazily when the `Pending` folds its first event (non
 that has folded nothing yet), plus the events folded since, folded again. The event becomes a
 `Rejected` in `Pending.failed` (for the dead letters), is counted in
 `oo_flow_fold_errors_total`, and folding goes on with the next event.
+
+History marker (ADR 0009): a `Pending` made with `history=HistoryStart()` records, for each
+Kafka topic-partition, the offset of the first message of the user it folded, and its writes
+carry that marker so the store can refuse features computed from a fragment of the user's
+history. The marker must live as long as the user's state: after a flush, continue with
+`pending.successor()`, never a fresh `Pending(history=HistoryStart())`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,37 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class HistoryStart:
+    """Where one user's history starts in each Kafka topic-partition the flow read it from."""
+
+    __slots__ = ("first", "named")
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> offset of the user's first message folded there."""
+        self.named: dict[str, int] = {}
+        """The same as `UserWrite.history` ("topic:partition" -> offset): rebuilt, never
+        changed in place, when a source is added, so writes can share it."""
+
+    def mark(self, batch: list[Accepted]) -> None:
+        first = self.first
+        added = False
+        for item in batch:
+            source = item.source
+            if source is not None and source not in first:
+                first[source] = item.offset
+                added = True
+        if added:
+            self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
+
+    def __getstate__(self) -> dict[tuple[str, int], int]:
+        return self.first
+
+    def __setstate__(self, first: dict[tuple[str, int], int]) -> None:
+        self.first = first
+        self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
+
+
 @dataclass(slots=True)
 class Pending:
     """What changed for one user since the last write."""
@@ -49,10 +86,17 @@ class Pending:
     """Newest ingest time among the events folded, admitted or not: what the flow has reflected."""
     failed: list[Rejected] = field(default_factory=list)
     """Events whose fold raised, as dead letters; the caller takes them (`take_failed`)."""
+    history: HistoryStart | None = None
+    """Where the user's history starts, since the user's state began (None: not tracked, the
+    writes carry no marker)."""
     _base: bytes | None = None
     """The state as it was before this Pending's first event (pickled); None: a fresh state."""
     _since: list[Accepted] | None = None
     """Events folded into the state since `_base` (None until the first fold)."""
+
+    def successor(self) -> Pending:
+        """An empty Pending for the same user that keeps the history marker."""
+        return Pending(history=self.history)
 
     def __getstate__(self) -> dict[str, Any]:
         # The rebuild base is a cache of this process: a resumed Pending takes a new one.
@@ -63,15 +107,19 @@ class Pending:
             "admitted": self.admitted,
             "seen_ingest_ms": self.seen_ingest_ms,
             "failed": self.failed,
+            "history": self.history,
         }
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.touched = state["touched"]
-        self.deleted_at = state["deleted_at"]
-        self.feedback_changed = state["feedback_changed"]
-        self.admitted = state["admitted"]
-        self.seen_ingest_ms = state["seen_ingest_ms"]
-        self.failed = state.get("failed", [])
+    def __setstate__(self, state: dict[str, Any] | tuple[None, dict[str, Any]]) -> None:
+        # Older snapshots: the slots form `(None, {...})` and no `failed` or `history`.
+        values = state[1] if isinstance(state, tuple) else state
+        self.touched = values.get("touched", set())
+        self.deleted_at = values.get("deleted_at")
+        self.feedback_changed = values.get("feedback_changed", False)
+        self.admitted = values.get("admitted", False)
+        self.seen_ingest_ms = values.get("seen_ingest_ms")
+        self.failed = values.get("failed") or []
+        self.history = values.get("history")
         self._base = None
         self._since = None
 
@@ -81,6 +129,10 @@ class Pending:
         return failed
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
+        if self.history is not None:
+            if not isinstance(batch, list):
+                batch = list(batch)
+            self.history.mark(batch)
         since = self._since
         if since is None:
             # Lazily, once per Pending (one write window), not per event: what a rebuild needs.
@@ -165,13 +217,18 @@ def build_write(
     if pending.seen_ingest_ms is None:
         return None
     reflected = max(pending.seen_ingest_ms, state.ingest_ms or 0)
+    # Shared, never changed in place: HistoryStart replaces `named` when a source is added.
+    history = None
+    if pending.history is not None and pending.history.named:
+        history = pending.history.named
     if not pending.admitted:
-        return UserWrite(user_id=state.user_id, newest_ingest_ms=reflected)
+        return UserWrite(user_id=state.user_id, newest_ingest_ms=reflected, history=history)
     write = UserWrite(
         user_id=state.user_id,
         deleted_at_ms=pending.deleted_at,
         newest_event_ms=state.newest_event_ms,
         newest_ingest_ms=reflected,
+        history=history,
     )
     if state.deleted:
         return write

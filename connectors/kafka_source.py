@@ -105,7 +105,20 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                 if key == user_id.encode():
                     ts = msg.timestamp()[1]
                     ingest = ts if ts > 0 else now_ms
-                    append((user_id, Accepted(event, ingest, kind, occurred_ms, msg)))
+                    append(
+                        (
+                            user_id,
+                            Accepted(
+                                event,
+                                ingest,
+                                kind,
+                                occurred_ms,
+                                msg,
+                                (msg.topic(), msg.partition()),
+                                msg.offset(),
+                            ),
+                        )
+                    )
                     continue
                 if key is None:
                     # Unkeyed, it landed on any partition: it may overtake the user's events.

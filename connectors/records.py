@@ -36,6 +36,10 @@ class Accepted:
     origin: Any = None
     """Where it came from, for a dead letter if folding it fails: the confluent-kafka message,
     or ``(path, line_no, line)`` for a file line (a reference: nothing is copied per event)."""
+    source: tuple[str, int] | None = None
+    """(topic, partition) of the Kafka message; None for files (no stable position, ADR 0009)."""
+    offset: int = -1
+    """Kafka offset of the message in `source` (the user's history marker, ADR 0009)."""
 
     @classmethod
     def of(cls, event: pb.Event, ingest_ms: int) -> Accepted:
@@ -44,7 +48,9 @@ class Accepted:
         kind = event.WhichOneof("payload") or ""
         return cls(event, ingest_ms, kind, ts.seconds * 1000 + ts.nanos // 1_000_000)
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes, int, str, int, Any]]:
+    def __reduce__(
+        self,
+    ) -> tuple[Any, tuple[bytes, int, str, int, Any, tuple[str, int] | None, int]]:
         # Crossing a process boundary (Bytewax cluster exchange): the wire form is the contract.
         return _rebuild_accepted, (
             self.event.SerializeToString(),
@@ -52,6 +58,8 @@ class Accepted:
             self.kind,
             self.occurred_ms,
             self.where(),
+            self.source,
+            self.offset,
         )
 
     def where(self) -> tuple[str, int, int, bytes | None, bytes | None]:
@@ -85,9 +93,15 @@ class Accepted:
 
 
 def _rebuild_accepted(
-    data: bytes, ingest_ms: int, kind: str, occurred_ms: int, where: Any = None
+    data: bytes,
+    ingest_ms: int,
+    kind: str,
+    occurred_ms: int,
+    where: Any = None,
+    source: tuple[str, int] | None = None,
+    offset: int = -1,
 ) -> Accepted:
-    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms, where)
+    return Accepted(pb.Event.FromString(data), ingest_ms, kind, occurred_ms, where, source, offset)
 
 
 @dataclass(frozen=True, slots=True)

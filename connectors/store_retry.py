@@ -38,6 +38,7 @@ __all__ = ["RetryPolicy", "RetryingWriter"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +59,16 @@ class RetryPolicy:
             raise ValueError(f"log_every_s: expected > 0; got {self.log_every_s}")
 
 
-class RetryingWriter(Generic[T]):
-    """Calls `write(batch)` until it succeeds; `StoreError` means "again, after a pause".
+class RetryingWriter(Generic[T, R]):
+    """Calls `write(batch)` until it succeeds and returns what it returned; `StoreError` means
+    "again, after a pause".
 
     `where` names the store in log lines. `sleep` and `clock` are seams for unit tests.
     """
 
     def __init__(
         self,
-        write: Callable[[T], None],
+        write: Callable[[T], R],
         *,
         where: str,
         policy: RetryPolicy = RetryPolicy(),
@@ -90,11 +92,11 @@ class RetryingWriter(Generic[T]):
         """False from the first failed write until a write succeeds again."""
         return self._down_since is None
 
-    def write(self, batch: T) -> None:
+    def write(self, batch: T) -> R:
         failures = 0
         while True:
             try:
-                self._write(batch)
+                result = self._write(batch)
             except StoreError as exc:
                 failures += 1
                 self._failed(exc)
@@ -102,7 +104,7 @@ class RetryingWriter(Generic[T]):
                 continue
             if self._down_since is not None:
                 self._recovered()
-            return
+            return result
 
     def _failed(self, exc: StoreError) -> None:
         now = self._clock()

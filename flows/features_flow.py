@@ -26,7 +26,7 @@ from connectors.coalescing import (
     KAFKA_BATCH_SIZE,
     flush_delay_s,
 )
-from connectors.folding import Pending, build_write
+from connectors.folding import HistoryStart, Pending, build_write
 from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
@@ -52,7 +52,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
     ) -> None:
         self.state = state
         self.snapshots = snapshots
-        self.pending = pending or Pending()
+        self.pending = pending or Pending(history=HistoryStart())
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
@@ -95,7 +95,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         if self.state is None or self.pending.seen_ingest_ms is None:
             return []
         write = build_write(self.state, self.pending)
-        self.pending = Pending()
+        self.pending = self.pending.successor()  # keeps the history marker (ADR 0009)
         return [] if write is None else [write]
 
     def snapshot(self) -> bytes:

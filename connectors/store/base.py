@@ -66,6 +66,52 @@ class UserWrite:
     """Occurred-at of the newest event seen for the user (freshness bookkeeping)."""
     newest_ingest_ms: int | None = None
     """Ingest time of the newest event folded in: what the flow has *reflected* for the user."""
+    history: dict[str, int] | None = None
+    """Where the writer's history of the user starts (ADR 0009): source (`"topic:partition"`)
+    -> Kafka offset of the first message of the user the writer folded there. The store refuses
+    the write when it does not cover the stored one's (`history_covers`); None (files, or a
+    writer that does not track it) skips the check and leaves the stored marker alone."""
+
+
+def encode_history(history: Mapping[str, int]) -> str:
+    """The stored form of a history marker: `source=offset` pairs, space-separated, sorted.
+
+    >>> encode_history({"oo.signals.v1:3": 17, "oo.feedback.v1:3": 2})
+    'oo.feedback.v1:3=2 oo.signals.v1:3=17'
+    """
+    return " ".join(f"{source}={offset}" for source, offset in sorted(history.items()))
+
+
+def decode_history(text: str | None) -> dict[str, int]:
+    """`encode_history` read back (empty for None or '')."""
+    out: dict[str, int] = {}
+    for pair in (text or "").split():
+        source, _, offset = pair.rpartition("=")
+        out[source] = int(offset)
+    return out
+
+
+def history_covers(writer: Mapping[str, int], stored: Mapping[str, int]) -> bool:
+    """True when a writer whose history starts at `writer` misses no message the stored
+    features were computed from: every source of `stored` is in `writer`, starting at or
+    before the stored start. A source only the writer has is more history, never a problem.
+
+    Offsets are comparable only within one topic-partition, so a stored source that the
+    writer lacks counts as missed (retention dropped all of the user's messages there, or the
+    writer reads other topics).
+
+    >>> history_covers({"s:0": 5, "f:0": 9}, {"s:0": 5})
+    True
+    >>> history_covers({"s:0": 8}, {"s:0": 5})
+    False
+    >>> history_covers({"f:0": 9}, {"s:0": 5, "f:0": 9})
+    False
+    """
+    for source, start in stored.items():
+        mine = writer.get(source)
+        if mine is None or mine > start:
+            return False
+    return True
 
 
 @dataclass(slots=True)
@@ -182,8 +228,13 @@ def stamps_of(
 class FeatureStore(Protocol):
     """The online store. Implementations must be safe to share between processes."""
 
-    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> None:
-        """Apply every write in one round trip; a write older than the stored one is ignored."""
+    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> list[str]:
+        """Apply every write in one round trip; a write older than the stored one is ignored.
+
+        Returns the users whose write the history guard refused (ADR 0009): their stored
+        features came from a history that starts before the writer's, so only the write's
+        deletion and removed agents were applied.
+        """
 
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         """The user's stored features; None for an unknown or deleted user."""

@@ -7,7 +7,8 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
                                      computed_at (epoch ms)
     p:{u}:snippet:<agent_id>  string {"text", "expires_at_ms"} JSON, written with SET ... PX ttl
     p:{u}:feedback            string feedback JSON
-    p:{u}:meta                hash   consents (JSON), newest_event_ms, newest_ingest_ms, created_ms
+    p:{u}:meta                hash   consents (JSON), newest_event_ms, newest_ingest_ms, created_ms,
+                                     history (the history marker, ADR 0009)
     p:{u}:keys                set    every key above that exists for the user (for deletion)
     p:tomb:{u}                string deletion time (epoch ms) of a deleted user
     p:users                   zset   user id -> newest event time (ms), for freshness reporting
@@ -46,6 +47,7 @@ from connectors.store.base import (
     UserFreshness,
     UserWrite,
     dumps_compact,
+    encode_history,
     lag_samples,
     stamps_of,
 )
@@ -60,8 +62,10 @@ T = TypeVar("T")
 #       5 feedback JSON or '', 6 consents JSON or '', 7 newest_event_ms or '',
 #       8 newest_ingest_ms or '', 9 created_ms,
 #       then 8 per written agent: version, params, extras, event_time, ingest_time, computed_at,
-#       snippet JSON or '', ttl_ms.
-# Returns {tombstone_seen, user_exists, agents_accepted}.
+#       snippet JSON or '', ttl_ms; then the history marker ('source=offset ...') or ''.
+# Returns {tombstone_seen, user_exists, agents_accepted, history_refused}.
+# History guard (ADR 0009): a write whose marker does not cover the stored one (a stored source
+# it lacks, or starts later in) applies only its deletion and removed agents.
 _WRITE_LUA = """
 local meta, fb, idx, tomb = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n_agents, n_removed = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -83,6 +87,22 @@ for i = 1, n_removed do
   local h, s = KEYS[base + 2 * i - 1], KEYS[base + 2 * i]
   redis.call('DEL', h, s)
   redis.call('SREM', idx, h, s)
+end
+local history = ARGV[10 + 8 * n_agents]
+if history ~= '' then
+  local stored = redis.call('HGET', meta, 'history')
+  if stored then
+    local mine = {}
+    for src, off in string.gmatch(history, '(%S+)=(%d+)') do mine[src] = tonumber(off) end
+    for src, off in string.gmatch(stored, '(%S+)=(%d+)') do
+      local m = mine[src]
+      if (not m) or m > tonumber(off) then
+        local seen = 0
+        if tomb_ms then seen = 1 end
+        return {seen, redis.call('EXISTS', meta), 0, 1}
+      end
+    end
+  end
 end
 local data_time = nil
 if ARGV[7] ~= '' then data_time = tonumber(ARGV[7]) end
@@ -110,13 +130,14 @@ for i = 1, n_agents do
   end
 end
 if tomb_ms and ((not data_time) or data_time <= tomb_ms) then
-  return {1, redis.call('EXISTS', meta), accepted}
+  return {1, redis.call('EXISTS', meta), accepted, 0}
 end
 if ARGV[5] ~= '' then
   redis.call('SET', fb, ARGV[5])
   redis.call('SADD', idx, fb)
 end
 if ARGV[6] ~= '' then redis.call('HSET', meta, 'consents', ARGV[6]) end
+if history ~= '' then redis.call('HSET', meta, 'history', history) end
 if ARGV[7] ~= '' then
   local cur = redis.call('HGET', meta, 'newest_event_ms')
   if (not cur) or tonumber(cur) < tonumber(ARGV[7]) then
@@ -133,7 +154,7 @@ redis.call('HSETNX', meta, 'created_ms', ARGV[9])
 redis.call('SADD', idx, meta)
 local seen = 0
 if tomb_ms then seen = 1 end
-return {seen, 1, accepted}
+return {seen, 1, accepted, 0}
 """
 
 # KEYS: 1 meta, 2 feedback, 3 keys index. ARGV: 1 agent key prefix, 2 snippet key prefix.
@@ -381,6 +402,7 @@ class RedisStore:
         for agent_id in w.removed_agents:
             keys.append(f"{base}agent:{agent_id}")
             keys.append(f"{base}snippet:{agent_id}")
+        args.append(encode_history(w.history) if w.history else "")
         return keys, args
 
     @staticmethod
@@ -462,10 +484,12 @@ class RedisStore:
 
     # -- FeatureStore ---------------------------------------------------------------------------
 
-    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> None:
-        """Apply every write in one pipelined round trip (a second one only after a deletion)."""
+    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> list[str]:
+        """Apply every write in one pipelined round trip (a second one only after a deletion).
+
+        Returns the users whose write the history guard refused (ADR 0009)."""
         if not writes:
-            return
+            return []
         now = _now_ms() if now_ms is None else now_ms
         calls = [self._write_call(w, now) for w in writes]
         users_key = self._users_key
@@ -482,10 +506,11 @@ class RedisStore:
         else:
             xadds, extra = [], []
 
-        def run() -> None:
+        def run() -> list[str]:
             results = self._run_scripts(calls, before=[zadd], extra=extra, after=xadds)
             fix = self._r.pipeline(transaction=False)
-            for w, (tomb_seen, exists, _accepted) in zip(writes, results, strict=True):
+            refused = [w.user_id for w, r in zip(writes, results, strict=True) if r[3]]
+            for w, (tomb_seen, exists, _accepted, _refused) in zip(writes, results, strict=True):
                 if tomb_seen:
                     if exists:
                         fix.zadd(users_key, {w.user_id: self._score(w)}, gt=True)
@@ -495,8 +520,9 @@ class RedisStore:
                             fix.zrem(key, w.user_id)
             if len(fix):
                 fix.execute()
+            return refused
 
-        self._guard("write_batch", run)
+        return self._guard("write_batch", run)
 
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         base = self._base(user_id)

@@ -11,7 +11,8 @@ Tables (`<prefix>_` in front of each name; layout in `connectors/README.md`):
            computed_at_ms)                  primary key (user_id, agent_id)
     snippets(user_id, agent_id, text, expires_at_ms)     primary key (user_id, agent_id)
     feedback(user_id, data)                 primary key user_id
-    meta(user_id, consents, newest_event_ms, newest_ingest_ms, created_ms)  primary key user_id
+    meta(user_id, consents, newest_event_ms, newest_ingest_ms, created_ms, history)
+                                            primary key user_id
     tombstones(user_id, deleted_at_ms)      primary key user_id
     fresh(user_id, newest_ingest_ms, reflected_ingest_ms, pending_since_ms)  primary key user_id
     fresh_lag(agent_id, written_ms, lag_ms)  recent lag samples (rowid order)
@@ -39,7 +40,10 @@ from connectors.store.base import (
     StoredUser,
     UserFreshness,
     UserWrite,
+    decode_history,
     dumps_compact,
+    encode_history,
+    history_covers,
     lag_samples,
     nearest_rank,
     stamps_of,
@@ -125,6 +129,10 @@ class SQLiteStore:
             CREATE INDEX IF NOT EXISTS {t["fresh_lag"]}_agent ON {t["fresh_lag"]} (agent_id);
             """
         )
+        # The history marker (ADR 0009) came after the first release: add it to older files.
+        columns = {row[1] for row in c.execute(f"PRAGMA table_info({t['meta']})")}
+        if "history" not in columns:
+            c.execute(f"ALTER TABLE {t['meta']} ADD COLUMN history TEXT")
 
     def _prepare_sql(self) -> None:
         t = self._t
@@ -161,14 +169,16 @@ class SQLiteStore:
         )
         m = t["meta"]
         self._sql_meta_put = (
-            f"INSERT INTO {m} (user_id, consents, newest_event_ms, newest_ingest_ms, created_ms) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+            f"INSERT INTO {m} (user_id, consents, newest_event_ms, newest_ingest_ms, created_ms, "
+            "history) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
             f"consents = coalesce(excluded.consents, {m}.consents), "
+            f"history = coalesce(excluded.history, {m}.history), "
             f"newest_event_ms = max(coalesce(excluded.newest_event_ms, {m}.newest_event_ms), "
             f"coalesce({m}.newest_event_ms, excluded.newest_event_ms)), "
             f"newest_ingest_ms = max(coalesce(excluded.newest_ingest_ms, {m}.newest_ingest_ms), "
             f"coalesce({m}.newest_ingest_ms, excluded.newest_ingest_ms))"
         )
+        self._sql_history_get = f"SELECT history FROM {m} WHERE user_id = ?"
         self._sql_meta_get = (
             f"SELECT consents, newest_event_ms, newest_ingest_ms FROM {m} WHERE user_id = ?"
         )
@@ -255,7 +265,8 @@ class SQLiteStore:
 
         self._guard(what, run)
 
-    def _apply(self, c: sqlite3.Connection, w: UserWrite, now: int) -> None:
+    def _apply(self, c: sqlite3.Connection, w: UserWrite, now: int) -> bool:
+        """Apply one write; False when the history guard refused it (ADR 0009)."""
         uid = w.user_id
         if w.deleted_at_ms is not None:
             self._delete(c, uid, w.deleted_at_ms)
@@ -264,6 +275,15 @@ class SQLiteStore:
         for agent_id in w.removed_agents:
             c.execute(self._sql_agent_del, (uid, agent_id))
             c.execute(self._sql_snippet_del, (uid, agent_id))
+        history = None
+        if w.history:
+            history = encode_history(w.history)
+            stored = c.execute(self._sql_history_get, (uid,)).fetchone()
+            if stored and stored[0] and not history_covers(w.history, decode_history(stored[0])):
+                # Like Redis: the flow did read these events, so freshness moves on; the
+                # refusal itself is reported by the caller (ADR 0009).
+                self._reflect(c, uid, w.newest_ingest_ms)
+                return False
         data_time = w.newest_event_ms
         for agent_id, a in w.agents.items():
             et = a.event_time_ms
@@ -293,13 +313,19 @@ class SQLiteStore:
             else:
                 c.execute(self._sql_snippet_del, (uid, agent_id))
         if tomb is not None and (data_time is None or data_time <= tomb):
-            return
+            return True
         if w.feedback is not None:
             c.execute(self._sql_feedback_put, (uid, _dumps(w.feedback)))
         consents = None if w.consents is None else _dumps(w.consents)
-        c.execute(self._sql_meta_put, (uid, consents, w.newest_event_ms, w.newest_ingest_ms, now))
-        if w.newest_ingest_ms is not None:
-            reflected = w.newest_ingest_ms
+        c.execute(
+            self._sql_meta_put,
+            (uid, consents, w.newest_event_ms, w.newest_ingest_ms, now, history),
+        )
+        self._reflect(c, uid, w.newest_ingest_ms)
+        return True
+
+    def _reflect(self, c: sqlite3.Connection, uid: str, reflected: int | None) -> None:
+        if reflected is not None:
             c.execute(self._sql_reflect, (uid, reflected, reflected))
             c.execute(self._sql_reflect_pending, (uid,))
 
@@ -310,17 +336,21 @@ class SQLiteStore:
 
     # -- FeatureStore ---------------------------------------------------------------------------
 
-    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> None:
-        """Apply every write in one transaction, in order."""
+    def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> list[str]:
+        """Apply every write in one transaction, in order; return the users whose write the
+        history guard refused (ADR 0009)."""
         if not writes:
-            return
+            return []
         now = _now_ms() if now_ms is None else now_ms
+        refused: list[str] = []
 
         def apply(c: sqlite3.Connection) -> None:
+            refused.clear()  # a retried transaction starts over
             for w in writes:
                 if not w.user_id:
                     raise ValueError("user_id must not be empty")
-                self._apply(c, w, now)
+                if not self._apply(c, w, now):
+                    refused.append(w.user_id)
             real_now = _now_ms()
             c.executemany(
                 self._sql_lag_put,
@@ -338,6 +368,7 @@ class SQLiteStore:
                 self._last_purge_ms = real_now
 
         self._transaction("write_batch", apply)
+        return refused
 
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         now = _now_ms() if now_ms is None else now_ms

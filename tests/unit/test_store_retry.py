@@ -47,7 +47,7 @@ def test_a_failing_batch_is_retried_whole_until_the_store_takes_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store, clock = FlakyStore(failures=40), FakeClock()
-    writer: RetryingWriter[list[str]] = RetryingWriter(
+    writer: RetryingWriter[list[str], None] = RetryingWriter(
         store.write,
         where="redis store",
         policy=RetryPolicy(base_s=0.1, cap_s=5.0, log_every_s=30.0),
@@ -79,7 +79,7 @@ def test_the_gauge_says_down_while_retrying() -> None:
         if len(seen) < 3:
             raise StoreError("unreachable")
 
-    writer: RetryingWriter[list[str]] = RetryingWriter(
+    writer: RetryingWriter[list[str], None] = RetryingWriter(
         write, where="redis store", sleep=lambda s: None
     )
     writer.write(["u1"])
@@ -94,7 +94,7 @@ def test_an_error_that_is_not_the_stores_is_not_retried() -> None:
         calls.append(batch)
         raise KeyError("a bug")
 
-    writer: RetryingWriter[list[str]] = RetryingWriter(write, where="x", sleep=lambda s: None)
+    writer: RetryingWriter[list[str], None] = RetryingWriter(write, where="x", sleep=lambda s: None)
     with pytest.raises(KeyError):
         writer.write(["u1"])
     assert len(calls) == 1
