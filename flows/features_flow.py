@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from connectors import bytewax_io, topics
@@ -172,8 +172,9 @@ def build_flow(
     )
     outputs = op.branch("split_fold_failures", op.key_rm("drop_user_key", folded), _is_write)
     # Events whose fold raised join the records that did not decode or validate.
-    rejected = op.merge(
-        "all_rejects", op.map("unkey_rejects", split.falses, _record), outputs.falses
+    rejected = cast(
+        Stream[Rejected],
+        op.merge("all_rejects", op.map("unkey_rejects", split.falses, _record), outputs.falses),
     )
     if kafka_bootstrap is not None:
         op.output(
