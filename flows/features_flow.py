@@ -40,6 +40,9 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
     change schedules a write `flush_interval` later and everything folded until
     then goes out in that one write. What is folded but not yet written is part
     of the snapshot, so a restart loses nothing.
+
+    `dedupe` lets writes leave out agents whose output equals the one last handed to the
+    store; the flow turns it off when an earlier incarnation has written the store (ADR 0007).
     """
 
     def __init__(
@@ -49,9 +52,11 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         flush_interval: timedelta,
         catchup_interval: timedelta | None = None,
         snapshots: bool = True,
+        dedupe: bool = True,
     ) -> None:
         self.state = state
         self.snapshots = snapshots
+        self.dedupe = dedupe
         self.pending = pending or Pending()
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
@@ -89,7 +94,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
         self.due = None
         if self.state is None or self.pending.seen_ingest_ms is None:
             return []
-        write = build_write(self.state, self.pending)
+        write = build_write(self.state, self.pending, dedupe=self.dedupe)
         self.pending = Pending()
         return [] if write is None else [write]
 
@@ -103,12 +108,19 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite, bytes]):
 
 
 def _build_logic(
-    flush_interval: timedelta, catchup_interval: timedelta, snapshots: bool, resume: bytes | None
+    flush_interval: timedelta,
+    catchup_interval: timedelta,
+    snapshots: bool,
+    dedupe: bool,
+    resume: bytes | None,
 ) -> UserLogic:
     if not resume:
-        return UserLogic(None, None, flush_interval, catchup_interval, snapshots)
+        return UserLogic(None, None, flush_interval, catchup_interval, snapshots, dedupe)
     state, pending = pickle.loads(resume)
-    return UserLogic(state, pending, flush_interval, catchup_interval, snapshots)
+    if state is not None:
+        # The digests describe what the crashed incarnation handed its store, not this one's.
+        state.output_digests.clear()
+    return UserLogic(state, pending, flush_interval, catchup_interval, snapshots, dedupe)
 
 
 def _record(item: Keyed) -> Any:
@@ -129,11 +141,17 @@ def build_flow(
     catchup_interval: timedelta = timedelta(seconds=CATCHUP_FLUSH_INTERVAL_S),
     freshness: bool = True,
     recovery: bool = True,
+    dedupe_writes: bool = False,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`).
 
     `recovery=False` says the flow runs without a recovery store, so user states need no
     snapshots (Bytewax asks for them at every epoch all the same).
+
+    `dedupe_writes=True` skips writing an agent whose output did not change since this flow
+    last wrote it. Only sound when this flow is the store's only writer so far
+    (`connectors.folding.dedupe_is_safe`, checked by `oo-features flow` at start); otherwise
+    every changed agent is written and the store's event-time guard decides (ADR 0007).
     """
     if (kafka_bootstrap is None) == (event_log is None):
         raise ValueError("build_flow needs exactly one of kafka_bootstrap or event_log")
@@ -168,7 +186,9 @@ def build_flow(
         # the end of the file, so coalesce as when catching up.
         flush_interval = max(flush_interval, catchup_interval)
     writes = op.stateful_batch(
-        "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval, recovery)
+        "fold_user_state",
+        keyed,
+        partial(_build_logic, flush_interval, catchup_interval, recovery, dedupe_writes),
     )
     op.output(
         "store",

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import topics
     from connectors.exceptions import ConnectorError
+    from connectors.folding import dedupe_is_safe
     from connectors.kafka import ensure_topics
     from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(store_url, key_prefix=key_prefix)
         store.ping()
+        # Before anything of this run is written: an empty store has only this run as writer.
+        dedupe = dedupe_is_safe(store)
         store.close()
         if bootstrap is not None:
             ensure_topics(
@@ -188,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         catchup_interval=timedelta(seconds=max(args.catchup_flush_interval, args.flush_interval)),
         freshness=not args.no_freshness,
         recovery=recovery is not None,
+        dedupe_writes=dedupe,
     )
     metrics_port = (
         args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port
