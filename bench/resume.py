@@ -4,15 +4,16 @@ What it measures (issue 10, "Speed and size"): the time from spawning
 `oo-features flow --recovery-dir DIR` to its first store write after resuming, and the flow's
 memory per resumed user.
 
-How the recovery state is built (a real Bytewax recovery store, written the way Bytewax
-writes it):
+How the recovery state is built (a real Bytewax recovery store, written by a real flow):
   1. `--templates` generator users with `--days` of history each are folded into `UserState`s
      and snapshotted by the flow's own `UserLogic.snapshot()` (the bytes Bytewax stores);
-  2. a real flow runs once over a topic pair holding one event, with `--recovery-dir DIR`, so
-     DIR holds Bytewax's partitions, the source's offsets and a committed epoch;
-  3. `--users` rows are added to DIR's `snaps` table for the `fold_user_state` step at that
-     epoch, user `u{i:05d}` getting template `i % templates` with its user id rewritten (the
-     generator's ids have the same length, so the pickle stays valid);
+  2. one event for each of `--users` users is published and a real flow runs once over it
+     with `--recovery-dir DIR --recovery-partitions P`, so DIR holds Bytewax's partitions, the
+     source's offsets, a committed epoch and one snapshot row per user, in the partition
+     Bytewax chose for it;
+  3. each user's snapshot is replaced by a template's, user `u{i:05d}` getting template
+     `i % templates` with its user id rewritten (the generator's ids have the same length, so
+     the pickle stays valid): months of history each;
   4. one new event for a resumed user (`u00001`) is published;
   5. the flow is spawned in tail mode; this process polls the store until that user's write
      lands, reads the flow's resident memory (`/proc/PID/status` VmRSS, VmHWM) and stops it.
@@ -20,7 +21,8 @@ The same is done with one resumed user for the baseline memory; per user = diffe
 
     .venv/bin/python bench/resume.py                       # 100,000 users, 300 templates, 90 days
     .venv/bin/python bench/resume.py --users 10000         # quicker
-    .venv/bin/python bench/resume.py --profile             # + py-spy of the resumed flow
+    .venv/bin/python bench/resume.py --partitions 1        # one recovery partition
+    .venv/bin/python bench/resume.py --dumps 5 10 20       # + py-spy stacks at those seconds
 
 Kafka/Redis: `--bootstrap`/`--store-url`, else $OO_KAFKA_BOOTSTRAP/$OO_STORE_URL, else the local
 services (started if needed). Topics, keys and the recovery directory are deleted afterwards.
@@ -108,31 +110,27 @@ def _flow_argv(recovery: Path) -> list[str]:
 
 
 def _fill_recovery(recovery: Path, templates: list[bytes], users: int) -> tuple[int, int]:
-    """Add `users` user snapshots to the (already initialised) recovery partition; returns
-    (epoch, bytes written)."""
-    parts = sorted(recovery.glob("*.sqlite3"))
-    assert len(parts) == 1, f"expected one recovery partition (1 worker); got {parts}"
-    conn = sqlite3.connect(parts[0])
-    (epoch,) = conn.execute("SELECT MAX(snap_epoch) FROM snaps").fetchone()
-    total = 0
-
-    def rows():
-        nonlocal total
-        for i in range(users):
+    """Replace every user's snapshot by a template's; returns (users replaced, bytes)."""
+    replaced = total = 0
+    for part in sorted(recovery.glob("*.sqlite3")):
+        conn = sqlite3.connect(part)
+        rows = conn.execute(
+            "SELECT rowid, state_key FROM snaps WHERE step_id = ?", (STEP,)
+        ).fetchall()
+        updates = []
+        for rowid, key in rows:
+            i = int(key[1:])
             t = i % len(templates)
-            blob = templates[t].replace(f"u{t:05d}".encode(), f"u{i:05d}".encode())
+            blob = templates[t].replace(f"u{t:05d}".encode(), key.encode())
             ser = pickle.dumps(blob, protocol=4)  # how Bytewax serialises a snapshot
             total += len(ser)
-            yield (STEP, f"u{i:05d}", epoch, ser)
-
-    with conn:
-        conn.executemany(
-            "INSERT OR REPLACE INTO snaps (step_id, state_key, snap_epoch, ser_change) "
-            "VALUES (?, ?, ?, ?)",
-            rows(),
-        )
-    conn.close()
-    return epoch, total
+            updates.append((ser, rowid))
+        with conn:
+            conn.executemany("UPDATE snaps SET ser_change = ? WHERE rowid = ?", updates)
+        conn.close()
+        replaced += len(updates)
+    assert replaced == users, f"the first run snapshotted {replaced} users, not {users}"
+    return replaced, total
 
 
 def _memory_kib(pid: int) -> tuple[int, int]:
@@ -168,34 +166,47 @@ def _one(
             partitions=4,
         )
         producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
-        producer.publish(_event("u99999", 0))  # type: ignore[arg-type]
-        assert producer.flush(30).published == 1
-        subprocess.run(
-            [*_flow_argv(recovery), "--stop-at-end"], env=env, check=True, capture_output=True
-        )
+        for i in range(users):
+            producer.publish(_event(f"u{i:05d}", i))  # type: ignore[arg-type]
+        assert producer.flush(60).published == users
         t = time.perf_counter()
-        epoch, size = _fill_recovery(recovery, templates, users)
+        subprocess.run(
+            [*_flow_argv(recovery), "--stop-at-end", "--recovery-partitions", str(args.partitions)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        _, size = _fill_recovery(recovery, templates, users)
         fill_s = time.perf_counter() - t
 
-        producer.publish(_event(PROBE_USER, 1))  # type: ignore[arg-type]
+        producer.publish(_event(PROBE_USER, users))  # type: ignore[arg-type]
         assert producer.flush(30).published == 1
         producer.close()
         store = open_store(store_url, key_prefix=key_prefix)
+        before = store.read_user(PROBE_USER)
+        assert before is not None, "the first run wrote every user"
         log = (workdir / "flow.log").open("wb")
         argv = _flow_argv(recovery)
-        if args.profile:
-            argv = ["py-spy", "record", "-o", str(args.profile), "--subprocesses", "--", *argv]
         start = time.perf_counter()
         child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         first_write = None
         rss = hwm = 0
         deadline = start + args.timeout
+        dumps = sorted(args.dumps) if users > 2 else []
         while time.perf_counter() < deadline and child.poll() is None:
-            if store.read_user(PROBE_USER) is not None:
+            if dumps and time.perf_counter() - start >= dumps[0]:
+                # Where the resume spends its time: the flow's stacks, Bytewax's Rust included.
+                print(f"--- py-spy dump at {dumps.pop(0):.0f} s")
+                spy = ["py-spy", "dump", "--native", "--pid", str(child.pid)]
+                out = subprocess.run(spy, capture_output=True, text=True)
+                frames = [ln.strip() for ln in out.stdout.splitlines()[3:] if ln.strip()]
+                print("\n".join(f.split(" (")[0][:160] for f in frames[:14]) or out.stderr)
+            now = store.read_user(PROBE_USER)
+            if now is not None and (now.newest_ingest_ms or 0) > (before.newest_ingest_ms or 0):
                 first_write = time.perf_counter() - start
                 break
             time.sleep(0.02)
-        if first_write is not None and not args.profile:
+        if first_write is not None:
             rss, hwm = _memory_kib(child.pid)
         child.terminate()
         child.wait(timeout=60)
@@ -206,7 +217,6 @@ def _one(
             raise SystemExit(f"no write within {args.timeout} s (exit {child.returncode}):\n{tail}")
         return {
             "users": users,
-            "epoch": epoch,
             "recovery_mb": size / 1e6,
             "fill_s": fill_s,
             "first_write_s": first_write,
@@ -224,11 +234,21 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--templates", type=int, default=300)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument(
+        "--partitions", type=int, default=64, help="recovery partitions (flow's default: 64)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--bootstrap")
     parser.add_argument("--store-url")
-    parser.add_argument("--profile", type=Path, help="py-spy flame graph (SVG) of the big run")
+    parser.add_argument(
+        "--dumps",
+        type=float,
+        nargs="*",
+        default=[],
+        help="seconds after spawn at which to print the flow's stacks (`py-spy dump --native`; "
+        "`pip install py-spy`)",
+    )
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
     bootstrap, store_url = _endpoints(args)
@@ -243,14 +263,12 @@ def main() -> None:
     )
     results = []
     if not args.no_baseline:
-        profile, args.profile = args.profile, None
         results.append(_one(args, bootstrap, store_url, templates, 2))
-        args.profile = profile
     results.append(_one(args, bootstrap, store_url, templates, args.users))
     for r in results:
         print(
             f"resumed users {r['users']:>7,}: recovery {r['recovery_mb']:8.1f} MB "
-            f"(filled in {r['fill_s']:.1f} s), spawn -> first write {r['first_write_s']:6.2f} s, "
+            f"(built in {r['fill_s']:.1f} s), spawn -> first write {r['first_write_s']:6.2f} s, "
             f"RSS {r['rss_mib']:7.1f} MiB (peak {r['hwm_mib']:7.1f} MiB)"
         )
     if len(results) == 2 and results[1]["rss_mib"]:

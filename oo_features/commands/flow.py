@@ -9,6 +9,9 @@ import sys
 
 from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, KAFKA_BATCH_SIZE
 
+RECOVERY_PARTITIONS = 64
+"""About 1,500 users a partition at 100,000 users: resume stays within seconds (ADR 0007)."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,6 +41,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-a", "--addresses", help="semicolon-separated host:port of every cluster process"
     )
     p.add_argument("--recovery-dir", help="Bytewax recovery directory (snapshots, resume offsets)")
+    p.add_argument(
+        "--recovery-partitions",
+        type=int,
+        default=RECOVERY_PARTITIONS,
+        help="SQLite partitions of a new --recovery-dir (fixed once created; an existing "
+        "directory keeps its own). Bytewax's resume reads each partition's snapshots in pages "
+        "with a query whose cost grows with the square of the users it holds: more partitions, "
+        "faster resume (BENCHMARKS.md, Resume). Default %(default)s",
+    )
     p.add_argument(
         "--epoch-interval",
         type=float,
@@ -175,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         db_dir = Path(args.recovery_dir)
         if not any(db_dir.glob("*.sqlite3")):
             db_dir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(db_dir, max(1, args.workers * max(args.processes, 1)))
+            parts = max(args.recovery_partitions, args.workers * max(args.processes, 1))
+            init_db_dir(db_dir, parts)
         recovery = RecoveryConfig(db_dir)
 
     flow = build_flow(
