@@ -186,7 +186,7 @@ def _one(
         before = store.read_user(PROBE_USER)
         assert before is not None, "the first run wrote every user"
         log = (workdir / "flow.log").open("wb")
-        argv = _flow_argv(recovery)
+        argv = [*_flow_argv(recovery), *args.flow_arg]
         start = time.perf_counter()
         child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         first_write = None
@@ -250,6 +250,14 @@ def main() -> None:
         "`pip install py-spy`)",
     )
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--flow-arg",
+        action="append",
+        default=[],
+        help="extra argument of the resumed flow, e.g. --flow-arg=--catchup-flush-interval=0.1 "
+        "(the probe event waits in Kafka during the resume, so the flow sees a backlog and "
+        "coalesces for a quarter of how far behind it is, up to 10 s)",
+    )
     args = parser.parse_args()
     bootstrap, store_url = _endpoints(args)
 
