@@ -82,7 +82,9 @@ def _kill_and_restart(
         code = child.returncode
         tail = (logs / f"flow-{n}.log").read_text(errors="replace")[-2000:]
         assert code == -signal.SIGKILL, f"incarnation {n} exited {code} before the kill:\n{tail}"
-        history.append(f"kill {n} after {delay:.1f} s")
+        store = open_store(env["OO_STORE_URL"], key_prefix=env["OO_KEY_PREFIX"])
+        history.append(f"kill {n} after {delay:.1f} s, {len(store.user_ids())} users stored")
+        store.close()
     return history
 
 
@@ -139,6 +141,7 @@ def _crash_run(
         from tests.fixtures_services import _delete_keys
 
         _delete_keys(services.redis_url, key_prefix + "ref")
+    print(f"OO_CRASH_SEED={seed}: " + "; ".join(history))  # shown with -s or on failure
     assert sum(1 for v in want.values() if v["served"]) > users // 2, "the reference run is empty"
     assert sum(1 for v in want.values() if v["tombstone"]) >= 2, "the log deletes two users"
     problems = [
