@@ -2,9 +2,9 @@
 
 A generated log with every chaos option on (out-of-order, duplicates, too-late and invalid
 events, plus deletions, consent changes and preferences of the generator) is published to
-Kafka; one flow reads it uninterrupted into one key prefix. Another flow reads it into a second
-key prefix with a recovery directory and is killed with SIGKILL at random moments, restarted
-each time, then run to the end. The two stores must be equal for every user: parameters,
+Kafka at a steady pace while a flow with a recovery directory reads it into one key prefix
+and is killed with SIGKILL at random moments (restarted each time), then run to the end.
+Another flow reads the same topics uninterrupted into a second key prefix. The two stores must be equal for every user: parameters,
 extras, snippet texts, feedback counters, consents, deletions (ADR 0007).
 
 The default run kills 3 times over ~15,000 events; `@pytest.mark.chaos` (`make chaos`) kills 10
@@ -18,11 +18,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connectors.kafka import EventProducer
 from connectors.store import open_store
 from tests.cli import oo_features
 from tests.e2e.test_flow_e2e import inject_invalid, stored_view, valid_events
@@ -58,6 +61,20 @@ def _view(store_url: str, key_prefix: str, user_ids: list[str]) -> dict[str, Any
     return view
 
 
+def _publish_slowly(bootstrap: str, topic_prefix: str, events: list[Any], seconds: float) -> None:
+    producer = EventProducer(bootstrap=bootstrap, topic_prefix=topic_prefix)
+    chunks = max(1, int(seconds / 0.25))
+    size = -(-len(events) // chunks)
+    published = 0
+    for start in range(0, len(events), size):
+        for event in events[start : start + size]:
+            producer.publish(event)
+        published += producer.flush(30).published
+        time.sleep(0.25)
+    producer.close()
+    assert published == len(events), f"{published} of {len(events)} events published"
+
+
 def _kill_and_restart(
     env: dict[str, str], recovery: Path, logs: Path, *, kills: int, seed: int
 ) -> list[str]:
@@ -66,7 +83,7 @@ def _kill_and_restart(
     rng = random.Random(seed)
     argv = [sys.executable, "-m", "oo_features.cli", "flow", "--recovery-dir", str(recovery)]
     # Short epochs and flushes: snapshots, resumes and writes interleave as much as possible.
-    argv += ["--epoch-interval", "0.5", "--flush-interval", "0.2", "--catchup-flush-interval", "1"]
+    argv += ["--epoch-interval", "1", "--flush-interval", "0.05", "--batch-size", "500"]
     history = []
     for n in range(kills):
         delay = rng.uniform(1.0, 7.0)
@@ -123,16 +140,24 @@ def _crash_run(
         "OO_STORE_URL": services.redis_url,
         "OO_TOPIC_PREFIX": topic_prefix,
     }
-    oo_features("produce", str(log), env=env, check=False)
     inject_invalid(log, services.kafka_bootstrap, topic_prefix)
+    # The log is published while the flow is being killed, about 3 s of it per kill, so the
+    # kills land while there is work: mid-fold, mid-write, mid-snapshot, at start.
+    publisher = threading.Thread(
+        target=_publish_slowly, args=(services.kafka_bootstrap, topic_prefix, events, kills * 3.0)
+    )
+    publisher.start()
 
     uninterrupted = {**env, "OO_KEY_PREFIX": key_prefix + "ref"}
     crashed = {**env, "OO_KEY_PREFIX": key_prefix}
     try:
-        oo_features("flow", "--stop-at-end", env=uninterrupted)
         recovery = tmp_path / "recovery"
-        history = _kill_and_restart(crashed, recovery, tmp_path, kills=kills, seed=seed)
+        try:
+            history = _kill_and_restart(crashed, recovery, tmp_path, kills=kills, seed=seed)
+        finally:
+            publisher.join()
         oo_features("flow", "--stop-at-end", "--recovery-dir", str(recovery), env=crashed)
+        oo_features("flow", "--stop-at-end", env=uninterrupted)
 
         user_ids = sorted({e.user_id for e in events})
         want = _view(services.redis_url, key_prefix + "ref", user_ids)
