@@ -33,7 +33,7 @@ from typing import Any
 
 from connectors import flow_metrics
 from connectors.records import Accepted, Rejected
-from connectors.store.base import AgentWrite, UserWrite
+from connectors.store.base import AgentWrite, FeatureStore, UserWrite
 from features.state import UserState
 
 log = logging.getLogger(__name__)
@@ -206,13 +206,34 @@ def _fresh(state: UserState) -> bool:
     )
 
 
+def dedupe_is_safe(store: FeatureStore) -> bool:
+    """Whether a flow starting now may skip writes equal to the last it handed the store.
+
+    Only when it will be the store's only writer: the store holds no user yet. Otherwise an
+    earlier incarnation (crashed, stopped, or resumed from an older snapshot) may have written
+    values with newer event times than this one's next writes, which the store's guard then
+    refuses; skipping the final write because it equals a refused one would leave the earlier
+    incarnation's intermediate value for good (ADR 0007).
+    """
+    return not store.user_ids()
+
+
 def build_write(
-    state: UserState, pending: Pending, *, computed_at_ms: int | None = None
+    state: UserState,
+    pending: Pending,
+    *,
+    computed_at_ms: int | None = None,
+    dedupe: bool = True,
 ) -> UserWrite | None:
     """The coalesced write for everything `pending` saw (None when it saw nothing).
 
     When nothing was admitted (duplicates, late events, events of a deleted user) the write
     carries only the reflected ingest time, so freshness does not count the user as stale.
+
+    With `dedupe` an agent whose output equals the one last handed to the store is left out:
+    sound only while the caller's writes are the only ones the store has seen (see
+    `dedupe_is_safe`). Without it every touched agent is written, and the store's event-time
+    guard alone decides.
     """
     if pending.seen_ingest_ms is None:
         return None
@@ -240,13 +261,14 @@ def build_write(
         state.output_digests.pop(agent_id, None)
     digests = state.output_digests
     for agent_id, out in state.outputs(live).items():
-        # Most events change few agents' outputs (a mood event moves the watermark, rarely the
-        # overdue count): an output equal to the last one written is not written again.
         params = {name: param.as_dict() for name, param in out.params.items()}
-        digest = hash((repr(params), repr(out.extras), out.snippet, out.version))
-        if digests.get(agent_id) == digest:
-            continue
-        digests[agent_id] = digest
+        if dedupe:
+            # Most events change few agents' outputs (a mood event moves the watermark, rarely
+            # the overdue count): an output equal to the last one written is not written again.
+            digest = hash((repr(params), repr(out.extras), out.snippet, out.version))
+            if digests.get(agent_id) == digest:
+                continue
+            digests[agent_id] = digest
         write.agents[agent_id] = AgentWrite(
             agent_id=agent_id,
             version=out.version,

@@ -32,6 +32,11 @@ from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
 
+_PENDING, _SETTLED = b"P", b"S"
+"""First byte of a snapshot: the user has folded changes not written yet (due at once after a
+resume), or not. The rest is `pickle.dumps((UserState, Pending))`. A snapshot without it (an
+older flow's) starts with pickle's own b"\\x80" and is loaded at once."""
+
 
 class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
     """One user's `UserState`: folds every batch, writes at most once per flush interval.
@@ -40,6 +45,14 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
     change schedules a write `flush_interval` later and everything folded until
     then goes out in that one write. What is folded but not yet written is part
     of the snapshot, so a restart loses nothing.
+
+    `dedupe` lets writes leave out agents whose output equals the one last handed to the
+    store; the flow turns it off when an earlier incarnation has written the store (ADR 0007).
+
+    A resumed user (`UserLogic.resumed`) keeps its snapshot's bytes and unpickles them only
+    when it is first needed (an event, a due write): Bytewax builds every snapshotted user at
+    start, and unpickling them all made the first write after a resume wait for every user
+    (BENCHMARKS.md, "Resume"). Until then its snapshot is those bytes, unchanged.
     """
 
     def __init__(
@@ -49,17 +62,46 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         flush_interval: timedelta,
         catchup_interval: timedelta | None = None,
         snapshots: bool = True,
+        dedupe: bool = True,
     ) -> None:
         self.state = state
         self.snapshots = snapshots
+        self.dedupe = dedupe
         self.pending = pending or Pending(history=HistoryStart())
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
+        self.frozen: bytes | None = None
+        """The snapshot this user was resumed from, while it is not unpickled yet."""
         if self.pending.seen_ingest_ms is not None:
             self.due = datetime.now(UTC)
 
+    @classmethod
+    def resumed(
+        cls,
+        snapshot: bytes,
+        flush_interval: timedelta,
+        catchup_interval: timedelta | None = None,
+        snapshots: bool = True,
+        dedupe: bool = True,
+    ) -> UserLogic:
+        """A user resumed from `snapshot` (what `snapshot()` returned in an earlier run)."""
+        if snapshot[:1] not in (_PENDING, _SETTLED):
+            state, pending = _thaw(snapshot)
+            return cls(state, pending, flush_interval, catchup_interval, snapshots, dedupe)
+        logic = cls(None, None, flush_interval, catchup_interval, snapshots, dedupe)
+        logic.frozen = snapshot
+        if snapshot[:1] == _PENDING:
+            logic.due = datetime.now(UTC)  # what the crashed run had not written yet
+        return logic
+
+    def _thaw(self) -> None:
+        if self.frozen is not None:
+            self.state, self.pending = _thaw(self.frozen[1:])
+            self.frozen = None
+
     def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite | Rejected], bool]:
+        self._thaw()
         if self.state is None:
             self.state = UserState(values[0].event.user_id)
         self.pending.fold(self.state, values)
@@ -92,28 +134,45 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
 
     def _flush(self) -> list[UserWrite]:
         self.due = None
+        if self.frozen is not None and self.frozen[:1] == _SETTLED:
+            return []  # nothing folded since the snapshot, nothing pending in it
+        self._thaw()
         if self.state is None or self.pending.seen_ingest_ms is None:
             return []
-        write = build_write(self.state, self.pending)
+        write = build_write(self.state, self.pending, dedupe=self.dedupe)
         self.pending = self.pending.successor()  # keeps the history marker (ADR 0009)
         return [] if write is None else [write]
 
     def snapshot(self) -> bytes:
+        if self.frozen is not None:
+            return self.frozen  # unchanged since the resume
         if not self.snapshots:
             # No recovery store: Bytewax still asks every touched user at each epoch and
             # drops the answer, so do not pickle the state for nothing.
             return b""
         # pickle, not deepcopy: several times cheaper per touched user at each epoch.
-        return pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
+        mark = _SETTLED if self.pending.seen_ingest_ms is None else _PENDING
+        return mark + pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _thaw(data: bytes) -> tuple[UserState | None, Pending]:
+    state, pending = pickle.loads(data)
+    if state is not None:
+        # The digests describe what the crashed incarnation handed its store, not this one's.
+        state.output_digests.clear()
+    return state, pending
 
 
 def _build_logic(
-    flush_interval: timedelta, catchup_interval: timedelta, snapshots: bool, resume: bytes | None
+    flush_interval: timedelta,
+    catchup_interval: timedelta,
+    snapshots: bool,
+    dedupe: bool,
+    resume: bytes | None,
 ) -> UserLogic:
     if not resume:
-        return UserLogic(None, None, flush_interval, catchup_interval, snapshots)
-    state, pending = pickle.loads(resume)
-    return UserLogic(state, pending, flush_interval, catchup_interval, snapshots)
+        return UserLogic(None, None, flush_interval, catchup_interval, snapshots, dedupe)
+    return UserLogic.resumed(resume, flush_interval, catchup_interval, snapshots, dedupe)
 
 
 def _record(item: Keyed) -> Any:
@@ -138,11 +197,17 @@ def build_flow(
     catchup_interval: timedelta = timedelta(seconds=CATCHUP_FLUSH_INTERVAL_S),
     freshness: bool = True,
     recovery: bool = True,
+    dedupe_writes: bool = False,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`).
 
     `recovery=False` says the flow runs without a recovery store, so user states need no
     snapshots (Bytewax asks for them at every epoch all the same).
+
+    `dedupe_writes=True` skips writing an agent whose output did not change since this flow
+    last wrote it. Only sound when this flow is the store's only writer so far
+    (`connectors.folding.dedupe_is_safe`, checked by `oo-features flow` at start); otherwise
+    every changed agent is written and the store's event-time guard decides (ADR 0007).
     """
     if (kafka_bootstrap is None) == (event_log is None):
         raise ValueError("build_flow needs exactly one of kafka_bootstrap or event_log")
@@ -168,7 +233,9 @@ def build_flow(
         # the end of the file, so coalesce as when catching up.
         flush_interval = max(flush_interval, catchup_interval)
     folded = op.stateful_batch(
-        "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval, recovery)
+        "fold_user_state",
+        keyed,
+        partial(_build_logic, flush_interval, catchup_interval, recovery, dedupe_writes),
     )
     outputs = op.branch("split_fold_failures", op.key_rm("drop_user_key", folded), _is_write)
     # Events whose fold raised join the records that did not decode or validate.

@@ -10,6 +10,9 @@ import sys
 
 from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, KAFKA_BATCH_SIZE
 
+RECOVERY_PARTITIONS = 64
+"""About 1,500 users a partition at 100,000 users: resume stays within seconds (ADR 0007)."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,6 +42,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-a", "--addresses", help="semicolon-separated host:port of every cluster process"
     )
     p.add_argument("--recovery-dir", help="Bytewax recovery directory (snapshots, resume offsets)")
+    p.add_argument(
+        "--recovery-partitions",
+        type=int,
+        default=RECOVERY_PARTITIONS,
+        help="SQLite partitions of a new --recovery-dir (fixed once created; an existing "
+        "directory keeps its own). Bytewax's resume reads each partition's snapshots in pages "
+        "with a query whose cost grows with the square of the users it holds: more partitions, "
+        "faster resume (BENCHMARKS.md, Resume). Default %(default)s",
+    )
     p.add_argument(
         "--epoch-interval",
         type=float,
@@ -133,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import topics
     from connectors.exceptions import ConnectorError
+    from connectors.folding import dedupe_is_safe
     from connectors.kafka import ensure_topics
     from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
@@ -161,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(store_url, key_prefix=key_prefix)
         store.ping()
+        # Before anything of this run is written: an empty store has only this run as writer.
+        dedupe = dedupe_is_safe(store)
         store.close()
         if bootstrap is not None:
             ensure_topics(
@@ -178,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
         db_dir = Path(args.recovery_dir)
         if not any(db_dir.glob("*.sqlite3")):
             db_dir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(db_dir, max(1, args.workers * max(args.processes, 1)))
+            parts = max(args.recovery_partitions, args.workers * max(args.processes, 1))
+            init_db_dir(db_dir, parts)
         recovery = RecoveryConfig(db_dir)
 
     flow = build_flow(
@@ -194,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         catchup_interval=timedelta(seconds=max(args.catchup_flush_interval, args.flush_interval)),
         freshness=not args.no_freshness,
         recovery=recovery is not None,
+        dedupe_writes=dedupe,
     )
     metrics_port = (
         args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port

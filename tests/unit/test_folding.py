@@ -35,3 +35,18 @@ def test_an_unchanged_agent_is_not_written_again() -> None:
     )
     write = fold_batch(state, [Accepted.of(mood, 1_100)])
     assert write is not None and write.agents == {}  # a mood event changes no agent's output
+
+
+def test_without_dedupe_every_touched_agent_is_written_again() -> None:
+    # After a restart the store may hold another incarnation's values: nothing is skipped.
+    state = UserState("fu")
+    first = fold_batch(state, [Accepted.of(EVENT, 1_000)])
+    assert first is not None and first.agents
+    mood = from_json(
+        '{"eventId":"m1","userId":"fu","occurredAt":"2026-05-02T06:31:00Z","moodLogged":{"score":4}}'
+    )
+    pending = Pending()
+    pending.fold(state, [Accepted.of(mood, 1_100)])
+    write = build_write(state, pending, dedupe=False)
+    assert write is not None and set(write.agents) == pending.touched & state.agents.keys()
+    assert write.agents, "a new day moves every agent's as-of date: some are touched"
