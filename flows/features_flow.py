@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from connectors import bytewax_io, topics
+from connectors import bytewax_io, tombstones, topics
 from connectors.coalescing import (
     CATCHUP_FLUSH_INTERVAL_S,
     FLUSH_INTERVAL_S,
@@ -111,6 +112,15 @@ def _build_logic(
     return UserLogic(state, pending, flush_interval, catchup_interval, snapshots)
 
 
+def _tombstone_message(
+    write: UserWrite, *, topic_prefix: str
+) -> KafkaSinkMessage[bytes, bytes] | None:
+    if write.deleted_at_ms is None:
+        return None
+    key, value = tombstones.record(write.user_id, write.deleted_at_ms)
+    return KafkaSinkMessage(key=key, value=value, topic=tombstones.topic_name(topic_prefix))
+
+
 def _record(item: Keyed) -> Any:
     return item[1]
 
@@ -129,11 +139,16 @@ def build_flow(
     catchup_interval: timedelta = timedelta(seconds=CATCHUP_FLUSH_INTERVAL_S),
     freshness: bool = True,
     recovery: bool = True,
+    dead_letters: bool = True,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`).
 
     `recovery=False` says the flow runs without a recovery store, so user states need no
-    snapshots (Bytewax asks for them at every epoch all the same).
+    snapshots (Bytewax asks for them at every epoch all the same). `dead_letters=False` drops
+    rejected records (a refill replays what the running flow already dead-lettered).
+    With Kafka, every deletion the flow writes is also published to the compacted tombstone
+    topic (`connectors.tombstones`, ADR 0008), so a deletion that reached the flow as an event
+    is durable like one made through the API.
     """
     if (kafka_bootstrap is None) == (event_log is None):
         raise ValueError("build_flow needs exactly one of kafka_bootstrap or event_log")
@@ -153,7 +168,9 @@ def build_flow(
         records = op.flat_map_batch("decode", raw_lines, bytewax_io.decode_line_batch)
     split = op.branch("split_rejects", records, bytewax_io.is_accepted)
     rejected = op.map("unkey_rejects", split.falses, _record)
-    if kafka_bootstrap is not None:
+    if not dead_letters:
+        pass  # `rejected` leads nowhere: dropped
+    elif kafka_bootstrap is not None:
         letters = op.map(
             "to_deadletter", rejected, partial(bytewax_io.to_dead_letter, topic_prefix=topic_prefix)
         )
@@ -170,11 +187,17 @@ def build_flow(
     writes = op.stateful_batch(
         "fold_user_state", keyed, partial(_build_logic, flush_interval, catchup_interval, recovery)
     )
+    user_writes = op.key_rm("drop_user_key", writes)
     op.output(
         "store",
-        op.key_rm("drop_user_key", writes),
+        user_writes,
         bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
     )
+    if kafka_bootstrap is not None:
+        deletions = op.filter_map(
+            "to_tombstones", user_writes, partial(_tombstone_message, topic_prefix=topic_prefix)
+        )
+        op.output("tombstones", deletions, bytewax_io.dead_letter_sink(kafka_bootstrap))
     return flow
 
 
