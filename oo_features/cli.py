@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("produce", "flow", "backfill", "generate", "serve", "demo", "services")
+COMMANDS = ("produce", "flow", "backfill", "refill", "generate", "serve", "demo", "services")
 
 
 def build_parser() -> argparse.ArgumentParser:
