@@ -12,6 +12,7 @@ from connectors.exceptions import ConnectorError
 from serving.api.deps import FreshnessDep, ProducerDep, SettingsDep, StoreDep
 from serving.api.models import FreshnessReadyOut, HealthOut, ReadyOut, iso_ms
 from serving.exceptions import EventSinkError
+from serving.store_identity import LOST, REFILLING
 
 router = APIRouter(tags=["health"])
 
@@ -48,7 +49,7 @@ def _stamper_state(request: Request) -> str:
 @router.get(
     "/ready",
     response_model=ReadyOut,
-    summary="The store answers and the event log (Kafka, or the file when disabled) is usable; "
+    summary="The store answers and holds its data (ADR 0008), and the event log (Kafka, or the file when disabled) is usable; "
     "the freshness check's verdict is reported, never a reason to be unready",
     responses={503: {"model": ReadyOut, "description": "Not ready; `reason` says why."}},
 )
@@ -60,7 +61,8 @@ async def ready(
     monitor: FreshnessDep,
 ) -> ReadyOut | JSONResponse:
     bound = settings.ready_timeout_s
-    store_state = await _probe(store.ping, bound)
+    watch = request.app.state.identity
+    store_state = await _probe(lambda: watch.check(store), bound)
     producer_state = await _probe(lambda: sink.check(timeout_s=bound), bound + 0.5)
     freshness = FreshnessReadyOut(
         breaching=sorted(monitor.breaching),
@@ -71,7 +73,7 @@ async def ready(
     reasons = [
         f"{name} {state}"
         for name, state in (("store", store_state), ("producer", producer_state))
-        if state.startswith("unreachable")
+        if state.startswith(("unreachable", LOST, REFILLING))
     ]
     if reasons:
         body = ReadyOut(
