@@ -295,3 +295,42 @@ def test_wipe_while_processing_is_noticed_and_the_restart_refills(
     services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
 ) -> None:
     _run_wipe_case(services, topic_prefix, key_prefix, tmp_path, mid_processing=True)
+
+
+def test_refill_command_rewrites_a_wiped_store_with_its_tombstones(
+    services: Any, topic_prefix: str, key_prefix: str
+) -> None:
+    from connectors.tombstones import read_tombstones
+    from serving.sinks import user_deleted
+
+    env = {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+        "OO_KEY_PREFIX": key_prefix,
+    }
+    events = [from_json(line) for line in generate_lines(12, 8, 3)]
+    user_ids = sorted({e.user_id for e in events})
+    # A deletion that reaches the flow as an event (not through the API).
+    deleted_at = max(e.occurred_at.ToMilliseconds() for e in events) + 60_000
+    publish(
+        services.kafka_bootstrap, topic_prefix, [*events, user_deleted(user_ids[1], deleted_at)]
+    )
+    oo_features("flow", "--stop-at-end", env=env)
+    expected = dump(services.redis_url, key_prefix, user_ids)
+    assert expected[user_ids[1]] == (None, deleted_at)
+    # The flow made that deletion durable in the tombstone topic.
+    tombstones = read_tombstones(services.kafka_bootstrap, topic_prefix=topic_prefix)
+    assert tombstones == {user_ids[1]: deleted_at}
+
+    delete_keys(services.redis_url, f"{key_prefix}:")  # the store is wiped
+    assert users_with_data(services.redis_url, key_prefix, user_ids) == 0
+
+    result = oo_features("refill", env=env)
+
+    assert "refill: done" in result.stderr
+    assert dump(services.redis_url, key_prefix, user_ids) == expected
+    store = open_store(services.redis_url, key_prefix=key_prefix)
+    marker = store.identity()
+    store.close()
+    assert marker is not None and marker.state == "ready"
