@@ -500,9 +500,8 @@ def test_identity_marker_is_a_key_of_the_prefix_and_goes_with_a_wipe(
     s, raw = redis_backend.store, redis_backend.raw
     assert raw is not None
     first = s.create_identity()
-    assert f"{redis_backend.prefix}:{{{redis_backend.prefix}~store}}:identity" in (
-        redis_backend.keys()
-    )
+    present = redis_backend.keys()
+    assert f"{redis_backend.prefix}:{{{redis_backend.prefix}~store}}:identity" in present
 
     raw.delete(*redis_backend.keys())  # the test's whole store wiped
 
