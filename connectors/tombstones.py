@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any
 
+from bytewax.connectors.kafka import KafkaSink
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -32,7 +33,7 @@ from connectors import topics
 from connectors.exceptions import DeliveryError, KafkaUnavailableError
 from connectors.kafka import admin_config, producer_config
 
-__all__ = ["TombstoneLog", "ensure_topic", "read_tombstones", "record"]
+__all__ = ["TombstoneLog", "ensure_topic", "read_tombstones", "record", "sink"]
 
 log = logging.getLogger(__name__)
 _client_log = logging.getLogger(f"{__name__}.client")
@@ -64,6 +65,13 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[str, int] | None:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         log.warning("ignoring a tombstone record that does not parse: %s", exc)
         return None
+
+
+def sink(bootstrap: str) -> KafkaSink:
+    """The flow's Bytewax sink for tombstone records (`KafkaSinkMessage`s naming the topic)."""
+    return KafkaSink(
+        [bootstrap], topic=None, add_config={"acks": "all", "enable.idempotence": "true"}
+    )
 
 
 def ensure_topic(

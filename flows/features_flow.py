@@ -197,7 +197,7 @@ def build_flow(
         deletions = op.filter_map(
             "to_tombstones", user_writes, partial(_tombstone_message, topic_prefix=topic_prefix)
         )
-        op.output("tombstones", deletions, bytewax_io.dead_letter_sink(kafka_bootstrap))
+        op.output("tombstones", deletions, tombstones.sink(kafka_bootstrap))
     return flow
 
 
