@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 partitions=settings.partitions,
                 timeout_s=settings.kafka_timeout_s,
+                tombstones_bootstrap=args.bootstrap or settings.kafka_bootstrap,
             )
         except ConnectorError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -179,17 +179,29 @@ def prepare_flow_store(
     workers: int,
     partitions: int,
     timeout_s: float,
+    tombstones_bootstrap: str | None = None,
 ) -> str:
     """Before the flow writes: tombstones restored, the store refilled if it lost its data.
 
-    Returns the identity of the store the flow writes to (remembered in the recovery directory).
+    `bootstrap` None is an event-log run (`--from`): only the tombstones, read from
+    `tombstones_bootstrap` when set, and the marker. Returns the identity of the store the flow writes to (remembered in the recovery directory).
     """
     from connectors.store import open_store
     from connectors.store.base import IDENTITY_FILLING, IDENTITY_READY
 
     store = open_store(store_url, key_prefix=key_prefix)
     try:
-        if bootstrap is None:  # an event-log replay rewrites every user of its file anyway
+        if bootstrap is None:
+            # An event-log replay rewrites every user of its file anyway; the tombstones
+            # still come first when there is a Kafka to read them from.
+            if tombstones_bootstrap is not None:
+                restore_tombstones(
+                    store,
+                    bootstrap=tombstones_bootstrap,
+                    topic_prefix=topic_prefix,
+                    partitions=partitions,
+                    timeout_s=timeout_s,
+                )
             return store.create_identity(state=IDENTITY_READY).id
         restore_tombstones(
             store,

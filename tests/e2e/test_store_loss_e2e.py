@@ -334,3 +334,30 @@ def test_refill_command_rewrites_a_wiped_store_with_its_tombstones(
     marker = store.identity()
     store.close()
     assert marker is not None and marker.state == "ready"
+
+
+def test_file_replays_restore_the_durable_tombstones_first(
+    services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
+) -> None:
+    from connectors.codec import to_json
+    from connectors.tombstones import TombstoneLog
+
+    # A deletion made through the API lives in the tombstone topic, not in the file.
+    deleted_at = max(e.occurred_at.ToMilliseconds() for e in history("gone")) + 1
+    tombstones = TombstoneLog(services.kafka_bootstrap, topic_prefix=topic_prefix)
+    tombstones.publish("gone", deleted_at)
+    tombstones.close()
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(to_json(e) + "\n" for e in history("gone") + history("kept")))
+    env = {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+    }
+
+    for prefix, command in ((f"{key_prefix}b", "backfill"), (f"{key_prefix}f", "flow")):
+        args = [command, str(log)] if command == "backfill" else [command, "--from", str(log)]
+        oo_features(*args, env={**env, "OO_KEY_PREFIX": prefix})
+        got = dump(services.redis_url, prefix, ["gone", "kept"])
+        assert got["gone"] == (None, deleted_at), command
+        assert got["kept"][0] is not None, command
