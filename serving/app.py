@@ -97,8 +97,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             partitions=settings.partitions,
             timeout_s=settings.kafka_timeout_s,
         )
-    with contextlib.suppress(StoreError):  # unreachable now: the first /ready probe does it
-        await anyio.to_thread.run_sync(lambda: state.identity.check(state.store))
+    # The store's identity as first seen (ADR 0008); unreachable or slow now: the first
+    # /ready probe does it.
+    with contextlib.suppress(StoreError, TimeoutError), anyio.fail_after(settings.ready_timeout_s):
+        await anyio.to_thread.run_sync(
+            lambda: state.identity.check(state.store), abandon_on_cancel=True
+        )
     http = httpx.AsyncClient(
         trust_env=False,
         timeout=settings.orchestrator_timeout_s,

@@ -49,8 +49,9 @@ def _stamper_state(request: Request) -> str:
 @router.get(
     "/ready",
     response_model=ReadyOut,
-    summary="The store answers and holds its data (ADR 0008), and the event log (Kafka, or the file when disabled) is usable; "
-    "the freshness check's verdict is reported, never a reason to be unready",
+    summary="The store answers and holds its data (ADR 0008), and the event log (Kafka, or "
+    "the file when disabled) is usable; the freshness check's verdict is reported, never a "
+    "reason to be unready",
     responses={503: {"model": ReadyOut, "description": "Not ready; `reason` says why."}},
 )
 async def ready(
