@@ -41,13 +41,6 @@ STORE_REFILLS = Counter(
     "Refills of a store that lost its data (wiped or replaced), by reason (ADR 0008)",
     ["reason"],
 )
-STORE_REFILLING = Gauge(
-    "oo_flow_store_refilling", "1 while this process refills the store from the log"
-)
-STORE_LOST = Gauge(
-    "oo_flow_store_lost",
-    "1 once this process saw the store's identity marker gone or replaced (it then exits 75)",
-)
 WRITES = Counter("oo_flow_user_writes_total", "Coalesced per-user writes sent to the store")
 LAG = Histogram(
     "oo_flow_feature_lag_seconds",

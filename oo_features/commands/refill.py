@@ -149,7 +149,6 @@ def refill(
             f"{reason}; {restored} tombstones restored; recomputing every user from the log"
         )
         flow_metrics.STORE_REFILLS.labels(reason.split(":")[0]).inc()
-        flow_metrics.STORE_REFILLING.set(1)
         started = time.monotonic()
         refill_from_log(
             store_url=store_url,
@@ -158,7 +157,6 @@ def refill(
             topic_prefix=topic_prefix,
             workers=workers,
         )
-        flow_metrics.STORE_REFILLING.set(0)
         if not store.set_identity_state(identity.id, IDENTITY_READY):
             raise RuntimeError(
                 f"store {store_url} lost its identity marker again during the refill"
@@ -271,7 +269,6 @@ class StoreWatchdog(threading.Thread):
             self._lost(store, "gone" if marker is None else f"replaced by {marker.id}")
 
     def _lost(self, store: FeatureStore, what: str) -> None:
-        from connectors import flow_metrics
         from connectors.exceptions import StoreError
         from connectors.store.base import IDENTITY_FILLING
 
@@ -280,7 +277,6 @@ class StoreWatchdog(threading.Thread):
             store.set_identity_state(marker.id, IDENTITY_FILLING)
         except StoreError:
             pass
-        flow_metrics.STORE_LOST.set(1)
         _say(
             f"error: the store {self.store_url} (prefix {self.key_prefix!r}) lost its data: "
             f"identity marker {self.identity_id} {what}. Marked it 'filling' and exiting with "
