@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from connectors.codec import from_json
 from connectors.kafka import EventProducer
@@ -361,3 +362,53 @@ def test_file_replays_restore_the_durable_tombstones_first(
         got = dump(services.redis_url, prefix, ["gone", "kept"])
         assert got["gone"] == (None, deleted_at), command
         assert got["kept"][0] is not None, command
+
+
+def _recovered_run(
+    services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
+) -> tuple[dict[str, str], tuple[str, ...], list[str], dict[str, Any]]:
+    """A small log run once with a recovery directory: (env, flow flags, users, store dump)."""
+    env = {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+        "OO_KEY_PREFIX": key_prefix,
+    }
+    events = [from_json(line) for line in generate_lines(8, 6, 5)]
+    user_ids = sorted({e.user_id for e in events})
+    publish(services.kafka_bootstrap, topic_prefix, events)
+    flags = ("flow", "--stop-at-end", "--recovery-dir", str(tmp_path / "recovery"))
+    oo_features(*flags, env=env)
+    expected = dump(services.redis_url, key_prefix, user_ids)
+    assert sum(1 for served, _ in expected.values() if served) > len(user_ids) // 2
+    return env, flags, user_ids, expected
+
+
+def test_a_flow_restarted_on_a_store_wiped_while_it_was_down_refills(
+    services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
+) -> None:
+    env, flags, user_ids, expected = _recovered_run(services, topic_prefix, key_prefix, tmp_path)
+
+    # Wiped while the flow was down: the recovery state remembers the store it wrote to.
+    delete_keys(services.redis_url, f"{key_prefix}:")
+    again = oo_features(*flags, env=env)
+
+    assert "lost its data: no identity marker" in again.stderr
+    assert dump(services.redis_url, key_prefix, user_ids) == expected
+
+
+@pytest.mark.chaos
+def test_a_flow_restarted_on_a_replaced_store_refills(
+    services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
+) -> None:
+    env, flags, user_ids, expected = _recovered_run(services, topic_prefix, key_prefix, tmp_path)
+
+    # Wiped, then an API restarted on it gave it a new marker: another store for the flow.
+    delete_keys(services.redis_url, f"{key_prefix}:")
+    store = open_store(services.redis_url, key_prefix=key_prefix)
+    store.create_identity()
+    store.close()
+    again = oo_features(*flags, env=env)
+
+    assert "was replaced" in again.stderr
+    assert dump(services.redis_url, key_prefix, user_ids) == expected
