@@ -49,6 +49,11 @@ CONSUMER_LAG = Gauge(
     "updated about once a second while the partition is read",
     ["topic", "partition"],
 )
+STORE_REFILLS = Counter(
+    "oo_flow_store_refills_total",
+    "Refills of a store that lost its data (wiped or replaced), by reason (ADR 0008)",
+    ["reason"],
+)
 WRITES = Counter("oo_flow_user_writes_total", "Coalesced per-user writes sent to the store")
 HISTORY_REFUSED = Counter(
     "oo_flow_history_refused_total",

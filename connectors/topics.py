@@ -7,6 +7,8 @@ from proto import events_pb2 as pb
 SIGNALS = "oo.signals.v1"
 FEEDBACK = "oo.feedback.v1"
 DEADLETTER = "oo.deadletter.v1"
+TOMBSTONES = "oo.tombstones.v1"
+"""Compacted: one record per deleted user, key = user_id (ADR 0008, `connectors.tombstones`)."""
 
 FEEDBACK_PAYLOADS = frozenset({"tip_shown", "tip_reaction"})
 

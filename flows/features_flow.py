@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from connectors import bytewax_io, topics
+from connectors import bytewax_io, tombstones, topics
 from connectors.coalescing import (
     CATCHUP_FLUSH_INTERVAL_S,
     FLUSH_INTERVAL_S,
@@ -175,6 +176,15 @@ def _build_logic(
     return UserLogic.resumed(resume, flush_interval, catchup_interval, snapshots, dedupe)
 
 
+def _tombstone_message(
+    write: UserWrite, *, topic_prefix: str
+) -> KafkaSinkMessage[bytes, bytes] | None:
+    if write.deleted_at_ms is None:
+        return None
+    key, value = tombstones.record(write.user_id, write.deleted_at_ms)
+    return KafkaSinkMessage(key=key, value=value, topic=tombstones.topic_name(topic_prefix))
+
+
 def _record(item: Keyed) -> Any:
     return item[1]
 
@@ -198,6 +208,7 @@ def build_flow(
     freshness: bool = True,
     recovery: bool = True,
     dedupe_writes: bool = False,
+    dead_letters: bool = True,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`).
 
@@ -208,6 +219,12 @@ def build_flow(
     last wrote it. Only sound when this flow is the store's only writer so far
     (`connectors.folding.dedupe_is_safe`, checked by `oo-features flow` at start); otherwise
     every changed agent is written and the store's event-time guard decides (ADR 0007).
+
+    `dead_letters=False` drops rejected records (a refill replays what the running flow
+    already dead-lettered).
+    With Kafka, every deletion the flow writes is also published to the compacted tombstone
+    topic (`connectors.tombstones`, ADR 0008), so a deletion that reached the flow as an event
+    is durable like one made through the API.
     """
     if (kafka_bootstrap is None) == (event_log is None):
         raise ValueError("build_flow needs exactly one of kafka_bootstrap or event_log")
@@ -243,7 +260,9 @@ def build_flow(
         Stream[Rejected],
         op.merge("all_rejects", op.map("unkey_rejects", split.falses, _record), outputs.falses),
     )
-    if kafka_bootstrap is not None:
+    if not dead_letters:
+        pass  # `rejected` leads nowhere: dropped
+    elif kafka_bootstrap is not None:
         op.output(
             "deadletter",
             rejected,
@@ -252,11 +271,17 @@ def build_flow(
     else:
         path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
+    user_writes = cast(Stream[UserWrite], outputs.trues)
     op.output(
         "store",
-        cast(Any, outputs.trues),
+        user_writes,
         bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
     )
+    if kafka_bootstrap is not None:
+        deletions = op.filter_map(
+            "to_tombstones", user_writes, partial(_tombstone_message, topic_prefix=topic_prefix)
+        )
+        op.output("tombstones", deletions, tombstones.sink(kafka_bootstrap))
     return flow
 
 

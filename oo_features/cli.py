@@ -11,7 +11,17 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("produce", "flow", "backfill", "export", "generate", "serve", "demo", "services")
+COMMANDS = (
+    "produce",
+    "flow",
+    "backfill",
+    "export",
+    "refill",
+    "generate",
+    "serve",
+    "demo",
+    "services",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from serving.orchestrator import CircuitBreaker, OrchestratorClient
 from serving.settings import Settings
 from serving.sinks import EventSink, FileEventSink, KafkaEventSink
 from serving.store_guard import StoreGuard
+from serving.store_identity import StoreIdentityWatch
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     if owned_sink:
         state.sink = _build_sink(settings, state.metrics)
+    bootstrap = settings.kafka_bootstrap
+    owned_tombstones = state.tombstones is None and bootstrap is not None
+    if owned_tombstones and bootstrap is not None:
+        from connectors.tombstones import TombstoneLog
+
+        state.tombstones = TombstoneLog(
+            bootstrap,
+            topic_prefix=settings.topic_prefix,
+            partitions=settings.partitions,
+            timeout_s=settings.kafka_timeout_s,
+        )
+    # The store's identity as first seen (ADR 0008); unreachable or slow now: the first
+    # /ready probe does it.
+    with contextlib.suppress(StoreError, TimeoutError), anyio.fail_after(settings.ready_timeout_s):
+        await anyio.to_thread.run_sync(
+            lambda: state.identity.check(state.store), abandon_on_cancel=True
+        )
     http = httpx.AsyncClient(
         trust_env=False,
         timeout=settings.orchestrator_timeout_s,
@@ -161,6 +179,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned_sink:
             state.sink.close(timeout_s=settings.kafka_timeout_s)
             state.sink = None
+        if owned_tombstones:
+            state.tombstones.close()
+            state.tombstones = None
         if owned_store:
             state.store.close()
             state.store = None
@@ -231,6 +252,8 @@ def create_app(
     app.state.sink = _as_sink(producer, metrics) if producer is not None else None
     app.state.orchestrator = None
     app.state.stamper = None
+    app.state.identity = StoreIdentityWatch(metrics)
+    app.state.tombstones = None
     app.state.freshness = FreshnessMonitor(
         objective=settings.freshness_objective,
         window_s=settings.freshness_window_s,

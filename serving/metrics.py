@@ -16,7 +16,9 @@ Series (labels in braces):
 - `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver;
 - `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
   `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
-  `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check.
+  `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check;
+- `oo_store_lost_data`: 1 while the store's identity marker is gone (wiped or replaced),
+  `oo_store_refilling`: 1 while the store is marked `filling` (set by each `/ready` probe).
 """
 
 from __future__ import annotations
@@ -105,6 +107,17 @@ class Metrics:
             "oo_freshness_lag_p99_ms",
             "p99 of computed_at - ingest_time over the agent's recent writes (last check).",
             ["agent"],
+            registry=self.registry,
+        )
+
+        self.store_lost = Gauge(
+            "oo_store_lost_data",
+            "1 while the store's identity marker is gone: it lost its data (last /ready probe).",
+            registry=self.registry,
+        )
+        self.store_refilling = Gauge(
+            "oo_store_refilling",
+            "1 while the store is marked filling: a refill is under way (last /ready probe).",
             registry=self.registry,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -186,6 +187,32 @@ class UserFreshness:
         return max(now_ms - self.pending_since_ms, 0)
 
 
+IDENTITY_READY = "ready"
+"""The store holds every user the engine knows (a fresh store, or a refill that finished)."""
+IDENTITY_FILLING = "filling"
+"""The store lost its data (wiped or replaced) and a refill has not finished yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """The store's identity marker: created once, gone when the store is wiped.
+
+    A store that answers without its marker lost its data (or was never initialised); a
+    marker with another `id` than the one a process remembers is another store.
+    """
+
+    id: str
+    created_ms: int
+    state: str
+    """`ready` or `filling` (see `IDENTITY_READY`, `IDENTITY_FILLING`)."""
+    state_ms: int
+    """When `state` was last set."""
+
+
+def new_identity_id() -> str:
+    return uuid.uuid4().hex
+
+
 def nearest_rank(ordered: Sequence[int], q: float) -> int | None:
     """The `q` quantile of sorted values by nearest rank (the same rule the Redis script uses).
 
@@ -272,6 +299,24 @@ class FeatureStore(Protocol):
 
     def user_freshness(self, user_id: str) -> UserFreshness | None:
         """The user's freshness stamps; None when the user has none."""
+
+    # -- identity and refill (ADR 0008) -----------------------------------------------------
+
+    def identity(self) -> StoreIdentity | None:
+        """The store's identity marker; None when it has none (wiped, replaced, or brand new)."""
+
+    def create_identity(self, *, state: str = IDENTITY_READY) -> StoreIdentity:
+        """Create the marker with a new random id unless one exists; return the marker now there."""
+
+    def set_identity_state(self, identity_id: str, state: str) -> bool:
+        """Set the marker's state if its id is `identity_id`; False when it is not (or gone)."""
+
+    def restore_tombstones(self, tombstones: Mapping[str, int]) -> int:
+        """Re-apply durable tombstones (user -> deletion ms) the store lacks; return how many.
+
+        A user whose stored tombstone is missing or older is deleted as by a `UserWrite` with
+        `deleted_at_ms` (every key goes, the tombstone is set); the others are left alone.
+        """
 
     def ping(self) -> None:
         """Raise `StoreError` when the store is unreachable."""

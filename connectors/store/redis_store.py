@@ -16,6 +16,7 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
     p:{p~fresh}:reflected     zset   user id -> ingest time of the newest event the flow wrote
     p:{p~fresh}:pending       zset   user id -> ingest time of the oldest unreflected event
     p:{p~fresh}:lag:<agent>   stream recent lag samples of the agent (field `l`: "ms,ms,...")
+    p:{p~store}:identity      hash   the store's identity marker: id, created_ms, state, state_ms
 
 Every per-user write is one Lua script call (atomic per user, guarded server-side); a batch is
 one non-transactional pipeline, hence one round trip. The freshness keys are cross-user: their
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,6 +39,7 @@ from redis.retry import Retry
 
 from connectors.exceptions import StoreError
 from connectors.store.base import (
+    IDENTITY_READY,
     LAG_SAMPLES_KEPT,
     LAG_SAMPLES_READ,
     PRUNE_PER_SUMMARY,
@@ -44,11 +47,13 @@ from connectors.store.base import (
     LagStats,
     StoredAgent,
     StoredUser,
+    StoreIdentity,
     UserFreshness,
     UserWrite,
     dumps_compact,
     encode_history,
     lag_samples,
+    new_identity_id,
     stamps_of,
 )
 
@@ -272,7 +277,26 @@ out[#out + 1] = worst
 return out
 """
 
+# KEYS: 1 identity marker. ARGV: 1 new id, 2 now_ms, 3 state. Created only when absent.
+# Returns the marker's flat hash.
+_IDENTITY_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_ms', ARGV[2], 'state', ARGV[3],
+    'state_ms', ARGV[2])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: 1 identity marker. ARGV: 1 expected id, 2 state, 3 now_ms. Returns 1 when set.
+_IDENTITY_STATE_LUA = """
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'state_ms', ARGV[3])
+return 1
+"""
+
 _SCRIPTS = {
+    "identity_create": _IDENTITY_CREATE_LUA,
+    "identity_state": _IDENTITY_STATE_LUA,
     "write": _WRITE_LUA,
     "read": _READ_LUA,
     "stamp": _STAMP_LUA,
@@ -322,6 +346,7 @@ class RedisStore:
         fresh = f"{key_prefix}:{{{key_prefix}~fresh}}:"  # '~' is never in a user id
         self._fresh_keys = [f"{fresh}newest", f"{fresh}pending", f"{fresh}reflected"]
         self._lag_prefix = f"{fresh}lag:"
+        self._identity_key = f"{key_prefix}:{{{key_prefix}~store}}:identity"
         try:
             self._r = redis.Redis.from_url(
                 url,
@@ -634,6 +659,61 @@ class RedisStore:
             reflected_ingest_ms=None if reflected is None else int(reflected),
             pending_since_ms=None if pending is None else int(pending),
         )
+
+    # -- identity and refill ------------------------------------------------------------------
+
+    @staticmethod
+    def _identity_of(flat: Any) -> StoreIdentity | None:
+        fields = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+        if not fields.get("id"):
+            return None
+        return StoreIdentity(
+            id=fields["id"],
+            created_ms=int(fields.get("created_ms") or 0),
+            state=fields.get("state") or IDENTITY_READY,
+            state_ms=int(fields.get("state_ms") or 0),
+        )
+
+    def identity(self) -> StoreIdentity | None:
+        return self._identity_of(
+            self._guard("identity", lambda: self._r.hgetall(self._identity_key))
+        )
+
+    def create_identity(self, *, state: str = IDENTITY_READY) -> StoreIdentity:
+        args = [new_identity_id(), _now_ms(), state]
+        reply = self._guard(
+            "create_identity",
+            lambda: self._eval("identity_create", [self._identity_key], args),
+        )
+        created = self._identity_of(reply)
+        if created is None:
+            raise StoreError(f"Redis at {self._where}: the identity marker could not be created")
+        return created
+
+    def set_identity_state(self, identity_id: str, state: str) -> bool:
+        args = [identity_id, state, _now_ms()]
+        reply = self._guard(
+            "set_identity_state",
+            lambda: self._eval("identity_state", [self._identity_key], args),
+        )
+        return bool(reply)
+
+    def restore_tombstones(self, tombstones: Mapping[str, int]) -> int:
+        """Two round trips per 1,000 users: read their tombstones, delete the ones missing."""
+        users = sorted(tombstones)
+        restored = 0
+        for i in range(0, len(users), 1000):
+            chunk = users[i : i + 1000]
+            keys = [self._tomb_key(u) for u in chunk]
+            stored: list[Any] = self._guard("restore_tombstones", partial(self._r.mget, keys))
+            writes = [
+                UserWrite(user_id=u, deleted_at_ms=int(tombstones[u]))
+                for u, have in zip(chunk, stored, strict=True)
+                if have is None or int(have) < int(tombstones[u])
+            ]
+            self.write_batch(writes)
+            restored += len(writes)
+        return restored
 
     def ping(self) -> None:
         self._guard("ping", self._r.ping)

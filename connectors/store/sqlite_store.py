@@ -16,6 +16,7 @@ Tables (`<prefix>_` in front of each name; layout in `connectors/README.md`):
     tombstones(user_id, deleted_at_ms)      primary key user_id
     fresh(user_id, newest_ingest_ms, reflected_ingest_ms, pending_since_ms)  primary key user_id
     fresh_lag(agent_id, written_ms, lag_ms)  recent lag samples (rowid order)
+    store(one, id, created_ms, state, state_ms)  the identity marker: at most one row
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TypeVar
 
 from connectors.exceptions import StoreError
 from connectors.store.base import (
+    IDENTITY_READY,
     LAG_SAMPLES_KEPT,
     LAG_SAMPLES_READ,
     PRUNE_PER_SUMMARY,
@@ -38,6 +40,7 @@ from connectors.store.base import (
     LagStats,
     StoredAgent,
     StoredUser,
+    StoreIdentity,
     UserFreshness,
     UserWrite,
     decode_history,
@@ -46,6 +49,7 @@ from connectors.store.base import (
     history_covers,
     lag_samples,
     nearest_rank,
+    new_identity_id,
     stamps_of,
 )
 
@@ -72,7 +76,16 @@ class SQLiteStore:
         p = re.sub(r"\W", "_", key_prefix) or "oo"
         self._t = {
             n: f"{p}_{n}"
-            for n in ("agents", "snippets", "feedback", "meta", "tombstones", "fresh", "fresh_lag")
+            for n in (
+                "agents",
+                "snippets",
+                "feedback",
+                "meta",
+                "tombstones",
+                "fresh",
+                "fresh_lag",
+                "store",
+            )
         }
         self._lock = threading.RLock()
         self._last_purge_ms = 0
@@ -127,6 +140,9 @@ class SQLiteStore:
             CREATE TABLE IF NOT EXISTS {t["fresh_lag"]} (
                 agent_id TEXT NOT NULL, written_ms INTEGER NOT NULL, lag_ms INTEGER NOT NULL);
             CREATE INDEX IF NOT EXISTS {t["fresh_lag"]}_agent ON {t["fresh_lag"]} (agent_id);
+            CREATE TABLE IF NOT EXISTS {t["store"]} (
+                one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL,
+                created_ms INTEGER NOT NULL, state TEXT NOT NULL, state_ms INTEGER NOT NULL);
             """
         )
         # The history marker (ADR 0009) came after the first release: add it to older files.
@@ -139,7 +155,7 @@ class SQLiteStore:
         self._sql_delete = [
             f"DELETE FROM {t[n]} WHERE user_id = ?"
             for n in t
-            if n not in ("tombstones", "fresh_lag")
+            if n not in ("tombstones", "fresh_lag", "store")
         ]
         self._sql_tomb_set = (
             f"INSERT INTO {t['tombstones']} (user_id, deleted_at_ms) VALUES (?, ?) "
@@ -473,6 +489,46 @@ class SQLiteStore:
         if row is None:
             return None
         return UserFreshness(user_id, row[0], row[1], row[2])
+
+    # -- identity and refill ------------------------------------------------------------------
+
+    def identity(self) -> StoreIdentity | None:
+        sql = f"SELECT id, created_ms, state, state_ms FROM {self._t['store']} WHERE one = 1"
+        row = self._guard("identity", lambda: self._conn.execute(sql).fetchone())
+        return None if row is None else StoreIdentity(row[0], row[1], row[2], row[3])
+
+    def create_identity(self, *, state: str = IDENTITY_READY) -> StoreIdentity:
+        now = _now_ms()
+        sql = (
+            f"INSERT INTO {self._t['store']} (one, id, created_ms, state, state_ms) "
+            "VALUES (1, ?, ?, ?, ?) ON CONFLICT (one) DO NOTHING"
+        )
+
+        def create(c: sqlite3.Connection) -> None:
+            c.execute(sql, (new_identity_id(), now, state, now))
+
+        self._transaction("create_identity", create)
+        created = self.identity()
+        assert created is not None
+        return created
+
+    def set_identity_state(self, identity_id: str, state: str) -> bool:
+        sql = f"UPDATE {self._t['store']} SET state = ?, state_ms = ? WHERE one = 1 AND id = ?"
+        changed: list[int] = []
+        self._transaction(
+            "set_identity_state",
+            lambda c: changed.append(c.execute(sql, (state, _now_ms(), identity_id)).rowcount),
+        )
+        return bool(changed and changed[0])
+
+    def restore_tombstones(self, tombstones: Mapping[str, int]) -> int:
+        writes = []
+        for user_id, deleted_at_ms in sorted(tombstones.items()):
+            have = self.tombstone(user_id)
+            if have is None or have < deleted_at_ms:
+                writes.append(UserWrite(user_id=user_id, deleted_at_ms=int(deleted_at_ms)))
+        self.write_batch(writes)
+        return len(writes)
 
     def ping(self) -> None:
         self._guard("ping", lambda: self._conn.execute("SELECT 1").fetchone())

@@ -36,6 +36,22 @@ def run(args: argparse.Namespace) -> int:
     except ConnectorError as exc:
         print(f"error: store {url} unreachable: {exc}", file=sys.stderr)
         return 2
+    if settings.kafka_bootstrap is not None:
+        # ADR 0008: deletions made through the API stay deleted through a backfill.
+        from oo_features.commands.refill import restore_tombstones
+
+        try:
+            restore_tombstones(
+                store,
+                bootstrap=settings.kafka_bootstrap,
+                topic_prefix=settings.topic_prefix,
+                partitions=settings.partitions,
+                timeout_s=settings.kafka_timeout_s,
+            )
+        except ConnectorError as exc:
+            store.close()
+            print(f"error: tombstones not read: {exc}", file=sys.stderr)
+            return 2
     try:
         with line_progress(args.file, "backfill") as advance:
             report = backfill(args.file, store, rejects_path=args.rejects, progress=advance)

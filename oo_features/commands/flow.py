@@ -174,8 +174,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(store_url, key_prefix=key_prefix)
         store.ping()
-        # Before anything of this run is written: an empty store has only this run as writer.
-        dedupe = dedupe_is_safe(store)
+        # Before anything of this run is written: an empty store has only this run as writer,
+        # unless recovery state exists: then the store lost its data and a refill (another
+        # writer) fills it first (ADR 0007, ADR 0008).
+        resuming = bool(args.recovery_dir) and any(Path(args.recovery_dir).glob("*.sqlite3"))
+        dedupe = not resuming and dedupe_is_safe(store)
         store.close()
         if bootstrap is not None:
             ensure_topics(
@@ -187,6 +190,28 @@ def run(args: argparse.Namespace) -> int:
     except ConnectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+    # ADR 0008: tombstones restored and a store that lost its data refilled before any write;
+    # in a cluster, process 0 does it while the others wait for it to join.
+    from oo_features.commands import refill
+
+    identity_id = None
+    if not args.process_id:
+        try:
+            identity_id = refill.prepare_flow_store(
+                store_url=store_url,
+                key_prefix=key_prefix,
+                bootstrap=bootstrap,
+                topic_prefix=topic_prefix,
+                recovery_dir=args.recovery_dir,
+                workers=args.workers,
+                partitions=settings.partitions,
+                timeout_s=settings.kafka_timeout_s,
+                tombstones_bootstrap=args.bootstrap or settings.kafka_bootstrap,
+            )
+        except ConnectorError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     recovery = None
     if args.recovery_dir:
@@ -220,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
 
         flow_metrics.serve(metrics_port + (args.process_id or 0))
     tune_gc()
+    if identity_id is not None and bootstrap is not None:
+        refill.StoreWatchdog(store_url, key_prefix=key_prefix, identity_id=identity_id).start()
     addresses = args.addresses.split(";") if args.addresses else None
     cli_main(
         flow,

@@ -471,3 +471,59 @@ def test_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
 def test_open_store_rejects_unknown_urls(url: str) -> None:
     with pytest.raises(StoreError, match="store URL"):
         open_store(url)
+
+
+# -- identity marker and tombstone restore (ADR 0008) ---------------------------------------
+
+
+def test_identity_marker_is_created_once_and_its_state_is_guarded_by_id(
+    backend: Backend,
+) -> None:
+    s = backend.store
+    assert s.identity() is None
+
+    first = s.create_identity(state="filling")
+    again = s.create_identity()
+
+    assert again == first and first.state == "filling" and len(first.id) == 32
+    assert s.identity() == first
+    assert s.set_identity_state("another-store", "ready") is False
+    assert s.identity() == first
+    assert s.set_identity_state(first.id, "ready") is True
+    now = s.identity()
+    assert now is not None and (now.id, now.state) == (first.id, "ready")
+
+
+def test_identity_marker_is_a_key_of_the_prefix_and_goes_with_a_wipe(
+    redis_backend: Backend,
+) -> None:
+    s, raw = redis_backend.store, redis_backend.raw
+    assert raw is not None
+    first = s.create_identity()
+    present = redis_backend.keys()
+    assert f"{redis_backend.prefix}:{{{redis_backend.prefix}~store}}:identity" in present
+
+    raw.delete(*redis_backend.keys())  # the test's whole store wiped
+
+    assert s.identity() is None
+    assert s.create_identity().id != first.id
+
+
+def test_restore_tombstones_deletes_what_the_store_lost_and_nothing_else(
+    backend: Backend,
+) -> None:
+    s = backend.store
+    s.write_batch([user("kept", agent("mood", et=T0)), user("back", agent("mood", et=T0))])
+    s.delete_user("known", deleted_at_ms=T0 + 50)
+
+    restored = s.restore_tombstones({"back": T0 + 10, "known": T0 + 50, "never": T0 + 20})
+
+    assert restored == 2  # "known" already had its tombstone
+    assert s.read_user("back") is None and s.tombstone("back") == T0 + 10
+    assert s.tombstone("never") == T0 + 20 and s.tombstone("known") == T0 + 50
+    assert s.read_user("kept") is not None
+    assert sorted(s.user_ids()) == ["kept"]
+    # the restored tombstones guard later writes like any deletion
+    s.write_batch([user("back", agent("mood", et=T0 + 5))])
+    assert s.read_user("back") is None
+    assert s.restore_tombstones({"back": T0 + 10}) == 0

@@ -13,6 +13,7 @@ from connectors.exceptions import ConnectorError
 from serving.api.deps import FreshnessDep, ProducerDep, SettingsDep, StoreDep, StoreGuardDep
 from serving.api.models import FreshnessReadyOut, HealthOut, ReadyOut, iso_ms
 from serving.exceptions import EventSinkError, StoreUnavailableError
+from serving.store_identity import LOST, REFILLING
 
 router = APIRouter(tags=["health"])
 
@@ -49,8 +50,9 @@ def _stamper_state(request: Request) -> str:
 @router.get(
     "/ready",
     response_model=ReadyOut,
-    summary="The store answers and the event log (Kafka, or the file when disabled) is usable; "
-    "the freshness check's verdict is reported, never a reason to be unready",
+    summary="The store answers and holds its data (ADR 0008), and the event log (Kafka, or "
+    "the file when disabled) is usable; the freshness check's verdict is reported, never a "
+    "reason to be unready",
     responses={503: {"model": ReadyOut, "description": "Not ready; `reason` says why."}},
 )
 async def ready(
@@ -64,15 +66,16 @@ async def ready(
     # The probes get 95 % of the bound: the rest is for building and sending the answer, so
     # /ready as a whole answers within OO_READY_TIMEOUT_S.
     bound = settings.ready_timeout_s * 0.95
+    watch = request.app.state.identity
 
     async def store_probe() -> str:
         # Through the store guard (its own threads; a success closes its breaker), always
-        # asking the store even while the breaker is open: /ready tells the truth.
+        # asking the store even while the breaker is open: /ready tells the truth. The probe
+        # reads the store's identity marker (ADR 0008): reachable but wiped is not ready.
         try:
-            await guard.call(store.ping, probe=True, timeout_s=bound)
+            return await guard.call(watch.check, store, probe=True, timeout_s=bound)
         except StoreUnavailableError as exc:
             return f"unreachable: {exc}"
-        return "ok"
 
     # Both probes at once: /ready answers within its bound, not the sum of two.
     store_state, producer_state = await asyncio.gather(
@@ -87,7 +90,7 @@ async def ready(
     reasons = [
         f"{name} {state}"
         for name, state in (("store", store_state), ("producer", producer_state))
-        if state.startswith("unreachable")
+        if state.startswith(("unreachable", LOST, REFILLING))
     ]
     if reasons:
         body = ReadyOut(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from connectors.exceptions import ConnectorError
 from connectors.store.base import StoredAgent
 from serving import sinks
 from serving.api.deps import (
@@ -99,18 +100,25 @@ async def delete_user(
     sink: ProducerDep,
     settings: SettingsDep,
     now_ms: NowMsDep,
+    request: Request,
 ) -> DeletedOut:
-    # The store goes first so reads answer 404 at once; the event then makes the
-    # flow drop its state (and every event up to now_ms, also on replay). The event
-    # must not be lost, so it is confirmed; a retry of the whole call is harmless.
+    tombstones = request.app.state.tombstones
+    # The store goes first so reads answer 404 at once; the durable tombstone (ADR 0008)
+    # then keeps the user deleted through any refill or replay; the event makes the flow
+    # drop its state (and every event up to now_ms, also on replay). Neither must be lost,
+    # so both are confirmed; a retry of the whole call is harmless.
     await guard.call(store.delete_user, user_id, deleted_at_ms=now_ms)
     event = sinks.user_deleted(user_id, now_ms)
     try:
+        if tombstones is not None:
+            await run_in_threadpool(
+                lambda: tombstones.publish(user_id, now_ms, timeout_s=settings.kafka_timeout_s)
+            )
         await run_in_threadpool(
             lambda: sink.emit_confirmed(event, timeout_s=settings.kafka_timeout_s)
         )
-    except EventSinkError as exc:
-        log.error("user %s deleted from the store; UserDeleted not confirmed: %s", user_id, exc)
+    except (EventSinkError, ConnectorError) as exc:
+        log.error("user %s deleted from the store; deletion not confirmed: %s", user_id, exc)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "stored data deleted, but the deletion event was not confirmed; retry the request",
