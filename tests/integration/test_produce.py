@@ -309,14 +309,17 @@ def test_produce_usage_errors_exit_two(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot read" in result.stderr
 
 
-def test_produce_rejects_a_valid_event_over_the_message_limit(
+def test_produce_rejects_events_over_the_size_limits_with_their_lines(
     services: Services, topic_prefix: str, tmp_path: Path
 ) -> None:
-    """A valid event larger than Kafka's 1 MB message limit is a reject with its line and
-    reason, not a traceback; the lines around it are published."""
-    big = _line("big", "u-1", "habitChecked", {"habitId": "h" * 1_200_000})
+    """An event over the 64 KiB event bound, and a line over the 1 MiB line bound (also over
+    Kafka's 1 MB message limit), are rejects with their line and reason, not a traceback; the
+    lines around them are published."""
+    over_event = _line("mid", "u-1", "habitChecked", {"habitId": "h" * 200_000})
+    over_line = _line("big", "u-1", "habitChecked", {"habitId": "h" * 1_200_000})
     lines = [_line(f"e{n}", "u-1", "habitChecked", {"habitId": "h"}) for n in range(3)]
-    lines.insert(1, big)
+    lines.insert(1, over_event)
+    lines.insert(3, over_line)
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(lines) + "\n")
     rejects = tmp_path / "bad.jsonl"
@@ -331,9 +334,10 @@ def test_produce_rejects_a_valid_event_over_the_message_limit(
 
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    assert "published 3, rejected 1" in result.stdout
-    [row] = [json.loads(line) for line in rejects.read_text().splitlines()]
-    assert row["line"] == 2
-    assert "MSG_SIZE_TOO_LARGE" in row["reason"] or "too large" in row["reason"], row["reason"]
+    assert "published 3, rejected 2" in result.stdout
+    rows = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [row["line"] for row in rows] == [2, 4]
+    assert "at most 65536 bytes serialized" in rows[0]["reason"], rows[0]["reason"]
+    assert "characters long; at most 1048576" in rows[1]["reason"], rows[1]["reason"]
     records = _consume(services.kafka_bootstrap, [topic_prefix + topics.SIGNALS], 3)
     assert sorted(codec.decode(value).event_id for *_, value in records) == ["e0", "e1", "e2"]
