@@ -71,7 +71,7 @@ class AgentBase:
         raise NotImplementedError
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:
-        """The agent's parameters as of `asof` (see FEATURES.md).
+        """The agent's parameters as of `asof` (see docs/features.md).
 
         `preferences` are the user's pinned values, for extras that depend on an
         effective parameter (e.g. overdue tasks use the pinned tolerance).

@@ -1,4 +1,4 @@
-"""The inference rules shared by all agents (FEATURES.md, "Inference rules").
+"""The inference rules shared by all agents (docs/features.md, "How every agent infers").
 
 1. below `min_history` feedback events, or when the agent's own data guard
    fails, every parameter is its cold-start default (`source = cold_start`);

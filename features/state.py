@@ -8,7 +8,7 @@ their parameters and snippets. Computing is separate from folding so a caller
 can fold many events and compute once (the flow does, per user per batch).
 
 Pure: no I/O, no clock, no Bytewax. Picklable; bounded by the spec's windows.
-The interpretations where FEATURES.md is silent are listed in
+The interpretations where docs/features.md is silent are listed in
 `features/README.md`.
 """
 

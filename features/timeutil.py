@@ -1,4 +1,4 @@
-"""Local time of an event, as FEATURES.md defines it. Pure arithmetic, no I/O.
+"""Local time of an event, as docs/features.md defines it. Pure arithmetic, no I/O.
 
 Dates are *epoch days* (days since 1970-01-01 in local time) so windows are
 integer ranges; weekday is Monday = 0.

@@ -1,6 +1,6 @@
-"""The independent reference of `FEATURES.md`: plain Python admission, numpy/pandas features.
+"""The independent reference of `docs/features.md`: plain Python admission, numpy/pandas features.
 
-Written from the text of `../shared/FEATURES.md` and the interpretations in
+Written from the text of `docs/features.md` and the interpretations in
 `features/README.md`, never from the engine's code, so the property tests in
 `tests/unit/test_features_property.py` compare two readings of the contract.
 
@@ -76,7 +76,7 @@ POSITIVE = frozenset({pb.REACTION_DONE, pb.REACTION_LIKE})
 NEGATIVE = frozenset({pb.REACTION_DISMISS, pb.REACTION_SNOOZE})
 LOOKBACKS = (7, 14, 28, 56, 112)
 
-# The five agents of FEATURES.md: cold-start defaults in parameter order, and
+# The five agents of docs/features.md: cold-start defaults in parameter order, and
 # what the inference rules need. `tz` of time-of-day is filled per user.
 COLD_START: dict[str, dict[str, Any]] = {
     "time-of-day": {

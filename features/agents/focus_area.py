@@ -3,7 +3,7 @@
 State: per (local day, project) the number of done events and the latest
 completion time, for the last 28 days (plus margin).
 
-Readings where FEATURES.md is silent: "the later latest completion" compares
+Readings where docs/features.md is silent: "the later latest completion" compares
 each project's latest `occurred_at` among its done events in the window; done
 events without a `project_id` are ignored.
 """

@@ -5,7 +5,7 @@ earliest done event ever folded in (its local date starts the baseline).
 The baseline statistics are river's `Mean` and `Var(ddof=1)` over the day
 buckets, recomputed from the buckets so late events land in their own day.
 
-Readings where FEATURES.md is silent: `first_done_date` is the local date of
+Readings where docs/features.md is silent: `first_done_date` is the local date of
 the done event with the smallest `occurred_at` (its own offset); `today`,
 `z` and the trend are computed even when today is 0.
 """

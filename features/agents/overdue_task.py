@@ -4,7 +4,7 @@ State: lateness entries `(occurred_ms, seq, lateness_ms, project_id)` sorted
 by recency, keeping only what can still matter (the 100 most recent overall
 and the 50 most recent of each project), and the open tasks with a due date.
 
-Readings where FEATURES.md is silent: recency is by `occurred_at`, ties by
+Readings where docs/features.md is silent: recency is by `occurred_at`, ties by
 admission order (later admitted = more recent); `median_global` in
 `project_realness` is the *inferred* median even when the user pinned the
 tolerance; done events with an empty `project_id` count for the tolerance but

@@ -2,7 +2,7 @@
 
 State: done events per local day and hour for the last 112 days (plus margin).
 
-Readings where FEATURES.md is silent: "the last L days" are the local dates
+Readings where docs/features.md is silent: "the last L days" are the local dates
 D-L+1..D; the cycle strength `1 - mean/max` is over all 7 (or 24) bins,
 empty bins included.
 """

@@ -4,7 +4,7 @@ State: done events per (local day, local hour) for the last 28 days (plus a
 small margin because D can step back a day when the user's UTC offset moves
 west). `tz` is the profile zone and never inferred.
 
-Readings where FEATURES.md is silent: the 28-day window is the local dates
+Readings where docs/features.md is silent: the 28-day window is the local dates
 D-27..D; `quiet_start`/`quiet_end` keep their cold-start values (source
 `cold_start`) when no hour is below the baseline, while the other parameters
 are inferred.

@@ -117,7 +117,7 @@ class FeaturesOut(BaseModel):
     agents: dict[str, AgentFeaturesOut] = Field(
         description="Registered agents the user consented to, by agent id."
     )
-    feedback: dict[str, Any] = Field(description="Feedback counters (FEATURES.md, Feedback).")
+    feedback: dict[str, Any] = Field(description="Feedback counters (docs/features.md, Feedback).")
 
 
 class RecommendIn(BaseModel):

@@ -1,4 +1,4 @@
-"""Hand-worked examples that prove the reference (`tests/reference.py`) reads FEATURES.md right.
+"""Hand-worked examples that prove the reference (`tests/reference.py`) reads docs/features.md right.
 
 Every expected value below was computed by hand from the contract's text (the
 arithmetic is in the comments), not by running the reference. The anchor day

@@ -1,4 +1,4 @@
-"""Snippets: one short sentence per warm agent, none in cold start (FEATURES.md, Snippets)."""
+"""Snippets: one short sentence per warm agent, none in cold start (docs/features.md, Snippets)."""
 
 from __future__ import annotations
 
