@@ -9,9 +9,12 @@ user costs one write per interval, not one per event).
 
 Failure behaviour (ADR 0011): an exception while folding one event (a bug in an agent) never
 leaves that user's state half-applied. The state is rebuilt as it was before the event: from
-a pickle of the state taken lazily when the `Pending` folds its first event (none for a state
-that has folded nothing yet), plus the events folded since, folded again. The event becomes a
-`Rejected` in `Pending.failed` (for the dead letters), is counted in
+a rebuild base (a pickle of the state; none for a state that has folded nothing yet) plus the
+events folded since, folded again. The base lives across write windows (`successor()` carries
+it): it is the flow's own recovery snapshot when there is one (`Pending.rebase`, no extra
+pickling), else a pickle taken when the base is older than `REBASE_AGE_S` or has
+`REBASE_EVENTS` events behind it, which bounds both its CPU cost and the events kept. The
+event becomes a `Rejected` in `Pending.failed` (for the dead letters), is counted in
 `oo_flow_fold_errors_total`, and folding goes on with the next event.
 
 History marker (ADR 0009): a `Pending` made with `history=HistoryStart()` records, for each
@@ -37,6 +40,11 @@ from connectors.store.base import AgentWrite, FeatureStore, UserWrite
 from features.state import UserState
 
 log = logging.getLogger(__name__)
+
+REBASE_EVENTS = 64
+"""A new rebuild base is taken once this many events were folded since the last one."""
+REBASE_AGE_S = 30.0
+"""... or once the base is this old (seconds), so a quiet flow keeps few events per user."""
 
 
 def now_ms() -> int:
@@ -90,13 +98,26 @@ class Pending:
     """Where the user's history starts, since the user's state began (None: not tracked, the
     writes carry no marker)."""
     _base: bytes | None = None
-    """The state as it was before this Pending's first event (pickled); None: a fresh state."""
+    """The rebuild base: a pickled tuple whose first item is the state as it was before the
+    events in `_since`; None with `_since` set: a fresh state."""
     _since: list[Accepted] | None = None
-    """Events folded into the state since `_base` (None until the first fold)."""
+    """Events folded into the state since `_base` (None: no base yet)."""
+    _base_at: float = 0.0
+    """`time.monotonic()` when `_base` was taken."""
 
     def successor(self) -> Pending:
-        """An empty Pending for the same user that keeps the history marker."""
-        return Pending(history=self.history)
+        """An empty Pending for the same user that keeps the history marker and the rebuild
+        base (a cache of this process, never pickled)."""
+        return Pending(
+            history=self.history, _base=self._base, _since=self._since, _base_at=self._base_at
+        )
+
+    def rebase(self, pickled: bytes) -> None:
+        """Take `pickled` (a pickled tuple whose first item is the state as it is now, e.g. the
+        flow's recovery snapshot of `(state, pending)`) as the rebuild base."""
+        self._base = pickled
+        self._since = []
+        self._base_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         # The rebuild base is a cache of this process: a resumed Pending takes a new one.
@@ -122,6 +143,7 @@ class Pending:
         self.history = values.get("history")
         self._base = None
         self._since = None
+        self._base_at = 0.0
 
     def take_failed(self) -> list[Rejected]:
         """The dead letters of the events whose fold raised, once."""
@@ -134,10 +156,12 @@ class Pending:
                 batch = list(batch)
             self.history.mark(batch)
         since = self._since
-        if since is None:
-            # Lazily, once per Pending (one write window), not per event: what a rebuild needs.
-            self._base = None if _fresh(state) else pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
-            since = self._since = []
+        if (
+            since is None
+            or len(since) >= REBASE_EVENTS
+            or time.monotonic() - self._base_at > REBASE_AGE_S
+        ):
+            since = self._take_base(state)
         remember = since.append
         drops: Counter[str] | None = None
         newest = self.seen_ingest_ms
@@ -175,6 +199,14 @@ class Pending:
         if drops:
             flow_metrics.count_drops(drops)
 
+    def _take_base(self, state: UserState) -> list[Accepted]:
+        # Once per REBASE_EVENTS events or REBASE_AGE_S seconds, not per event or window.
+        self._base = None if _fresh(state) else pickle.dumps((state,), pickle.HIGHEST_PROTOCOL)
+        self._base_at = time.monotonic()
+        since: list[Accepted] = []
+        self._since = since
+        return since
+
     def _rebuild(self, state: UserState, failed: Accepted, exc: Exception) -> None:
         """Put `state` back as it was before `failed` and dead-letter `failed`."""
         reason = f"in step 'fold_user_state': {type(exc).__name__}: {exc}"
@@ -185,10 +217,13 @@ class Pending:
             state.user_id,
             exc_info=exc,
         )
-        restored = UserState(state.user_id) if self._base is None else pickle.loads(self._base)
+        base = self._base
+        restored = UserState(state.user_id) if base is None else pickle.loads(base)[0]
         for item in self._since or ():
             # These folded before without raising: folding is deterministic, so again.
             restored.apply(item.event, item.ingest_ms, item.kind, item.occurred_ms)
+        # What was handed to the store since the base is not part of the fold: keep it.
+        restored.output_digests = state.output_digests
         vars(state).clear()
         vars(state).update(vars(restored))
         self.failed.append(failed.rejected(reason))

@@ -153,7 +153,11 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
             return b""
         # pickle, not deepcopy: several times cheaper per touched user at each epoch.
         mark = _SETTLED if self.pending.seen_ingest_ms is None else _PENDING
-        return mark + pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
+        pickled = pickle.dumps((self.state, self.pending), protocol=pickle.HIGHEST_PROTOCOL)
+        if self.state is not None:
+            # The snapshot is also the fold's rebuild base (ADR 0011): no pickle of its own.
+            self.pending.rebase(pickled)
+        return mark + pickled
 
 
 def _thaw(data: bytes) -> tuple[UserState | None, Pending]:

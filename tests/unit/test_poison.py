@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,54 @@ def test_a_fold_exception_leaves_the_state_as_before_the_event_and_dead_letters_
     pending.fold(state, [_good("u1", 13, day=3)])
     Pending().fold(twin, [_good("u1", 13, day=3)])
     assert state == twin
+
+
+@pytest.mark.parametrize("rebase", ["own pickle", "recovery snapshot"])
+def test_the_rebuild_base_lives_across_write_windows(buggy_overdue: None, rebase: str) -> None:
+    """The base is carried by `successor()` across flushes (and is the recovery snapshot when
+    there is one); a failure windows later still rebuilds exactly, and keeps what was written."""
+    from connectors.folding import build_write
+
+    state, twin = UserState("u1"), UserState("u1")
+    pending, twin_pending = Pending(), Pending()
+    for window in range(4):
+        batch = [_good("u1", 10 * window + i, day=1 + window) for i in range(3)]
+        pending.fold(state, batch)
+        twin_pending.fold(twin, batch)
+        assert build_write(state, pending, computed_at_ms=0) == build_write(
+            twin, twin_pending, computed_at_ms=0
+        )
+        pending, twin_pending = pending.successor(), twin_pending.successor()
+        if rebase == "recovery snapshot" and window == 1:
+            pending.rebase(pickle.dumps((state, pending), pickle.HIGHEST_PROTOCOL))
+    assert pending._since is not None and len(pending._since) == (
+        6 if rebase == "recovery snapshot" else 12
+    )
+    pending.fold(state, [_bug("u1", 99, day=6), _good("u1", 100, day=6)])
+    twin_pending.fold(twin, [_good("u1", 100, day=6)])
+    assert state == twin
+    assert state.output_digests == twin.output_digests  # what was handed to the store stays
+    written = build_write(state, pending, computed_at_ms=0)
+    expected = build_write(twin, twin_pending, computed_at_ms=0)
+    assert written is not None and expected is not None
+    # The failed event was seen (its ingest time is reflected), and nothing else differs.
+    assert written.newest_ingest_ms == 2_000
+    assert replace(written, newest_ingest_ms=0) == replace(expected, newest_ingest_ms=0)
+
+
+def test_the_rebuild_base_is_renewed_after_rebase_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors import folding
+
+    monkeypatch.setattr(folding, "REBASE_EVENTS", 5)
+    state, pending = UserState("u1"), Pending()
+    for n in range(12):
+        pending.fold(state, [_good("u1", n)])
+        pending = pending.successor()
+        assert pending._since is not None and len(pending._since) <= 5
+    monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
+    base = pending._base
+    pending.fold(state, [_good("u1", 50)])
+    assert pending._base is not base and pending._since == [_good("u1", 50)]
 
 
 def test_a_fold_exception_in_a_backfill_is_a_reject(buggy_overdue: None, tmp_path: Path) -> None:
