@@ -7,7 +7,8 @@ topic pair is pre-loaded with `--events` generator events; then, `--rounds` time
 (untimed) and times, in CPU seconds (`time.process_time`), what the flow does per batch of
 5,000 messages minus the dataflow and the store: `decode_messages`, grouping per user,
 `Pending.fold` (with a history marker where the tree has one) and a `build_write` per user
-per batch. The median per tree is compared.
+per batch, continuing with `pending.successor()` where the tree has it (as the flow does).
+The median per tree is compared.
 
     .venv/bin/python bench/fold_ab.py --a /path/to/base-worktree --b . --events 200000
 """
@@ -37,7 +38,7 @@ from features.state import UserState
 bootstrap, prefix = sys.argv[1], sys.argv[2]
 batches = list(_batches(bootstrap, prefix))
 tracked = "history" in inspect.signature(Pending).parameters
-states, histories = {}, {}
+states, pendings = {}, {}
 t0 = time.process_time()
 n = 0
 for batch in batches:
@@ -49,15 +50,13 @@ for batch in batches:
         state = states.get(user_id)
         if state is None:
             state = states[user_id] = UserState(user_id)
-        if tracked:
-            history = histories.get(user_id)
-            if history is None:
-                history = histories[user_id] = folding.HistoryStart()
-            pending = Pending(history=history)
-        else:
-            pending = Pending()
+        pending = pendings.get(user_id)
+        if pending is None:
+            pending = Pending(history=folding.HistoryStart()) if tracked else Pending()
         pending.fold(state, values)
         build_write(state, pending, computed_at_ms=0)
+        # As the flow does after a flush: a tree with `successor()` keeps what it carries.
+        pendings[user_id] = pending.successor() if hasattr(pending, "successor") else Pending()
         n += len(values)
 print(json.dumps({"events": n, "cpu_s": time.process_time() - t0, "tracked": tracked}))
 """
