@@ -209,7 +209,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         _say(f"  no tip: {tip.get('reason')}")
     _say("")
-    _say(f"The API is at {base} (OpenAPI: {base}/docs). Try:")
+    _say(f"The API is at {base} (OpenAPI: {base}/openapi.json). Try:")
     _say(f"  curl -H 'Authorization: Bearer {token}' {base}/v1/users/{user_id}/features")
     _say(f"Freshness dashboard: {base}/freshness#token={token}")
     if args.once:

@@ -3,7 +3,8 @@
 Series (labels in braces):
 
 - `oo_api_request_duration_seconds{method, route, status}`: histogram by route
-  *template* (`/v1/users/{user_id}/features`), never the raw path;
+  *template* (`/v1/users/{user_id}/features`), never the raw path; `method` is one of the
+  nine standard methods or `other`;
 - `oo_orchestrator_request_duration_seconds{outcome}`: histogram of whole calls;
 - `oo_orchestrator_calls_total{outcome}`: `ok`, `timeout`, `unreachable`,
   `http_5xx`, `http_4xx`, `garbage`, `breaker_open`, `error`;
@@ -31,6 +32,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "<unmatched>"
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+OTHER_METHOD = "other"
+"""The `method` label of any method outside `KNOWN_METHODS` (h11 accepts any token)."""
 
 
 class Metrics:
@@ -131,7 +137,8 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.request_seconds.labels(method, route, str(status)).observe(seconds)
+        label = method if method in KNOWN_METHODS else OTHER_METHOD
+        self.request_seconds.labels(label, route, str(status)).observe(seconds)
 
     def observe_orchestrator(self, outcome: str, seconds: float) -> None:
         self.orchestrator_calls.labels(outcome).inc()
