@@ -152,7 +152,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from connectors.freshness import IngestStamper
 
         state.stamper = IngestStamper(
-            state.store, bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix
+            state.store,
+            bootstrap=settings.kafka_bootstrap,
+            topic_prefix=settings.topic_prefix,
+            on_skipped=state.metrics.count_stamper_skipped,
         )
         state.stamper.start()
     from serving.api.deps import get_manifests

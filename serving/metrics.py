@@ -18,6 +18,8 @@ Series (labels in braces):
 - `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
   `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
   `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check;
+- `oo_stamper_skipped_keys_total{reason}`: ingested messages the freshness stamper did not
+  stamp: `no_key`, `not_utf8`, `invalid_user_id` (never a user, never in `/v1/freshness`);
 - `oo_store_lost_data`: 1 while the store's identity marker is gone (wiped or replaced),
   `oo_store_refilling`: 1 while the store is marked `filling` (set by each `/ready` probe).
 """
@@ -116,6 +118,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.stamper_skipped = Counter(
+            "oo_stamper_skipped_keys",
+            "Ingested messages the stamper did not stamp, by reason: no_key, not_utf8, "
+            "invalid_user_id.",
+            ["reason"],
+            registry=self.registry,
+        )
+
         self.store_lost = Gauge(
             "oo_store_lost_data",
             "1 while the store's identity marker is gone: it lost its data (last /ready probe).",
@@ -144,6 +154,9 @@ class Metrics:
         self.orchestrator_calls.labels(outcome).inc()
         if outcome != "breaker_open":
             self.orchestrator_seconds.labels(outcome).observe(seconds)
+
+    def count_stamper_skipped(self, reason: str, count: int) -> None:
+        self.stamper_skipped.labels(reason).inc(count)
 
     def count_failed_event(self, kind: str) -> None:
         self.events_failed.labels(kind).inc()
