@@ -99,13 +99,17 @@ class _InferenceErrors(Collector):
 _registered = False
 
 
-def serve(port: int) -> None:
-    """Serve the default registry on 0.0.0.0:`port` (call once per process)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve the default registry on `host`:`port` (call once per process).
+
+    Loopback by default: the endpoint has no auth, so exposing it is an explicit choice
+    (`OO_FLOW_METRICS_HOST`).
+    """
     global _registered
     if not _registered:
         REGISTRY.register(_InferenceErrors())
         _registered = True
-    start_http_server(port)
+    start_http_server(port, addr=host)
 
 
 def count_topics(counter: Counter, topics: Iterable[str]) -> None:

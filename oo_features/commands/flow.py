@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     if metrics_port is not None:
         from connectors import flow_metrics
 
-        flow_metrics.serve(metrics_port + (args.process_id or 0))
+        flow_metrics.serve(metrics_port + (args.process_id or 0), settings.flow_metrics_host)
     tune_gc()
     if identity_id is not None and bootstrap is not None:
         refill.StoreWatchdog(store_url, key_prefix=key_prefix, identity_id=identity_id).start()
