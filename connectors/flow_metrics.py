@@ -131,8 +131,37 @@ def count_drops(reasons: Tally[str]) -> None:
         DROPPED.labels(reason).inc(n)
 
 
+_written_users: set[str] = set()
+"""Users this process wrote (the run summary's `users`)."""
+
+
+def _total(counter: Counter) -> int:
+    return int(
+        sum(
+            sample.value
+            for family in counter.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+    )
+
+
+def run_summary() -> dict[str, int]:
+    """What this process did so far: events read, accepted, rejected (dead-lettered), users
+    written and per-user writes (`oo-features flow` prints it when it ends)."""
+    read, rejected = _total(EVENTS_IN), _total(DEADLETTERED)
+    return {
+        "events": read,
+        "accepted": read - rejected,
+        "rejected": rejected,
+        "users": len(_written_users),
+        "writes": _total(WRITES),
+    }
+
+
 def observe_writes(writes: list[UserWrite]) -> None:
     WRITES.inc(len(writes))
+    _written_users.update(write.user_id for write in writes)
     for write in writes:
         for agent_id, agent in write.agents.items():
             LAG.labels(agent_id).observe(max(0, agent.computed_at_ms - agent.ingest_time_ms) / 1000)
