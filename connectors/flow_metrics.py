@@ -99,13 +99,17 @@ class _InferenceErrors(Collector):
 _registered = False
 
 
-def serve(port: int) -> None:
-    """Serve the default registry on 0.0.0.0:`port` (call once per process)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve the default registry on `host`:`port` (call once per process).
+
+    Loopback by default: the endpoint has no auth, so exposing it is an explicit choice
+    (`OO_FLOW_METRICS_HOST`).
+    """
     global _registered
     if not _registered:
         REGISTRY.register(_InferenceErrors())
         _registered = True
-    start_http_server(port)
+    start_http_server(port, addr=host)
 
 
 def count_topics(counter: Counter, topics: Iterable[str]) -> None:
@@ -127,8 +131,37 @@ def count_drops(reasons: Tally[str]) -> None:
         DROPPED.labels(reason).inc(n)
 
 
+_written_users: set[str] = set()
+"""Users this process wrote (the run summary's `users`)."""
+
+
+def _total(counter: Counter) -> int:
+    return int(
+        sum(
+            sample.value
+            for family in counter.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+    )
+
+
+def run_summary() -> dict[str, int]:
+    """What this process did so far: events read, accepted, rejected (dead-lettered), users
+    written and per-user writes (`oo-features flow` prints it when it ends)."""
+    read, rejected = _total(EVENTS_IN), _total(DEADLETTERED)
+    return {
+        "events": read,
+        "accepted": read - rejected,
+        "rejected": rejected,
+        "users": len(_written_users),
+        "writes": _total(WRITES),
+    }
+
+
 def observe_writes(writes: list[UserWrite]) -> None:
     WRITES.inc(len(writes))
+    _written_users.update(write.user_id for write in writes)
     for write in writes:
         for agent_id, agent in write.agents.items():
             LAG.labels(agent_id).observe(max(0, agent.computed_at_ms - agent.ingest_time_ms) / 1000)

@@ -7,7 +7,11 @@ event, so staleness is computable even for users the flow has not caught up on
 (definitions in `serving/README.md`).
 
 It never decodes an event (the key is the user id, the Kafka timestamp the ingest time), so it
-costs next to nothing; a message without a key is skipped. It must never write anything but
+costs next to nothing. Only a key that is a valid user id (`codec.USER_ID_PATTERN`) is
+stamped: a message without a key, or with a key that is not UTF-8 or not a valid user id, is
+skipped and counted by reason (`StamperStatus.skipped_keys`, the API's
+`oo_stamper_skipped_keys_total{reason}`), so junk keys never become users in the freshness
+summary (the flow dead-letters those messages with their reason). It must never write anything but
 stamps, and a failure to stamp is logged and counted, never raised into its host (the API).
 Stamps the store refused (it is away) are kept, one entry per user, and sent with the next
 batch, so users whose events arrive during a store outage still count as pending.
@@ -17,14 +21,18 @@ Several API processes share the group, so Kafka splits the partitions between th
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
 from connectors import topics
+from connectors.codec import USER_ID_PATTERN
 from connectors.exceptions import StoreError
 from connectors.kafka import consumer_config
 from connectors.store.base import FeatureStore
@@ -32,6 +40,10 @@ from connectors.store.base import FeatureStore
 __all__ = ["GROUP_ID", "IngestStamper", "StamperStatus", "merge_stamps", "newest_and_oldest"]
 
 log = logging.getLogger(__name__)
+
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
+SKIP_REASONS = ("no_key", "not_utf8", "invalid_user_id")
+"""Why a message was not stamped (the `reason` label of the skipped-keys counter)."""
 
 GROUP_ID = "oo-freshness-stamper"
 """The consumer group (after the topic prefix): its own, so the flow's offsets are untouched."""
@@ -46,10 +58,18 @@ class StamperStatus:
     stamped_at_ms: int | None
     """When the last batch was stamped."""
     last_error: str | None
+    skipped_keys: dict[str, int] = field(default_factory=dict)
+    """Messages not stamped since the start, by reason (`SKIP_REASONS`)."""
 
 
-def newest_and_oldest(messages: list[Any], *, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
-    """Per user key, the newest and the oldest ingest time of `messages` (errors, no key: skipped)."""
+def newest_and_oldest(
+    messages: list[Any], *, now_ms: int, skipped: Counter[str] | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Per user key, the newest and the oldest ingest time of `messages`.
+
+    Errors are ignored; a message whose key is missing, not UTF-8 or not a valid user id is
+    skipped and counted in `skipped` by reason (`SKIP_REASONS`).
+    """
     newest: dict[str, int] = {}
     oldest: dict[str, int] = {}
     for msg in messages:
@@ -57,10 +77,18 @@ def newest_and_oldest(messages: list[Any], *, now_ms: int) -> tuple[dict[str, in
             continue
         key = msg.key()
         if not key:
+            if skipped is not None:
+                skipped["no_key"] += 1
             continue
         try:
             user_id = key.decode("utf-8")
         except UnicodeDecodeError:
+            if skipped is not None:
+                skipped["not_utf8"] += 1
+            continue
+        if not _USER_ID_RE.fullmatch(user_id):
+            if skipped is not None:
+                skipped["invalid_user_id"] += 1
             continue
         kind, ts = msg.timestamp()
         ingest = now_ms if kind == TIMESTAMP_NOT_AVAILABLE or ts <= 0 else ts
@@ -110,8 +138,12 @@ class IngestStamper:
         batch_size: int = 1000,
         poll_timeout_s: float = 0.2,
         extra_config: dict[str, Any] | None = None,
+        on_skipped: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`on_skipped(reason, n)` is told of messages not stamped (a metric), per batch."""
         self._store = store
+        self._on_skipped = on_skipped
+        self._skipped: Counter[str] = Counter()
         self.topics = [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK]
         self.group_id = topic_prefix + group_id
         self._batch_size = batch_size
@@ -143,6 +175,7 @@ class IngestStamper:
             stamped_messages=self._stamped,
             stamped_at_ms=self._stamped_at_ms,
             last_error=self._last_error,
+            skipped_keys=dict(self._skipped),
         )
 
     def wait_assigned(self, timeout_s: float) -> bool:
@@ -190,7 +223,13 @@ class IngestStamper:
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 self._fail(f"{msg.topic()} [{msg.partition()}]: {error.str()}")
         now_ms = time.time_ns() // 1_000_000
-        newest, oldest = newest_and_oldest(messages, now_ms=now_ms)
+        skipped: Counter[str] = Counter()
+        newest, oldest = newest_and_oldest(messages, now_ms=now_ms, skipped=skipped)
+        if skipped:
+            self._skipped.update(skipped)
+            if self._on_skipped is not None:
+                for reason, count in skipped.items():
+                    self._on_skipped(reason, count)
         # Stamps a failed call held back go with this batch: while the store is away, the
         # users whose events arrive meanwhile must still become pending (ADR 0010).
         newest, oldest = merge_stamps(self._held, (newest, oldest))

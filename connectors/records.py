@@ -9,6 +9,7 @@ rejects file while the rest go on.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,35 @@ from connectors.jsonl import MAX_LINE_CHARS, parse_event
 from proto import events_pb2 as pb
 
 MAX_REASON_CHARS = 1000
+_FIELD_IN_REASON = re.compile(r"field '([^']+)'")
+
+
+def reject_json(
+    line: int | None, source: str, reason: str, raw: str, field: str | None = None
+) -> str:
+    """The one rejects-file line every command writes (`produce`, `backfill`, `flow --from`):
+    `{"line", "source", "reason", "field", "raw"}`; `field` is the event field the reason
+    names (null when none), `reason` is cut to `MAX_REASON_CHARS`.
+
+    >>> row = json.loads(reject_json(3, "a.jsonl", "line 3: field 'user_id': bad", "{}"))
+    >>> row["field"], sorted(row)
+    ('user_id', ['field', 'line', 'raw', 'reason', 'source'])
+    """
+    if field is None:
+        named = _FIELD_IN_REASON.search(reason)
+        field = named.group(1) if named else None
+    return json.dumps(
+        {
+            "line": line,
+            "source": source,
+            "reason": reason[:MAX_REASON_CHARS],
+            "field": field,
+            "raw": raw,
+        },
+        ensure_ascii=False,
+    )
+
+
 """A reason longer than this is cut (it lands in a Kafka header and a rejects file)."""
 
 
@@ -125,13 +155,8 @@ class Rejected:
         ]
 
     def as_json_line(self) -> str:
-        return json.dumps(
-            {
-                "line": self.offset,
-                "source": self.origin,
-                "reason": self.reason[:MAX_REASON_CHARS],
-                "raw": self.raw.decode("utf-8", "replace"),
-            }
+        return reject_json(
+            self.offset, str(self.origin), self.reason, self.raw.decode("utf-8", "replace")
         )
 
 

@@ -33,3 +33,8 @@ class ConnectorSettings(BaseSettings):
         default=None,
         description="Port of the flow's Prometheus metrics (process i: port + i); unset: off.",
     )
+    flow_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the flow's metrics bind (no auth: loopback unless a container "
+        "or a trusted network needs 0.0.0.0).",
+    )

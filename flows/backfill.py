@@ -51,7 +51,10 @@ def backfill(
     """Fold every event of `path` into per-user state and write the features to `store`."""
     source = Path(path)
     if not source.is_file():
-        raise FileNotFoundError(f"event log {source} does not exist")
+        raise FileNotFoundError(
+            f"event log {source} "
+            + ("is a directory, not a file" if source.is_dir() else "does not exist")
+        )
     rejects_file = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
     states: dict[str, UserState] = {}
     report = BackfillReport()

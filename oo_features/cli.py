@@ -3,6 +3,10 @@
 Each subcommand lives in `oo_features/commands/<name>.py` with
 `add_parser(subparsers)` and `run(args) -> int`; modules are imported only
 when their subcommand runs, so `--help` stays fast.
+
+Failures are one line on stderr, `oo-features <command>: error: ...`, naming what was wrong
+(`oo_features.errors`); usage and configuration errors exit 2. No traceback unless
+`--debug` (anywhere on the command line) asks for it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oo-features", description="oO feature engine: real-time per-user features."
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"oo_features.commands.{name}")
@@ -36,13 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    if not any(a in COMMANDS for a in argv):
+        unknown = [a for a in argv if a.startswith("-") and a not in ("-h", "--help")]
+        if unknown:
+            # argparse would only say that COMMAND is missing.
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parser.parse_args(argv)
     module = importlib.import_module(f"oo_features.commands.{args.command}")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        from oo_features.errors import describe
+
+        message, status = describe(exc)
+        print(f"oo-features {args.command}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

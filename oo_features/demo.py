@@ -104,7 +104,9 @@ def _replay_kafka(
         "--topic-prefix",
         topic_prefix,
     ]
-    subprocess.run(cmd, check=True)
+    # 1: some events were rejected (they are in the dead letters); 2: it could not run.
+    if subprocess.run(cmd, check=False).returncode not in (0, 1):
+        raise RuntimeError("the flow did not run; see its error above")
 
 
 def _pick_user(store: Any, user_ids: list[str]) -> str:
@@ -147,6 +149,16 @@ def run_demo(args: argparse.Namespace) -> int:
             lines += 1
     _say(f"  wrote {lines} events to {event_log}")
 
+    key_prefix, topic_prefix = conf.key_prefix, conf.topic_prefix
+    if not embedded:
+        # Its own topics and keys: the generated history has the same users and event ids
+        # on every run, so shared ones would mix this run's events with an earlier one's.
+        run = time.strftime("%Y%m%d%H%M%S")
+        key_prefix, topic_prefix = f"{key_prefix}-demo-{run}", f"{topic_prefix}demo-{run}."
+        _say(
+            f"  on the real services, in a namespace of its own: topics {topic_prefix}*, "
+            f"store keys {key_prefix}:*"
+        )
     _say(
         "2/4 running the feature flow "
         + ("from the event log into " if embedded else "on Kafka into ")
@@ -154,14 +166,12 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     if embedded:
-        _replay_file(event_log, store_url, conf.key_prefix, lines)
+        _replay_file(event_log, store_url, key_prefix, lines)
     else:
-        _replay_kafka(
-            event_log, conf.kafka_bootstrap or "", store_url, conf.key_prefix, conf.topic_prefix
-        )
+        _replay_kafka(event_log, conf.kafka_bootstrap or "", store_url, key_prefix, topic_prefix)
     _say(f"  done in {time.perf_counter() - started:.1f} s")
 
-    store = open_store(store_url, key_prefix=conf.key_prefix)
+    store = open_store(store_url, key_prefix=key_prefix)
     user_ids = store.user_ids()
     if not user_ids:
         _say("error: the flow wrote no users; see the rejects file next to the event log")
@@ -175,23 +185,24 @@ def run_demo(args: argparse.Namespace) -> int:
         api_token=token,
         feedback_log=str(workdir / "feedback.jsonl"),
         host="127.0.0.1",
-        port=args.port,
+        key_prefix=key_prefix,
+        topic_prefix=topic_prefix,
+        **({} if args.port is None else {"port": args.port}),  # else OO_PORT, else 8000
     )
+    port = settings.port
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="oo-demo-api", daemon=True)
-    _say(f"3/4 starting the API on http://127.0.0.1:{args.port}")
+    _say(f"3/4 starting the API on http://127.0.0.1:{port}")
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            _say(f"error: the API did not start on 127.0.0.1:{args.port} (port in use?)")
+            _say(f"error: the API did not start on 127.0.0.1:{port} (port in use?)")
             return 1
         time.sleep(0.05)
 
-    base = f"http://127.0.0.1:{args.port}"
+    base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, trust_env=False, timeout=10) as client:
         features = client.get(f"/v1/users/{user_id}/features").json()
@@ -209,7 +220,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         _say(f"  no tip: {tip.get('reason')}")
     _say("")
-    _say(f"The API is at {base} (OpenAPI: {base}/docs). Try:")
+    _say(f"The API is at {base} (OpenAPI: {base}/openapi.json). Try:")
     _say(f"  curl -H 'Authorization: Bearer {token}' {base}/v1/users/{user_id}/features")
     _say(f"Freshness dashboard: {base}/freshness#token={token}")
     if args.once:

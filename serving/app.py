@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from connectors.exceptions import StoreError
@@ -27,6 +28,7 @@ from connectors.store.base import FeatureStore
 from serving.api.main import api_router
 from serving.exceptions import EventSinkError, StoreUnavailableError
 from serving.freshness import FreshnessMonitor
+from serving.limits import BodySizeLimit, V1Gate, bounded_validation_error
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.orchestrator import CircuitBreaker, OrchestratorClient
 from serving.settings import Settings
@@ -150,7 +152,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from connectors.freshness import IngestStamper
 
         state.stamper = IngestStamper(
-            state.store, bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix
+            state.store,
+            bootstrap=settings.kafka_bootstrap,
+            topic_prefix=settings.topic_prefix,
+            on_skipped=state.metrics.count_stamper_skipped,
         )
         state.stamper.start()
     from serving.api.deps import get_manifests
@@ -238,6 +243,10 @@ def create_app(
         description="Per-user features, fresh snippets and tips. Every `/v1` route needs "
         "`Authorization: Bearer <OO_API_TOKEN>` when a token is configured.",
         lifespan=lifespan,
+        # No Swagger UI or ReDoc: FastAPI loads them from a CDN into the API's origin. The
+        # contract is `/openapi.json`; open it in any OpenAPI viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -260,7 +269,12 @@ def create_app(
         check_interval_s=settings.freshness_check_interval_s,
         metrics=metrics,
     )
+    # The last added runs first: metrics see every answer, then the size limit, then the
+    # bearer check, all before any body is read (serving/limits.py).
+    app.add_middleware(V1Gate, token=settings.api_token)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, bounded_validation_error)
     app.add_exception_handler(StoreError, _store_unavailable)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     app.include_router(api_router)

@@ -3,7 +3,8 @@
 Series (labels in braces):
 
 - `oo_api_request_duration_seconds{method, route, status}`: histogram by route
-  *template* (`/v1/users/{user_id}/features`), never the raw path;
+  *template* (`/v1/users/{user_id}/features`), never the raw path; `method` is one of the
+  nine standard methods or `other`;
 - `oo_orchestrator_request_duration_seconds{outcome}`: histogram of whole calls;
 - `oo_orchestrator_calls_total{outcome}`: `ok`, `timeout`, `unreachable`,
   `http_5xx`, `http_4xx`, `garbage`, `breaker_open`, `error`;
@@ -17,6 +18,8 @@ Series (labels in braces):
 - `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
   `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
   `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check;
+- `oo_stamper_skipped_keys_total{reason}`: ingested messages the freshness stamper did not
+  stamp: `no_key`, `not_utf8`, `invalid_user_id` (never a user, never in `/v1/freshness`);
 - `oo_store_lost_data`: 1 while the store's identity marker is gone (wiped or replaced),
   `oo_store_refilling`: 1 while the store is marked `filling` (set by each `/ready` probe).
 """
@@ -31,6 +34,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "<unmatched>"
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+OTHER_METHOD = "other"
+"""The `method` label of any method outside `KNOWN_METHODS` (h11 accepts any token)."""
 
 
 class Metrics:
@@ -110,6 +118,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.stamper_skipped = Counter(
+            "oo_stamper_skipped_keys",
+            "Ingested messages the stamper did not stamp, by reason: no_key, not_utf8, "
+            "invalid_user_id.",
+            ["reason"],
+            registry=self.registry,
+        )
+
         self.store_lost = Gauge(
             "oo_store_lost_data",
             "1 while the store's identity marker is gone: it lost its data (last /ready probe).",
@@ -131,12 +147,16 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.request_seconds.labels(method, route, str(status)).observe(seconds)
+        label = method if method in KNOWN_METHODS else OTHER_METHOD
+        self.request_seconds.labels(label, route, str(status)).observe(seconds)
 
     def observe_orchestrator(self, outcome: str, seconds: float) -> None:
         self.orchestrator_calls.labels(outcome).inc()
         if outcome != "breaker_open":
             self.orchestrator_seconds.labels(outcome).observe(seconds)
+
+    def count_stamper_skipped(self, reason: str, count: int) -> None:
+        self.stamper_skipped.labels(reason).inc(count)
 
     def count_failed_event(self, kind: str) -> None:
         self.events_failed.labels(kind).inc()

@@ -4,12 +4,14 @@
 only the API needs: where it binds, its bearer token, the orchestrator and
 the circuit breaker around it, and where feedback goes when Kafka is absent.
 `check_bind` is the one rule about exposure: without a token the API binds
-loopback only, and a placeholder token is never accepted.
+loopback only, a placeholder token is never accepted, and a non-loopback bind needs a
+strong token (`weak_token_reason` says what that means).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -20,6 +22,29 @@ PLACEHOLDER_TOKENS = frozenset(
     {"changeme", "change-me", "change_me", "changethis", "secret", "token", "password", "test"}
 )
 MIN_TOKEN_LENGTH = 16
+MIN_DISTINCT_CHARACTERS = 10
+MAX_SEQUENCE_RUN = 7
+WEAK_WORDS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "changethis",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "example",
+    "default",
+    "qwerty",
+    "letmein",
+    "admin",
+)
+STRONG_TOKEN_RULE = (
+    f"at least {MIN_TOKEN_LENGTH} characters, at least {MIN_DISTINCT_CHARACTERS} different ones, "
+    "not a repetition of a shorter string, no run of more than "
+    f"{MAX_SEQUENCE_RUN} equal or consecutive characters (aaaa, 1234, dcba), and none of the "
+    f"words {', '.join(WEAK_WORDS)}; e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+)
 
 
 class InsecureSettingsError(ValueError):
@@ -49,13 +74,68 @@ def check_token(token: SecretStr | None) -> None:
         )
 
 
+def _longest_run(value: str) -> int:
+    """The longest run of characters that are equal, or each one code point up (or down)."""
+    longest = run = 1
+    step = 0
+    for previous, current in itertools.pairwise(value):
+        delta = ord(current) - ord(previous)
+        if delta in (-1, 0, 1) and (run == 1 or delta == step):
+            run, step = run + 1, delta
+        elif delta in (-1, 0, 1):
+            run, step = 2, delta
+        else:
+            run, step = 1, 0
+        longest = max(longest, run)
+    return longest
+
+
+def weak_token_reason(value: str) -> str | None:
+    """Why `value` is too weak for an API anyone on the network can reach; None if it is not.
+
+    >>> weak_token_reason("changemechangeme")
+    'it repeats a shorter string'
+    >>> weak_token_reason("abababababcdcdcd")
+    'it has 4 different characters; at least 10 needed'
+    >>> weak_token_reason("k7Vq2mXp9LrT4wZs8NcB") is None
+    True
+    """
+    if len(value) < MIN_TOKEN_LENGTH:
+        return f"it has {len(value)} characters; at least {MIN_TOKEN_LENGTH} needed"
+    if (value + value).find(value, 1) < len(value):
+        return "it repeats a shorter string"
+    distinct = len(set(value))
+    if distinct < MIN_DISTINCT_CHARACTERS:
+        return f"it has {distinct} different characters; at least {MIN_DISTINCT_CHARACTERS} needed"
+    run = _longest_run(value)
+    if run > MAX_SEQUENCE_RUN:
+        return f"it has a run of {run} equal or consecutive characters"
+    lowered = value.lower()
+    for word in WEAK_WORDS:
+        if word in lowered:
+            return f"it contains the word {word!r}"
+    return None
+
+
 def check_bind(host: str, token: SecretStr | None) -> None:
-    """Raise `InsecureSettingsError` unless binding `host` with `token` is safe."""
+    """Raise `InsecureSettingsError` unless binding `host` with `token` is safe.
+
+    Loopback: no token, or a token that is not a placeholder and has at least 16 characters.
+    Any other address: a token, and a strong one (`STRONG_TOKEN_RULE`).
+    """
     check_token(token)
-    if token is None and not is_loopback(host):
+    if is_loopback(host):
+        return
+    if token is None:
         raise InsecureSettingsError(
             f"refusing to bind {host!r} without OO_API_TOKEN: "
             "set a token or bind a loopback address (127.0.0.1, ::1, localhost)"
+        )
+    reason = weak_token_reason(token.get_secret_value())
+    if reason is not None:
+        raise InsecureSettingsError(
+            f"refusing to bind {host!r} with a weak OO_API_TOKEN ({reason}); "
+            f"a token for a non-loopback address needs {STRONG_TOKEN_RULE}"
         )
 
 
@@ -64,9 +144,15 @@ class Settings(ConnectorSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the API binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the API binds.")
+    max_body_bytes: int = Field(
+        default=16 * 1024,
+        ge=1,
+        description="Largest request body; a larger one is answered 413 before it is read.",
+    )
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token every /v1 route requires; unset: no auth, loopback only.",
+        description="Bearer token every /v1 route requires; unset: no auth, loopback only. "
+        "A non-loopback bind needs a strong one (see serving/README.md, Auth).",
     )
     orchestrator_url: str | None = Field(
         default=None,

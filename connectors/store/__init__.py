@@ -27,8 +27,27 @@ __all__ = [
     "StoredAgent",
     "StoredUser",
     "UserWrite",
+    "check_store_url",
     "open_store",
 ]
+
+
+def check_store_url(url: str) -> str:
+    """The URL's scheme (`redis`, `rediss`, `sqlite`), or `StoreError` saying what is expected.
+
+    Checks the form only; nothing is opened or connected.
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if sep and scheme in ("redis", "rediss"):
+        return scheme
+    if sep and scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///path")
+        return scheme
+    raise StoreError(
+        f"unsupported store URL {url!r}: expected redis://, rediss:// or sqlite:///path"
+    )
 
 
 def open_store(
@@ -46,9 +65,8 @@ def open_store(
     The timeouts and `client_retries` (retries inside the client on a connection error or
     timeout) apply to Redis; see ADR 0010 for what the flow and the API use.
     """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if sep and scheme in ("redis", "rediss"):
+    scheme = check_store_url(url)
+    if scheme in ("redis", "rediss"):
         return RedisStore(
             url,
             key_prefix=key_prefix,
@@ -57,10 +75,4 @@ def open_store(
             connect_timeout_s=connect_timeout_s,
             client_retries=client_retries,
         )
-    if sep and scheme == "sqlite":
-        if not rest.startswith("/") or rest == "/":
-            raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///path")
-        return SQLiteStore(rest[1:], key_prefix=key_prefix)
-    raise StoreError(
-        f"unsupported store URL {url!r}: expected redis://, rediss:// or sqlite:///path"
-    )
+    return SQLiteStore(url.partition("://")[2][1:], key_prefix=key_prefix)

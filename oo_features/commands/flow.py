@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     if args.event_log is not None and not Path(args.event_log).is_file():
-        print(f"error: event log {args.event_log} does not exist", file=sys.stderr)
+        what = "is a directory, not a file" if Path(args.event_log).is_dir() else "does not exist"
+        print(f"error: event log {args.event_log} {what}", file=sys.stderr)
         return 2
     try:
         store = open_store(store_url, key_prefix=key_prefix)
@@ -243,17 +244,33 @@ def run(args: argparse.Namespace) -> int:
     if metrics_port is not None:
         from connectors import flow_metrics
 
-        flow_metrics.serve(metrics_port + (args.process_id or 0))
+        flow_metrics.serve(metrics_port + (args.process_id or 0), settings.flow_metrics_host)
     tune_gc()
     if identity_id is not None and bootstrap is not None:
         refill.StoreWatchdog(store_url, key_prefix=key_prefix, identity_id=identity_id).start()
     addresses = args.addresses.split(";") if args.addresses else None
-    cli_main(
-        flow,
-        workers_per_process=args.workers,
-        process_id=args.process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=args.epoch_interval),
-        recovery_config=recovery,
-    )
-    return 0
+    from connectors import flow_metrics as run_metrics
+
+    try:
+        cli_main(
+            flow,
+            workers_per_process=args.workers,
+            process_id=args.process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=args.epoch_interval),
+            recovery_config=recovery,
+        )
+    finally:
+        # Like backfill: what was read, written and rejected, also when interrupted.
+        summary = run_metrics.run_summary()
+        where = (
+            f"see {args.rejects or args.event_log + '.rejects.jsonl'}"
+            if args.event_log
+            else f"dead-lettered to {topic_prefix + topics.DEADLETTER}"
+        )
+        print(
+            f"flow: read {summary['events']} events, {summary['accepted']} accepted; "
+            f"wrote features of {summary['users']} users into {store_url}; "
+            f"rejected {summary['rejected']}" + (f" ({where})" if summary["rejected"] else "")
+        )
+    return 1 if summary["rejected"] else 0

@@ -2,7 +2,8 @@
 
 Every line is parsed and validated; valid events are published (key =
 user_id) and count as published only once the broker confirms them. Each
-rejected line goes to a rejects file (JSONL: line number, reason, field, text)
+rejected line goes to a rejects file (`connectors.records.reject_json`, the format of every
+command: line, source, reason, field, raw)
 whose path is printed: invalid lines, and valid events the Kafka client refuses
 (e.g. larger than the 1 MB message limit). Events the broker does not confirm
 (it died, or stopped answering for --timeout) are listed there by event id and
@@ -79,17 +80,27 @@ def _rejects_path(source: str, explicit: str | None) -> Path:
 class _RejectsFile:
     """The rejects file, created at the first rejected line only."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, source: str) -> None:
         self.path = path
+        self.source = source
         self.count = 0
         self._file: IO[str] | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        import json
+        from connectors.records import reject_json
 
         if self._file is None:
             self._file = self.path.open("w", encoding="utf-8")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(
+            reject_json(
+                record["line"],
+                self.source,
+                record["reason"],
+                record.get("text") or "",
+                field=record.get("field"),
+            )
+            + "\n"
+        )
         self.count += 1
 
     def close(self) -> None:
@@ -131,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"error: {exc}\nnothing was published")
         return EXIT_UNAVAILABLE
 
-    rejects = _RejectsFile(_rejects_path(args.file, args.rejects))
+    rejects = _RejectsFile(_rejects_path(args.file, args.rejects), args.file)
     show_progress = err.is_terminal if args.progress is None else args.progress
     started = time.monotonic()
     queued = 0
@@ -177,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             producer.close()
         rejected = rejects.count
         for event_id, reason in report.failed:
-            rejects.write({"line": None, "event_id": event_id, "reason": f"undelivered: {reason}"})
+            rejects.write({"line": None, "reason": f"undelivered event {event_id}: {reason}"})
     finally:
         rejects.close()
 

@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from connectors.store import StoreError, check_store_url
+    from oo_features.errors import settings_error_lines
     from serving.settings import InsecureSettingsError, Settings, check_bind
 
     overrides = {
@@ -47,11 +49,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
         check_bind(settings.host, settings.api_token)
+        # Before uvicorn: a failed startup there exits 3 with a traceback in the log.
+        check_store_url(settings.store_url)
     except ValidationError as exc:
-        # Messages only: the raw input would echo a (too short) token to the terminal.
-        for error in exc.errors(include_input=False, include_url=False):
-            where = ".".join(str(part) for part in error["loc"]) or "settings"
-            print(f"serve: refusing to start: {where}: {error['msg']}", file=sys.stderr)
+        # Each variable with its value, except secrets (a short token is never echoed).
+        for line in settings_error_lines(exc):
+            print(f"serve: refusing to start: {line}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"serve: refusing to start: OO_STORE_URL: {exc}", file=sys.stderr)
         return 2
     except InsecureSettingsError as exc:
         print(f"serve: refusing to start: {exc}", file=sys.stderr)

@@ -107,7 +107,9 @@ async def require_token(
     """401 unless the request carries the configured bearer token.
 
     Without a configured token the server only ever binds loopback (see
-    `serving.settings.check_bind`), and the check is off.
+    `serving.settings.check_bind`), and the check is off. `serving.limits.V1Gate` makes the
+    same check first, before the body is read; this one declares the scheme in OpenAPI and
+    guards a router mounted without the gate.
     """
     if settings.api_token is None:
         return

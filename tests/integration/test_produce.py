@@ -265,7 +265,8 @@ def test_produce_publishes_exactly_the_good_lines(
         reason_part, field = bad[row["line"]]
         assert reason_part in row["reason"]
         assert row["field"] == field
-        assert row["text"] == lines[row["line"] - 1]
+        assert row["raw"] == lines[row["line"] - 1]
+        assert row["source"] == str(source)
 
 
 def test_produce_from_stdin_exits_zero_when_all_published(

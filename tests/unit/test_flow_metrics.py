@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from confluent_kafka import Message
 from prometheus_client import REGISTRY
@@ -63,3 +64,39 @@ def test_drops_by_reason_and_lag_by_agent() -> None:
     assert write is not None and "momentum" in write.agents
     flow_metrics.observe_writes([write])
     assert value("oo_flow_feature_lag_seconds_count", agent="momentum") - lag_before == 1
+
+
+def _listening(port: int) -> set[str]:
+    """Addresses a socket of this machine listens on at `port` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_the_flow_metrics_bind_loopback_by_default() -> None:
+    import socket
+    import urllib.request
+
+    from connectors.settings import ConnectorSettings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    flow_metrics.serve(port, ConnectorSettings().flow_metrics_host)
+
+    assert _listening(port) == {"127.0.0.1"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        assert b"oo_flow_events_in_total" in answer.read()
+
+
+def test_compose_publishes_the_flow_metrics_on_loopback_only() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    assert compose["services"]["flow"]["ports"] == ["127.0.0.1:9108:9108"]

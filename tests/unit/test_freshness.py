@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,25 @@ def test_stamper_batch_reduction() -> None:
     )
     assert newest == {"a": 30, "b": 5, "d": 1000}
     assert oldest == {"a": 10, "b": 5, "d": 1000}
+
+
+def test_the_stamper_skips_keys_that_are_not_user_ids() -> None:
+    skipped: Counter[str] = Counter()
+    newest, _ = newest_and_oldest(
+        [
+            FakeMessage(b"u-1", 10),
+            FakeMessage(b"<b>markup</b>", 11),
+            FakeMessage(b"x" * 100_000, 12),
+            FakeMessage(b"a b", 13),
+            FakeMessage(b"u-1\n", 14),
+            FakeMessage(None, 15),
+            FakeMessage(b"\xff", 16),
+        ],
+        now_ms=1000,
+        skipped=skipped,
+    )
+    assert newest == {"u-1": 10}
+    assert skipped == {"invalid_user_id": 4, "no_key": 1, "not_utf8": 1}
 
 
 def test_routes_on_the_embedded_store(tmp_path: Path) -> None:

@@ -349,7 +349,7 @@ def test_accepted_keeps_its_origin_across_a_process_boundary() -> None:
     assert copy.where() == (TOPIC, 1, 9, b"raw", b"u1") == accepted.where()
     line = Accepted(event, 1, "task_completed", 2, ("f.jsonl", 3, b"{...}\n"))
     assert line.rejected("r").as_json_line() == (
-        '{"line": 3, "source": "f.jsonl", "reason": "r", "raw": "{...}"}'
+        '{"line": 3, "source": "f.jsonl", "reason": "r", "field": null, "raw": "{...}"}'
     )
 
 

@@ -6,10 +6,12 @@ verdict (`serving.freshness.FreshnessMonitor`); the numbers are computed on each
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from connectors.codec import USER_ID_PATTERN
 from connectors.store.base import FreshnessSummary, StoredUser, UserFreshness
 from serving.api.deps import (
     FreshnessDep,
@@ -35,6 +37,8 @@ from serving.freshness import WORST_DEFAULT, compliance
 from serving.tips import consent_granted
 
 router = APIRouter(tags=["freshness"])
+
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 
 @router.get(
@@ -74,6 +78,9 @@ async def freshness(
             worst=[
                 StaleUserOut(user_id=u, staleness_ms=ms, within_sla=ms < sla_ms)
                 for u, ms in summary.worst
+                # Only valid user ids are ever named (a store stamped before the stamper
+                # checked keys may still hold junk ones).
+                if _USER_ID_RE.fullmatch(u)
             ],
         )
     history = [
