@@ -29,7 +29,22 @@ __all__ = [
     "UserWrite",
     "check_store_url",
     "open_store",
+    "safe_url",
 ]
+
+
+def safe_url(url: str) -> str:
+    """`url` fit for a log line or a summary: a password in it is replaced by `***`.
+
+    >>> safe_url("redis://:s3cret@redis:6379/0"), safe_url("sqlite:///tmp/x.db")
+    ('redis://:***@redis:6379/0', 'sqlite:///tmp/x.db')
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 def check_store_url(url: str) -> str:

@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stop-at-end",
         action="store_true",
-        help="consume what is in the topics now, write everything, exit 0",
+        help="consume what is in the topics now, write everything, then exit (1 if anything "
+        "was rejected, like backfill)",
     )
     p.add_argument(
         "--batch-size",
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors.kafka import ensure_topics
     from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
-    from connectors.store import open_store
+    from connectors.store import open_store, safe_url
     from flows.features_flow import build_flow
 
     # Warnings of the engine's own modules (e.g. the store sink waiting for the store) to
@@ -270,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(
             f"flow: read {summary['events']} events, {summary['accepted']} accepted; "
-            f"wrote features of {summary['users']} users into {store_url}; "
+            f"wrote features of {summary['users']} users into {safe_url(store_url)}; "
             f"rejected {summary['rejected']}" + (f" ({where})" if summary["rejected"] else "")
         )
     return 1 if summary["rejected"] else 0

@@ -29,8 +29,10 @@ from tests.reference import reference_features
 USERS, DAYS, SEED = 300, 10, 20261125
 
 
-def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return oo_features(*args, env=env, check=check)
+def cli(
+    *args: str, env: dict[str, str], check: bool = True, rejects_ok: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return oo_features(*args, env=env, check=check, rejects_ok=rejects_ok)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +143,10 @@ def streamed(
     # `produce` keeps invalid lines out of Kafka; an integration that skips validation would not.
     # Publish them anyway, so the flow must dead-letter them while the rest go on.
     injected = inject_invalid(event_log, services.kafka_bootstrap, prefix)
-    cli("flow", "--stop-at-end", env=env)
+    flow = cli("flow", "--stop-at-end", env=env, check=False)
+    # Like backfill: the flow says what it rejected and exits 1 when it rejected anything.
+    assert flow.returncode == 1 and "Traceback" not in flow.stderr, flow.stderr[-3000:]
+    assert "rejected" in flow.stdout and "rejected 0" not in flow.stdout, flow.stdout
     yield {
         "env": env,
         "produce": produced,
@@ -306,7 +311,7 @@ def test_garbage_on_the_topic_goes_to_dead_letter_and_the_rest_go_on(
         "OO_TOPIC_PREFIX": topic_prefix,
         "OO_KEY_PREFIX": key_prefix,
     }
-    cli("flow", "--stop-at-end", env=env)
+    cli("flow", "--stop-at-end", env=env, rejects_ok=True)
     store = open_store(services.redis_url, key_prefix=key_prefix)
     user = store.read_user("u1")
     store.close()
@@ -357,7 +362,7 @@ def test_parallel_flow_equals_single(
     users = sorted({e.user_id for e in events} - reborn_users(events))
     key_prefix = streamed["key_prefix"] + layout[0].strip("-")[0]
     env = {**streamed["env"], "OO_KEY_PREFIX": key_prefix}
-    cli("flow", "--stop-at-end", *layout, env=env)
+    cli("flow", "--stop-at-end", *layout, env=env, rejects_ok=True)
     single = stored_view(services.redis_url, streamed["key_prefix"], users)
     parallel = stored_view(services.redis_url, key_prefix, users)
     assert single == parallel

@@ -49,6 +49,15 @@ def _wait_for(what: str, check: Callable[[], Any], *, timeout_s: float = 120.0) 
     pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}; last: {last!r}")
 
 
+def _event(user_id: str) -> Any:
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    event_id = uuid.uuid4().hex
+    return from_json(
+        f'{{"eventId":"{event_id}","userId":"{user_id}","occurredAt":"{when}",'
+        f'"taskCompleted":{{"taskId":"{event_id}","projectId":"p1"}}}}'
+    )
+
+
 def _skipped(metrics_text: str) -> dict[str, float]:
     return {
         m.group(1): float(m.group(2))
@@ -80,18 +89,19 @@ def test_junk_keys_are_never_stamped_and_are_counted(
             ) as http,
         ):
             assert app.state.stamper.wait_assigned(60), "the ingestion stamper got no partitions"
+            # A consumer that starts at the end fixes its position at its first fetch: wait
+            # until it has stamped a probe, so none of the junk below lands before it.
+            events.publish(_event("u-probe"))
+            assert events.flush(30).ok
+            _wait_for(
+                "the probe user to be stamped",
+                lambda: http.get("/v1/freshness").json()["pending_users"] >= 1,
+            )
             for _ in range(20):
                 for key in JUNK_KEYS:
                     raw.produce(topic_prefix + topics.SIGNALS, key=key, value=b"not an event")
             assert raw.flush(30) == 0
-            when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            event_id = uuid.uuid4().hex
-            events.publish(
-                from_json(
-                    f'{{"eventId":"{event_id}","userId":"u-valid","occurredAt":"{when}",'
-                    f'"taskCompleted":{{"taskId":"{event_id}","projectId":"p1"}}}}'
-                )
-            )
+            events.publish(_event("u-valid"))
             assert events.flush(30).ok
 
             expected = {"invalid_user_id": 60.0, "not_utf8": 20.0, "no_key": 20.0}
@@ -101,16 +111,16 @@ def test_junk_keys_are_never_stamped_and_are_counted(
             )
             body = _wait_for(
                 "the valid user to be stamped",
-                lambda: (b := http.get("/v1/freshness").json())["pending_users"] >= 1 and b,
+                lambda: (b := http.get("/v1/freshness").json())["pending_users"] >= 2 and b,
             )
             assert app.state.stamper.status.skipped_keys == {
                 "invalid_user_id": 60,
                 "not_utf8": 20,
                 "no_key": 20,
             }
-            assert body["pending_users"] == 1
+            assert body["pending_users"] == 2
             for agent in body["agents"].values():
-                assert agent["active_users"] == 1
-                assert [w["user_id"] for w in agent["worst"]] == ["u-valid"]
+                assert agent["active_users"] == 2
+                assert sorted(w["user_id"] for w in agent["worst"]) == ["u-probe", "u-valid"]
     finally:
         events.close()
