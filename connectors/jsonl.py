@@ -283,7 +283,7 @@ def without_bom(line: bytes | str) -> bytes | str:
 
 
 def read_line(
-    line_no: int, line: bytes | str, *, now_s: float | None = None, validate: bool = True
+    line_no: int, line: bytes | str, now_s: float | None = None, validate: bool = True
 ) -> tuple[pb.Event, str, int] | ConnectorError | None:
     """The one reader of an event-log line, for every command (`produce`, `backfill`, `flow --from`).
 
@@ -331,7 +331,7 @@ def read_events(
     """
     read = read_line
     for line_no, line in enumerate(lines, start=1):
-        got = read(line_no, line, now_s=now_s, validate=validate)
+        got = read(line_no, line, now_s, validate)  # positional: this runs once a line
         if got.__class__ is tuple:
             yield line_no, got[0]  # type: ignore[index]
         elif got is not None:

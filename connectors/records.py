@@ -169,7 +169,7 @@ def decode_line(
     """
     if line_no == 1:  # kept without its byte-order mark, for a dead letter too
         line = without_bom(line)
-    got = read_line(line_no, line, now_s=now_s)
+    got = read_line(line_no, line, now_s)
     if got.__class__ is tuple:
         event, kind, occurred_ms = got  # type: ignore[misc]
         return Accepted(event, ingest_ms, kind, occurred_ms, (path, line_no, line))

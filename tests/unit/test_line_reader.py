@@ -80,9 +80,9 @@ def test_both_go_through_the_one_line_reader(monkeypatch: pytest.MonkeyPatch) ->
     assert records.read_line is jsonl.read_line
     seen: list[int] = []
 
-    def spy(line_no: int, line: bytes | str, **kwargs: Any) -> Any:
+    def spy(line_no: int, line: bytes | str, *args: Any, **kwargs: Any) -> Any:
         seen.append(line_no)
-        return read_line(line_no, line, **kwargs)
+        return read_line(line_no, line, *args, **kwargs)
 
     monkeypatch.setattr(jsonl, "read_line", spy)
     monkeypatch.setattr(records, "read_line", spy)
