@@ -34,7 +34,16 @@ from connectors import codec
 from connectors.exceptions import ConnectorError, DecodeError, ValidationError
 from proto import events_pb2 as pb
 
-__all__ = ["MAX_LINE_CHARS", "LineError", "open_source", "parse_event", "parse_fast", "read_events"]
+__all__ = [
+    "MAX_LINE_CHARS",
+    "LineError",
+    "open_source",
+    "parse_event",
+    "parse_fast",
+    "read_events",
+    "read_line",
+    "without_bom",
+]
 
 MAX_LINE_CHARS = 1024 * 1024
 """A longer line is refused before parsing (a valid event is at most `codec.MAX_EVENT_BYTES`
@@ -266,44 +275,67 @@ def open_source(source: str | Path) -> IO[bytes]:
     return open(source, "rb")
 
 
+def without_bom(line: bytes | str) -> bytes | str:
+    """The first line of a file without its byte-order mark (file framing, not event text)."""
+    if isinstance(line, bytes):
+        return line.removeprefix(b"\xef\xbb\xbf")
+    return line.removeprefix("\ufeff")
+
+
+def read_line(
+    line_no: int, line: bytes | str, now_s: float | None = None, validate: bool = True
+) -> tuple[pb.Event, str, int] | ConnectorError | None:
+    """The one reader of an event-log line, for every command (`produce`, `backfill`, `flow --from`).
+
+    ``(event, payload kind, occurred_at in ms)`` for a good line (kind "" and -1 without
+    `validate`), a `ConnectorError` saying why a bad line is refused, None for a blank line.
+    The rules: a byte-order mark before line 1 is file framing and is dropped; a line longer
+    than `MAX_LINE_CHARS` is refused before parsing; UTF-8 only; the fast path, else
+    json_format, so the reasons are json_format's; with `validate`, `codec.check` (the
+    contract's bounds, the field named). Never raises for what a line holds: anything a
+    parser lets out becomes the returned error.
+    """
+    if line_no == 1:
+        line = without_bom(line)
+    try:
+        if len(line) > MAX_LINE_CHARS:
+            if not line.strip():
+                return None
+            raise DecodeError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
+        text = line.decode("utf-8") if type(line) is bytes else line
+        event = parse_fast(text)  # type: ignore[arg-type]
+        if event is None:
+            if not text.strip():  # type: ignore[union-attr]
+                return None
+            event = codec.from_json(text)  # type: ignore[arg-type]
+        if not validate:
+            return event, "", -1
+        kind, occurred_ms = codec.check(event, now_s=now_s, encoded_size=len(line))
+    except UnicodeDecodeError as exc:
+        return _not_utf8(exc)
+    except ConnectorError as exc:
+        return exc
+    except Exception as exc:  # a parser's own failure: this line's reason, never a crash
+        return DecodeError(f"{type(exc).__name__}: {exc!s:.200}")
+    return event, kind, occurred_ms
+
+
 def read_events(
     lines: Iterable[bytes | str], *, validate: bool = True, now_s: float | None = None
 ) -> Iterator[tuple[int, pb.Event | LineError]]:
     """``(line_no, Event | LineError)`` for every non-blank line; line numbers start at 1.
 
-    With `validate`, an Event that parses but breaks a contract rule is a
-    `LineError` naming the field. Blank lines are skipped (still numbered). Never raises for
-    what a line holds: anything a parser lets out becomes that line's `LineError`.
+    Each line goes through `read_line` (the rules are there). With `validate`, an Event
+    that parses but breaks a contract rule is a `LineError` naming the field. Blank lines
+    are skipped (still numbered). Never raises for what a line holds.
     """
-    # `parse_event` and `codec.validate` inlined: this loop runs a million times a file.
-    fast, slow, check = parse_fast, codec.from_json, codec.check
+    read = read_line
     for line_no, line in enumerate(lines, start=1):
-        if line_no == 1:  # a byte-order mark is file framing, not part of the first event
-            line = (
-                line.removeprefix(b"\xef\xbb\xbf")
-                if isinstance(line, bytes)
-                else line.removeprefix("\ufeff")
-            )
-        error: ConnectorError
-        try:
-            if len(line) > MAX_LINE_CHARS:
-                raise DecodeError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
-            text = line.decode("utf-8") if type(line) is bytes else line
-            event = fast(text)  # type: ignore[arg-type]
-            if event is None:
-                event = slow(text)
-            if validate:
-                check(event, now_s=now_s, encoded_size=len(line))
-        except UnicodeDecodeError as exc:
-            error = _not_utf8(exc)
-        except ConnectorError as exc:
-            error = exc
-        except Exception as exc:  # a parser's own failure: this line's reason, never a crash
-            error = DecodeError(f"{type(exc).__name__}: {exc!s:.200}")
-        else:
-            yield line_no, event
-            continue
-        if not line.strip():
-            continue
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        yield line_no, LineError(line_no, text.rstrip("\r\n"), error)
+        got = read(line_no, line, now_s, validate)  # positional: this runs once a line
+        if got.__class__ is tuple:
+            yield line_no, got[0]  # type: ignore[index]
+        elif got is not None:
+            if line_no == 1:  # the text as read_line saw it
+                line = without_bom(line)
+            text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+            yield line_no, LineError(line_no, text.rstrip("\r\n"), got)  # type: ignore[arg-type]

@@ -13,9 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.codec import check
-from connectors.exceptions import ConnectorError
-from connectors.jsonl import MAX_LINE_CHARS, parse_event
+from connectors.jsonl import read_line, without_bom
 from proto import events_pb2 as pb
 
 MAX_REASON_CHARS = 1000
@@ -165,28 +163,19 @@ def decode_line(
 ) -> Accepted | Rejected | None:
     """One event-log line into an Accepted or a Rejected; None for a blank line.
 
-    Never raises: whatever the line holds (bad UTF-8, deep nesting, huge numbers...), it is
-    a `Rejected` with its line number and reason. A byte-order mark before line 1 is file
-    framing and is ignored, as `jsonl.read_events` does.
+    The line goes through `jsonl.read_line`, the reader `produce` uses too (same bounds,
+    byte-order-mark rule and reasons). Never raises: whatever the line holds (bad UTF-8,
+    deep nesting, huge numbers...), it is a `Rejected` with its line number and reason.
     """
-    if line_no == 1:
-        line = (
-            line.removeprefix(b"\xef\xbb\xbf")
-            if isinstance(line, bytes)
-            else line.removeprefix("\ufeff")
-        )
-    if not line.strip():
+    if line_no == 1:  # kept without its byte-order mark, for a dead letter too
+        line = without_bom(line)
+    got = read_line(line_no, line, now_s)
+    if got.__class__ is tuple:
+        event, kind, occurred_ms = got  # type: ignore[misc]
+        return Accepted(event, ingest_ms, kind, occurred_ms, (path, line_no, line))
+    if got is None:
         return None
-    try:
-        if len(line) > MAX_LINE_CHARS:
-            raise ConnectorError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
-        # The fast path (json.loads + descriptor tables), same errors as json_format's.
-        event = parse_event(line)
-        kind, occurred_ms = check(event, now_s=now_s, encoded_size=len(line))
-    except Exception as exc:  # ConnectorError, and anything a parser lets out: never raise
-        reason = str(exc) if isinstance(exc, ConnectorError) else f"{type(exc).__name__}: {exc}"
-        raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
-        return Rejected(
-            f"line {line_no}: {reason}"[:MAX_REASON_CHARS], raw.rstrip(b"\r\n"), path, -1, line_no
-        )
-    return Accepted(event, ingest_ms, kind, occurred_ms, (path, line_no, line))
+    raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
+    return Rejected(
+        f"line {line_no}: {got}"[:MAX_REASON_CHARS], raw.rstrip(b"\r\n"), path, -1, line_no
+    )

@@ -119,6 +119,14 @@ def _pick_user(store: Any, user_ids: list[str]) -> str:
     return max(sorted(user_ids)[:50], key=score)
 
 
+def demo_namespace(key_prefix: str, topic_prefix: str) -> tuple[str, str]:
+    """A run's own store key prefix and topic prefix: `<key_prefix>-demo-<run>` and
+    `<topic_prefix>demo-<run>.`, where `<run>` is the local time to the second and six random
+    hex digits, so two runs started in the same second never share topics or keys."""
+    run = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    return f"{key_prefix}-demo-{run}", f"{topic_prefix}demo-{run}."
+
+
 def run_demo(args: argparse.Namespace) -> int:
     import httpx
     import uvicorn
@@ -153,8 +161,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not embedded:
         # Its own topics and keys: the generated history has the same users and event ids
         # on every run, so shared ones would mix this run's events with an earlier one's.
-        run = time.strftime("%Y%m%d%H%M%S")
-        key_prefix, topic_prefix = f"{key_prefix}-demo-{run}", f"{topic_prefix}demo-{run}."
+        key_prefix, topic_prefix = demo_namespace(key_prefix, topic_prefix)
         _say(
             f"  on the real services, in a namespace of its own: topics {topic_prefix}*, "
             f"store keys {key_prefix}:*"

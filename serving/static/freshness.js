@@ -10,6 +10,11 @@
 //   [data-agent="<id>"][data-breaching]    true | false
 //   [data-agent="<id>"] [data-field="compliance" | "users-within-sla" | ...]
 //   [data-agent="<id>"] [data-field="worst"] tr[data-user]
+//   [data-field="lag-chart"][data-y-scale]  log; and where the newest p50, p99 and SLA
+//       points are drawn, as a share of the plot's height from its bottom:
+//       [data-p50-height] [data-p99-height] [data-sla-height]
+// The lag chart has a log scale: lags of milliseconds and SLAs of minutes on one chart,
+// each readable (on a linear scale the lag would sit flat on zero under the SLA line).
 // Nothing here writes HTML from data: text goes through textContent only.
 (function () {
   "use strict";
@@ -18,7 +23,9 @@
   const DATA_URL = "/v1/freshness";
   const MIN_INTERVAL_S = 1;
   const FIRST_INTERVAL_S = 5; // until the API says its check interval
-  const CHART_HEIGHT = 150;
+  const CHART_HEIGHT = 170;
+  const MIN_CHART_WIDTH = 120;
+  const LAG_FLOOR_MS = 1; // a log scale has no zero: a lag under 1 ms is drawn at 1 ms
   const COLORS = { p50: "#5ab0ff", p99: "#ffb347", limit: "#ff4d4f", ok: "#3ddc84", axis: "#8a8a8a", grid: "#1c1c1c" };
 
   const body = document.body;
@@ -28,7 +35,7 @@
   const tokenInput = document.getElementById("token-input");
   const template = document.getElementById("agent-template");
 
-  const cards = new Map(); // agent id -> {root, lagChart, complianceChart}
+  const cards = new Map(); // agent id -> {root, lagChart, complianceChart, observers}
   let timer = null;
   let intervalS = FIRST_INTERVAL_S;
   let refreshes = 0;
@@ -88,6 +95,15 @@
     return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US");
   }
 
+  // A tick of the lag chart's log axis: short, no trailing zeros ("20 ms", "5 s", "2 min").
+  function fmtTick(ms) {
+    if (ms === null || ms === undefined || !isFinite(ms)) return "";
+    if (ms < 1000) return +ms.toPrecision(2) + " ms";
+    if (ms < 60000) return +(ms / 1000).toPrecision(2) + " s";
+    if (ms < 3600000) return +(ms / 60000).toPrecision(2) + " min";
+    return +(ms / 3600000).toPrecision(2) + " h";
+  }
+
   // Local wall-clock time of an epoch-seconds axis tick (the viewer's zone, derived).
   function fmtClock(seconds) {
     return new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
@@ -109,26 +125,80 @@
 
   // -- charts --
 
-  function axes(formatY) {
+  function axes(formatY, ySplits) {
     const common = { stroke: COLORS.axis, grid: { stroke: COLORS.grid, width: 1 }, ticks: { stroke: COLORS.grid, width: 1 }, font: "11px system-ui, sans-serif" };
-    return [
-      Object.assign({}, common, { space: 70, values: (u, values) => values.map(fmtClock) }),
-      Object.assign({}, common, { size: 60, values: (u, values) => values.map(formatY) }),
-    ];
+    const y = Object.assign({}, common, { size: 60, values: (u, values) => values.map(formatY) });
+    if (ySplits) Object.assign(y, { splits: ySplits, filter: (u, splits) => splits });
+    return [Object.assign({}, common, { space: 70, values: (u, values) => values.map(fmtClock) }), y];
+  }
+
+  // The lag axis's ticks: the SLA itself and round durations (1 ms ... 1 h) on the chart,
+  // leaving out those drawn closer than TICK_GAP_PX to the SLA or to each other, so the
+  // labels never overlap.
+  const ROUND_MS = [1, 10, 100, 1000, 10000, 60000, 600000, 3600000];
+  const TICK_GAP_PX = 16;
+  function lagSplits(u, axisIdx, min, max) {
+    const sla = newestValue(u.data[3] || []);
+    const ticks = sla === null ? [] : [sla];
+    const at = (ms) => u.valToPos(ms, "y");
+    for (const ms of ROUND_MS) {
+      if (ms < min || ms > max) continue;
+      if (ticks.every((t) => Math.abs(at(t) - at(ms)) >= TICK_GAP_PX)) ticks.push(ms);
+    }
+    return ticks.sort((x, y) => x - y);
   }
 
   function chartWidth(el) {
-    return Math.max(200, Math.floor(el.getBoundingClientRect().width));
+    return Math.max(MIN_CHART_WIDTH, Math.floor(el.getBoundingClientRect().width));
+  }
+
+  // The chart follows its box (a rotated phone, a narrower window, one column or two);
+  // the observer is disconnected when the card goes.
+  function fitToBox(chart, el) {
+    let width = chartWidth(el);
+    const observer = new ResizeObserver(function () {
+      const now = chartWidth(el);
+      if (now === width) return;
+      width = now;
+      chart.setSize({ width: now, height: CHART_HEIGHT });
+    });
+    observer.observe(el);
+    return observer;
+  }
+
+  // The lag axis: from half a decade or more below the lowest lag to twice the highest
+  // value (the SLA, unless a lag is above it), so both the lag and the SLA line are on it.
+  function lagRange(u, min, max) {
+    const low = Math.max(min || LAG_FLOOR_MS, LAG_FLOOR_MS);
+    const from = Math.pow(10, Math.floor(Math.log10(low) - 0.5));
+    return [from, Math.max(max || 0, from * 10) * 2];
+  }
+
+  function newestValue(values) {
+    for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null && values[i] !== undefined) return values[i];
+    return null;
+  }
+
+  // For tests and people alike: where the newest p50, p99 and SLA points are drawn.
+  function recordLagHeights(u, el) {
+    const height = u.over.clientHeight;
+    el.dataset.yScale = u.scales.y.distr === 3 ? "log" : "linear";
+    [["p50Height", 1], ["p99Height", 2], ["slaHeight", 3]].forEach(function ([key, index]) {
+      const value = newestValue(u.data[index] || []);
+      if (value === null || !height) delete el.dataset[key];
+      else el.dataset[key] = (1 - u.valToPos(value, "y") / height).toFixed(3);
+    });
   }
 
   function makeLagChart(el) {
     return new uPlot({
       width: chartWidth(el),
       height: CHART_HEIGHT,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, 1) * 1.1] } },
-      axes: axes(fmtDuration),
+      scales: { x: { time: true }, y: { distr: 3, log: 10, range: lagRange } },
+      axes: axes(fmtTick, lagSplits),
       legend: { show: true, live: false },
       cursor: { drag: { x: false, y: false } },
+      hooks: { draw: [(u) => recordLagHeights(u, el)] },
       series: [
         {},
         { label: "p50", stroke: COLORS.p50, width: 1.5, value: (u, v) => fmtDuration(v) },
@@ -154,6 +224,10 @@
     }, [[], [], []], el);
   }
 
+  function lagPoint(ms) {
+    return ms === null || ms === undefined || !isFinite(ms) ? null : Math.max(ms, LAG_FLOOR_MS);
+  }
+
   function seriesFor(agentId, history, slaMs, objective) {
     const xs = [], p50 = [], p99 = [], sla = [], compliance = [], target = [];
     for (const point of history || []) {
@@ -161,8 +235,8 @@
       const x = epochSeconds(point.t);
       if (!at || x === null) continue;
       xs.push(x);
-      p50.push(at.lag_p50_ms ?? null);
-      p99.push(at.lag_p99_ms ?? null);
+      p50.push(lagPoint(at.lag_p50_ms));
+      p99.push(lagPoint(at.lag_p99_ms));
       sla.push(slaMs);
       compliance.push(at.compliance === null || at.compliance === undefined ? null : at.compliance * 100);
       target.push(objective * 100);
@@ -181,11 +255,10 @@
     // Keep the cards in id order whatever order the API lists them in.
     const after = [...cards.keys()].sort().find((id) => id > agentId);
     agentsEl.insertBefore(root, after ? cards.get(after).root : null);
-    card = {
-      root,
-      lagChart: makeLagChart(root.querySelector('[data-field="lag-chart"]')),
-      complianceChart: makeComplianceChart(root.querySelector('[data-field="compliance-chart"]')),
-    };
+    const lagEl = root.querySelector('[data-field="lag-chart"]');
+    const complianceEl = root.querySelector('[data-field="compliance-chart"]');
+    card = { root, lagChart: makeLagChart(lagEl), complianceChart: makeComplianceChart(complianceEl) };
+    card.observers = [fitToBox(card.lagChart, lagEl), fitToBox(card.complianceChart, complianceEl)];
     cards.set(agentId, card);
     return card;
   }
@@ -255,6 +328,7 @@
     for (const id of ids) renderAgent(id, report.agents[id], report);
     for (const [id, card] of cards) {
       if (ids.includes(id)) continue;
+      for (const observer of card.observers) observer.disconnect();
       card.lagChart.destroy();
       card.complianceChart.destroy();
       card.root.remove();
@@ -318,14 +392,6 @@
     }
     schedule();
   }
-
-  window.addEventListener("resize", function () {
-    for (const card of cards.values()) {
-      for (const chart of [card.lagChart, card.complianceChart]) {
-        chart.setSize({ width: chartWidth(chart.root.parentElement), height: CHART_HEIGHT });
-      }
-    }
-  });
 
   takeTokenFromFragment();
   refresh();

@@ -126,6 +126,10 @@ class HeadlessChromium:
         self._call({"op": "screenshot", "path": str(path)})
         return path
 
+    def viewport(self, width: int, height: int) -> None:
+        """Resize the page to `width` x `height` CSS pixels (it starts at 1280 x 900)."""
+        self._call({"op": "viewport", "width": width, "height": height})
+
     def problems(self) -> list[str]:
         """Console errors, uncaught page errors and failed requests seen so far."""
         return list(self._call({"op": "problems"}))

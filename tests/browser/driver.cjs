@@ -9,6 +9,7 @@
 //   {"op": "wait", "expression": "...", "timeout_ms": n} until the JS expression is truthy; its value
 //   {"op": "evaluate", "expression": "..."}              the expression's JSON value
 //   {"op": "screenshot", "path": "..."}                  full page PNG
+//   {"op": "viewport", "width": n, "height": n}          resizes the page (a phone, a desktop)
 //   {"op": "problems"}                                   console errors, page errors, failed requests so far
 //   {"op": "close"}                                      closes the browser and exits
 // The first line written is `{"ok": true, "value": {"browser": "<version>"}}` once Chromium is up.
@@ -74,6 +75,10 @@ async function main() {
     screenshot: async (cmd) => {
       await page.screenshot({ path: cmd.path, fullPage: true });
       return cmd.path;
+    },
+    viewport: async (cmd) => {
+      await page.setViewportSize({ width: cmd.width, height: cmd.height });
+      return { width: cmd.width, height: cmd.height };
     },
     problems: async () => problems.slice(),
     close: async () => {

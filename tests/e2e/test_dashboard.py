@@ -11,7 +11,13 @@ its `#token=` fragment, and the test reads back what it shows and compares it wi
    shortest SLA the page shows BREACH for those agents, at most one check interval
    after the breach began, with the stale users in the worst table.
 
-Screenshots of both states go to the test's tmp directory (`ok.png`, `breach.png`).
+The page must read well from phone to desktop: at 1280 px and at 390 px wide nothing
+overflows horizontally, and each lag chart draws the real lag (tens of milliseconds) at
+a height a person can see against an SLA of 30 s to 5 min (a log scale), with the SLA
+line on the chart.
+
+Screenshots go to the test's tmp directory: `ok.png` (1280 px), `ok-390.png` (a phone)
+and `breach.png`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ LATE_USERS = [f"late-{i}" for i in range(4)]  # their last events never reach th
 # The page may lag the breach by one refresh (one check interval); this covers the
 # request, the render and the test's own 100 ms polling.
 RENDER_SLACK_S = 1.0
+DESKTOP = (1280, 900)
+PHONE = (390, 844)  # CSS pixels of a current phone in portrait
 
 
 def task_done(event_id: str, user_id: str, when: datetime) -> Any:
@@ -119,6 +127,71 @@ def charts_drawn(min_points: int) -> str:
   return true;
 }})()
 """
+
+
+# Everything wider than the viewport or reaching past its right edge, and the page's own width.
+OVERFLOW_JS = """
+(() => {
+  const width = window.innerWidth;
+  const wide = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    if (r.width > width || r.right > width + 0.5 || r.left < -0.5) {
+      const name = el.tagName.toLowerCase() + (el.className ? '.' + el.className : '')
+        + (el.dataset.field ? '[' + el.dataset.field + ']' : '');
+      wide.push(name + ' ' + Math.round(r.left) + '..' + Math.round(r.right));
+    }
+  }
+  return {
+    innerWidth: width,
+    scrollWidth: document.documentElement.scrollWidth,
+    wide: wide.slice(0, 20),
+  };
+})()
+"""
+
+# Where each lag chart drew its newest points, as a share of the plot's height from its
+# bottom (0 = on the floor, 1 = at the top), and its y scale.
+LAG_HEIGHTS_JS = """
+(() => {
+  const out = {};
+  for (const card of document.querySelectorAll('[data-agent]')) {
+    const chart = card.querySelector('[data-field="lag-chart"]').dataset;
+    out[card.dataset.agent] = {
+      scale: chart.yScale ?? null,
+      p50: chart.p50Height === undefined ? null : Number(chart.p50Height),
+      p99: chart.p99Height === undefined ? null : Number(chart.p99Height),
+      sla: chart.slaHeight === undefined ? null : Number(chart.slaHeight),
+    };
+  }
+  return out;
+})()
+"""
+# The lowest a real lag may be drawn: a tenth of the plot above the floor is a line a person
+# tells apart from zero.
+MIN_LAG_HEIGHT = 0.1
+
+
+def assert_fits(fit: dict[str, Any], width: int) -> None:
+    """Nothing on the page (`OVERFLOW_JS`'s answer) overflows a viewport `width` px wide."""
+    assert fit["innerWidth"] == width, fit
+    assert fit["scrollWidth"] <= fit["innerWidth"] and fit["wide"] == [], fit
+
+
+def assert_lag_readable(heights: dict[str, Any], lagged: set[str]) -> None:
+    """Each lag chart (`LAG_HEIGHTS_JS`'s answer) shows its lag off the floor and its SLA
+    line on the chart, above the lag."""
+    for agent_id in lagged:
+        drawn = heights[agent_id]
+        assert drawn["scale"] == "log", (agent_id, drawn)
+        assert drawn["p50"] is not None and drawn["p99"] is not None, (agent_id, drawn)
+        assert drawn["sla"] is not None and drawn["sla"] <= 1.0, (agent_id, drawn)
+        assert MIN_LAG_HEIGHT <= drawn["p50"] <= drawn["p99"] < drawn["sla"], (agent_id, drawn)
+
+
+def refreshes_now(browser: HeadlessChromium) -> int:
+    return int(browser.evaluate("document.body.dataset.refreshes"))
 
 
 def _field(agent_id: str, field: str) -> str:
@@ -227,7 +300,19 @@ def test_dashboard_shows_real_freshness_and_a_breach_within_one_check_interval(
                 lag["samples"],
             )
             assert 0 <= lag["p50"] <= lag["p99"] < 60_000
+        # The same page on a desktop and on a phone: screenshots first, then the checks.
         browser.screenshot(tmp_path / "ok.png")
+        desktop = browser.evaluate(OVERFLOW_JS), browser.evaluate(LAG_HEIGHTS_JS)
+        browser.viewport(*PHONE)
+        browser.wait(f"window.innerWidth === {PHONE[0]}")
+        browser.wait(f"Number(document.body.dataset.refreshes) > {refreshes_now(browser)}")
+        browser.screenshot(tmp_path / "ok-390.png")
+        phone = browser.evaluate(OVERFLOW_JS), browser.evaluate(LAG_HEIGHTS_JS)
+        browser.viewport(*DESKTOP)
+        browser.wait(f"window.innerWidth === {DESKTOP[0]}")
+        for width, (fit, heights) in ((DESKTOP[0], desktop), (PHONE[0], phone)):
+            assert_fits(fit, width)
+            assert_lag_readable(heights, lagged)
 
         # 2. The late users' newest events are ingested (stamped) but never computed.
         shortest_sla_s = min(m.freshness_sla_seconds for m in manifests.values())
