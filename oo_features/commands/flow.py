@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from datetime import timedelta
     from pathlib import Path
 
-    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
     from connectors import topics
@@ -217,11 +217,15 @@ def run(args: argparse.Namespace) -> int:
 
     recovery = None
     if args.recovery_dir:
+        from flows.recovery_dir import RecoveryDirError, prepare
+
         db_dir = Path(args.recovery_dir)
-        if not any(db_dir.glob("*.sqlite3")):
-            db_dir.mkdir(parents=True, exist_ok=True)
-            parts = max(args.recovery_partitions, args.workers * max(args.processes, 1))
-            init_db_dir(db_dir, parts)
+        parts = max(args.recovery_partitions, args.workers * max(args.processes, 1))
+        try:
+            prepare(db_dir, parts)  # whole or not at all, even if killed meanwhile
+        except RecoveryDirError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         recovery = RecoveryConfig(db_dir)
 
     flow = build_flow(

@@ -81,3 +81,34 @@ def test_resume_from_the_recovery_directory(
         )
     store.close()
     assert not problems, "\n".join(problems[:10])
+
+
+def test_a_flow_killed_while_creating_its_recovery_directory_starts_again(
+    services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A kill while Bytewax wrote the partition files left some of them, and every restart
+    failed with `MissingPartitionsError` (found by `test_crash_e2e.py`)."""
+    from bytewax.recovery import init_db_dir
+
+    events = [from_json(line) for line in generate_lines(5, 3, 7)]
+    producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
+    for event in events:
+        producer.publish(event)
+    assert producer.flush(30).published == len(events)
+    producer.close()
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 64)
+    for n in range(40, 64):  # what the killed process had not written yet
+        (recovery / f"part-{n}.sqlite3").unlink()
+    env = {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+        "OO_KEY_PREFIX": key_prefix,
+    }
+    oo_features("flow", "--stop-at-end", "--recovery-dir", str(recovery), env=env)
+    assert len(list(recovery.glob("part-*.sqlite3"))) == 64
+    store = open_store(services.redis_url, key_prefix=key_prefix)
+    assert store.user_ids(), "the restarted flow wrote nothing"
+    store.close()
