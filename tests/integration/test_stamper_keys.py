@@ -89,14 +89,18 @@ def test_junk_keys_are_never_stamped_and_are_counted(
             ) as http,
         ):
             assert app.state.stamper.wait_assigned(60), "the ingestion stamper got no partitions"
+
             # A consumer that starts at the end fixes its position at its first fetch: wait
             # until it has stamped a probe, so none of the junk below lands before it.
-            events.publish(_event("u-probe"))
-            assert events.flush(30).ok
-            _wait_for(
-                "the probe user to be stamped",
-                lambda: http.get("/v1/freshness").json()["pending_users"] >= 1,
-            )
+            # A probe published before that point is skipped: publish one a second until one
+            # is stamped.
+            def probe_stamped() -> bool:
+                events.publish(_event("u-probe"))
+                assert events.flush(30).ok
+                time.sleep(0.75)
+                return bool(http.get("/v1/freshness").json()["pending_users"] >= 1)
+
+            _wait_for("a probe to be stamped", probe_stamped)
             for _ in range(20):
                 for key in JUNK_KEYS:
                     raw.produce(topic_prefix + topics.SIGNALS, key=key, value=b"not an event")
