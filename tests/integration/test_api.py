@@ -9,6 +9,7 @@ the flow would. Events the API publishes are read back from Kafka.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 import uuid
@@ -306,6 +307,44 @@ def test_normal_tip_and_tip_shown_on_kafka(
     assert event.source == "tip-api"
     assert list(event.tip_shown.agent_ids) == BY_RELEVANCE
     assert uuid.UUID(event.event_id)
+
+
+PLAIN = "Close the two oldest overdue tasks before lunch."
+
+
+@pytest.mark.parametrize(
+    ("answer", "text", "kind"),
+    [
+        (ANSWER, ANSWER["text"], "todo"),
+        (f"```json\n{json.dumps(ANSWER)}\n```", ANSWER["text"], "todo"),
+        (f"Here is a tip for you: {json.dumps(ANSWER)} Good luck!", ANSWER["text"], "todo"),
+        (PLAIN, PLAIN, "advice"),
+    ],
+    ids=["json", "fenced-json", "prose-with-json", "plain-sentence"],
+)
+def test_a_real_models_answer_is_a_tip_each_way(
+    start_api: StartApi,
+    store: FeatureStore,
+    peer: OrchestratorPeer,
+    answer: dict[str, str] | str,
+    text: str,
+    kind: str,
+) -> None:
+    peer.answer = answer
+    seed_all(store, "u-model")
+    api = start_api()
+
+    body = recommend(api, "u-model")
+
+    assert body["fallback"] is False, body
+    assert body["fallback_reason"] is None
+    assert body["tip"]["text"] == text
+    assert body["tip"]["kind"] == kind
+    assert body["agents"] == BY_RELEVANCE
+    # Structured output was asked for, with the tip's schema.
+    sent = peer.bodies[0]["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"]["required"] == ["text", "kind"]
 
 
 def fallback_expected() -> tuple[str, list[str]]:
