@@ -33,3 +33,13 @@ class ConnectorSettings(BaseSettings):
         default=None,
         description="Port of the flow's Prometheus metrics (process i: port + i); unset: off.",
     )
+    ledger_retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Days a served tip stays in the tip ledger (what it was built from, its "
+        "reactions); 0: no ledger.",
+    )
+
+    @property
+    def ledger_retention_ms(self) -> int:
+        return int(self.ledger_retention_days * 86_400_000)

@@ -16,6 +16,7 @@ COMMANDS = (
     "flow",
     "backfill",
     "export",
+    "ledger",
     "refill",
     "generate",
     "serve",

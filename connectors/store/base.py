@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from connectors.store.ledger import TipLedger
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -252,8 +254,9 @@ def stamps_of(
     return out
 
 
-class FeatureStore(Protocol):
-    """The online store. Implementations must be safe to share between processes."""
+class FeatureStore(TipLedger, Protocol):
+    """The online store, with the tip ledger (`connectors.store.ledger`). Implementations
+    must be safe to share between processes."""
 
     def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> list[str]:
         """Apply every write in one round trip; a write older than the stored one is ignored.

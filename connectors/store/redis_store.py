@@ -17,6 +17,7 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
     p:{p~fresh}:pending       zset   user id -> ingest time of the oldest unreflected event
     p:{p~fresh}:lag:<agent>   stream recent lag samples of the agent (field `l`: "ms,ms,...")
     p:{p~store}:identity      hash   the store's identity marker: id, created_ms, state, state_ms
+    p:{u}:ledger, p:{u}:ledger_at    the tip ledger (`connectors/store/redis_ledger.py`)
 
 Every per-user write is one Lua script call (atomic per user, guarded server-side); a batch is
 one non-transactional pipeline, hence one round trip. The freshness keys are cross-user: their
@@ -56,6 +57,7 @@ from connectors.store.base import (
     new_identity_id,
     stamps_of,
 )
+from connectors.store.redis_ledger import LEDGER_SCRIPTS, RedisLedgerMixin
 
 __all__ = ["RedisStore"]
 
@@ -302,6 +304,7 @@ _SCRIPTS = {
     "stamp": _STAMP_LUA,
     "reflect": _REFLECT_LUA,
     "summary": _SUMMARY_LUA,
+    **LEDGER_SCRIPTS,
 }
 
 
@@ -316,8 +319,8 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-class RedisStore:
-    """`FeatureStore` on Redis. Safe to share between threads and processes."""
+class RedisStore(RedisLedgerMixin):
+    """`FeatureStore` (and `TipLedger`) on Redis. Safe to share between threads and processes."""
 
     def __init__(
         self,
@@ -530,6 +533,10 @@ class RedisStore:
             extra = [("reflect", self._fresh_keys, reflect)]
         else:
             xadds, extra = [], []
+        # Consent revoked: the removed agents' values leave the user's tip ledger too.
+        extra += [
+            self.ledger_forget_call(w.user_id, w.removed_agents) for w in writes if w.removed_agents
+        ]
 
         def run() -> list[str]:
             results = self._run_scripts(calls, before=[zadd], extra=extra, after=xadds)
