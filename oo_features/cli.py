@@ -17,6 +17,7 @@ COMMANDS = (
     "backfill",
     "export",
     "ledger",
+    "training-set",
     "refill",
     "generate",
     "serve",
@@ -31,14 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"oo_features.commands.{name}")
+        module = importlib.import_module(f"oo_features.commands.{name.replace('-', '_')}")
         module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module = importlib.import_module(f"oo_features.commands.{args.command}")
+    module = importlib.import_module(f"oo_features.commands.{args.command.replace('-', '_')}")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
