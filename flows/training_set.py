@@ -23,7 +23,8 @@ Contract (docs/features.md, "Training data as of a time"):
 Speed: a user's rows are taken in `as_of` order and folded incrementally (each row folds
 only the events that became known since the previous one) while the events that became
 known all come after, in log order, the ones already folded; otherwise (an event that
-arrived late in the log) that row is folded afresh from the user's first event. Events of
+arrived late in the log) the row goes on from the newest earlier row's checkpoint for which
+that holds, or afresh (`user_rows`). Events of
 users without rows are decoded but not folded. Memory: the events of the spine's users.
 
 Failure behaviour: an event line that does not decode or validate is written to the rejects
@@ -34,7 +35,9 @@ is not valid raises `SpineError` naming every bad line before any output is writ
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,9 +46,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
-from connectors.folding import Pending, build_write
+from connectors.folding import Pending, whole_write
 from connectors.records import Accepted, Rejected, decode_line
-from connectors.store.base import AgentWrite, UserWrite
+from connectors.store.base import AgentWrite
 from features.registry import REGISTRY
 from features.state import UserState
 
@@ -190,15 +193,6 @@ def _allowed(consents: Mapping[str, bool]) -> set[str]:
     }
 
 
-def _apply(view: dict[str, AgentWrite], write: UserWrite | None) -> None:
-    """A write applied to a view as the store applies it (no other writer, no deletion)."""
-    if write is None:
-        return
-    for agent_id in write.removed_agents:
-        view.pop(agent_id, None)
-    view.update(write.agents)
-
-
 def agent_row(a: AgentWrite) -> dict[str, Any]:
     return {
         "version": a.version,
@@ -208,39 +202,66 @@ def agent_row(a: AgentWrite) -> dict[str, Any]:
     }
 
 
-def fold_view(state: UserState, view: dict[str, AgentWrite], events: list[Accepted]) -> None:
-    """Fold `events` (in order) into `state` and apply the write to `view`: the flow's step."""
-    pending = Pending()
-    pending.fold(state, events)
-    _apply(view, build_write(state, pending, computed_at_ms=COMPUTED_AT_MS, dedupe=False))
+CHECKPOINT_EVERY = 64
+"""A user's state is pickled after every this many folded events (when its log is out of
+time order), so a row that needs an event that arrived late refolds only from before it."""
 
 
 def user_rows(
     user_id: str, events: list[Accepted], rows: list[SpineRow], report: TrainingReport
 ) -> Iterator[tuple[SpineRow, dict[str, Any]]]:
-    """(row, agents) of each of the user's rows, in `as_of` order (see the module)."""
+    """(row, agents) of each of the user's rows, in `as_of` order (see the module).
+
+    A row's history is every event with `occurred_ms <= as_of`, in log order. Rows are taken
+    in `as_of` order; the state holds the previous row's history folded. When the events the
+    new row adds all come after (in the log) the last event folded, they are folded next.
+    Otherwise the state goes back to the newest checkpoint taken before the first added
+    event's log position (a pickled state that folded the previous history up to there; a
+    fresh state when none) and folds the new row's history from there on, in log order.
+    """
     allowed = _allowed(final_consents(events))
     occurred = [e.occurred_ms for e in events]
     by_time = sorted(range(len(events)), key=lambda i: (occurred[i], i))
     times = [occurred[i] for i in by_time]
+    in_order = all(a < b for a, b in itertools.pairwise(by_time))
+    prefix_max = [-1] * (len(by_time) + 1)  # prefix_max[q]: last log position in by_time[:q]
+    for q, i in enumerate(by_time):
+        prefix_max[q + 1] = i if i > prefix_max[q] else prefix_max[q]
     state = UserState(user_id)
-    view: dict[str, AgentWrite] = {}
-    known = 0  # events of by_time[:known] are folded
-    last_index = -1  # the largest log index folded
+    known = 0  # the state folded by_time[:known] ...
+    next_pos = 0  # ... and every one of them is at a log position before this one
+    checkpoints: list[tuple[int, bytes]] = []  # (next_pos, pickled state), ascending
+    agents: dict[str, Any] = {}
     for row in sorted(rows, key=lambda r: (r.as_of_ms, r.index)):
         upto = bisect.bisect_right(times, row.as_of_ms)
         if upto > known:
-            new = sorted(by_time[known:upto])
-            if new[0] < last_index:
-                # An event of this row came before, in the log, one already folded: the
-                # folded state is not a prefix of this row's history. Fold afresh.
+            first_new = min(by_time[known:upto])
+            if first_new < next_pos:
                 report.refolds += 1
-                new = sorted(by_time[:upto])
-                state, view = UserState(user_id), {}
-            fold_view(state, view, [events[i] for i in new])
-            report.folded += len(new)
-            known, last_index = upto, max(last_index, new[-1])
-        yield row, {a: agent_row(view[a]) for a in sorted(view) if a in allowed}
+                while checkpoints and checkpoints[-1][0] > first_new:
+                    checkpoints.pop()
+                if checkpoints:
+                    next_pos, blob = checkpoints[-1]
+                    state = pickle.loads(blob)
+                else:
+                    next_pos, state = 0, UserState(user_id)
+            end = prefix_max[upto] + 1  # past the last event of the row's history
+            limit = row.as_of_ms
+            todo = [i for i in range(next_pos, end) if occurred[i] <= limit]
+            pending = Pending()  # one per row: the fold's rollback base is pickled once
+            for at in range(0, len(todo), CHECKPOINT_EVERY):
+                chunk = todo[at : at + CHECKPOINT_EVERY]
+                pending.fold(state, [events[i] for i in chunk])
+                if not in_order:
+                    checkpoints.append(
+                        (chunk[-1] + 1, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+                    )
+            report.folded += len(todo)
+            known, next_pos = upto, max(next_pos, end)
+            write = whole_write(state, computed_at_ms=COMPUTED_AT_MS)
+            views = {} if write is None else write.agents
+            agents = {a: agent_row(views[a]) for a in sorted(views) if a in allowed}
+        yield row, agents
 
 
 def training_set(

@@ -269,6 +269,12 @@ class FeatureStore(TipLedger, Protocol):
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         """The user's stored features; None for an unknown or deleted user."""
 
+    def read_users(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUser | None]:
+        """`read_user` of every id (duplicates once), in one round trip (Redis: one pipeline;
+        SQLite: one read transaction); None for an unknown or deleted user."""
+
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Remove every key of the user at once and leave a tombstone."""
 

@@ -569,9 +569,49 @@ class RedisStore(RedisLedgerMixin):
                 return self._r.evalsha(self._shas["read"], 3, *keys, *argv)
 
         reply = self._guard("read_user", run)
+        return self._user_of(user_id, reply, _now_ms() if now_ms is None else now_ms)
+
+    def read_users(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUser | None]:
+        """Every user's features (None: unknown or deleted) in one pipelined round trip."""
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return {}
+        calls = []
+        for user_id in wanted:
+            base = self._base(user_id)
+            keys = [f"{base}meta", f"{base}feedback", f"{base}keys"]
+            calls.append(("read", keys, [f"{base}agent:", f"{base}snippet:"]))
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.execute_command("EVALSHA", self._sha(name), len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                self._load_scripts()
+                pipe = self._r.pipeline(transaction=False)
+                for name, keys, args in calls:
+                    pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                replies = pipe.execute(raise_on_error=False)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return list(replies)
+
+        replies = self._guard("read_users", run)
+        now = _now_ms() if now_ms is None else now_ms
+        return {
+            user_id: self._user_of(user_id, reply, now)
+            for user_id, reply in zip(wanted, replies, strict=True)
+        }
+
+    @staticmethod
+    def _user_of(user_id: str, reply: Any, now: int) -> StoredUser | None:
+        """A read script's reply as a `StoredUser` (None for an unknown or deleted user)."""
         if not reply:
             return None
-        now = _now_ms() if now_ms is None else now_ms
         flat, feedback = reply[0], reply[1]
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
         agents: dict[str, StoredAgent] = {}

@@ -27,7 +27,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -430,6 +430,22 @@ class SQLiteStore(SQLiteLedgerMixin):
             )
 
         return self._guard("read_user", read)
+
+    def read_users(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUser | None]:
+        """Every user's features (None: unknown or deleted), in one read transaction."""
+        wanted = list(dict.fromkeys(user_ids))
+
+        def read_all() -> dict[str, StoredUser | None]:
+            c = self._conn
+            c.execute("BEGIN")
+            try:
+                return {u: self.read_user(u, now_ms=now_ms) for u in wanted}
+            finally:
+                c.execute("COMMIT")
+
+        return self._guard("read_users", read_all)
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         self._transaction("delete_user", lambda c: self._delete(c, user_id, deleted_at_ms))
