@@ -161,6 +161,9 @@ def _read_events(
                     report.accepted += 1
                     user_id = record.event.user_id
                     if user_id in wanted:
+                        # Kept until the user's rows are made: drop the line itself (a fold
+                        # that raises leaves the event out; there is no dead letter to write).
+                        record.origin = None
                         user = users.get(user_id)
                         if user is None:
                             user = users[user_id] = _User()
