@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from serving.api.deps import ManifestsDep, NowMsDep, StoreDep, StoreGuardDep
 from serving.api.models import BatchIn, BatchOut
@@ -22,11 +22,13 @@ async def read_features_batch(
     guard: StoreGuardDep,
     manifests: ManifestsDep,
     now_ms: NowMsDep,
-) -> BatchOut:
+) -> Response:
     users = await guard.call(store.read_users, body.user_ids, now_ms=now_ms)
-    return BatchOut(
+    out = BatchOut(
         users={
             user_id: None if user is None else features_out(user, manifests, now_ms=now_ms)
             for user_id, user in users.items()
         }
     )
+    # Built and checked once: FastAPI would validate and serialise the model a second time.
+    return Response(out.model_dump_json(), media_type="application/json")
