@@ -681,19 +681,28 @@ def loop_phases(
     print("L1. POST /v1/features/batch, 100 users, 20/s")
     out["health_20"] = run("health", 20, args.duration)
     out["batch_20"] = run("batch", 20, args.duration)
+    if args.rounds == 0:
+        return out
     port = free_port()
     off_env = {**env, "OO_LEDGER_RETENTION_DAYS": "0"}
     off = start_api(off_env, port, tmp / "api-ledger-off.log")
     off_base = f"http://127.0.0.1:{port}"
     try:
         run("recommend", 100, 3, url=off_base)  # warm-up
-        print("L2. POST /v1/recommend 200/s, ledger off / on, interleaved")
+        print(f"L2. POST /v1/recommend {args.ledger_rate}/s, ledger off / on, interleaved")
         pairs = []
+        rate = args.ledger_rate
         for i in range(args.rounds):
-            r_off = run("recommend", 200, args.duration, url=off_base)
-            r_on = run("recommend", 200, args.duration)
+            c0 = cpu_s(off.pid)
+            r_off = run("recommend", rate, args.duration, url=off_base)
+            r_off["api_cpu_ms_per_req"] = (cpu_s(off.pid) - c0) * 1000 / max(1, r_off["scheduled"])
+            r_on = run("recommend", rate, args.duration)
             pairs.append({"off": r_off, "on": r_on})
-            print(f"  round {i + 1}: p99 off {r_off['p99']:.2f} ms, on {r_on['p99']:.2f} ms")
+            print(
+                f"  round {i + 1}: p99 off {r_off['p99']:.2f} ms, on {r_on['p99']:.2f} ms; API CPU "
+                f"per request off {r_off['api_cpu_ms_per_req']:.2f} ms, "
+                f"on {r_on['api_cpu_ms_per_req']:.2f} ms"
+            )
         out["ledger_pairs"] = pairs
         med = statistics.median
         p99_off = med(p["off"]["p99"] for p in pairs)
@@ -763,6 +772,9 @@ def main() -> int:
         "OO_LEDGER_RETENTION_DAYS=0, phases interleaved off/on --rounds times)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="--loop: off/on pairs (default 3)")
+    ap.add_argument(
+        "--ledger-rate", type=float, default=200.0, help="--loop: recommend rate (default 200/s)"
+    )
     args = ap.parse_args()
 
     steps = [250, 500, 750, 1000, 1500, 2000]
