@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from flows.training_set import SpineError, read_spine, training_set
 
     tune_gc()
+    if not Path(args.events).is_file():
+        print(f"error: event log {args.events} does not exist", file=sys.stderr)
+        return 2
     if not Path(args.spine).is_file():
         print(f"error: spine {args.spine} does not exist", file=sys.stderr)
         return 2
