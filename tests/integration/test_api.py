@@ -658,6 +658,8 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
         ("POST", "/v1/feedback"),
         ("GET", "/v1/freshness"),
         ("GET", "/v1/users/{user_id}/freshness"),
+        ("POST", "/v1/features/batch"),
+        ("POST", "/v1/agents/{agent_id}/infer"),
     }
 
     def ref(schema: dict[str, Any]) -> str:
@@ -677,6 +679,12 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
     rec = paths["/v1/recommend"]["post"]
     assert ref(rec["requestBody"]["content"][ok]["schema"]) == "RecommendIn"
     assert ref(rec["responses"]["200"]["content"][ok]["schema"]) == "RecommendOut"
+    batch = paths["/v1/features/batch"]["post"]
+    assert ref(batch["requestBody"]["content"][ok]["schema"]) == "BatchIn"
+    assert ref(batch["responses"]["200"]["content"][ok]["schema"]) == "BatchOut"
+    infer = paths["/v1/agents/{agent_id}/infer"]["post"]
+    assert ref(infer["responses"]["200"]["content"][ok]["schema"]) == "InferOut"
+    assert "events" in infer["requestBody"]["content"][ok]["schema"]["properties"]
     feedback = paths["/v1/feedback"]["post"]
     assert ref(feedback["requestBody"]["content"][ok]["schema"]) == "FeedbackIn"
     assert ref(feedback["responses"]["202"]["content"][ok]["schema"]) == "AcceptedOut"
