@@ -315,6 +315,9 @@ async def _load(
     return {"lat": lat, "lag": lag, "statuses": statuses, "scheduled": n, "span": sent_done - t0}
 
 
+BATCH_SIZE = 100
+
+
 def _request(kind: str, uid: str, token: str) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n"
     if kind == "health":
@@ -324,6 +327,13 @@ def _request(kind: str, uid: str, token: str) -> bytes:
     if kind == "recommend":
         body = json.dumps({"user_id": uid}).encode()
         path = "/v1/recommend"
+    elif kind == "batch":
+        # 100 of the first 1,000 seeded users, varying with the drawn user.
+        n = int(uid.rsplit("-", 1)[-1])
+        body = json.dumps(
+            {"user_ids": [f"u-{(n * 31 + k * 101) % 1000}" for k in range(BATCH_SIZE)]}
+        ).encode()
+        path = "/v1/features/batch"
     else:
         body = json.dumps(
             {"model": "tip-generator", "messages": [{"role": "user", "content": "x" * 1500}]}
@@ -654,6 +664,64 @@ def cleanup(store_url: str, key_prefix: str, bootstrap: str | None, topic_prefix
         delete_topics(bootstrap, topic_prefix, timeout_s=30)
 
 
+# -- issue 12: batch reads and the tip ledger's cost ------------------------------------------
+
+
+def loop_phases(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    tmp: Path,
+    base: str,
+    api: subprocess.Popen[bytes],
+    run: Any,
+) -> dict[str, Any]:
+    """Batch of 100 at 20/s (with a /health baseline); then recommend at 200/s on this API
+    (ledger on) and on a second one with the ledger off, interleaved `args.rounds` times."""
+    out: dict[str, Any] = {}
+    print("L1. POST /v1/features/batch, 100 users, 20/s")
+    out["health_20"] = run("health", 20, args.duration)
+    out["batch_20"] = run("batch", 20, args.duration)
+    if args.rounds == 0:
+        return out
+    port = free_port()
+    off_env = {**env, "OO_LEDGER_RETENTION_DAYS": "0"}
+    off = start_api(off_env, port, tmp / "api-ledger-off.log")
+    off_base = f"http://127.0.0.1:{port}"
+    try:
+        run("recommend", 100, 3, url=off_base)  # warm-up
+        print(f"L2. POST /v1/recommend {args.ledger_rate}/s, ledger off / on, interleaved")
+        pairs = []
+        rate = args.ledger_rate
+        for i in range(args.rounds):
+            c0 = cpu_s(off.pid)
+            r_off = run("recommend", rate, args.duration, url=off_base)
+            r_off["api_cpu_ms_per_req"] = (cpu_s(off.pid) - c0) * 1000 / max(1, r_off["scheduled"])
+            r_on = run("recommend", rate, args.duration)
+            pairs.append({"off": r_off, "on": r_on})
+            print(
+                f"  round {i + 1}: p99 off {r_off['p99']:.2f} ms, on {r_on['p99']:.2f} ms; API CPU "
+                f"per request off {r_off['api_cpu_ms_per_req']:.2f} ms, "
+                f"on {r_on['api_cpu_ms_per_req']:.2f} ms"
+            )
+        out["ledger_pairs"] = pairs
+        med = statistics.median
+        p99_off = med(p["off"]["p99"] for p in pairs)
+        p99_on = med(p["on"]["p99"] for p in pairs)
+        out["ledger_p99_median_off_on"] = (p99_off, p99_on)
+        print(
+            f"summary: batch p99 {out['batch_20']['p99']:.2f} ms (health baseline p99 "
+            f"{out['health_20']['p99']:.2f}); recommend p99 median off {p99_off:.2f} ms, on "
+            f"{p99_on:.2f} ms, ledger adds {p99_on - p99_off:+.2f} ms"
+        )
+    finally:
+        off.send_signal(signal.SIGTERM)
+        try:
+            off.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            off.kill()
+    return out
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -696,6 +764,17 @@ def main() -> int:
         "(skews every latency; for the breakdown only)",
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--loop",
+        action="store_true",
+        help="issue 12 only: POST /v1/features/batch of 100 users at 20/s, then the tip "
+        "ledger's cost on POST /v1/recommend at 200/s (a second API with "
+        "OO_LEDGER_RETENTION_DAYS=0, phases interleaved off/on --rounds times)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--loop: off/on pairs (default 3)")
+    ap.add_argument(
+        "--ledger-rate", type=float, default=200.0, help="--loop: recommend rate (default 200/s)"
+    )
     args = ap.parse_args()
 
     steps = [250, 500, 750, 1000, 1500, 2000]
@@ -764,6 +843,12 @@ def main() -> int:
         print("warm-up (discarded)")
         run("features", 200, 3)
         run("recommend", 100, 3)
+
+        if args.loop:
+            results.update(loop_phases(args, env, tmp, base, api, run))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2, default=str))
+            return 0
 
         print("1-2. steady 500/s")
         results["health_500"] = run("health", 500, args.duration)

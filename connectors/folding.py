@@ -337,3 +337,10 @@ def fold_batch(
     if failed is not None:
         failed.extend(pending.take_failed())
     return build_write(state, pending, computed_at_ms=computed_at_ms)
+
+
+def whole_write(state: UserState, *, computed_at_ms: int = 0) -> UserWrite | None:
+    """`build_write` (no dedupe) of every agent of `state`: what a store holds for it after
+    folding its whole history (training rows and `POST /v1/agents/{id}/infer`)."""
+    pending = Pending(touched=set(state.agents), admitted=True, seen_ingest_ms=state.ingest_ms or 0)
+    return build_write(state, pending, computed_at_ms=computed_at_ms, dedupe=False)

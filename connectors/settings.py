@@ -38,3 +38,14 @@ class ConnectorSettings(BaseSettings):
         description="Address the flow's metrics bind (no auth: loopback unless a container "
         "or a trusted network needs 0.0.0.0).",
     )
+
+    ledger_retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Days a served tip stays in the tip ledger (what it was built from, its "
+        "reactions); 0: no ledger.",
+    )
+
+    @property
+    def ledger_retention_ms(self) -> int:
+        return int(self.ledger_retention_days * 86_400_000)

@@ -20,6 +20,8 @@ COMMANDS = (
     "flow",
     "backfill",
     "export",
+    "ledger",
+    "training-set",
     "refill",
     "generate",
     "serve",
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"oo_features.commands.{name}")
+        module = importlib.import_module(f"oo_features.commands.{name.replace('-', '_')}")
         module.add_parser(sub)
     return parser
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             # argparse would only say that COMMAND is missing.
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args = parser.parse_args(argv)
-    module = importlib.import_module(f"oo_features.commands.{args.command}")
+    module = importlib.import_module(f"oo_features.commands.{args.command.replace('-', '_')}")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ Series (labels in braces):
 - `oo_store_unavailable_total{why}`: store calls answered 503: `timeout`, `error`,
   `circuit_open` (refused without asking the store);
 - `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver;
+- `oo_ledger_failed_total{what}`: tips or reactions (`tip`, `reaction`) not recorded in the
+  tip ledger (store away);
 - `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
   `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
   `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check;
@@ -68,6 +70,12 @@ class Metrics:
             "oo_tip_fallbacks",
             "Tips served from the fallback, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.ledger_failed = Counter(
+            "oo_ledger_failed",
+            "Tips or reactions not recorded in the tip ledger, by what.",
+            ["what"],
             registry=self.registry,
         )
         self.tips = Counter(

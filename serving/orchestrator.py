@@ -7,7 +7,10 @@ it returns an `Answer` or raises `OrchestratorError` whose `reason` says why.
 
 Bounds: each attempt has its own timeout, and the whole call (retries
 included) a total budget; a timeout, a transport error or a 5xx is retried
-(`retries` times, default once); a 4xx or an unreadable answer is not. The
+(`retries` times, default once); a 4xx or an unreadable answer is not, except a 400 to
+a request with `response_format` (structured output), which is asked once more without it.
+The answer is read by `serving.answer.read_tip` (JSON, fenced or embedded JSON, or a plain
+sentence as an `advice` tip). The
 breaker counts calls, not attempts: a call that failed after its retry is one
 failure.
 
@@ -26,21 +29,20 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
+from serving import answer
+from serving.answer import TipKind
 from serving.exceptions import BreakerOpenError, OrchestratorError
 
-TipKind = Literal["advice", "todo"]
-TIP_KINDS: frozenset[str] = frozenset({"advice", "todo"})
 MAX_ANSWER_BYTES = 64 * 1024
-MAX_TIP_CHARS = 600
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+TIP_KINDS = answer.TIP_KINDS
+MAX_TIP_CHARS = answer.MAX_TIP_CHARS
 
 
 class BreakerState(enum.Enum):
@@ -140,13 +142,16 @@ class Answer:
 def parse_answer(payload: bytes | str) -> Answer:
     """Read a chat-completions response; raise `OrchestratorError("garbage")` unless usable.
 
-    Usable means `choices[0].message.content` is a JSON object (optionally inside
-    one Markdown code fence) with a non-empty string `text` and `kind` in
-    {"advice", "todo"}.
+    `choices[0].message.content` is read by `serving.answer.read_tip`: a JSON tip (whole,
+    fenced, or inside prose), else a plain sentence as an `advice` tip, bounded and trimmed.
+    Garbage is a response that is not a chat completion, or content without a usable sentence.
 
     >>> content = json.dumps({"text": "Walk.", "kind": "advice"})
     >>> parse_answer(json.dumps({"choices": [{"message": {"content": content}}]}))
     Answer(text='Walk.', kind='advice')
+    >>> plain = "Close the two oldest overdue tasks before lunch."
+    >>> parse_answer(json.dumps({"choices": [{"message": {"content": plain}}]}))
+    Answer(text='Close the two oldest overdue tasks before lunch.', kind='advice')
     """
     if len(payload) > MAX_ANSWER_BYTES:
         raise OrchestratorError("garbage", f"answer of {len(payload)} bytes is too large")
@@ -159,24 +164,11 @@ def parse_answer(payload: bytes | str) -> Answer:
         ) from exc
     if not isinstance(content, str):
         raise OrchestratorError("garbage", "message content is not a string")
-    content = content.strip()
-    fenced = _FENCE.match(content)
-    if fenced:
-        content = fenced.group(1)
     try:
-        tip = json.loads(content)
-    except ValueError as exc:
-        raise OrchestratorError("garbage", "message content is not JSON") from exc
-    if not isinstance(tip, dict):
-        raise OrchestratorError("garbage", "message content is not a JSON object")
-    text, kind = tip.get("text"), tip.get("kind")
-    if not isinstance(text, str) or not text.strip():
-        raise OrchestratorError("garbage", "'text' must be a non-empty string")
-    if len(text) > MAX_TIP_CHARS:
-        raise OrchestratorError("garbage", f"'text' is longer than {MAX_TIP_CHARS} characters")
-    if kind not in TIP_KINDS:
-        raise OrchestratorError("garbage", f"'kind' must be one of {sorted(TIP_KINDS)}")
-    return Answer(text=text.strip(), kind=kind)
+        tip = answer.read_tip(content)
+    except answer.AnswerError as exc:
+        raise OrchestratorError("garbage", str(exc)) from exc
+    return Answer(text=tip.text, kind=tip.kind)
 
 
 OutcomeObserver = Callable[[str, float], None]
@@ -208,6 +200,8 @@ class OrchestratorClient:
         self.retries = retries
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._observe = observe
+        self.structured_output = True
+        """Send `response_format`; turned off for good after the peer answers it with a 400."""
 
     async def complete(self, prompt: str) -> Answer:
         """The orchestrator's answer to `prompt`, or `OrchestratorError` within `budget_s`."""
@@ -238,10 +232,23 @@ class OrchestratorClient:
                 self.breaker.record_failure()
             self._report(outcome, time.monotonic() - started)
 
+    def request_body(self, prompt: str) -> dict[str, Any]:
+        """The chat request: the prompt as one user message, structured output asked for
+        (`response_format` with the tip's JSON schema) unless the peer refused it before."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+        if self.structured_output:
+            body["response_format"] = answer.RESPONSE_FORMAT
+        return body
+
     async def _attempts(self, prompt: str, *, deadline: float) -> Answer:
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
         last: OrchestratorError | None = None
-        for _ in range(self.retries + 1):
+        attempts = self.retries + 1
+        while attempts > 0:
+            attempts -= 1
+            body = self.request_body(prompt)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -260,6 +267,13 @@ class OrchestratorClient:
                 continue
             if response.status_code >= 500:
                 last = OrchestratorError("http_5xx", f"status {response.status_code}")
+                continue
+            if response.status_code == 400 and "response_format" in body:
+                # A peer that does not know structured output: ask again without it, and
+                # from now on (a plain answer is read too). One extra attempt, within budget.
+                self.structured_output = False
+                attempts += 1
+                last = OrchestratorError("http_4xx", "status 400 with response_format")
                 continue
             if response.status_code >= 400:
                 raise OrchestratorError("http_4xx", f"status {response.status_code}")

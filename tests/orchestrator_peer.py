@@ -5,9 +5,11 @@
 
 `OrchestratorPeer` answers `POST /v1/chat/completions` with a chat completion
 whose message content is `answer` (a dict is sent as JSON text), after
-`latency_s`. `mode` makes it misbehave: `ok`, `error` (HTTP 500), `garbage`
-(a 200 whose content is not the expected JSON), `hang` (never answers until
-the peer stops). Every request is counted and its JSON body kept, so a test
+`latency_s` (a str is sent as it is: prose, a code fence, a plain sentence). `mode` makes it
+misbehave: `ok`, `error` (HTTP 500), `garbage` (a 200 whose content holds no usable tip: JSON
+that is not a tip), `hang` (never answers until the peer stops). With
+`reject_response_format`, a request asking for structured output gets a 400, as from a
+server that does not know `response_format`. Every request is counted and its JSON body kept, so a test
 can assert what the API sent and that an open breaker sends nothing.
 
     with OrchestratorPeer() as peer:
@@ -35,6 +37,7 @@ class OrchestratorPeer:
         self.mode: Mode = "ok"
         self.latency_s = 0.0
         self.status_on_error = 500
+        self.reject_response_format = False
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -79,7 +82,7 @@ class OrchestratorPeer:
 
     def _completion(self) -> bytes:
         if self.mode == "garbage":
-            content = "Sure! Here is a tip: drink water."
+            content = '{"answer": null}'
         elif isinstance(self.answer, str):
             content = self.answer
         else:
@@ -122,14 +125,18 @@ class OrchestratorPeer:
                 if self.path != "/v1/chat/completions":
                     self._send(404, b'{"error": "not found"}')
                     return
+                body = json.loads(raw or b"{}")
                 with peer._lock:
-                    peer.bodies.append(json.loads(raw or b"{}"))
+                    peer.bodies.append(body)
                     peer.headers.append(dict(self.headers))
                 if peer.mode == "hang":
                     peer._stopping.wait()
                     return
                 if peer.latency_s:
                     peer._stopping.wait(peer.latency_s)
+                if peer.reject_response_format and "response_format" in body:
+                    self._send(400, b'{"error": "response_format is not supported"}')
+                    return
                 if peer.mode == "error":
                     self._send(peer.status_on_error, b'{"error": "internal"}')
                     return

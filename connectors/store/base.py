@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from connectors.store.ledger import TipLedger
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -252,8 +254,9 @@ def stamps_of(
     return out
 
 
-class FeatureStore(Protocol):
-    """The online store. Implementations must be safe to share between processes."""
+class FeatureStore(TipLedger, Protocol):
+    """The online store, with the tip ledger (`connectors.store.ledger`). Implementations
+    must be safe to share between processes."""
 
     def write_batch(self, writes: list[UserWrite], *, now_ms: int | None = None) -> list[str]:
         """Apply every write in one round trip; a write older than the stored one is ignored.
@@ -265,6 +268,12 @@ class FeatureStore(Protocol):
 
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         """The user's stored features; None for an unknown or deleted user."""
+
+    def read_users(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUser | None]:
+        """`read_user` of every id (duplicates once), in one round trip (Redis: one pipeline;
+        SQLite: one read transaction); None for an unknown or deleted user."""
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Remove every key of the user at once and leave a tombstone."""

@@ -17,6 +17,7 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
     p:{p~fresh}:pending       zset   user id -> ingest time of the oldest unreflected event
     p:{p~fresh}:lag:<agent>   stream recent lag samples of the agent (field `l`: "ms,ms,...")
     p:{p~store}:identity      hash   the store's identity marker: id, created_ms, state, state_ms
+    p:{u}:ledger, p:{u}:ledger_at    the tip ledger (`connectors/store/redis_ledger.py`)
 
 Every per-user write is one Lua script call (atomic per user, guarded server-side); a batch is
 one non-transactional pipeline, hence one round trip. The freshness keys are cross-user: their
@@ -56,6 +57,7 @@ from connectors.store.base import (
     new_identity_id,
     stamps_of,
 )
+from connectors.store.redis_ledger import LEDGER_SCRIPTS, RedisLedgerMixin
 
 __all__ = ["RedisStore"]
 
@@ -302,6 +304,7 @@ _SCRIPTS = {
     "stamp": _STAMP_LUA,
     "reflect": _REFLECT_LUA,
     "summary": _SUMMARY_LUA,
+    **LEDGER_SCRIPTS,
 }
 
 
@@ -316,8 +319,8 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-class RedisStore:
-    """`FeatureStore` on Redis. Safe to share between threads and processes."""
+class RedisStore(RedisLedgerMixin):
+    """`FeatureStore` (and `TipLedger`) on Redis. Safe to share between threads and processes."""
 
     def __init__(
         self,
@@ -530,6 +533,10 @@ class RedisStore:
             extra = [("reflect", self._fresh_keys, reflect)]
         else:
             xadds, extra = [], []
+        # Consent revoked: the removed agents' values leave the user's tip ledger too.
+        extra += [
+            self.ledger_forget_call(w.user_id, w.removed_agents) for w in writes if w.removed_agents
+        ]
 
         def run() -> list[str]:
             results = self._run_scripts(calls, before=[zadd], extra=extra, after=xadds)
@@ -562,9 +569,49 @@ class RedisStore:
                 return self._r.evalsha(self._shas["read"], 3, *keys, *argv)
 
         reply = self._guard("read_user", run)
+        return self._user_of(user_id, reply, _now_ms() if now_ms is None else now_ms)
+
+    def read_users(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUser | None]:
+        """Every user's features (None: unknown or deleted) in one pipelined round trip."""
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return {}
+        calls = []
+        for user_id in wanted:
+            base = self._base(user_id)
+            keys = [f"{base}meta", f"{base}feedback", f"{base}keys"]
+            calls.append(("read", keys, [f"{base}agent:", f"{base}snippet:"]))
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.execute_command("EVALSHA", self._sha(name), len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                self._load_scripts()
+                pipe = self._r.pipeline(transaction=False)
+                for name, keys, args in calls:
+                    pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                replies = pipe.execute(raise_on_error=False)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return list(replies)
+
+        replies = self._guard("read_users", run)
+        now = _now_ms() if now_ms is None else now_ms
+        return {
+            user_id: self._user_of(user_id, reply, now)
+            for user_id, reply in zip(wanted, replies, strict=True)
+        }
+
+    @staticmethod
+    def _user_of(user_id: str, reply: Any, now: int) -> StoredUser | None:
+        """A read script's reply as a `StoredUser` (None for an unknown or deleted user)."""
         if not reply:
             return None
-        now = _now_ms() if now_ms is None else now_ms
         flat, feedback = reply[0], reply[1]
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
         agents: dict[str, StoredAgent] = {}

@@ -17,6 +17,7 @@ Tables (`<prefix>_` in front of each name; layout in `connectors/README.md`):
     fresh(user_id, newest_ingest_ms, reflected_ingest_ms, pending_since_ms)  primary key user_id
     fresh_lag(agent_id, written_ms, lag_ms)  recent lag samples (rowid order)
     store(one, id, created_ms, state, state_ms)  the identity marker: at most one row
+    ledger, ledger_agents, ledger_reactions  the tip ledger (`connectors/store/sqlite_ledger.py`)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,6 +53,12 @@ from connectors.store.base import (
     new_identity_id,
     stamps_of,
 )
+from connectors.store.sqlite_ledger import (
+    LEDGER_TABLES,
+    SQLiteLedgerMixin,
+    forget_agent_sql,
+    ledger_schema,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -68,8 +75,8 @@ def _now_ms() -> int:
 _dumps = dumps_compact
 
 
-class SQLiteStore:
-    """`FeatureStore` on one SQLite file (`":memory:"` for a private, throwaway store)."""
+class SQLiteStore(SQLiteLedgerMixin):
+    """`FeatureStore` (and `TipLedger`) on one SQLite file (`":memory:"` for a private, throwaway store)."""
 
     def __init__(self, path: str | Path, *, key_prefix: str = "oo", busy_timeout_ms: int = 10_000):
         self._path = str(path)
@@ -85,6 +92,7 @@ class SQLiteStore:
                 "fresh",
                 "fresh_lag",
                 "store",
+                *LEDGER_TABLES,
             )
         }
         self._lock = threading.RLock()
@@ -144,6 +152,7 @@ class SQLiteStore:
                 one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL,
                 created_ms INTEGER NOT NULL, state TEXT NOT NULL, state_ms INTEGER NOT NULL);
             """
+            + ledger_schema(t)
         )
         # The history marker (ADR 0009) came after the first release: add it to older files.
         columns = {row[1] for row in c.execute(f"PRAGMA table_info({t['meta']})")}
@@ -163,6 +172,7 @@ class SQLiteStore:
             f"WHERE excluded.deleted_at_ms > {t['tombstones']}.deleted_at_ms"
         )
         self._sql_tomb_get = f"SELECT deleted_at_ms FROM {t['tombstones']} WHERE user_id = ?"
+        self._sql_ledger_forget = forget_agent_sql(t)
         self._sql_agent_del = f"DELETE FROM {t['agents']} WHERE user_id = ? AND agent_id = ?"
         self._sql_snippet_del = f"DELETE FROM {t['snippets']} WHERE user_id = ? AND agent_id = ?"
         self._sql_agent_put = (
@@ -291,6 +301,7 @@ class SQLiteStore:
         for agent_id in w.removed_agents:
             c.execute(self._sql_agent_del, (uid, agent_id))
             c.execute(self._sql_snippet_del, (uid, agent_id))
+            c.execute(self._sql_ledger_forget, (uid, agent_id))
         history = None
         if w.history:
             history = encode_history(w.history)
@@ -419,6 +430,22 @@ class SQLiteStore:
             )
 
         return self._guard("read_user", read)
+
+    def read_users(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUser | None]:
+        """Every user's features (None: unknown or deleted), in one read transaction."""
+        wanted = list(dict.fromkeys(user_ids))
+
+        def read_all() -> dict[str, StoredUser | None]:
+            c = self._conn
+            c.execute("BEGIN")
+            try:
+                return {u: self.read_user(u, now_ms=now_ms) for u in wanted}
+            finally:
+                c.execute("COMMIT")
+
+        return self._guard("read_users", read_all)
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         self._transaction("delete_user", lambda c: self._delete(c, user_id, deleted_at_ms))

@@ -9,6 +9,7 @@ from serving.api.models import ErrorOut
 from serving.api.routes import (
     agents,
     dashboard,
+    features,
     feedback,
     freshness,
     health,
@@ -22,7 +23,7 @@ v1_router = APIRouter(
     dependencies=[AuthDep],
     responses={401: {"model": ErrorOut, "description": "Missing or invalid bearer token."}},
 )
-for resource in (agents, users, recommend, feedback, freshness):
+for resource in (agents, users, features, recommend, feedback, freshness):
     v1_router.include_router(resource.router)
 
 api_router = APIRouter()

@@ -8,7 +8,7 @@ store keeps milliseconds, so the two never disagree.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -244,4 +244,57 @@ class UserFreshnessOut(BaseModel):
     )
     agents: dict[str, UserAgentFreshnessOut] = Field(
         description="Registered agents the user consented to, by agent id."
+    )
+
+
+MAX_BATCH_USERS = 1000
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[Annotated[str, Field(pattern=USER_ID_PATTERN)]] = Field(
+        min_length=1, max_length=MAX_BATCH_USERS, description="1 to 1,000 user ids."
+    )
+
+
+class BatchOut(BaseModel):
+    users: dict[str, FeaturesOut | None] = Field(
+        description="Every asked user's features, as `GET /v1/users/{id}/features` answers "
+        "them; null for an unknown or deleted user. In the order asked, duplicates once."
+    )
+
+
+MAX_INFER_EVENTS = 10_000
+MAX_INFER_BYTES = 8 * 1024 * 1024
+
+
+class InferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        max_length=MAX_INFER_EVENTS,
+        description="Canonical JSON events (as `oo-features produce` reads them) of one user, "
+        "in the order the engine should fold them; at most 10,000 and 8 MiB in all.",
+    )
+
+
+class InferredOut(BaseModel):
+    version: str
+    params: dict[str, ParamOut]
+    extras: dict[str, Any]
+    snippet: str | None = Field(description="The snippet text as computed (no TTL applies).")
+
+
+class InferOut(BaseModel):
+    agent_id: str
+    user_id: str | None = Field(description="The events' user; null without events.")
+    events: int = Field(description="Events folded (admitted or dropped by the engine's rules).")
+    failed: list[str] = Field(
+        default_factory=list,
+        description="Event ids whose fold raised (left out, as the flow dead-letters them).",
+    )
+    features: InferredOut | None = Field(
+        description="The agent's parameters and snippet as the engine computes them from these "
+        "events; null when it computes none (no event it reads, consent revoked, deleted)."
     )

@@ -9,6 +9,7 @@ the flow would. Events the API publishes are read back from Kafka.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 import uuid
@@ -306,6 +307,44 @@ def test_normal_tip_and_tip_shown_on_kafka(
     assert event.source == "tip-api"
     assert list(event.tip_shown.agent_ids) == BY_RELEVANCE
     assert uuid.UUID(event.event_id)
+
+
+PLAIN = "Close the two oldest overdue tasks before lunch."
+
+
+@pytest.mark.parametrize(
+    ("answer", "text", "kind"),
+    [
+        (ANSWER, ANSWER["text"], "todo"),
+        (f"```json\n{json.dumps(ANSWER)}\n```", ANSWER["text"], "todo"),
+        (f"Here is a tip for you: {json.dumps(ANSWER)} Good luck!", ANSWER["text"], "todo"),
+        (PLAIN, PLAIN, "advice"),
+    ],
+    ids=["json", "fenced-json", "prose-with-json", "plain-sentence"],
+)
+def test_a_real_models_answer_is_a_tip_each_way(
+    start_api: StartApi,
+    store: FeatureStore,
+    peer: OrchestratorPeer,
+    answer: dict[str, str] | str,
+    text: str,
+    kind: str,
+) -> None:
+    peer.answer = answer
+    seed_all(store, "u-model")
+    api = start_api()
+
+    body = recommend(api, "u-model")
+
+    assert body["fallback"] is False, body
+    assert body["fallback_reason"] is None
+    assert body["tip"]["text"] == text
+    assert body["tip"]["kind"] == kind
+    assert body["agents"] == BY_RELEVANCE
+    # Structured output was asked for, with the tip's schema.
+    sent = peer.bodies[0]["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"]["required"] == ["text", "kind"]
 
 
 def fallback_expected() -> tuple[str, list[str]]:
@@ -619,6 +658,8 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
         ("POST", "/v1/feedback"),
         ("GET", "/v1/freshness"),
         ("GET", "/v1/users/{user_id}/freshness"),
+        ("POST", "/v1/features/batch"),
+        ("POST", "/v1/agents/{agent_id}/infer"),
     }
 
     def ref(schema: dict[str, Any]) -> str:
@@ -638,6 +679,12 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
     rec = paths["/v1/recommend"]["post"]
     assert ref(rec["requestBody"]["content"][ok]["schema"]) == "RecommendIn"
     assert ref(rec["responses"]["200"]["content"][ok]["schema"]) == "RecommendOut"
+    batch = paths["/v1/features/batch"]["post"]
+    assert ref(batch["requestBody"]["content"][ok]["schema"]) == "BatchIn"
+    assert ref(batch["responses"]["200"]["content"][ok]["schema"]) == "BatchOut"
+    infer = paths["/v1/agents/{agent_id}/infer"]["post"]
+    assert ref(infer["responses"]["200"]["content"][ok]["schema"]) == "InferOut"
+    assert "events" in infer["requestBody"]["content"][ok]["schema"]["properties"]
     feedback = paths["/v1/feedback"]["post"]
     assert ref(feedback["requestBody"]["content"][ok]["schema"]) == "FeedbackIn"
     assert ref(feedback["responses"]["202"]["content"][ok]["schema"]) == "AcceptedOut"

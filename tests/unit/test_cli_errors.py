@@ -175,3 +175,25 @@ def test_demo_honours_oo_port(tmp_path: Path) -> None:
         timeout=300,
     )
     assert f"starting the API on http://127.0.0.1:{port}" in result.stdout + result.stderr
+
+def test_training_set_names_a_missing_file_and_bad_spine_lines(tmp_path: Path) -> None:
+    spine = tmp_path / "spine.jsonl"
+    spine.write_text('{"user_id": "u1", "as_of": "2026-05-01T00:00:00Z"}\n{"user_id": "u1"}\n')
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    out = tmp_path / "out.jsonl"
+
+    missing = oo_features(
+        "training-set", str(tmp_path / "nope.jsonl"), "--spine", str(spine), "--out", str(out),
+        check=False, timeout=60,
+    )  # fmt: skip
+    bad = oo_features(
+        "training-set", str(events), "--spine", str(spine), "--out", str(out),
+        check=False, timeout=60,
+    )  # fmt: skip
+    bad_since = oo_features("ledger", "export", "--since", "yesterday", check=False, timeout=60)
+
+    assert missing.returncode == 2 and "nope.jsonl" in missing.stderr
+    assert bad.returncode == 2 and "spine.jsonl:2: 'as_of'" in bad.stderr
+    assert not out.exists() or out.read_text() == ""
+    assert bad_since.returncode == 2 and "--since" in bad_since.stderr

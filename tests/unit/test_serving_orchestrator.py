@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serving.answer import RESPONSE_FORMAT
 from serving.exceptions import BreakerOpenError, OrchestratorError
 from serving.orchestrator import (
     Answer,
@@ -34,6 +35,17 @@ def completion(content: Any) -> str:
         ),
         ('  {"text": " File the report. ", "kind": "todo"} ', Answer("File the report.", "todo")),
         ('```json\n{"text": "Stretch.", "kind": "advice"}\n```', Answer("Stretch.", "advice")),
+        # A real model's other answers: prose around the JSON, and a plain sentence.
+        (
+            'Here is your tip:\n```json\n{"text": "Stretch.", "kind": "todo"}\n```\nGood luck!',
+            Answer("Stretch.", "todo"),
+        ),
+        ('Sure! {"text": "Call Ana.", "kind": "todo"}', Answer("Call Ana.", "todo")),
+        (
+            "Close the two oldest overdue tasks before lunch.",
+            Answer("Close the two oldest overdue tasks before lunch.", "advice"),
+        ),
+        ("Sure! Drink water.", Answer("Sure! Drink water.", "advice")),
     ],
 )
 def test_parse_answer_accepts_the_contract(content: str, expected: Answer) -> None:
@@ -47,7 +59,11 @@ def test_parse_answer_accepts_the_contract(content: str, expected: Answer) -> No
         json.dumps({"choices": []}),
         json.dumps({"error": "x"}),
         completion(None),
-        completion("Sure! Drink water."),
+        completion(""),
+        completion("  ```\n ... \n```  "),
+        completion('{"answer": null}'),
+        completion('Here: {"text": "", "kind": "advice"}'),
+        completion('{"text": "unfinished'),
         completion('["text", "kind"]'),
         completion('{"text": "", "kind": "advice"}'),
         completion('{"text": "Go.", "kind": "command"}'),
@@ -102,7 +118,11 @@ def test_a_good_answer(peer: OrchestratorPeer) -> None:
     assert peer.bodies[0] == {
         "model": "tip-generator",
         "messages": [{"role": "user", "content": "the prompt"}],
+        "response_format": RESPONSE_FORMAT,
     }
+    schema = peer.bodies[0]["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["text", "kind"]
+    assert schema["properties"]["kind"]["enum"] == ["advice", "todo"]
     assert peer.headers[0]["Authorization"] == "Bearer orch-key"
     assert outcomes == ["ok"]
 
@@ -163,3 +183,17 @@ def test_open_breaker_sends_nothing(peer: OrchestratorPeer) -> None:
         call(peer.url, breaker, outcomes=outcomes)
     assert peer.requests == sent
     assert outcomes == ["breaker_open"]
+
+
+def test_a_peer_without_structured_output_is_asked_again_without_it(
+    peer: OrchestratorPeer,
+) -> None:
+    peer.reject_response_format = True
+    peer.answer = "Close the two oldest overdue tasks before lunch."
+    outcomes: list[str] = []
+
+    got = call(peer.url, outcomes=outcomes)
+
+    assert got == Answer("Close the two oldest overdue tasks before lunch.", "advice")
+    assert [("response_format" in body) for body in peer.bodies] == [True, False]
+    assert outcomes == ["ok"]

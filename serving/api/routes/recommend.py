@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, status
 
-from serving import sinks
+from serving import ledger, sinks
 from serving.api.deps import (
     ManifestsDep,
     MetricsDep,
     NowMsDep,
     OrchestratorDep,
     ProducerDep,
+    SettingsDep,
     StoreDep,
     StoreGuardDep,
 )
 from serving.api.models import ErrorOut, RecommendIn, RecommendOut, TipOut
 from serving.exceptions import OrchestratorError
 from serving.orchestrator import Answer
-from serving.prompt import assemble_prompt
+from serving.prompt import PROMPT_VERSION, assemble_prompt
 from serving.tips import eligible_agents, fallback_tip, fresh_snippets
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ async def recommend(
     orchestrator: OrchestratorDep,
     sink: ProducerDep,
     metrics: MetricsDep,
+    settings: SettingsDep,
     now_ms: NowMsDep,
 ) -> RecommendOut:
     user = await guard.call(store.read_user, body.user_id, now_ms=now_ms)
@@ -60,13 +63,16 @@ async def recommend(
     answer: Answer | None = None
     fallback_reason: str | None = NOT_CONFIGURED
     agent_ids = [s.agent_id for s in snippets]
+    latency_ms: float | None = None
     if orchestrator is not None:
+        started = time.perf_counter()
         try:
             answer = await orchestrator.complete(assemble_prompt(snippets, body.context))
             fallback_reason = None
         except OrchestratorError as exc:
             fallback_reason = exc.reason
             log.warning("orchestrator failed for user %s: %s", body.user_id, exc)
+        latency_ms = (time.perf_counter() - started) * 1000
     if answer is None:
         chosen = fallback_tip(snippets)
         assert chosen is not None  # snippets is not empty
@@ -76,6 +82,28 @@ async def recommend(
     tip_id = uuid.uuid4().hex
     # Published after the response is sent: the event log never slows a tip down.
     background.add_task(sink.emit, sinks.tip_shown(body.user_id, tip_id, agent_ids))
+    if settings.ledger_retention_ms > 0:
+        entry = ledger.tip_entry(
+            tip_id=tip_id,
+            user=user,
+            shown_at_ms=now_ms,
+            answer=answer,
+            agent_ids=agent_ids,
+            snippets=snippets,
+            fallback_reason=fallback_reason,
+            prompt_version=PROMPT_VERSION if orchestrator is not None else None,
+            model=orchestrator.model if orchestrator is not None else None,
+            orchestrator_latency_ms=latency_ms,
+        )
+        background.add_task(
+            ledger.record_tip,
+            guard,
+            store,
+            entry,
+            retention_ms=settings.ledger_retention_ms,
+            now_ms=now_ms,
+            metrics=metrics,
+        )
     metrics.tips.labels("fallback" if fallback_reason else "orchestrator").inc()
     log.info(
         "tip %s for user %s from agents %s (fallback: %s)",

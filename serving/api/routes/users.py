@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from connectors.exceptions import ConnectorError
-from connectors.store.base import StoredAgent
+from connectors.store.base import StoredAgent, StoredUser
+from features.model import Manifest
 from serving import sinks
 from serving.api.deps import (
     ManifestsDep,
@@ -74,8 +76,15 @@ async def read_features(
     user = await guard.call(store.read_user, user_id, now_ms=now_ms)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {user_id!r}")
+    return features_out(user, manifests, now_ms=now_ms)
+
+
+def features_out(
+    user: StoredUser, manifests: Mapping[str, Manifest], *, now_ms: int
+) -> FeaturesOut:
+    """The answer of `GET /v1/users/{id}/features` for a stored user (also used by the batch)."""
     return FeaturesOut(
-        user_id=user_id,
+        user_id=user.user_id,
         agents={a.agent_id: _agent_out(a, now_ms=now_ms) for a in eligible_agents(user, manifests)},
         feedback=user.feedback,
     )

@@ -1,0 +1,181 @@
+"""The tip ledger on Redis (`RedisStore` mixes it in); contract in `connectors.store.ledger`.
+
+Keys (same hash tag as the user's features, so deletion stays one atomic script):
+
+    p:{u}:ledger     hash  h:<tip> header JSON, a:<tip>:<agent> agent values JSON,
+                           r:<tip>:<reaction id> reaction JSON
+    p:{u}:ledger_at  zset  tip id -> shown_at_ms (for --since and retention)
+
+Both keys are listed in `p:{u}:keys`, so the user's deletion (write script) removes them at
+once. Both expire one retention after the user's last tip; older tips are trimmed when a new
+one is recorded. Consent revocation: the `ledger_forget` script, run in the flow's write
+pipeline for every write with removed agents, deletes those agents' `a:` fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from connectors.store.base import dumps_compact
+from connectors.store.ledger import LedgerEntry, cutoff_ms, render
+
+T = TypeVar("T")
+
+# KEYS: 1 ledger, 2 ledger_at, 3 keys index, 4 tombstone, 5 meta.
+# ARGV: 1 tip id, 2 shown_at_ms, 3 header JSON, 4 cutoff ms, 5 ttl ms (never shortens), then (agent id, values
+# JSON) pairs. Returns 1 when recorded, 0 for an unknown or deleted user.
+_RECORD_LUA = """
+local tomb = redis.call('GET', KEYS[4])
+if tomb and tonumber(tomb) >= tonumber(ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+if #old > 0 then
+  local drop = {}
+  for i = 1, #old do drop[old[i]] = true end
+  local fields = redis.call('HKEYS', KEYS[1])
+  for i = 1, #fields do
+    local tip = string.match(fields[i], '^%a:([^:]+)')
+    if tip and drop[tip] then redis.call('HDEL', KEYS[1], fields[i]) end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], ARGV[3])
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], 'a:' .. ARGV[1] .. ':' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+for k = 1, 2 do
+  if redis.call('PTTL', KEYS[k]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+end
+redis.call('SADD', KEYS[3], KEYS[1], KEYS[2])
+return 1
+"""
+
+# KEYS: 1 ledger, 2 ledger_at. ARGV: 1 tip id, 2 reaction id, 3 reaction JSON.
+_REACT_LUA = """
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1] .. ':' .. ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: 1 ledger. ARGV: agent ids whose values go from every entry. Returns fields removed.
+_FORGET_LUA = """
+local fields = redis.call('HKEYS', KEYS[1])
+local removed = 0
+for i = 1, #fields do
+  local f = fields[i]
+  if string.sub(f, 1, 2) == 'a:' then
+    for j = 1, #ARGV do
+      local suffix = ':' .. ARGV[j]
+      if string.sub(f, -#suffix) == suffix then
+        redis.call('HDEL', KEYS[1], f)
+        removed = removed + 1
+        break
+      end
+    end
+  end
+end
+return removed
+"""
+
+LEDGER_SCRIPTS = {
+    "ledger_record": _RECORD_LUA,
+    "ledger_react": _REACT_LUA,
+    "ledger_forget": _FORGET_LUA,
+}
+
+EXPORT_CHUNK = 200
+"""Users read per pipelined round trip by `ledger_export`."""
+
+
+class RedisLedgerMixin:
+    """`TipLedger` for `RedisStore` (uses its client, key helpers, guard and scripts)."""
+
+    _r: Any
+    _users_key: str
+    _base: Callable[[str], str]
+    _tomb_key: Callable[[str], str]
+    _guard: Callable[..., Any]
+    _eval: Callable[[str, list[str], list[Any]], Any]
+
+    def _ledger_keys(self, user_id: str) -> tuple[str, str]:
+        base = self._base(user_id)
+        return f"{base}ledger", f"{base}ledger_at"
+
+    def ledger_forget_call(
+        self, user_id: str, agent_ids: set[str]
+    ) -> tuple[str, list[str], list[Any]]:
+        """The `ledger_forget` script call for a write that removed `agent_ids`."""
+        return "ledger_forget", [self._ledger_keys(user_id)[0]], sorted(agent_ids)
+
+    def record_tip(self, entry: LedgerEntry, *, retention_ms: int, now_ms: int) -> bool:
+        if entry.shown_at_ms < cutoff_ms(now_ms, retention_ms):
+            return False
+        ledger, at = self._ledger_keys(entry.user_id)
+        base = self._base(entry.user_id)
+        keys = [ledger, at, f"{base}keys", self._tomb_key(entry.user_id), f"{base}meta"]
+        args: list[Any] = [
+            entry.tip_id,
+            entry.shown_at_ms,
+            dumps_compact(entry.header()),
+            cutoff_ms(now_ms, retention_ms),
+            max(retention_ms - (now_ms - entry.shown_at_ms), 1),
+        ]
+        for agent_id, values in entry.values().items():
+            args += (agent_id, dumps_compact(values))
+        done = self._guard("record_tip", lambda: self._eval("ledger_record", keys, args))
+        return bool(done)
+
+    def record_reaction(
+        self, user_id: str, tip_id: str, *, reaction: str, reaction_id: str, at_ms: int
+    ) -> bool:
+        ledger, at = self._ledger_keys(user_id)
+        body = dumps_compact({"reaction": reaction, "reaction_id": reaction_id, "at_ms": at_ms})
+        args = [tip_id, reaction_id, body]
+        done = self._guard(
+            "record_reaction", lambda: self._eval("ledger_react", [ledger, at], args)
+        )
+        return bool(done)
+
+    def ledger_export(
+        self, *, since_ms: int | None, now_ms: int, retention_ms: int
+    ) -> Iterator[dict[str, Any]]:
+        oldest = cutoff_ms(now_ms, retention_ms)
+        if since_ms is not None:
+            oldest = max(oldest, since_ms)
+        users: list[str] = self._guard(
+            "ledger_export", lambda: self._r.zrange(self._users_key, 0, -1)
+        )
+        for i in range(0, len(users), EXPORT_CHUNK):
+            chunk = users[i : i + EXPORT_CHUNK]
+
+            def read(chunk: list[str] = chunk) -> list[Any]:
+                pipe = self._r.pipeline(transaction=False)
+                for user_id in chunk:
+                    pipe.hgetall(self._ledger_keys(user_id)[0])
+                return list(pipe.execute())
+
+            for fields in self._guard("ledger_export", read):
+                yield from _lines(fields, oldest)
+
+
+def _lines(fields: dict[str, str], oldest_ms: int) -> Iterator[dict[str, Any]]:
+    headers: dict[str, dict[str, Any]] = {}
+    values: dict[str, dict[str, Any]] = {}
+    reactions: dict[str, list[dict[str, Any]]] = {}
+    for name, raw in fields.items():
+        kind, _, rest = name.partition(":")
+        if kind == "h":
+            headers[rest] = json.loads(raw)
+        elif kind == "a":
+            tip, _, agent_id = rest.partition(":")
+            values.setdefault(tip, {})[agent_id] = json.loads(raw)
+        elif kind == "r":
+            tip = rest.partition(":")[0]
+            reactions.setdefault(tip, []).append(json.loads(raw))
+    ordered = sorted(headers.items(), key=lambda kv: (kv[1]["shown_at_ms"], kv[0]))
+    for tip, header in ordered:
+        if header["shown_at_ms"] >= oldest_ms:
+            yield render(header, values.get(tip, {}), reactions.get(tip, []))

@@ -1,0 +1,110 @@
+"""Recording served tips and their reactions in the tip ledger (`connectors.store.ledger`).
+
+`tip_entry` builds what a tip was built from out of what the recommend route used: for each
+contributing agent its stored version and parameters and the snippet text exactly as it went
+into the prompt (or, for a fallback, as the tip). `record_tip` and `record_reaction` run
+after the response (background tasks) through the store guard: a store that is away loses
+the ledger line (logged and counted in `oo_ledger_failed_total`), never the tip. A tip
+recorded after the user's deletion is refused by the store itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from connectors.exceptions import StoreError
+from connectors.store.base import FeatureStore, StoredUser
+from connectors.store.ledger import LedgerAgent, LedgerEntry
+from serving.exceptions import ServingError
+from serving.metrics import Metrics
+from serving.orchestrator import Answer
+from serving.store_guard import StoreGuard
+from serving.tips import FreshSnippet
+
+log = logging.getLogger(__name__)
+
+
+def tip_entry(
+    *,
+    tip_id: str,
+    user: StoredUser,
+    shown_at_ms: int,
+    answer: Answer,
+    agent_ids: Sequence[str],
+    snippets: Sequence[FreshSnippet],
+    fallback_reason: str | None,
+    prompt_version: str | None,
+    model: str | None,
+    orchestrator_latency_ms: float | None,
+) -> LedgerEntry:
+    """The ledger entry of one served tip (contributing agents in the order given)."""
+    texts: Mapping[str, str] = {s.agent_id: s.text for s in snippets}
+    agents = []
+    for agent_id in agent_ids:
+        stored = user.agents[agent_id]
+        agents.append(
+            LedgerAgent(
+                agent_id=agent_id,
+                version=stored.version,
+                params=stored.params,
+                snippet=texts.get(agent_id),
+            )
+        )
+    return LedgerEntry(
+        tip_id=tip_id,
+        user_id=user.user_id,
+        shown_at_ms=shown_at_ms,
+        text=answer.text,
+        kind=answer.kind,
+        agents=agents,
+        fallback_reason=fallback_reason,
+        prompt_version=prompt_version,
+        model=model,
+        orchestrator_latency_ms=(
+            None if orchestrator_latency_ms is None else round(orchestrator_latency_ms, 3)
+        ),
+    )
+
+
+async def record_tip(
+    guard: StoreGuard,
+    store: FeatureStore,
+    entry: LedgerEntry,
+    *,
+    retention_ms: int,
+    now_ms: int,
+    metrics: Metrics,
+) -> None:
+    """Record `entry`; a failure is logged and counted, never raised."""
+    try:
+        await guard.call(store.record_tip, entry, retention_ms=retention_ms, now_ms=now_ms)
+    except (ServingError, StoreError) as exc:
+        metrics.ledger_failed.labels("tip").inc()
+        log.warning("tip %s of user %s not in the ledger: %s", entry.tip_id, entry.user_id, exc)
+
+
+async def record_reaction(
+    guard: StoreGuard,
+    store: FeatureStore,
+    *,
+    user_id: str,
+    tip_id: str,
+    reaction: str,
+    reaction_id: str,
+    at_ms: int,
+    metrics: Metrics,
+) -> None:
+    """Join a reaction to its tip in the ledger; a failure is logged and counted."""
+    try:
+        await guard.call(
+            store.record_reaction,
+            user_id,
+            tip_id,
+            reaction=reaction,
+            reaction_id=reaction_id,
+            at_ms=at_ms,
+        )
+    except (ServingError, StoreError) as exc:
+        metrics.ledger_failed.labels("reaction").inc()
+        log.warning("reaction to tip %s of user %s not in the ledger: %s", tip_id, user_id, exc)

@@ -1,0 +1,173 @@
+"""The tip ledger's store contract on both backends (SQLite file, real Redis): record, join
+reactions, export; deletion removes a user's entries at once; consent revocation removes the
+revoked agents' values; retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.store import UserWrite
+from connectors.store.ledger import DAY_MS, LedgerAgent, LedgerEntry
+from tests.integration.test_store import T0, Backend, _open, agent, user
+
+RETENTION = 30 * DAY_MS
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str):  # type: ignore[no-untyped-def]
+    with _open(request.param, request, tmp_path, key_prefix) as b:
+        yield b
+
+
+def entry(
+    tip_id: str,
+    user_id: str = "u1",
+    *,
+    at: int = T0,
+    fallback: str | None = None,
+    agents: tuple[str, ...] = ("mood", "focus"),
+) -> LedgerEntry:
+    return LedgerEntry(
+        tip_id=tip_id,
+        user_id=user_id,
+        shown_at_ms=at,
+        text="Close the report." if fallback is None else f"snippet of {agents[0]}",
+        kind="todo" if fallback is None else "advice",
+        agents=[
+            LedgerAgent(a, "1.0.0", {"p": {"value": 0.25, "source": "inferred"}}, f"snippet of {a}")
+            for a in agents
+        ],
+        fallback_reason=fallback,
+        prompt_version="v4-orchestrator",
+        model="tip-generator",
+        orchestrator_latency_ms=12.5,
+    )
+
+
+def seed_users(b: Backend, *user_ids: str) -> None:
+    b.store.write_batch([user(u, agent("mood"), agent("focus")) for u in user_ids], now_ms=T0)
+
+
+def export(b: Backend, *, since: int | None = None, now: int = T0 + 1000) -> list[dict]:
+    return list(b.store.ledger_export(since_ms=since, now_ms=now, retention_ms=RETENTION))
+
+
+def test_a_tip_and_its_reactions_are_exported_as_recorded(backend: Backend) -> None:
+    seed_users(backend, "u1")
+    assert backend.store.record_tip(entry("t1"), retention_ms=RETENTION, now_ms=T0)
+    assert backend.store.record_reaction(
+        "u1", "t1", reaction="like", reaction_id="r1", at_ms=T0 + 5
+    )
+    assert backend.store.record_reaction(
+        "u1", "t1", reaction="done", reaction_id="r2", at_ms=T0 + 9
+    )
+    # A reaction to a tip the ledger does not have is not joined anywhere.
+    assert not backend.store.record_reaction(
+        "u1", "t-unknown", reaction="like", reaction_id="r3", at_ms=T0
+    )
+
+    [line] = export(backend)
+
+    assert line["tip_id"] == "t1" and line["user_id"] == "u1"
+    assert (line["text"], line["kind"], line["fallback"]) == ("Close the report.", "todo", False)
+    assert line["shown_at_ms"] == T0 and line["shown_at"].endswith("Z")
+    assert (line["prompt_version"], line["model"]) == ("v4-orchestrator", "tip-generator")
+    assert line["orchestrator_latency_ms"] == 12.5
+    assert line["agents"] == [
+        {
+            "agent_id": a,
+            "version": "1.0.0",
+            "params": {"p": {"value": 0.25, "source": "inferred"}},
+            "snippet": f"snippet of {a}",
+        }
+        for a in ("mood", "focus")
+    ]
+    assert [(r["reaction"], r["at_ms"]) for r in line["reactions"]] == [
+        ("like", T0 + 5),
+        ("done", T0 + 9),
+    ]
+
+
+def test_since_and_retention_bound_the_export(backend: Backend) -> None:
+    seed_users(backend, "u1")
+    old = T0 - RETENTION - 1
+    for tip, at in (("t-a", T0 - 10), ("t-b", T0), ("t-old", old)):
+        backend.store.record_tip(entry(tip, at=at), retention_ms=RETENTION, now_ms=T0)
+    if backend.raw is not None:  # an old tip never shortens the ledger's life
+        ttl = backend.raw.pttl(f"{backend.prefix}:{{u1}}:ledger")
+        assert RETENTION - 60_000 < ttl <= RETENTION
+
+    assert [line["tip_id"] for line in export(backend)] == ["t-a", "t-b"]
+    assert [line["tip_id"] for line in export(backend, since=T0)] == ["t-b"]
+    # Later, the first tip has outlived the retention: it is not exported, and the next
+    # record trims it.
+    later = T0 - 10 + RETENTION + 1
+    assert [line["tip_id"] for line in export(backend, now=later)] == ["t-b"]
+    backend.store.record_tip(entry("t-c", at=later), retention_ms=RETENTION, now_ms=later)
+    assert [line["tip_id"] for line in export(backend, now=later)] == ["t-b", "t-c"]
+    if backend.raw is not None:
+        fields = backend.raw.hkeys(f"{backend.prefix}:{{u1}}:ledger")
+        assert not [f for f in fields if ":t-a" in f]
+
+
+def test_deleting_a_user_removes_their_entries_at_once_and_refuses_late_ones(
+    backend: Backend,
+) -> None:
+    seed_users(backend, "u1", "u2")
+    for u in ("u1", "u2"):
+        backend.store.record_tip(entry(f"t-{u}", u), retention_ms=RETENTION, now_ms=T0)
+
+    backend.store.delete_user("u1", deleted_at_ms=T0 + 100)
+
+    assert [line["user_id"] for line in export(backend)] == ["u2"]
+    # A background write of a tip shown before the deletion arrives late: refused.
+    assert not backend.store.record_tip(
+        entry("t-late", "u1", at=T0 + 50), retention_ms=RETENTION, now_ms=T0
+    )
+    assert [line["user_id"] for line in export(backend)] == ["u2"]
+    if backend.raw is not None:  # no ledger key of the deleted user is left behind
+        assert not [k for k in backend.keys() if "{u1}" in k and "ledger" in k]  # noqa: SIM118
+
+
+def test_a_deletion_through_the_flow_removes_the_entries_too(backend: Backend) -> None:
+    seed_users(backend, "u1")
+    backend.store.record_tip(entry("t1"), retention_ms=RETENTION, now_ms=T0)
+
+    backend.store.write_batch([UserWrite(user_id="u1", deleted_at_ms=T0 + 100)], now_ms=T0 + 100)
+
+    assert export(backend) == []
+
+
+def test_revoking_a_consent_removes_that_agents_values_from_every_entry(backend: Backend) -> None:
+    seed_users(backend, "u1")
+    backend.store.record_tip(entry("t1"), retention_ms=RETENTION, now_ms=T0)
+    backend.store.record_tip(
+        entry("t2", at=T0 + 1, fallback="timeout", agents=("mood",)),
+        retention_ms=RETENTION,
+        now_ms=T0,
+    )
+
+    backend.store.write_batch(
+        [UserWrite(user_id="u1", removed_agents={"mood"}, consents={"mood": False})], now_ms=T0 + 2
+    )
+
+    t1, t2 = export(backend)
+    assert t1["agents"][0] == {
+        "agent_id": "mood",
+        "version": "1.0.0",
+        "params": None,
+        "snippet": None,
+        "removed": "consent",
+    }
+    assert t1["agents"][1]["snippet"] == "snippet of focus"  # the other agent keeps its values
+    assert t1["text"] == "Close the report."
+    # A fallback tip's text is the revoked agent's snippet verbatim: it goes too.
+    assert t2["text"] is None and t2["fallback_reason"] == "timeout"
+    assert t2["agents"][0]["removed"] == "consent"
+
+
+def test_an_unknown_user_gets_no_entry(backend: Backend) -> None:
+    assert not backend.store.record_tip(entry("t1", "nobody"), retention_ms=RETENTION, now_ms=T0)
+    assert export(backend) == []

@@ -1,0 +1,166 @@
+"""`training-set`: each row equals a fresh fold of the user's history filtered to `as_of`
+(property test over random logs with late, duplicate and out-of-order events, consent changes
+and deletions); deleted users get no row; revoked agents are absent; bad spine lines are named."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.codec import to_json
+from connectors.folding import Pending, build_write
+from connectors.records import Accepted
+from features.registry import REGISTRY
+from features.state import UserState
+from flows.training_set import SpineError, TrainingReport, agent_row, read_spine, training_set
+from proto import events_pb2 as pb
+from tests.strategies import ev, event_logs
+
+
+def iso(ms: int) -> str:
+    from connectors.store.ledger import iso_ms
+
+    return iso_ms(ms)
+
+
+def reference_row(events: list[pb.Event], user_id: str, as_of_ms: int) -> dict[str, Any] | None:
+    """A fresh fold of the user's events with occurred_at <= as_of, in log order; the agents
+    the user's consents at the end of the whole log allow (from a fold of the whole log)."""
+    mine = [Accepted.of(e, 0) for e in events if e.user_id == user_id]
+    if any(a.kind == "user_deleted" for a in mine):
+        return None
+    whole = UserState(user_id)
+    Pending().fold(whole, mine)
+    consents = whole.consent_map()
+    state, pending = UserState(user_id), Pending()
+    pending.fold(state, [a for a in mine if a.occurred_ms <= as_of_ms])
+    write = build_write(state, pending, computed_at_ms=0, dedupe=False)
+    agents = {} if write is None else write.agents
+    allowed = {
+        a
+        for a, cls in REGISTRY.items()
+        if all(consents.get(c, True) for c in cls.MANIFEST.required_consents)
+    }
+    return {a: agent_row(agents[a]) for a in sorted(agents) if a in allowed}
+
+
+def run(events: list[pb.Event], spine: list[dict[str, Any]]) -> tuple[list[dict], TrainingReport]:
+    with tempfile.TemporaryDirectory() as tmp:
+        log, spine_file = Path(tmp, "events.jsonl"), Path(tmp, "spine.jsonl")
+        log.write_text("".join(to_json(e) + "\n" for e in events))
+        spine_file.write_text("".join(json.dumps(row) + "\n" for row in spine))
+        out = io.StringIO()
+        report = training_set(log, spine_file, out)
+    return [json.loads(line) for line in out.getvalue().splitlines()], report
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=event_logs(), data=st.data())
+def test_every_row_is_a_fresh_fold_of_the_history_known_at_its_instant(
+    log: list[pb.Event], data: st.DataObject
+) -> None:
+    users = sorted({e.user_id for e in log})
+    times = sorted({e.occurred_at.ToMilliseconds() for e in log})
+    if not log:  # a drawn log may be empty: every row is then a user without events
+        users, times = ["u1"], [1_750_000_000_000]
+    instants = st.one_of(
+        st.sampled_from(times),
+        st.integers(times[0] - 86_400_000, times[-1] + 86_400_000),
+    )
+    spine = [
+        {"user_id": data.draw(st.sampled_from(users)), "as_of": iso(data.draw(instants))}
+        for _ in range(data.draw(st.integers(1, 12)))
+    ]
+    spine.append({"user_id": users[0], "as_of": iso(times[-1])})
+
+    rows, report = run(log, spine)
+
+    expected = []
+    for line in spine:
+        from flows.training_set import parse_as_of
+
+        agents = reference_row(log, line["user_id"], parse_as_of(line["as_of"]))
+        if agents is not None:
+            expected.append({"user_id": line["user_id"], "as_of": line["as_of"], "agents": agents})
+    assert rows == expected  # one line per spine line of a user not deleted, in spine order
+    assert report.rows + report.rows_left_out == len(spine)
+
+
+def test_deleted_users_get_no_rows_and_revoked_agents_are_absent() -> None:
+    done = [
+        ev(f"d{i}", f"2025-03-{i + 1:02d}T09:00:00", "task_completed", user="keep", task_id=f"t{i}")
+        for i in range(6)
+    ]
+    gone = [ev("g1", "2025-03-02T09:00:00", "task_completed", user="gone", task_id="t")]
+    later = [
+        ev("g2", "2025-03-20T09:00:00", "user_deleted", user="gone"),
+        ev("c1", "2025-03-20T09:00:00", "consent_changed", user="keep", consent="tasks"),
+    ]
+    spine = [
+        {"user_id": "keep", "as_of": "2025-03-05T00:00:00Z"},
+        {"user_id": "gone", "as_of": "2025-03-05T00:00:00Z"},
+        {"user_id": "nobody", "as_of": "2025-03-05T00:00:00Z"},
+    ]
+
+    before, _ = run(done + gone, spine)
+    after, report = run(done + gone + later, spine)
+
+    assert [r["user_id"] for r in before] == ["keep", "gone", "nobody"]
+    assert set(before[0]["agents"]) >= {"momentum", "time-of-day"}
+    assert before[2]["agents"] == {}
+    # Privacy as of now: the deletion and the revocation came after the as-of instant.
+    assert [r["user_id"] for r in after] == ["keep", "nobody"]
+    assert after[0]["agents"] == {}  # every agent needs `tasks`
+    assert report.rows_left_out == 1
+
+
+def test_a_bad_spine_names_every_bad_line(tmp_path: Path) -> None:
+    spine = tmp_path / "spine.jsonl"
+    spine.write_text(
+        '{"user_id": "u1", "as_of": "2026-01-01T00:00:00Z"}\n'
+        '{"user_id": "u1", "as_of": "2026-01-01T00:00:00"}\n'
+        "not json\n"
+        '{"user_id": "bad id!", "as_of": "2026-01-01T00:00:00Z"}\n'
+        '{"as_of": 5}\n'
+    )
+    with pytest.raises(SpineError) as caught:
+        read_spine(spine)
+    message = str(caught.value)
+    assert "4 invalid spine line(s)" in message
+    for line_no, why in (
+        (2, "needs an offset"),
+        (3, "Expecting value"),
+        (4, "user_id"),
+        (5, "user_id"),
+    ):
+        assert f"spine.jsonl:{line_no}: " in message and why in message
+
+
+def test_an_event_late_in_the_log_makes_its_rows_fold_afresh_and_stay_exact() -> None:
+    log = [
+        ev("a", "2025-03-01T10:00:00", "task_completed", task_id="t1"),
+        ev("b", "2025-03-01T12:00:00", "task_completed", task_id="t2"),
+        ev("c", "2025-03-01T11:00:00", "task_completed", task_id="t3"),  # arrives late
+    ]
+    spine = [
+        {"user_id": "u1", "as_of": "2025-03-01T12:00:00Z"},
+        {"user_id": "u1", "as_of": "2025-03-01T11:30:00Z"},
+        {"user_id": "u1", "as_of": "2025-03-01T10:00:00Z"},
+    ]
+    from flows.training_set import parse_as_of
+
+    rows, report = run(log, spine)
+
+    assert report.refolds == 1  # 11:30 folded a and c; 12:00 needs b, which came before c
+    assert [r["agents"] for r in rows] == [
+        reference_row(log, "u1", parse_as_of(line["as_of"])) for line in spine
+    ]
+    extras = [r["agents"]["momentum"]["extras"] for r in rows]
+    assert extras[0] != extras[2]  # the rows do differ
