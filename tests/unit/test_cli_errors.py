@@ -176,6 +176,7 @@ def test_demo_honours_oo_port(tmp_path: Path) -> None:
     )
     assert f"starting the API on http://127.0.0.1:{port}" in result.stdout + result.stderr
 
+
 def test_training_set_names_a_missing_file_and_bad_spine_lines(tmp_path: Path) -> None:
     spine = tmp_path / "spine.jsonl"
     spine.write_text('{"user_id": "u1", "as_of": "2026-05-01T00:00:00Z"}\n{"user_id": "u1"}\n')
