@@ -66,6 +66,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from features.registry import agent_ids
 from proto import events_pb2 as pb
 
 DAY_MS = 86_400_000
@@ -76,8 +77,9 @@ POSITIVE = frozenset({pb.REACTION_DONE, pb.REACTION_LIKE})
 NEGATIVE = frozenset({pb.REACTION_DISMISS, pb.REACTION_SNOOZE})
 LOOKBACKS = (7, 14, 28, 56, 112)
 
-# The five agents of docs/features.md: cold-start defaults in parameter order, and
-# what the inference rules need. `tz` of time-of-day is filled per user.
+# The agents of docs/features.md: cold-start defaults in parameter order, and
+# what the inference rules need. `tz` of time-of-day is filled per user. Which agents exist
+# is the registry's (`AGENTS`, below); `reference_for` fails naming an agent that has none here.
 COLD_START: dict[str, dict[str, Any]] = {
     "time-of-day": {
         "preferred_hour": 9,
@@ -98,6 +100,8 @@ COLD_START: dict[str, dict[str, Any]] = {
 }
 MIN_HISTORY: dict[str, int] = dict.fromkeys(COLD_START, 0)
 REQUIRED_CONSENTS: dict[str, tuple[str, ...]] = dict.fromkeys(COLD_START, ("tasks",))
+AGENTS: tuple[str, ...] = agent_ids()
+"""The registered agents (the registry's list; every definition below is the reference's own)."""
 
 
 def ts_ms(ts: Any) -> int:
@@ -160,8 +164,8 @@ class _Life:
         self.profile: tuple[int, int, str] | None = None  # (t_ms, seq, tz)
         self.consents: dict[str, tuple[int, int, bool]] = {}
         self.prefs: dict[tuple[str, str], tuple[int, int, str]] = {}
-        self.agent_events: dict[str, list[Admitted]] = {a: [] for a in COLD_START}
-        self.enabled: dict[str, bool] = dict.fromkeys(COLD_START, True)
+        self.agent_events: dict[str, list[Admitted]] = {a: [] for a in AGENTS}
+        self.enabled: dict[str, bool] = dict.fromkeys(AGENTS, True)
         self.feedback_events = 0
         self.rated: list[float] = []
         self.tips: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -200,7 +204,7 @@ class _Life:
                     self.enabled[agent] = now
         elif kind == "preference_set":
             p = event.preference_set
-            if p.agent_id in COLD_START and p.param in COLD_START[p.agent_id]:
+            if p.agent_id in AGENTS and p.param in COLD_START[p.agent_id]:
                 pk = (p.agent_id, p.param)
                 if pk not in self.prefs or key >= self.prefs[pk][:2]:
                     self.prefs[pk] = (t, adm.seq, p.value_json)
@@ -297,14 +301,7 @@ def agent_features(agent: str, life: _Life) -> tuple[dict[str, dict[str, Any]], 
     if agent == "time-of-day":
         cold["tz"] = life.profile[2] if life.profile else "UTC"
     history_ok = life.feedback_events >= MIN_HISTORY[agent]
-    compute = {
-        "time-of-day": _time_of_day,
-        "momentum": _momentum,
-        "overdue-task": _overdue_lateness,
-        "recent-patterns": _recent_patterns,
-        "focus-area": _focus_area,
-    }[agent]
-    inferred, extras = compute(done, d, cold)
+    inferred, extras = COMPUTE[agent](evs, done, d, cold)
     base: dict[str, tuple[Any, str]]
     if inferred is None or not history_ok:
         base = {name: (value, "cold_start") for name, value in cold.items()}
@@ -493,3 +490,24 @@ def _focus_area(
     per = frame.groupby("project")["t"].agg(["count", "max"]).reset_index()
     per = per.sort_values(["count", "max", "project"], ascending=[False, False, True])
     return {"preferred_areas": (list(per["project"].head(2)), "inferred")}, {}
+
+
+def _done_only(compute: Any) -> Any:
+    """An agent whose definition reads done events only."""
+    return lambda evs, done, d, cold: compute(done, d, cold)
+
+
+COMPUTE: dict[str, Any] = {
+    "time-of-day": _done_only(_time_of_day),
+    "momentum": _done_only(_momentum),
+    "overdue-task": _done_only(_overdue_lateness),
+    "recent-patterns": _done_only(_recent_patterns),
+    "focus-area": _done_only(_focus_area),
+}
+"""The dispatch: agent id -> (its events, its done events, D, cold start) -> (inferred, extras)."""
+_WITHOUT_REFERENCE = sorted((set(AGENTS) - set(COMPUTE)) | (set(AGENTS) - set(COLD_START)))
+if _WITHOUT_REFERENCE:
+    raise RuntimeError(
+        f"tests/reference.py: registered agents {_WITHOUT_REFERENCE} have no reference; "
+        "write one from docs/features.md (features/README.md, 'Adding an agent', step 4)"
+    )
