@@ -13,7 +13,7 @@ malformed agent stops every process at start-up instead of being skipped.
 Modules whose name starts with `_` are helpers and are not agents.
 
 >>> sorted(REGISTRY)
-['focus-area', 'momentum', 'overdue-task', 'recent-patterns', 'time-of-day']
+['context', 'focus-area', 'momentum', 'overdue-task', 'recent-patterns', 'time-of-day']
 """
 
 from __future__ import annotations

@@ -97,9 +97,14 @@ COLD_START: dict[str, dict[str, Any]] = {
     "overdue-task": {"lateness_tolerance_days": 1.0, "project_realness": {}},
     "recent-patterns": {"lookback_days": 28, "weekly_cycle": 0.0, "daily_cycle": 0.0},
     "focus-area": {"preferred_areas": []},
+    "context": {"active_contexts": [], "active_since": {}, "done_in_context": {}},
 }
 MIN_HISTORY: dict[str, int] = dict.fromkeys(COLD_START, 0)
-REQUIRED_CONSENTS: dict[str, tuple[str, ...]] = dict.fromkeys(COLD_START, ("tasks",))
+REQUIRED_CONSENTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(COLD_START, ("tasks",)),
+    "context": ("tasks", "context"),
+}
+MAX_CONTEXTS = 32
 AGENTS: tuple[str, ...] = agent_ids()
 """The registered agents (the registry's list; every definition below is the reference's own)."""
 
@@ -492,6 +497,47 @@ def _focus_area(
     return {"preferred_areas": (list(per["project"].head(2)), "inferred")}, {}
 
 
+def _context(
+    evs: list[Admitted], done: list[Admitted], d: int | None, cold: dict[str, Any]
+) -> tuple[Inferred, dict[str, Any]]:
+    """docs/features.md, `context`: contexts in admission order (for the 32-name bound), each
+    context's state at a time read from its transitions sorted by (occurred_at, admission)."""
+    changes = [a for a in evs if a.kind == "context_changed" and a.event.context_changed.context]
+    if not changes:
+        return None, {}
+    transitions: dict[str, list[tuple[int, int, bool]]] = {}
+    for a in changes:
+        name = a.event.context_changed.context
+        if name not in transitions and len(transitions) >= MAX_CONTEXTS:
+            oldest = min(transitions, key=lambda c: max(transitions[c])[:2])
+            del transitions[oldest]
+        transitions.setdefault(name, []).append((a.t_ms, a.seq, a.event.context_changed.active))
+    frame = pd.DataFrame(
+        [(c, t, s, act) for c, runs in transitions.items() for t, s, act in runs],
+        columns=["context", "t", "seq", "active"],
+    ).sort_values(["context", "t", "seq"])
+    latest = frame.groupby("context").tail(1)
+    on = latest[latest["active"]].sort_values("context")
+    win = _window(done, d, 28)
+    counts: dict[str, int] = {}
+    for context, runs in frame.groupby("context"):
+        times = runs["t"].to_numpy()
+        states = runs["active"].to_numpy()
+        # The transition that stands at t: the last one with occurred_at <= t (ties: the later).
+        idx = np.searchsorted(times, np.array([a.t_ms for a in win], dtype=np.int64), "right") - 1
+        n = int(sum(1 for i in idx if i >= 0 and states[i]))
+        if n:
+            counts[str(context)] = n
+    return {
+        "active_contexts": ([str(c) for c in on["context"]], "inferred"),
+        "active_since": (
+            {str(c): int(t) for c, t in zip(on["context"], on["t"], strict=True)},
+            "inferred",
+        ),
+        "done_in_context": (counts, "inferred"),
+    }, {}
+
+
 def _done_only(compute: Any) -> Any:
     """An agent whose definition reads done events only."""
     return lambda evs, done, d, cold: compute(done, d, cold)
@@ -503,6 +549,7 @@ COMPUTE: dict[str, Any] = {
     "overdue-task": _done_only(_overdue_lateness),
     "recent-patterns": _done_only(_recent_patterns),
     "focus-area": _done_only(_focus_area),
+    "context": _context,
 }
 """The dispatch: agent id -> (its events, its done events, D, cold start) -> (inferred, extras)."""
 _WITHOUT_REFERENCE = sorted((set(AGENTS) - set(COMPUTE)) | (set(AGENTS) - set(COLD_START)))

@@ -101,6 +101,8 @@ def _pref_value(rng: random.Random, agent: str, param: str) -> Any:
         ("recent-patterns", "weekly_cycle"): round(rng.random(), 2),
         ("recent-patterns", "daily_cycle"): round(rng.random(), 2),
         ("focus-area", "preferred_areas"): rng.sample(PROJECTS, 2),
+        ("context", "active_contexts"): sorted(rng.sample(CONTEXTS, 2)),
+        ("context", "done_in_context"): {rng.choice(CONTEXTS): rng.randint(0, 9)},
     }
     if (agent, param) in values:
         return values[(agent, param)]
