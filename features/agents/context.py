@@ -112,9 +112,9 @@ class Agent(AgentBase):
     def snippet(self, params: dict[str, Param], extras: dict[str, Any]) -> str:
         active = params["active_contexts"].value
         counts = params["done_in_context"].value
-        now = "Active now: " + ", ".join(active) + "." if active else "No context is active now."
+        now = "Active now: " + ", ".join(active) if active else "No context is active now"
         if not counts:
-            return now + " No task was done inside a context in the last 28 days."
+            return now + "; no task was done inside a context in the last 28 days."
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         done = ", ".join(f"{n} while {name}" for name, n in ranked)
-        return f"{now} Tasks done in the last 28 days: {done}."
+        return f"{now}; tasks done in the last 28 days: {done}."
