@@ -19,6 +19,7 @@ Modules whose name starts with `_` are helpers and are not agents.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import re
 from collections.abc import Mapping
@@ -97,16 +98,64 @@ def discover(package: ModuleType = features.agents) -> dict[str, type[AgentBase]
     return found
 
 
-REGISTRY: Mapping[str, type[AgentBase]] = discover()
+AGENT_PACKAGES_ENV = "OO_AGENT_PACKAGES"
+"""Comma-separated importable packages whose modules are agents too (beside `features.agents`):
+how a deployment or a test adds a shadow version without touching the engine."""
 
 
-def agent_ids() -> tuple[str, ...]:
+def build_registry(packages: list[ModuleType]) -> dict[str, type[AgentBase]]:
+    """The agents of every package, ids unique across them, every `shadows` naming a live agent."""
+    found: dict[str, type[AgentBase]] = {}
+    for package in packages:
+        for agent_id, agent in discover(package).items():
+            if agent_id in found:
+                raise AgentModuleError(
+                    f"agent module {agent.__module__}: id {agent_id!r} is already used by "
+                    f"{found[agent_id].__module__}"
+                )
+            found[agent_id] = agent
+    for agent in found.values():
+        target = agent.MANIFEST.shadows
+        if target is None:
+            continue
+        if target not in found:
+            raise AgentModuleError(
+                f"agent module {agent.__module__}: MANIFEST.shadows names {target!r}, "
+                f"which is not a registered agent (registered: {sorted(found)})"
+            )
+        if found[target].MANIFEST.shadows is not None:
+            raise AgentModuleError(
+                f"agent module {agent.__module__}: MANIFEST.shadows names {target!r}, "
+                "itself a shadow; a shadow shadows a live agent"
+            )
+    return found
+
+
+def _configured_packages() -> list[ModuleType]:
+    packages = [features.agents]
+    for name in os.environ.get(AGENT_PACKAGES_ENV, "").split(","):
+        if name.strip():
+            try:
+                packages.append(importlib.import_module(name.strip()))
+            except Exception as exc:
+                raise AgentModuleError(
+                    f"{AGENT_PACKAGES_ENV}: package {name.strip()!r} does not import: {exc!r}"
+                ) from exc
+    return packages
+
+
+REGISTRY: Mapping[str, type[AgentBase]] = build_registry(_configured_packages())
+
+
+def agent_ids(*, include_shadow: bool = True) -> tuple[str, ...]:
     """Every registered agent id, sorted (the order generators and benchmarks use)."""
-    return tuple(sorted(REGISTRY))
+    return tuple(
+        a for a in sorted(REGISTRY) if include_shadow or REGISTRY[a].MANIFEST.shadows is None
+    )
 
 
 def manifests() -> list[Manifest]:
-    """Every registered agent's manifest, by id."""
+    """Every registered agent's manifest (shadows included: check `stage`), by id."""
     return [REGISTRY[agent_id].MANIFEST for agent_id in sorted(REGISTRY)]
 
 

@@ -104,7 +104,7 @@ __all__ = [
     "write_jsonl",
 ]
 
-AGENT_IDS = agent_ids()
+AGENT_IDS = agent_ids(include_shadow=False)
 """The registered agents (tips name them in `TipShown`)."""
 DEFAULT_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 _MAX_DEFAULT_DAYS = 300

@@ -105,7 +105,7 @@ REQUIRED_CONSENTS: dict[str, tuple[str, ...]] = {
     "context": ("tasks", "context"),
 }
 MAX_CONTEXTS = 32
-AGENTS: tuple[str, ...] = agent_ids()
+AGENTS: tuple[str, ...] = agent_ids(include_shadow=False)
 """The registered agents (the registry's list; every definition below is the reference's own)."""
 
 

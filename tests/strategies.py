@@ -24,7 +24,7 @@ from connectors.codec import to_json
 from features.registry import agent_ids, manifest, manifests
 from proto import events_pb2 as pb
 
-AGENT_IDS = agent_ids()
+AGENT_IDS = agent_ids(include_shadow=False)
 CONTEXTS = ("travel", "deep work", "commuting", "focus")
 ZONES = (
     "Europe/Berlin",

@@ -72,6 +72,11 @@ class ManifestOut(BaseModel):
     reads: list[str]
     cold_start: dict[str, Any]
     description: str
+    shadows: str | None = None
+    """For a shadow: the live agent it shadows."""
+    stage: Literal["live", "shadow"] = "live"
+    """`shadow` agents are stored and listed but never sent to the orchestrator or used in tips;
+    `GET /v1/users/{id}/features?include_shadow=true` returns them."""
 
 
 class AgentsOut(BaseModel):

@@ -10,7 +10,7 @@ from serving.api.models import AgentsOut, ManifestOut
 router = APIRouter(prefix="/agents", tags=["agents"])
 
 
-@router.get("", response_model=AgentsOut, summary="Every registered agent's manifest")
+@router.get("", response_model=AgentsOut, summary="Every registered agent's manifest and stage (live or shadow)")
 async def list_agents(manifests: ManifestsDep) -> AgentsOut:
     return AgentsOut(
         agents=[ManifestOut(**manifests[agent_id].as_dict()) for agent_id in sorted(manifests)]
