@@ -15,6 +15,7 @@ COMMANDS = (
     "produce",
     "flow",
     "backfill",
+    "agreement",
     "export",
     "refill",
     "generate",

@@ -83,6 +83,30 @@ class AgentsOut(BaseModel):
     agents: list[ManifestOut]
 
 
+class DifferenceOut(BaseModel):
+    user_id: str
+    incumbent: Any
+    shadow: Any
+    size: float | None = Field(description="|incumbent - shadow| for numbers; null otherwise.")
+
+
+class ParamAgreementOut(BaseModel):
+    compared: int
+    agreeing: int
+    share: float = Field(description="agreeing / compared (1.0 when nobody was compared).")
+    largest: list[DifferenceOut]
+
+
+class AgreementOut(BaseModel):
+    incumbent: str
+    shadow: str
+    tolerance: float
+    users: int = Field(description="Users with both agents stored.")
+    users_scanned: int
+    truncated: bool = Field(description="More users are stored than `limit` allowed to read.")
+    params: dict[str, ParamAgreementOut]
+
+
 class ParamOut(BaseModel):
     """One parameter; `inferred_value` is present only when the user set the value."""
 

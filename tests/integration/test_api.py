@@ -614,6 +614,7 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
         ("GET", "/ready"),
         ("GET", "/metrics"),
         ("GET", "/v1/agents"),
+        ("GET", "/v1/agents/{agent_id}/agreement"),
         ("GET", "/v1/users/{user_id}/features"),
         ("DELETE", "/v1/users/{user_id}"),
         ("POST", "/v1/recommend"),
@@ -636,6 +637,8 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
     assert {"401", "404", "422"} <= set(features["responses"])
     user_id, include_shadow = features["parameters"]
     assert include_shadow["name"] == "include_shadow" and include_shadow["in"] == "query"
+    agreement = paths["/v1/agents/{agent_id}/agreement"]["get"]
+    assert ref(agreement["responses"]["200"]["content"][ok]["schema"]) == "AgreementOut"
     assert user_id["schema"]["pattern"] == r"^[A-Za-z0-9_.:-]{1,128}$"
     rec = paths["/v1/recommend"]["post"]
     assert ref(rec["requestBody"]["content"][ok]["schema"]) == "RecommendIn"
