@@ -8,7 +8,8 @@ one process and are folded in file order, and the store keeps each user's last w
 processes give the store one process gives (tested key by key). Rejects of every process are
 merged into one file in line order.
 
-Failure behaviour: a process that fails (store unreachable, a crash) makes the whole run
+Processes are forked (the caller must hold no open store connection or running threads:
+`oo-features backfill` closes its store first). Failure behaviour: a process that fails (store unreachable, a crash) makes the whole run
 fail with its error; what the others wrote stays (a re-run writes it again, idempotently).
 """
 
@@ -83,7 +84,9 @@ def backfill_processes(
         raise FileNotFoundError(f"event log {source} does not exist")
     rejects = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
     parts = [rejects.with_name(f"{rejects.name}.part{i}") for i in range(processes)]
-    ctx = mp.get_context("spawn")  # no inherited sockets, threads or store connections
+    # Fork: the children start with every module imported (spawn re-imports them, seconds per
+    # process). The caller closes its store first; children open their own connections.
+    ctx = mp.get_context("fork")
     lines_done = ctx.Value("q", 0)
     results = ctx.Queue()
     children = [
