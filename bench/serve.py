@@ -5,7 +5,7 @@ subprocess against the real Redis (unique `OO_KEY_PREFIX`) and Kafka (unique
 `OO_TOPIC_PREFIX`, so `TipShown` publishing is included), with a random `OO_API_TOKEN` and
 `OO_ORCHESTRATOR_URL` pointing at `tests.orchestrator_peer.OrchestratorPeer` running in its
 own process (no GIL contention with the load generator) and answering at once.
-`--users` users (5 agents each, realistic params and snippets with 7-day TTLs) are seeded
+`--users` users (every registered agent, realistic params and snippets with 7-day TTLs) are seeded
 with `store.write_batch` first.
 
 Load: an open-loop, paced generator. `--procs` processes each run an asyncio loop with
@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from connectors.store import AgentWrite, UserWrite, open_store  # noqa: E402
+from features.registry import manifests  # noqa: E402
 
 AGENTS: dict[str, tuple[str, Any]] = {}  # filled by _agent_writes
 
@@ -162,6 +163,12 @@ def _user_write(uid: str, rng: random.Random, now_ms: int) -> UserWrite:
             h=h, p=", ".join(map(str, peak)), qs=23, qe=7
         ),
     }
+    # Every registered agent is seeded: those without hand-written values above get their
+    # manifest's cold-start values and a generic sentence, so a new agent needs no edit here.
+    for m in manifests():
+        if m.id not in params:
+            params[m.id] = {name: _p(value, "cold_start") for name, value in m.cold_start.items()}
+            texts[m.id] = f"{m.description} (seeded by bench/serve.py)"
     event_ms = now_ms - rng.randint(0, 3_600_000)
     agents = {
         agent_id: AgentWrite(
@@ -199,7 +206,7 @@ def seed(store_url: str, key_prefix: str, users: int) -> tuple[list[str], float]
         )
     elapsed = time.perf_counter() - t
     probe = store.read_user(ids[-1])
-    assert probe is not None and len(probe.agents) == 5, "seeding failed"
+    assert probe is not None and len(probe.agents) == len(manifests()), "seeding failed"
     assert all(a.snippet for a in probe.agents.values()), "snippets missing after seeding"
     store.close()
     return ids, elapsed
@@ -617,7 +624,7 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
     from serving.tips import eligible_agents, fresh_snippets
 
     store = open_store(store_url, key_prefix=key_prefix)
-    manifests = get_manifests()
+    registered = get_manifests()
     rng = random.Random(7)
     t_read, t_build, t_prompt = [], [], []
     for _ in range(n):
@@ -631,7 +638,7 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
         out = FeaturesOut(
             user_id=uid,
             agents={
-                a.agent_id: _agent_out(a, now_ms=now) for a in eligible_agents(user, manifests)
+                a.agent_id: _agent_out(a, now_ms=now) for a in eligible_agents(user, registered)
             },
             feedback=user.feedback,
         )
@@ -639,7 +646,7 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
         t_build.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         assemble_prompt(
-            fresh_snippets(eligible_agents(user, manifests), manifests, now_ms=now), None
+            fresh_snippets(eligible_agents(user, registered), registered, now_ms=now), None
         )
         t_prompt.append((time.perf_counter() - t) * 1000)
     store.close()
@@ -812,7 +819,9 @@ def main() -> int:
     api: subprocess.Popen[bytes] | None = None
     try:
         ids, seed_s = seed(args.store_url, key_prefix, args.users)
-        print(f"seeded {len(ids)} users x 5 agents in {seed_s:.1f} s (write_batch of 500)")
+        print(
+            f"seeded {len(ids)} users x {len(manifests())} agents in {seed_s:.1f} s (write_batch of 500)"
+        )
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OO_")}
         env.update(

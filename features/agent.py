@@ -106,7 +106,8 @@ class AgentBase:
 
 
 def _state(obj: object) -> dict[str, Any]:
-    slots = getattr(type(obj), "__slots__", ())
+    # Slots of the whole class chain: a subclass (e.g. a shadow version) may add none.
+    slots = [n for cls in type(obj).__mro__ for n in vars(cls).get("__slots__", ())]
     if slots:
         # Underscored slots are caches, not state.
         return {name: getattr(obj, name) for name in slots if not name.startswith("_")}

@@ -30,6 +30,14 @@ class Manifest:
     cold_start: dict[str, Any]
     """Each parameter's cold-start default; the keys are the agent's parameters."""
     description: str = ""
+    shadows: str | None = None
+    """The id of the live agent this one is a candidate to replace (a *shadow*): folded,
+    computed and stored like any agent, but never in a prompt or a tip, and read only on
+    request. Promotion is a manifest change (docs/adr/0016-shadow-versions-and-promotion.md)."""
+
+    @property
+    def stage(self) -> Literal["live", "shadow"]:
+        return "shadow" if self.shadows else "live"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +50,8 @@ class Manifest:
             "reads": list(self.reads),
             "cold_start": dict(self.cold_start),
             "description": self.description,
+            "shadows": self.shadows,
+            "stage": self.stage,
         }
 
 

@@ -7,7 +7,9 @@ once, exactly as the streaming flow does. No Bytewax: a plain loop.
 
 from __future__ import annotations
 
+import re
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,14 @@ def backfill(
     *,
     rejects_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    partition: tuple[int, int] | None = None,
 ) -> BackfillReport:
-    """Fold every event of `path` into per-user state and write the features to `store`."""
+    """Fold every event of `path` into per-user state and write the features to `store`.
+
+    With `partition=(i, n)`, only the users of partition `i` of `n` (`user_partition`) are
+    folded and written, and a line that is not an event is a reject of partition 0 only:
+    `n` such runs over one file write what one run writes (flows/backfill_processes.py).
+    """
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(
@@ -62,11 +70,18 @@ def backfill(
         for batch in _batches(source):
             now_s = time.time()
             per_user: dict[str, list[Accepted]] = {}
+            owner: int | None = None
             for line_no, line in batch:
+                if partition is not None:
+                    owner = line_owner(line, partition[1])
+                    if owner is not None and owner != partition[0]:
+                        continue
                 record = decode_line(
                     str(source), line_no, line, ingest_ms=int(now_s * 1000), now_s=now_s
                 )
                 if record is None:
+                    continue
+                if partition is not None and not _mine(record, owner, partition):
                     continue
                 if isinstance(record, Rejected):
                     report.rejected += 1
@@ -95,3 +110,30 @@ def backfill(
                 progress(len(batch))
     report.users = len(states)
     return report
+
+
+_USER_ID = re.compile(rb'"userId"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')
+
+
+def user_partition(user_id: str, partitions: int) -> int:
+    """Which of `partitions` owns a user: stable across processes and runs (crc32, not hash())."""
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def line_owner(line: bytes, partitions: int) -> int | None:
+    """The partition of a line's user read from its bytes without decoding, or None when the
+    bytes do not say it unambiguously (no `"userId"` or several): then the line is decoded."""
+    if b"\\u" in line:  # an escaped key could spell "userId" in a way the pattern misses
+        return None
+    found = _USER_ID.findall(line)
+    if len(found) != 1:
+        return None
+    return user_partition(found[0].decode(), partitions)
+
+
+def _mine(record: Accepted | Rejected, owner: int | None, partition: tuple[int, int]) -> bool:
+    """A decoded line is partition i's when its event's user is, or (a reject) when its bytes
+    named partition i's user, or (a reject naming nobody) when i is 0."""
+    if isinstance(record, Rejected):
+        return (0 if owner is None else owner) == partition[0]
+    return user_partition(record.event.user_id, partition[1]) == partition[0]

@@ -19,6 +19,7 @@ COMMANDS = (
     "produce",
     "flow",
     "backfill",
+    "agreement",
     "export",
     "ledger",
     "training-set",

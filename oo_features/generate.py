@@ -86,6 +86,7 @@ from functools import cache, lru_cache
 from operator import itemgetter
 from typing import TextIO
 
+from features.registry import agent_ids
 from proto import events_pb2 as pb
 
 __all__ = [
@@ -103,7 +104,8 @@ __all__ = [
     "write_jsonl",
 ]
 
-AGENT_IDS = ("time-of-day", "momentum", "overdue-task", "recent-patterns", "focus-area")
+AGENT_IDS = agent_ids(include_shadow=False)
+"""The registered agents (tips name them in `TipShown`)."""
 DEFAULT_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 _MAX_DEFAULT_DAYS = 300
 _DAY = 86_400

@@ -37,12 +37,20 @@ def consent_granted(manifest: Manifest, consents: Mapping[str, bool]) -> bool:
     return all(consents.get(consent, True) for consent in manifest.required_consents)
 
 
-def eligible_agents(user: StoredUser, manifests: Mapping[str, Manifest]) -> list[StoredAgent]:
-    """The user's stored agents that are registered and consented to, by agent id."""
+def eligible_agents(
+    user: StoredUser, manifests: Mapping[str, Manifest], *, include_shadow: bool = False
+) -> list[StoredAgent]:
+    """The user's stored agents that are registered and consented to, by agent id.
+
+    Shadow versions (`Manifest.shadows`) only with `include_shadow`: they are never part of a
+    prompt or a tip.
+    """
     return [
         agent
         for agent_id, agent in sorted(user.agents.items())
-        if agent_id in manifests and consent_granted(manifests[agent_id], user.consents)
+        if agent_id in manifests
+        and (include_shadow or manifests[agent_id].shadows is None)
+        and consent_granted(manifests[agent_id], user.consents)
     ]
 
 
@@ -59,7 +67,7 @@ def relevance_key(snippet: FreshSnippet) -> tuple[int, int, str]:
 def fresh_snippets(
     agents: Iterable[StoredAgent], manifests: Mapping[str, Manifest], *, now_ms: int
 ) -> list[FreshSnippet]:
-    """The unexpired snippets of `agents`, most relevant first."""
+    """The unexpired snippets of `agents`, most relevant first; never a shadow's."""
     found = [
         FreshSnippet(
             agent_id=agent.agent_id,
@@ -69,7 +77,9 @@ def fresh_snippets(
             computed_at_ms=agent.computed_at_ms,
         )
         for agent in agents
-        if agent.agent_id in manifests and is_fresh(agent, now_ms=now_ms)
+        if agent.agent_id in manifests
+        and manifests[agent.agent_id].shadows is None
+        and is_fresh(agent, now_ms=now_ms)
     ]
     return sorted(found, key=relevance_key)
 

@@ -66,6 +66,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from features.registry import agent_ids
 from proto import events_pb2 as pb
 
 DAY_MS = 86_400_000
@@ -76,8 +77,9 @@ POSITIVE = frozenset({pb.REACTION_DONE, pb.REACTION_LIKE})
 NEGATIVE = frozenset({pb.REACTION_DISMISS, pb.REACTION_SNOOZE})
 LOOKBACKS = (7, 14, 28, 56, 112)
 
-# The five agents of docs/features.md: cold-start defaults in parameter order, and
-# what the inference rules need. `tz` of time-of-day is filled per user.
+# The agents of docs/features.md: cold-start defaults in parameter order, and
+# what the inference rules need. `tz` of time-of-day is filled per user. Which agents exist
+# is the registry's (`AGENTS`, below); `reference_for` fails naming an agent that has none here.
 COLD_START: dict[str, dict[str, Any]] = {
     "time-of-day": {
         "preferred_hour": 9,
@@ -95,9 +97,16 @@ COLD_START: dict[str, dict[str, Any]] = {
     "overdue-task": {"lateness_tolerance_days": 1.0, "project_realness": {}},
     "recent-patterns": {"lookback_days": 28, "weekly_cycle": 0.0, "daily_cycle": 0.0},
     "focus-area": {"preferred_areas": []},
+    "context": {"active_contexts": [], "active_since": {}, "done_in_context": {}},
 }
 MIN_HISTORY: dict[str, int] = dict.fromkeys(COLD_START, 0)
-REQUIRED_CONSENTS: dict[str, tuple[str, ...]] = dict.fromkeys(COLD_START, ("tasks",))
+REQUIRED_CONSENTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(COLD_START, ("tasks",)),
+    "context": ("tasks", "context"),
+}
+MAX_CONTEXTS = 32
+AGENTS: tuple[str, ...] = agent_ids(include_shadow=False)
+"""The registered agents (the registry's list; every definition below is the reference's own)."""
 
 
 def ts_ms(ts: Any) -> int:
@@ -160,8 +169,8 @@ class _Life:
         self.profile: tuple[int, int, str] | None = None  # (t_ms, seq, tz)
         self.consents: dict[str, tuple[int, int, bool]] = {}
         self.prefs: dict[tuple[str, str], tuple[int, int, str]] = {}
-        self.agent_events: dict[str, list[Admitted]] = {a: [] for a in COLD_START}
-        self.enabled: dict[str, bool] = dict.fromkeys(COLD_START, True)
+        self.agent_events: dict[str, list[Admitted]] = {a: [] for a in AGENTS}
+        self.enabled: dict[str, bool] = dict.fromkeys(AGENTS, True)
         self.feedback_events = 0
         self.rated: list[float] = []
         self.tips: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -200,7 +209,7 @@ class _Life:
                     self.enabled[agent] = now
         elif kind == "preference_set":
             p = event.preference_set
-            if p.agent_id in COLD_START and p.param in COLD_START[p.agent_id]:
+            if p.agent_id in AGENTS and p.param in COLD_START[p.agent_id]:
                 pk = (p.agent_id, p.param)
                 if pk not in self.prefs or key >= self.prefs[pk][:2]:
                     self.prefs[pk] = (t, adm.seq, p.value_json)
@@ -297,14 +306,7 @@ def agent_features(agent: str, life: _Life) -> tuple[dict[str, dict[str, Any]], 
     if agent == "time-of-day":
         cold["tz"] = life.profile[2] if life.profile else "UTC"
     history_ok = life.feedback_events >= MIN_HISTORY[agent]
-    compute = {
-        "time-of-day": _time_of_day,
-        "momentum": _momentum,
-        "overdue-task": _overdue_lateness,
-        "recent-patterns": _recent_patterns,
-        "focus-area": _focus_area,
-    }[agent]
-    inferred, extras = compute(done, d, cold)
+    inferred, extras = COMPUTE[agent](evs, done, d, cold)
     base: dict[str, tuple[Any, str]]
     if inferred is None or not history_ok:
         base = {name: (value, "cold_start") for name, value in cold.items()}
@@ -493,3 +495,66 @@ def _focus_area(
     per = frame.groupby("project")["t"].agg(["count", "max"]).reset_index()
     per = per.sort_values(["count", "max", "project"], ascending=[False, False, True])
     return {"preferred_areas": (list(per["project"].head(2)), "inferred")}, {}
+
+
+def _context(
+    evs: list[Admitted], done: list[Admitted], d: int | None, cold: dict[str, Any]
+) -> tuple[Inferred, dict[str, Any]]:
+    """docs/features.md, `context`: contexts in admission order (for the 32-name bound), each
+    context's state at a time read from its transitions sorted by (occurred_at, admission)."""
+    changes = [a for a in evs if a.kind == "context_changed" and a.event.context_changed.context]
+    if not changes:
+        return None, {}
+    transitions: dict[str, list[tuple[int, int, bool]]] = {}
+    for a in changes:
+        name = a.event.context_changed.context
+        if name not in transitions and len(transitions) >= MAX_CONTEXTS:
+            oldest = min(transitions, key=lambda c: max(transitions[c])[:2])
+            del transitions[oldest]
+        transitions.setdefault(name, []).append((a.t_ms, a.seq, a.event.context_changed.active))
+    frame = pd.DataFrame(
+        [(c, t, s, act) for c, runs in transitions.items() for t, s, act in runs],
+        columns=["context", "t", "seq", "active"],
+    ).sort_values(["context", "t", "seq"])
+    latest = frame.groupby("context").tail(1)
+    on = latest[latest["active"]].sort_values("context")
+    win = _window(done, d, 28)
+    counts: dict[str, int] = {}
+    for context, runs in frame.groupby("context"):
+        times = runs["t"].to_numpy()
+        states = runs["active"].to_numpy()
+        # The transition that stands at t: the last one with occurred_at <= t (ties: the later).
+        idx = np.searchsorted(times, np.array([a.t_ms for a in win], dtype=np.int64), "right") - 1
+        n = int(sum(1 for i in idx if i >= 0 and states[i]))
+        if n:
+            counts[str(context)] = n
+    return {
+        "active_contexts": ([str(c) for c in on["context"]], "inferred"),
+        "active_since": (
+            {str(c): int(t) for c, t in zip(on["context"], on["t"], strict=True)},
+            "inferred",
+        ),
+        "done_in_context": (counts, "inferred"),
+    }, {}
+
+
+def _done_only(compute: Any) -> Any:
+    """An agent whose definition reads done events only."""
+    return lambda evs, done, d, cold: compute(done, d, cold)
+
+
+COMPUTE: dict[str, Any] = {
+    "time-of-day": _done_only(_time_of_day),
+    "momentum": _done_only(_momentum),
+    "overdue-task": _done_only(_overdue_lateness),
+    "recent-patterns": _done_only(_recent_patterns),
+    "focus-area": _done_only(_focus_area),
+    "context": _context,
+}
+"""The dispatch: agent id -> (its events, its done events, D, cold start) -> (inferred, extras)."""
+_WITHOUT_REFERENCE = sorted((set(AGENTS) - set(COMPUTE)) | (set(AGENTS) - set(COLD_START)))
+if _WITHOUT_REFERENCE:
+    raise RuntimeError(
+        f"tests/reference.py: registered agents {_WITHOUT_REFERENCE} have no reference; "
+        "write one from docs/features.md (features/README.md, 'Adding an agent', step 4)"
+    )

@@ -21,9 +21,11 @@ from typing import Any
 from hypothesis import strategies as st
 
 from connectors.codec import to_json
+from features.registry import agent_ids, manifest, manifests
 from proto import events_pb2 as pb
 
-AGENT_IDS = ("time-of-day", "momentum", "overdue-task", "recent-patterns", "focus-area")
+AGENT_IDS = agent_ids(include_shadow=False)
+CONTEXTS = ("travel", "deep work", "commuting", "focus")
 ZONES = (
     "Europe/Berlin",
     "America/New_York",
@@ -99,27 +101,19 @@ def _pref_value(rng: random.Random, agent: str, param: str) -> Any:
         ("recent-patterns", "weekly_cycle"): round(rng.random(), 2),
         ("recent-patterns", "daily_cycle"): round(rng.random(), 2),
         ("focus-area", "preferred_areas"): rng.sample(PROJECTS, 2),
+        ("context", "active_contexts"): sorted(rng.sample(CONTEXTS, 2)),
+        ("context", "done_in_context"): {rng.choice(CONTEXTS): rng.randint(0, 9)},
     }
-    return values[(agent, param)]
+    if (agent, param) in values:
+        return values[(agent, param)]
+    return manifest(agent).cold_start[param]
 
 
-PREF_KEYS = (
-    ("time-of-day", "preferred_hour"),
-    ("time-of-day", "quiet_start"),
-    ("time-of-day", "quiet_end"),
-    ("time-of-day", "peak_hours"),
-    ("time-of-day", "tz"),
-    ("momentum", "baseline_completions_per_day"),
-    ("momentum", "stdev"),
-    ("momentum", "z"),
-    ("momentum", "engagement_trend"),
-    ("overdue-task", "lateness_tolerance_days"),
-    ("overdue-task", "project_realness"),
-    ("recent-patterns", "lookback_days"),
-    ("recent-patterns", "weekly_cycle"),
-    ("recent-patterns", "daily_cycle"),
-    ("focus-area", "preferred_areas"),
+PREF_KEYS: tuple[tuple[str, str], ...] = tuple(
+    (m.id, param) for m in manifests() for param in m.cold_start
 )
+"""Every (agent, parameter) of the registered agents; a parameter without a drawn value above
+is pinned to its cold-start default."""
 
 
 class _UserLog:
@@ -232,7 +226,7 @@ class _UserLog:
             self.add(t, "preference_set", agent_id=agent, param=param, value_json=value)
         for _ in range(k["n_consents"]):
             t = rng.randint(self.start, end)
-            consent = "tasks" if rng.random() < 0.8 else "calendar"
+            consent = rng.choice(("tasks", "tasks", "tasks", "context", "calendar"))
             self.add(t, "consent_changed", consent=consent, granted=rng.random() < 0.5)
         if rng.random() < k["p_delete"]:
             # Anywhere in the span, or after everything (the user ends deleted).
@@ -288,6 +282,7 @@ def event_logs(draw: st.DrawFn, max_users: int = 3) -> list[pb.Event]:
             "n_done": draw(st.sampled_from((0, 4, 12, 25, 40, 80, 150, 200))),
             "n_open": draw(st.integers(0, 8)),
             "n_other": draw(st.integers(0, 10)),
+            "n_contexts": draw(st.sampled_from((0, 0, 2, 6, 15))),
             "n_tips": draw(st.integers(0, 8)),
             "n_prefs": draw(st.sampled_from((0, 0, 1, 3, 6))),
             "n_consents": draw(st.sampled_from((0, 0, 0, 1, 2, 4))),

@@ -12,7 +12,7 @@ the done event with the smallest `occurred_at` (its own offset); `today`,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from river import stats
 
@@ -43,6 +43,9 @@ MANIFEST = Manifest(
 class Agent(AgentBase):
     __slots__ = ("_pruned_day", "first_done", "per_day")
 
+    baseline_days: ClassVar[int] = BASELINE_DAYS
+    """The baseline window; a shadow version may subclass with another (tests/shadow_agents)."""
+
     def __init__(self) -> None:
         self.per_day: dict[int, int] = {}
         self.first_done: tuple[int, int] | None = None
@@ -54,12 +57,12 @@ class Agent(AgentBase):
         self.per_day[event.day] = self.per_day.get(event.day, 0) + 1
         if self.first_done is None or event.occurred_ms < self.first_done[0]:
             self.first_done = (event.occurred_ms, event.day)
-        return event.day >= asof.day - BASELINE_DAYS
+        return event.day >= asof.day - self.baseline_days
 
     def on_asof(self, asof: AsOf) -> bool:
         if not self._prune_due(asof):
             return True
-        floor = asof.day - BASELINE_DAYS - 3
+        floor = asof.day - self.baseline_days - 3
         for day in [d for d in self.per_day if d < floor]:
             del self.per_day[day]
         return True
@@ -69,7 +72,7 @@ class Agent(AgentBase):
         extras: dict[str, Any] = {"today": today}
         if self.first_done is None:
             return Inference(None, extras)
-        start = max(asof.day - BASELINE_DAYS, self.first_done[1])
+        start = max(asof.day - self.baseline_days, self.first_done[1])
         days = range(start, asof.day)
         if len(days) < MIN_BASELINE_DAYS:
             return Inference(None, extras)

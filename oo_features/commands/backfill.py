@@ -17,6 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store-url", help="override OO_STORE_URL")
     p.add_argument("--key-prefix", help="override OO_KEY_PREFIX")
     p.add_argument("--rejects", help="where rejected lines go (default FILE.rejects.jsonl)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split users across N processes (same store as one process; default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from flows.backfill import backfill
     from oo_features.progress import line_progress
 
+    if args.processes < 1:
+        print(f"error: --processes must be >= 1; got {args.processes}", file=sys.stderr)
+        return 2
     tune_gc()
     settings = ConnectorSettings()
     url = args.store_url or settings.store_url
@@ -52,9 +62,27 @@ def run(args: argparse.Namespace) -> int:
             store.close()
             print(f"error: tombstones not read: {exc}", file=sys.stderr)
             return 2
+    key_prefix = args.key_prefix or settings.key_prefix
     try:
         with line_progress(args.file, "backfill") as advance:
-            report = backfill(args.file, store, rejects_path=args.rejects, progress=advance)
+            if args.processes == 1:
+                report = backfill(args.file, store, rejects_path=args.rejects, progress=advance)
+            else:
+                from flows.backfill_processes import BackfillProcessError, backfill_processes
+
+                store.close()
+                try:
+                    report = backfill_processes(
+                        args.file,
+                        url,
+                        key_prefix=key_prefix,
+                        processes=args.processes,
+                        rejects_path=args.rejects,
+                        progress=advance,
+                    )
+                except BackfillProcessError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -72,10 +72,39 @@ class ManifestOut(BaseModel):
     reads: list[str]
     cold_start: dict[str, Any]
     description: str
+    shadows: str | None = None
+    """For a shadow: the live agent it shadows."""
+    stage: Literal["live", "shadow"] = "live"
+    """`shadow` agents are stored and listed but never sent to the orchestrator or used in tips;
+    `GET /v1/users/{id}/features?include_shadow=true` returns them."""
 
 
 class AgentsOut(BaseModel):
     agents: list[ManifestOut]
+
+
+class DifferenceOut(BaseModel):
+    user_id: str
+    incumbent: Any
+    shadow: Any
+    size: float | None = Field(description="|incumbent - shadow| for numbers; null otherwise.")
+
+
+class ParamAgreementOut(BaseModel):
+    compared: int
+    agreeing: int
+    share: float = Field(description="agreeing / compared (1.0 when nobody was compared).")
+    largest: list[DifferenceOut]
+
+
+class AgreementOut(BaseModel):
+    incumbent: str
+    shadow: str
+    tolerance: float
+    users: int = Field(description="Users with both agents stored.")
+    users_scanned: int
+    truncated: bool = Field(description="More users are stored than `limit` allowed to read.")
+    params: dict[str, ParamAgreementOut]
 
 
 class ParamOut(BaseModel):

@@ -241,6 +241,34 @@ def test_stream_equals_reference(services: Any, event_log: Path, streamed: dict[
     assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:15])
 
 
+def test_stream_carries_the_context_agent(
+    services: Any, event_log: Path, streamed: dict[str, Any]
+) -> None:
+    """The sixth agent, added by the recipe only (features/, docs, tests): its stored parameters
+    are the reference's (checked with every agent above) and past cold start for many users."""
+    events, _ = valid_events(event_log)
+    ref = reference_features(events)
+    view = stored_view(services.redis_url, streamed["key_prefix"], sorted(ref))
+    inferred = [
+        u
+        for u, got in view.items()
+        if got is not None
+        and got["params"].get("context", {}).get("done_in_context", {}).get("source") == "inferred"
+        and got["snippets"].get("context")
+    ]
+    assert len(inferred) >= USERS // 4, f"only {len(inferred)} users with context features"
+    problems = [
+        d
+        for user_id in inferred
+        for d in differences(
+            {"context": view[user_id]["params"]["context"]},
+            {"context": ref[user_id].params["context"]},
+            where=f"user {user_id}",
+        )
+    ]
+    assert not problems, "\n".join(problems[:10])
+
+
 def test_deleted_users_have_no_keys(
     services: Any, event_log: Path, streamed: dict[str, Any]
 ) -> None:

@@ -240,7 +240,8 @@ def test_agents_lists_the_registry(start_api: StartApi) -> None:
     body = start_api().get("/v1/agents").json()
 
     assert [a["id"] for a in body["agents"]] == ALL_AGENTS
-    assert all(a["required_consents"] == ["tasks"] for a in body["agents"])
+    assert all("tasks" in a["required_consents"] for a in body["agents"])
+    assert {(a["stage"], a["shadows"]) for a in body["agents"]} == {("live", None)}
 
 
 def test_features_of_a_user(start_api: StartApi, store: FeatureStore) -> None:
@@ -652,6 +653,7 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
         ("GET", "/ready"),
         ("GET", "/metrics"),
         ("GET", "/v1/agents"),
+        ("GET", "/v1/agents/{agent_id}/agreement"),
         ("GET", "/v1/users/{user_id}/features"),
         ("DELETE", "/v1/users/{user_id}"),
         ("POST", "/v1/recommend"),
@@ -674,7 +676,10 @@ def test_openapi_lists_every_route_with_models(start_api: StartApi) -> None:
     features = paths["/v1/users/{user_id}/features"]["get"]
     assert ref(features["responses"]["200"]["content"][ok]["schema"]) == "FeaturesOut"
     assert {"401", "404", "422"} <= set(features["responses"])
-    [user_id] = features["parameters"]
+    user_id, include_shadow = features["parameters"]
+    assert include_shadow["name"] == "include_shadow" and include_shadow["in"] == "query"
+    agreement = paths["/v1/agents/{agent_id}/agreement"]["get"]
+    assert ref(agreement["responses"]["200"]["content"][ok]["schema"]) == "AgreementOut"
     assert user_id["schema"]["pattern"] == r"^[A-Za-z0-9_.:-]{1,128}$"
     rec = paths["/v1/recommend"]["post"]
     assert ref(rec["requestBody"]["content"][ok]["schema"]) == "RecommendIn"

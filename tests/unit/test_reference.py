@@ -603,3 +603,65 @@ def test_tip_is_forgotten_once_the_watermark_passes_it_by_seven_days() -> None:
     assert fb["acceptance_rate"] == 1.0
     without_second = user([evs[0], evs[1], evs[3]]).feedback
     assert without_second["per_agent"] == {"recent-patterns": {"shown": 1, "positive": 1}}
+
+
+# ------------------------------------------------------------------ context
+
+
+def ctx(i: int, at: str, name: str, active: bool = True, **kw: Any) -> Any:
+    return ev(f"x{i}", at, "context_changed", context=name, active=active, **kw)
+
+
+def test_context_by_hand() -> None:
+    # travel on 03-01 08:00, off 03-03 08:00; "deep work" on 03-10 09:00 (still on);
+    # commuting on 03-09 07:00 and off 07:45, on again 03-10 07:00 and on once more 07:30.
+    events = [
+        ctx(1, "2025-03-01T08:00:00", "travel"),
+        ctx(2, "2025-03-03T08:00:00", "travel", False),
+        ctx(3, "2025-03-09T07:00:00", "commuting"),
+        ctx(4, "2025-03-09T07:45:00", "commuting", False),
+        ctx(5, "2025-03-10T07:00:00", "commuting"),
+        ctx(6, "2025-03-10T07:30:00", "commuting"),
+        ctx(7, f"{D}T09:00:00", "deep work"),
+        ctx(8, f"{D}T09:00:00", ""),  # ignored
+        done(1, "2025-03-02T10:00:00"),  # travel
+        done(2, "2025-03-03T08:00:00"),  # at travel's "off": off stands at 08:00
+        done(3, "2025-03-09T07:10:00"),  # commuting
+        done(4, "2025-03-09T08:00:00"),  # nothing active
+        done(5, f"{D}T09:00:00"),  # commuting (since 07:00) and deep work (on at 09:00 sharp)
+        done(6, f"{D}T10:00:00"),  # commuting and deep work
+        done(7, "2025-02-01T10:00:00"),  # before any context
+    ]
+    # Delivered in event-time order (stable: the empty context still arrives after deep work).
+    u = user(sorted(events, key=lambda e: e.occurred_at.seconds))
+    assert values(u, "context") == {
+        "active_contexts": ["commuting", "deep work"],
+        "active_since": {
+            "commuting": ts_s("2025-03-10T07:30:00") * 1000,
+            "deep work": ts_s(f"{D}T09:00:00") * 1000,
+        },
+        "done_in_context": {"travel": 1, "commuting": 3, "deep work": 2},
+    }
+    assert set(sources(u, "context").values()) == {"inferred"}
+
+
+def test_context_window_is_28_days_and_guard_needs_a_context() -> None:
+    # Done events while travelling on 02-01 (37 days before D) are out of the window.
+    events = [
+        ctx(1, "2025-01-31T08:00:00", "travel"),
+        done(1, "2025-02-01T10:00:00"),
+        done(2, "2025-02-11T10:00:00"),  # D-27: in
+        ev("h", f"{D}T12:00:00", "habit_checked", habit_id="h"),
+    ]
+    assert values(user(events), "context")["done_in_context"] == {"travel": 1}
+    no_context = [done(1, f"{D}T10:00:00")]
+    assert sources(user(no_context), "context") == dict.fromkeys(
+        COLD_START["context"], "cold_start"
+    )
+
+
+def test_context_tie_on_occurred_at_the_later_admission_stands() -> None:
+    events = [ctx(1, f"{D}T09:00:00", "focus", False), ctx(2, f"{D}T09:00:00", "focus", True)]
+    assert values(user(events), "context")["active_contexts"] == ["focus"]
+    events = [ctx(2, f"{D}T09:00:00", "focus", True), ctx(1, f"{D}T09:00:00", "focus", False)]
+    assert values(user(events), "context")["active_contexts"] == []

@@ -28,8 +28,16 @@ def test_a_cold_start_agent_emits_no_snippet() -> None:
     assert all(out.cold_start and out.snippet is None for out in outputs.values())
 
 
+def context(name: str, when: datetime, active: bool) -> object:
+    return from_json(
+        f'{{"eventId":"x-{name}-{when:%s}","userId":"u1","occurredAt":"{when:%Y-%m-%dT%H:%M:%SZ}",'
+        f'"contextChanged":{{"context":"{name}","active":{str(active).lower()}}}}}'
+    )
+
+
 def test_every_warm_agent_says_one_short_sentence() -> None:
     state = UserState("u1")
+    state.apply(context("deep work", START, True))
     n = 0
     for day in range(30):
         for hour in (8, 9, 14):
@@ -43,6 +51,9 @@ def test_every_warm_agent_says_one_short_sentence() -> None:
         )
         assert len(out.snippet) < 200, out.snippet
     assert outputs["momentum"].snippet.startswith("So far today: 3 tasks done, ")
+    assert outputs["context"].snippet == (
+        "Active now: deep work; tasks done in the last 28 days: 84 while deep work."
+    )
 
 
 def test_counts_are_in_the_right_number() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from connectors.exceptions import ConnectorError
@@ -72,20 +73,29 @@ async def read_features(
     guard: StoreGuardDep,
     manifests: ManifestsDep,
     now_ms: NowMsDep,
+    include_shadow: Annotated[
+        bool, Query(description="Also return shadow versions (`stage: shadow` agents).")
+    ] = False,
 ) -> FeaturesOut:
     user = await guard.call(store.read_user, user_id, now_ms=now_ms)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {user_id!r}")
-    return features_out(user, manifests, now_ms=now_ms)
+    return features_out(user, manifests, now_ms=now_ms, include_shadow=include_shadow)
 
 
 def features_out(
-    user: StoredUser, manifests: Mapping[str, Manifest], *, now_ms: int
+    user: StoredUser,
+    manifests: Mapping[str, Manifest],
+    *,
+    now_ms: int,
+    include_shadow: bool = False,
 ) -> FeaturesOut:
-    """The answer of `GET /v1/users/{id}/features` for a stored user (also used by the batch)."""
+    """The answer of `GET /v1/users/{id}/features` for a stored user (also used by the batch);
+    shadow versions only when asked for."""
+    eligible = eligible_agents(user, manifests, include_shadow=include_shadow)
     return FeaturesOut(
         user_id=user.user_id,
-        agents={a.agent_id: _agent_out(a, now_ms=now_ms) for a in eligible_agents(user, manifests)},
+        agents={a.agent_id: _agent_out(a, now_ms=now_ms) for a in eligible},
         feedback=user.feedback,
     )
 
