@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from connectors.exceptions import StoreError
 from connectors.store.base import FeatureStore
-from serving.api.main import api_router
+from serving.api.main import BODY_LIMITS, api_router
 from serving.exceptions import EventSinkError, StoreUnavailableError
 from serving.freshness import FreshnessMonitor
 from serving.limits import BodySizeLimit, V1Gate, bounded_validation_error
@@ -272,7 +272,7 @@ def create_app(
     # The last added runs first: metrics see every answer, then the size limit, then the
     # bearer check, all before any body is read (serving/limits.py).
     app.add_middleware(V1Gate, token=settings.api_token)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, routes=BODY_LIMITS)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, bounded_validation_error)
     app.add_exception_handler(StoreError, _store_unavailable)

@@ -3,9 +3,11 @@
 Pure ASGI middleware (no `BaseHTTPMiddleware`, which buffers), so nothing here reads a body
 it is about to refuse:
 
-- `BodySizeLimit`: a request whose `Content-Length` exceeds `OO_MAX_BODY_BYTES` is answered
-  413 before one byte of its body is read; a chunked body is counted as it streams and cut
-  off (413) at the first chunk past the limit.
+- `BodySizeLimit`: a request whose `Content-Length` exceeds its limit is answered 413 before
+  one byte of its body is read; a chunked body is counted as it streams and cut off (413) at
+  the first chunk past the limit. The limit is `OO_MAX_BODY_BYTES` except for the routes that
+  declare a larger one (`BodyLimit`: the batch read, the agent inference), each sized to its
+  largest valid body.
 - `V1Gate`: every `/v1` request without the configured bearer token is answered 401 before
   its body is read or parsed (FastAPI parses the body before it runs dependencies, so the
   dependency alone would answer 422 to an unauthenticated bad body). Every `/v1` answer
@@ -22,6 +24,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException, Request, status
@@ -72,20 +77,37 @@ class _TooLarge(HTTPException):
         super().__init__(CONTENT_TOO_LARGE, detail)
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """A route's own body limit: `method` requests whose path matches `path` (a full-match
+    regular expression) may send up to `max_bytes`."""
+
+    method: str
+    path: str
+    max_bytes: int
+
+
 class BodySizeLimit:
-    """413 for a request body above `max_bytes`, decided before reading it when possible."""
+    """413 for a request body above its limit, decided before reading it when possible."""
 
-    def __init__(self, app: Any, *, max_bytes: int) -> None:
+    def __init__(self, app: Any, *, max_bytes: int, routes: Sequence[BodyLimit] = ()) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        self.routes = [(r.method, re.compile(r.path), r.max_bytes) for r in routes]
 
-    def _detail(self) -> str:
-        return f"request body too large: at most {self.max_bytes} bytes"
+    def _limit(self, scope: Any) -> int:
+        method, path = scope.get("method", ""), scope.get("path", "")
+        for route_method, pattern, max_bytes in self.routes:
+            if method == route_method and pattern.fullmatch(path):
+                return max_bytes
+        return self.default_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit(scope)
+        detail = f"request body too large: at most {max_bytes} bytes"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -93,8 +115,8 @@ class BodySizeLimit:
                 except ValueError:
                     await _answer(send, 400, "Content-Length is not a number", [])
                     return
-                if declared > self.max_bytes:
-                    await _answer(send, CONTENT_TOO_LARGE, self._detail(), [])
+                if declared > max_bytes:
+                    await _answer(send, CONTENT_TOO_LARGE, detail, [])
                     return
         received = 0
         started = False
@@ -104,8 +126,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge(self._detail())
+                if received > max_bytes:
+                    raise _TooLarge(detail)
             return message
 
         async def tracking_send(message: Any) -> None:
@@ -118,7 +140,7 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _answer(send, CONTENT_TOO_LARGE, self._detail(), [])
+                await _answer(send, CONTENT_TOO_LARGE, detail, [])
 
 
 class V1Gate:

@@ -277,6 +277,8 @@ class UserFreshnessOut(BaseModel):
 
 
 MAX_BATCH_USERS = 1000
+# The largest valid batch body (1,000 ids of 128 characters, quoted, with commas) and room.
+BATCH_BODY_BYTES = 192 * 1024
 
 
 class BatchIn(BaseModel):

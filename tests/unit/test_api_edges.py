@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from connectors.store import open_store
 from connectors.store.base import FeatureStore
+from serving.api.models import BATCH_BODY_BYTES, MAX_INFER_BYTES, MAX_INFER_EVENTS
 from serving.app import create_app
 from serving.metrics import Metrics
 from serving.settings import InsecureSettingsError, Settings, check_bind
@@ -100,6 +101,49 @@ def test_a_chunked_body_past_the_limit_is_refused_413(server: ApiServer) -> None
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
     assert answer.status_code == 413
+
+
+def test_the_largest_valid_batch_is_not_refused_by_the_body_limit(server: ApiServer) -> None:
+    # 1,000 ids of 128 characters: about 130 KB, valid by the route's own model.
+    asked = [f"{i:04d}" + "u" * 124 for i in range(1000)]
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as client:
+        answer = client.post(
+            "/v1/features/batch",
+            json={"user_ids": asked},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        past = client.post(
+            "/v1/features/batch",
+            content=b"x" * (BATCH_BODY_BYTES + 1),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 200, answer.text[:300]
+    assert set(answer.json()["users"]) == set(asked)
+    assert past.status_code == 413
+    assert f"at most {BATCH_BODY_BYTES} bytes" in past.text
+
+
+def test_an_infer_body_of_megabytes_reaches_its_route_and_its_own_limit_holds(
+    server: ApiServer,
+) -> None:
+    event = {"eventId": "e", "userId": "u1", "occurredAt": "2025-01-01T00:00:00Z"}
+    many = {"events": [event] * (MAX_INFER_EVENTS + 1)}
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        too_many = client.post("/v1/agents/momentum/infer", json=many, headers=headers)
+        too_big = client.post(
+            "/v1/agents/momentum/infer",
+            content=b" " * (MAX_INFER_BYTES + 1),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        other = client.post(
+            "/v1/feedback",
+            content=b" " * (16 * 1024 + 1),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+    assert too_many.status_code == 422, too_many.text[:300]  # over 16 KiB, under 8 MiB
+    assert too_big.status_code == 413
+    assert other.status_code == 413  # the larger limits are per route, not global
 
 
 def test_the_bearer_check_comes_before_the_body(server: ApiServer) -> None:
