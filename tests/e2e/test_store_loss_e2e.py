@@ -31,7 +31,7 @@ from connectors.codec import from_json
 from connectors.kafka import EventProducer
 from connectors.store import open_store
 from oo_features.generate import generate_lines
-from oo_features.localservices import delete_keys
+from oo_features.services import delete_keys
 from serving.app import create_app
 from serving.settings import Settings
 from tests.cli import oo_features
