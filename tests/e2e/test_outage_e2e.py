@@ -34,8 +34,8 @@ from connectors.codec import from_json
 from connectors.kafka import engine_topics, ensure_topics
 from connectors.store import open_store
 from oo_features import services as oo_services
-from oo_features.services import processes
 from oo_features.generate import generate_lines
+from oo_features.services import processes
 from proto import events_pb2 as pb
 from serving.app import create_app
 from serving.settings import Settings
