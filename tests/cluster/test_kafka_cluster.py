@@ -10,14 +10,16 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from connectors.exceptions import KafkaUnavailableError
-from connectors.kafka import EventProducer, engine_topics
+from connectors.exceptions import KafkaSecurityError
+from connectors.kafka import engine_topics
+from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
 from oo_features.services import cluster_admin, kafka_cluster
 from tests.cluster.conftest import RunningCluster
 
@@ -112,19 +114,32 @@ def _consume_all(config: dict[str, Any], topic: str, expected: int) -> list[byte
     ],
     ids=["wrong-password", "untrusted-ca"],
 )
-def test_wrong_credentials_or_an_untrusted_ca_fail_within_the_timeout_naming_broker_and_cause(
-    cluster_config: dict[str, Any], change: dict[str, str], cause: str
+def test_wrong_credentials_or_an_untrusted_ca_fail_fast_naming_broker_and_cause(
+    kafka_cluster_running: RunningCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, str],
+    cause: str,
 ) -> None:
-    bootstrap = cluster_config.pop("bootstrap.servers")
+    """Through settings alone (`OO_KAFKA_PROPERTIES_FILE`), as every engine client is built."""
+    cluster = kafka_cluster_running.cluster
+    wrong = kafka_cluster.read_properties(cluster.properties_file) | change
+    properties = tmp_path / "client.properties"
+    properties.write_text("".join(f"{k}={v}\n" for k, v in wrong.items()))
+    monkeypatch.setenv("OO_KAFKA_BOOTSTRAP", cluster.bootstrap)
+    monkeypatch.setenv("OO_KAFKA_PROPERTIES_FILE", str(properties))
+    monkeypatch.delenv("OO_KAFKA_PROPERTIES", raising=False)
+
+    errors = ClientErrors(cluster.bootstrap, "admin")
+    admin = new_client(AdminClient, client_config(None, "admin", errors=errors))
     started = time.monotonic()
-    with pytest.raises(KafkaUnavailableError) as caught:
-        EventProducer(
-            bootstrap=bootstrap, timeout_s=TIMEOUT_S, extra_config=cluster_config | change
-        )
-    assert time.monotonic() - started < TIMEOUT_S + 5
+    with pytest.raises(KafkaSecurityError) as caught:
+        wait_reachable(admin, errors, TIMEOUT_S)
+    assert time.monotonic() - started < TIMEOUT_S
     message = str(caught.value)
-    assert cause in message
-    assert any(f"sasl_ssl://{address}" in message for address in bootstrap.split(",")), message
+    assert cause in message, message
+    assert any(f"sasl_ssl://{address}" in message for address in cluster.bootstrap.split(","))
+    assert "not-the-password" not in message
 
 
 def test_a_broker_killed_mid_produce_loses_nothing_acknowledged(
@@ -173,3 +188,48 @@ def test_a_broker_killed_mid_produce_loses_nothing_acknowledged(
     assert after is not None and after.pids[victim[0]] != victim[1]
     got = _consume_all(cluster_config, topic, len(acked))
     assert sorted(got) == sorted(acked)
+
+
+def test_the_cli_exports_everything_a_client_needs_or_says_the_redis_cluster_is_missing(
+    kafka_cluster_running: RunningCluster,
+) -> None:
+    import importlib.util
+    import subprocess
+    import sys
+
+    root = kafka_cluster_running.root
+    before = kafka_cluster.running(root)
+    assert before is not None
+    argv = [sys.executable, "-m", "oo_features.cli", "services"]
+    up = subprocess.run(
+        [*argv, "up", "--profile", "cluster", "--state-dir", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if importlib.util.find_spec("oo_features.services.redis_cluster") is None:
+        assert up.returncode == 1
+        assert "redis cluster support missing" in up.stderr
+    else:
+        try:
+            assert up.returncode == 0, up.stderr
+            line = up.stdout.strip().splitlines()[-1]
+            assert line.startswith("export ")
+            exported = dict(item.split("=", 1) for item in line.split()[1:])
+            assert exported["OO_KAFKA_BOOTSTRAP"] == before.bootstrap
+            assert exported["OO_STORE_URL"].startswith("redis+cluster://")
+            assert Path(exported["OO_KAFKA_PROPERTIES_FILE"]).exists()
+        finally:
+            importlib.import_module("oo_features.services.redis_cluster").down(root)
+    status = subprocess.run(
+        [*argv, "status", "--profile", "cluster", "--state-dir", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    brokers = [line for line in status.stdout.splitlines() if line.startswith("kafka-")]
+    assert len(brokers) == 3 and all(" up " in line for line in brokers), status.stdout
+    # The brokers `up` found running are the same processes: nothing was restarted.
+    assert kafka_cluster.running(root).pids == before.pids  # type: ignore[union-attr]
