@@ -624,13 +624,18 @@ def _kafka_answers(bootstrap: str, timeout_s: float) -> tuple[bool, str]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+    from connectors.kafka_config import client_config
+    from connectors.settings import ConnectorSettings
+
+    # Our own single-node broker is plaintext: properties exported for another cluster
+    # (OO_KAFKA_PROPERTIES[_FILE]) do not apply to it.
+    local = ConnectorSettings(kafka_properties={}, kafka_properties_file=None)
+    overrides: dict[str, Any] = {
         "socket.timeout.ms": max(1000, int(timeout_s * 1000)),
         # librdkafka's connection chatter goes to logging, not straight to stderr.
         "logger": logging.getLogger("oo_features.localservices.librdkafka"),
     }
-    admin = AdminClient(config)
+    admin = AdminClient(client_config(local, "admin", overrides, bootstrap=bootstrap))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
@@ -776,7 +781,9 @@ def delete_topics(bootstrap: str, prefix: str, *, timeout_s: float = 15.0) -> in
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from connectors.kafka_config import client_config
+
+    admin = AdminClient(client_config(None, "admin", bootstrap=bootstrap))
     names: list[str] = []
     with contextlib.suppress(KafkaException):
         names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
