@@ -67,6 +67,7 @@ from connectors.coalescing import (  # noqa: E402
 )
 from connectors.folding import HistoryStart, Pending, build_write  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics, producer_config  # noqa: E402
+from connectors.kafka_config import client_config  # noqa: E402
 from connectors.kafka_source import decode_messages  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
@@ -106,15 +107,18 @@ def _events(n: int, users: int, seed: int) -> Iterator[Any]:
 def _consumer(bootstrap: str, prefix: str) -> tuple[Consumer, int]:
     """One consumer assigned to every partition of both event topics, from the beginning."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "oo-bench-ignored",  # assign() only: no group, no commits
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            # the same fetch settings the flow's source uses
-            "fetch.min.bytes": "1",
-            "queued.max.messages.kbytes": "65536",
-        }
+        client_config(
+            None,
+            "consumer",
+            {
+                "group.id": "oo-bench-ignored",  # assign() only: no group, no commits
+                "enable.partition.eof": True,
+                # the same fetch settings the flow's source uses
+                "fetch.min.bytes": "1",
+                "queued.max.messages.kbytes": "65536",
+            },
+            bootstrap=bootstrap,
+        )
     )
     meta = consumer.list_topics(timeout=10).topics
     parts = [

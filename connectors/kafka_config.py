@@ -309,7 +309,17 @@ _SECURITY_CODES = frozenset(
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     }
 )
-_SECURITY_WORDS = ("ssl handshake", "sasl", "authentication", "certificate", "plaintext broker")
+# librdkafka's wording of a refused TLS handshake or SASL exchange (the broker's own name,
+# `sasl_ssl://host:port/id`, is not matched: a broker that is merely down is not refused).
+_SECURITY_WORDS = (
+    "ssl handshake",
+    "state ssl_handshake",
+    "state auth",
+    "sasl authentication",
+    "authentication failed",
+    "certificate verify",
+    "plaintext broker",
+)
 
 
 def describe_error(exc: BaseException | KafkaError | None) -> str:

@@ -32,7 +32,7 @@ class ConnectorSettings(BaseSettings):
         default=10.0, description="Bound on waiting for Kafka (connect, flush) before failing."
     )
     kafka_properties: Annotated[dict[str, str | int | float | bool], NoDecode] = Field(
-        default_factory=dict,
+        default={},
         repr=False,
         description="More librdkafka properties for every Kafka client, as a JSON object "
         '(e.g. `{"security.protocol": "SASL_SSL", "client.id": "oo"}`); over the file\'s, '

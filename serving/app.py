@@ -63,6 +63,7 @@ def _build_sink(settings: Settings, metrics: Metrics) -> EventSink:
             topic_prefix=settings.topic_prefix,
             timeout_s=settings.kafka_timeout_s,
             partitions=settings.partitions,
+            settings=settings,
         )
 
     return KafkaEventSink(factory=make_producer, on_failure=on_failure)
@@ -108,6 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             topic_prefix=settings.topic_prefix,
             partitions=settings.partitions,
             timeout_s=settings.kafka_timeout_s,
+            settings=settings,
         )
     # The store's identity as first seen (ADR 0008); unreachable or slow now: the first
     # /ready probe does it.
@@ -156,6 +158,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             bootstrap=settings.kafka_bootstrap,
             topic_prefix=settings.topic_prefix,
             on_skipped=state.metrics.count_stamper_skipped,
+            settings=settings,
         )
         state.stamper.start()
     from serving.api.deps import get_manifests

@@ -121,7 +121,9 @@ def redis_client(services: Services) -> Iterator[redis.Redis[bytes]]:
 def kafka_admin(services: Services) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+    from connectors.kafka_config import client_config
+
+    return AdminClient(client_config(None, "admin", bootstrap=services.kafka_bootstrap))
 
 
 @pytest.fixture

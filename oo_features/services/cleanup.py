@@ -14,7 +14,9 @@ def delete_topics(bootstrap: str, prefix: str, *, timeout_s: float = 15.0) -> in
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from connectors.kafka_config import client_config
+
+    admin = AdminClient(client_config(None, "admin", bootstrap=bootstrap))
     names: list[str] = []
     with contextlib.suppress(KafkaException):
         names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]

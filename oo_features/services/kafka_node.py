@@ -217,13 +217,18 @@ def _kafka_answers(bootstrap: str, timeout_s: float) -> tuple[bool, str]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+    from connectors.kafka_config import client_config
+    from connectors.settings import ConnectorSettings
+
+    # Our own single-node broker is plaintext: properties exported for another cluster
+    # (OO_KAFKA_PROPERTIES[_FILE]) do not apply to it.
+    local = ConnectorSettings(kafka_properties={}, kafka_properties_file=None)
+    overrides: dict[str, Any] = {
         "socket.timeout.ms": max(1000, int(timeout_s * 1000)),
         # librdkafka's connection chatter goes to logging, not straight to stderr.
-        "logger": logging.getLogger("oo_features.localservices.librdkafka"),
+        "logger": logging.getLogger("oo_features.services.librdkafka"),
     }
-    admin = AdminClient(config)
+    admin = AdminClient(client_config(local, "admin", overrides, bootstrap=bootstrap))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
