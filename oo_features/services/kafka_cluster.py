@@ -28,10 +28,13 @@ a reformat (ports changed) makes new credentials and an empty cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -334,6 +337,7 @@ def down(
     with _locked(root):
         data = _load(root)
         assert data is not None
+        ours: list[int] = []
         for node in NODES:
             entry = data["brokers"][str(node)]
             pid = entry.get("pid")
@@ -341,12 +345,20 @@ def down(
                 echo(f"kafka-{node}: not started")
             elif _is_ours(pid, _marker(root, node)):
                 echo(f"kafka-{node}: stopping pid {pid}")
-                _terminate(pid, timeout_s)
+                ours.append(pid)
             else:
                 echo(
                     f"kafka-{node}: pid {pid} is gone or is no longer kafka-{node}; not touching it"
                 )
             entry["pid"] = None
+        # All at once: stopped one by one, the last broker's controlled shutdown waits for a
+        # controller quorum that is already gone (until SIGKILL).
+        for pid in ours:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for pid in ours:
+            _terminate(pid, max(0.1, deadline - time.monotonic()))
         _save(root, data)
 
 

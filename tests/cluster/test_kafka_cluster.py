@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -48,6 +49,11 @@ def test_profile_runs_three_brokers_and_every_topic_has_rf3_and_min_isr_2(
     # The engine's own topics (created by `up`) and a prefixed set created the same way.
     names = [*engine_topics(), *_topics_with(cluster_config, cluster_prefix)]
     metadata = admin.list_topics(timeout=TIMEOUT_S)
+    deadline = time.monotonic() + 60
+    # A topic just created reaches every broker's metadata cache a moment later.
+    while not set(names) <= set(metadata.topics) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        metadata = admin.list_topics(timeout=TIMEOUT_S)
     assert len(metadata.brokers) == 3
     for name in names:
         for partition in metadata.topics[name].partitions.values():
@@ -194,7 +200,6 @@ def test_the_cli_exports_everything_a_client_needs_or_says_the_redis_cluster_is_
     kafka_cluster_running: RunningCluster,
 ) -> None:
     import importlib.util
-    import subprocess
     import sys
 
     root = kafka_cluster_running.root
@@ -233,3 +238,33 @@ def test_the_cli_exports_everything_a_client_needs_or_says_the_redis_cluster_is_
     assert len(brokers) == 3 and all(" up " in line for line in brokers), status.stdout
     # The brokers `up` found running are the same processes: nothing was restarted.
     assert kafka_cluster.running(root).pids == before.pids  # type: ignore[union-attr]
+
+
+def test_down_stops_exactly_the_brokers_up_started_and_up_brings_them_back(
+    kafka_cluster_running: RunningCluster, tmp_path: Path
+) -> None:
+    root = kafka_cluster_running.root
+    before = kafka_cluster.running(root)
+    assert before is not None
+    bystander = subprocess.Popen(["sleep", "120"])  # a process that is not ours
+    try:
+        kafka_cluster.down(root)
+        for pid in before.pids.values():
+            assert pid is not None and not _is_kafka(pid), pid
+        assert bystander.poll() is None
+        assert not any(s.running or s.healthy for s in kafka_cluster.status(root))
+    finally:
+        bystander.kill()
+        bystander.wait()
+        again = kafka_cluster.up(root)
+    assert again.bootstrap == before.bootstrap  # same ports, same storage, same credentials
+    assert kafka_cluster.read_properties(again.properties_file) == kafka_cluster.read_properties(
+        before.properties_file
+    )
+
+
+def _is_kafka(pid: int) -> bool:
+    try:
+        return b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
