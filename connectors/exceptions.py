@@ -10,6 +10,7 @@ here so callers handle one family::
      ├── KafkaUnavailableError  the broker did not answer within the bounded time
      │    └── KafkaSecurityError  the broker refused the connection (SASL/TLS)
      ├── DeliveryError        the broker refused or did not confirm some events
+     ├── EventSinkError       an event was not confirmed by its event log (Kafka or file)
      └── StoreError           the feature store failed
 """
 
@@ -53,6 +54,11 @@ class KafkaSecurityError(KafkaUnavailableError):
 
 class DeliveryError(ConnectorError):
     """Some events were not confirmed by the broker's delivery reports."""
+
+
+class EventSinkError(ConnectorError):
+    """An event could not be written to its event log (`connectors.sinks`: Kafka or a file)
+    within the bounded time; names the event (kind, id, user) and the cause."""
 
 
 class StoreError(ConnectorError):

@@ -302,7 +302,7 @@ def test_refill_command_rewrites_a_wiped_store_with_its_tombstones(
     services: Any, topic_prefix: str, key_prefix: str
 ) -> None:
     from connectors.tombstones import read_tombstones
-    from serving.sinks import user_deleted
+    from serving.events import user_deleted
 
     env = {
         "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
