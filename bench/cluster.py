@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.flow import _events, _proc_cpu  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from connectors.kafka_config import load_properties  # noqa: E402
@@ -45,14 +46,7 @@ from oo_features.services.cluster import cluster_state_dir  # noqa: E402
 RATIO_TARGET = 0.7
 
 
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _preload(bootstrap: str, extra: dict[str, str], prefix: str, args: argparse.Namespace) -> None:
-    from bench.flow import _events
-
     names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK, prefix + topics.DEADLETTER]
     if extra:
         config = {"bootstrap.servers": bootstrap, **extra}
