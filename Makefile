@@ -9,7 +9,7 @@ TOOLS := .oo/tools
 BUF_VERSION := 1.75.0
 PLAYWRIGHT_CORE_VERSION := 1.65.1
 
-.PHONY: setup tools run test chaos lint bench-produce bench-flow bench-serve clean
+.PHONY: setup tools run test chaos test-cluster lint bench-produce bench-flow bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: setup tools
 # The long fault-injection runs (kill -9, pauses, CPU hogs, outages), beyond CI's time budget.
 chaos: setup tools
 	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(BIN)/pytest -m chaos
+
+# The cluster profile (three SASL_SSL brokers, RF 3; ADR 0020): starts it, ~2-5 min more.
+test-cluster: setup tools
+	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(BIN)/pytest -m cluster tests/cluster
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ sqlite-1's time / 6, an upper bound of one agent's share: parsing and writes are
     .venv/bin/python bench/backfill.py --events 50000 --rounds 1   # smoke check
 
 Redis: `--store-url`, else $OO_STORE_URL when it is redis://, else the local services
-(`oo_features.localservices`, started if needed).
+(`oo_features.services`, started if needed).
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ def _redis_url(arg: str | None) -> str:
     env = os.environ.get("OO_STORE_URL", "")
     if env.startswith("redis://"):
         return env
-    from oo_features import localservices
+    from oo_features import services as oo_services
 
-    state = localservices.state_dir()
-    endpoints = localservices.running_endpoints(state) or localservices.up(state)
+    state = oo_services.state_dir()
+    endpoints = oo_services.running_endpoints(state) or oo_services.up(state)
     return endpoints.redis_url
 
 

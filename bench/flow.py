@@ -29,7 +29,7 @@ Redis - Kafka timestamp", too high by at most one poll cycle (reported).
     .venv/bin/python bench/flow.py --freshness             # freshness only
 
 Kafka/Redis: `--bootstrap`/`--store-url`, else $OO_KAFKA_BOOTSTRAP/$OO_STORE_URL, else the
-local services (`oo_features.localservices`, started if needed). Topics and keys use unique
+local services (`oo_features.services`, started if needed). Topics and keys use unique
 prefixes and are deleted afterwards (unless `--keep`).
 """
 
@@ -67,11 +67,12 @@ from connectors.coalescing import (  # noqa: E402
 )
 from connectors.folding import HistoryStart, Pending, build_write  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics, producer_config  # noqa: E402
+from connectors.kafka_config import client_config  # noqa: E402
 from connectors.kafka_source import decode_messages  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
-from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
+from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
 BATCH = KAFKA_BATCH_SIZE
 EVENTS_PER_USER_DAY = 10  # the generator's average
@@ -87,9 +88,9 @@ def _endpoints(args: argparse.Namespace) -> tuple[str, str]:
     bootstrap = args.bootstrap or os.environ.get("OO_KAFKA_BOOTSTRAP")
     store_url = args.store_url or os.environ.get("OO_STORE_URL")
     if not bootstrap or not store_url or not store_url.startswith("redis"):
-        from oo_features import localservices
+        from oo_features import services as oo_services
 
-        found = localservices.running_endpoints() or localservices.up(echo=print)
+        found = oo_services.running_endpoints() or oo_services.up(echo=print)
         bootstrap = bootstrap or found.kafka_bootstrap
         if not store_url or not store_url.startswith("redis"):
             store_url = found.redis_url
@@ -106,15 +107,18 @@ def _events(n: int, users: int, seed: int) -> Iterator[Any]:
 def _consumer(bootstrap: str, prefix: str) -> tuple[Consumer, int]:
     """One consumer assigned to every partition of both event topics, from the beginning."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "oo-bench-ignored",  # assign() only: no group, no commits
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            # the same fetch settings the flow's source uses
-            "fetch.min.bytes": "1",
-            "queued.max.messages.kbytes": "65536",
-        }
+        client_config(
+            None,
+            "consumer",
+            {
+                "group.id": "oo-bench-ignored",  # assign() only: no group, no commits
+                "enable.partition.eof": True,
+                # the same fetch settings the flow's source uses
+                "fetch.min.bytes": "1",
+                "queued.max.messages.kbytes": "65536",
+            },
+            bootstrap=bootstrap,
+        )
     )
     meta = consumer.list_topics(timeout=10).topics
     parts = [

@@ -8,7 +8,7 @@ the median per tree is compared.
 
     .venv/bin/python bench/flow_ab.py --a /path/to/base-worktree --b . --events 300000
 
-Kafka/Redis: the local services (`oo_features.localservices`). Topics and keys are deleted
+Kafka/Redis: the local services (`oo_features.services`). Topics and keys are deleted
 afterwards.
 """
 
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 from bench.flow import _events  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
-from oo_features import localservices  # noqa: E402
-from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
+from oo_features import services as oo_services  # noqa: E402
+from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
 
 def _run(
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3, help="runs per tree")
     args = parser.parse_args(argv)
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
-    found = localservices.running_endpoints() or localservices.up(echo=print)
+    found = oo_services.running_endpoints() or oo_services.up(echo=print)
     bootstrap, store = found.kafka_bootstrap, found.redis_url
     run = uuid.uuid4().hex[:8]
     prefix, empty = f"bab{run}.", f"bab{run}empty."

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench.flow import _events
     from connectors.kafka import EventProducer
-    from oo_features import localservices
-    from oo_features.localservices import delete_topics
+    from oo_features import services as oo_services
+    from oo_features.services import delete_topics
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--a", type=Path, required=True, help="source tree A (before)")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="runs per tree")
     args = parser.parse_args(argv)
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
-    found = localservices.running_endpoints() or localservices.up(echo=print)
+    found = oo_services.running_endpoints() or oo_services.up(echo=print)
     prefix = f"bfold{uuid.uuid4().hex[:8]}."
     try:
         producer = EventProducer(bootstrap=found.kafka_bootstrap, topic_prefix=prefix)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from connectors import folding  # noqa: E402
 from connectors.kafka import EventProducer  # noqa: E402
-from oo_features import localservices  # noqa: E402
+from oo_features import services as oo_services  # noqa: E402
 
 
 def _bench_flow() -> Any:
@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--services-dir", help="local services state dir (default: the usual)")
     args = parser.parse_args()
     flow = _bench_flow()
-    endpoints = localservices.running_endpoints(args.services_dir)
+    endpoints = oo_services.running_endpoints(args.services_dir)
     if endpoints is None:
         raise SystemExit("no local services: run `oo-features services up` first")
     prefix = f"bench-guard-{uuid.uuid4().hex[:6]}."
@@ -93,9 +93,9 @@ def main() -> int:
                 f"{bases:,} bases ({bases / n:.3f} per event), {spent:.2f} s pickling = "
                 f"{100 * spent / wall:.1f} % of the loop, {1e6 * spent / max(1, bases):.0f} us each"
             )
-            localservices.delete_keys(endpoints.redis_url, key_prefix + ":")
+            oo_services.delete_keys(endpoints.redis_url, key_prefix + ":")
     finally:
-        localservices.delete_topics(endpoints.kafka_bootstrap, prefix)
+        oo_services.delete_topics(endpoints.kafka_bootstrap, prefix)
     return 0
 
 

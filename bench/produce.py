@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.jsonl import LineError, read_events
 from connectors.kafka import EventProducer
-from oo_features.localservices import delete_topics
+from oo_features.services import delete_topics
 
 _START_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 _TZS = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC")

@@ -55,7 +55,7 @@ store.close()
 assert report.rejected == 0
 if bootstrap:
     from connectors.kafka import EventProducer
-    from oo_features.localservices import delete_topics
+    from oo_features.services import delete_topics
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"
     producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
     t = time.perf_counter()

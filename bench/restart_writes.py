@@ -30,7 +30,7 @@ from connectors.records import Accepted
 from connectors.store import open_store
 from features.state import UserState
 from oo_features.generate import generate_events
-from oo_features.localservices import delete_keys
+from oo_features.services import delete_keys
 
 
 def main() -> None:
@@ -43,9 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     url = args.store_url or os.environ.get("OO_STORE_URL")
     if not url:
-        from oo_features import localservices
+        from oo_features import services as oo_services
 
-        url = (localservices.running_endpoints() or localservices.up(echo=print)).redis_url
+        url = (oo_services.running_endpoints() or oo_services.up(echo=print)).redis_url
     source = generate_events(args.users, args.events // (args.users * 10) + 2, 7)
     events = [
         Accepted.of(e, 1_000 + i) for i, e in enumerate(itertools.islice(source, args.events))

@@ -55,7 +55,7 @@ from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
 from flows.features_flow import UserLogic  # noqa: E402
-from oo_features.localservices import delete_keys, delete_topics  # noqa: E402
+from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
 STEP = "oo_features.fold_user_state"
 PROBE_USER = "u00001"
@@ -66,9 +66,9 @@ def _endpoints(args: argparse.Namespace) -> tuple[str, str]:
     bootstrap = args.bootstrap or os.environ.get("OO_KAFKA_BOOTSTRAP")
     store_url = args.store_url or os.environ.get("OO_STORE_URL")
     if not bootstrap or not store_url or not store_url.startswith("redis"):
-        from oo_features import localservices
+        from oo_features import services as oo_services
 
-        found = localservices.running_endpoints() or localservices.up(echo=print)
+        found = oo_services.running_endpoints() or oo_services.up(echo=print)
         bootstrap = bootstrap or found.kafka_bootstrap
         if not store_url or not store_url.startswith("redis"):
             store_url = found.redis_url

@@ -35,7 +35,7 @@ Phases (a 3 s warm-up of each endpoint is discarded):
     .venv/bin/python bench/serve.py --quick --profile /tmp/api.prof   # + cProfile of the API
 
 Redis/Kafka: `--store-url`/`--bootstrap`, else $OO_STORE_URL/$OO_KAFKA_BOOTSTRAP, else the local
-services (`oo_features.localservices`). Keys and topics are deleted afterwards.
+services (`oo_features.services`). Keys and topics are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -664,7 +664,7 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
 
 
 def cleanup(store_url: str, key_prefix: str, bootstrap: str | None, topic_prefix: str) -> None:
-    from oo_features.localservices import delete_keys, delete_topics
+    from oo_features.services import delete_keys, delete_topics
 
     delete_keys(store_url, f"{key_prefix}:")
     if bootstrap:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -24,13 +24,16 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors import flow_metrics, topics
-from connectors.exceptions import DeliveryError
-from connectors.kafka import producer_config
+from connectors.exceptions import DeliveryError, KafkaSecurityError, KafkaUnavailableError
+from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
 from connectors.kafka_source import Keyed
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store import open_store
 from connectors.store.base import UserWrite
 from connectors.store_retry import RetryingWriter, RetryPolicy
+
+if TYPE_CHECKING:
+    from connectors.settings import ConnectorSettings
 
 LINES_PER_BATCH = 1000
 LINES_READ = [0]
@@ -190,24 +193,30 @@ _Letter = tuple[bytes, bytes | None, list[tuple[str, bytes]]]
 """A dead letter as produced: value, key, headers."""
 
 
-def dead_letter_config(bootstrap: str) -> dict[str, Any]:
-    """The dead-letter producer: the event producer's settings, compressed, never giving up."""
-    return producer_config(
-        bootstrap,
-        extra={
-            "compression.type": "zstd",
-            "linger.ms": 5,
-            # Checked by the client before compression: let the broker judge the compressed size.
-            "message.max.bytes": 64 * 1024 * 1024,
-            "message.timeout.ms": 0,  # retry while the broker is away; never expire a letter
-        },
-    )
+def dead_letter_config(
+    bootstrap: str, *, settings: ConnectorSettings | None = None, errors: ClientErrors | None = None
+) -> dict[str, Any]:
+    """The dead-letter producer: the event producer's guarantees, zstd, never giving up
+    (`client_config(settings, "dead_letter")`)."""
+    return client_config(settings, "dead_letter", bootstrap=bootstrap, errors=errors)
 
 
 class _DeadLetterPartition(StatelessSinkPartition[Rejected]):
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, settings: ConnectorSettings | None) -> None:
         self._topic = topic
-        self._producer = Producer(dead_letter_config(bootstrap))
+        errors = ClientErrors(bootstrap, "dead-letter producer")
+        config = dead_letter_config(bootstrap, settings=settings, errors=errors)
+        self._producer = new_client(Producer, config)
+        # Fail at start, naming the broker and cause, when the cluster refuses this client
+        # (SASL/TLS), rather than wait for the first letter forever; a broker that is merely
+        # away is waited for, as every letter is (ADR 0011).
+        timeout_s = settings.kafka_timeout_s if settings is not None else 10.0
+        try:
+            wait_reachable(self._producer, errors, timeout_s)
+        except KafkaSecurityError:
+            raise
+        except KafkaUnavailableError as exc:
+            log.warning("dead-letter producer: %s; letters wait for it", exc)
         self._logged_s = 0.0
 
     def write_batch(self, items: list[Rejected]) -> None:
@@ -311,16 +320,21 @@ def _truncated(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
 class DeadLetterSink(DynamicSink[Rejected]):
     """Rejected records to the dead-letter topic: compressed, every delivery confirmed."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, *, settings: ConnectorSettings | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.settings = settings
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self.bootstrap, self.topic)
+        return _DeadLetterPartition(self.bootstrap, self.topic, self.settings)
 
 
-def dead_letter_sink(bootstrap: str, *, topic_prefix: str = "") -> DeadLetterSink:
-    return DeadLetterSink(bootstrap, topic_prefix + topics.DEADLETTER)
+def dead_letter_sink(
+    bootstrap: str, *, topic_prefix: str = "", settings: ConnectorSettings | None = None
+) -> DeadLetterSink:
+    return DeadLetterSink(bootstrap, topic_prefix + topics.DEADLETTER, settings=settings)
 
 
 def to_dead_letter(

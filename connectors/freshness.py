@@ -27,15 +27,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
 from connectors import topics
 from connectors.codec import USER_ID_PATTERN
 from connectors.exceptions import StoreError
-from connectors.kafka import consumer_config
+from connectors.kafka_config import ClientErrors, client_config, new_client
 from connectors.store.base import FeatureStore
+
+if TYPE_CHECKING:
+    from connectors.settings import ConnectorSettings
 
 __all__ = ["GROUP_ID", "IngestStamper", "StamperStatus", "merge_stamps", "newest_and_oldest"]
 
@@ -139,6 +142,7 @@ class IngestStamper:
         poll_timeout_s: float = 0.2,
         extra_config: dict[str, Any] | None = None,
         on_skipped: Callable[[str, int], None] | None = None,
+        settings: ConnectorSettings | None = None,
     ) -> None:
         """`on_skipped(reason, n)` is told of messages not stamped (a metric), per batch."""
         self._store = store
@@ -148,16 +152,16 @@ class IngestStamper:
         self.group_id = topic_prefix + group_id
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s
-        self._config = consumer_config(
-            bootstrap,
-            self.group_id,
-            from_beginning=False,  # first start: from now on; later: from the committed offsets
-            extra={
-                # Topics created after subscribing (a fresh prefix) are noticed within seconds.
-                "topic.metadata.refresh.interval.ms": 5000,
-                **(extra_config or {}),
-            },
-        )
+        self._bootstrap = bootstrap
+        self._settings = settings
+        self._overrides: dict[str, Any] = {
+            "group.id": self.group_id,
+            "auto.offset.reset": "latest",  # first start: from now on; later: committed offsets
+            # Topics created after subscribing (a fresh prefix) are noticed within seconds.
+            "topic.metadata.refresh.interval.ms": 5000,
+            **(extra_config or {}),
+        }
+        self._errors = ClientErrors(bootstrap, "ingest stamper")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._assigned = threading.Event()
@@ -199,7 +203,14 @@ class IngestStamper:
 
     def _run(self) -> None:
         try:
-            consumer = Consumer(self._config)
+            config = client_config(
+                self._settings,
+                "consumer",
+                self._overrides,
+                bootstrap=self._bootstrap,
+                errors=self._errors,
+            )
+            consumer = new_client(Consumer, config)
             consumer.subscribe(self.topics, on_assign=self._on_assign)
         except Exception as exc:  # a bad configuration must not take the API down
             self._last_error = f"cannot start: {exc}"
@@ -222,6 +233,10 @@ class IngestStamper:
             error = msg.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 self._fail(f"{msg.topic()} [{msg.partition()}]: {error.str()}")
+        refused = self._errors.security_error()
+        if refused is not None:  # wrong credentials or CA: say so in /ready, keep trying
+            self._errors.security = None
+            self._fail(str(refused))
         now_ms = time.time_ns() // 1_000_000
         skipped: Counter[str] = Counter()
         newest, oldest = newest_and_oldest(messages, now_ms=now_ms, skipped=skipped)

@@ -1,4 +1,7 @@
-"""Kafka for the engine: the event producer, topic creation, and client configuration.
+"""Kafka for the engine: the event producer and topic creation.
+
+Every client's configuration comes from `connectors.kafka_config.client_config`
+(`producer_config`, `consumer_config`, `admin_config` here are its shorthands).
 
 `EventProducer` publishes validated `oo.events.v1.Event`s: key = `user_id`
 (so each user's events stay in order on one partition), value = the
@@ -18,14 +21,28 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors import codec, topics
-from connectors.exceptions import DecodeError, DeliveryError, KafkaUnavailableError
+from connectors.exceptions import (
+    DecodeError,
+    DeliveryError,
+    KafkaUnavailableError,
+)
+from connectors.kafka_config import (
+    ClientErrors,
+    client_config,
+    describe_error,
+    new_client,
+    wait_reachable,
+)
 from proto import events_pb2 as pb
+
+if TYPE_CHECKING:
+    from connectors.settings import ConnectorSettings
 
 __all__ = [
     "DeliveryCallback",
@@ -39,10 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# librdkafka's own log lines (connection refused, retries...) go here, not to stderr:
-# a caller that wants them configures logging; the CLI reports one clear error instead.
-_client_log = logging.getLogger(f"{__name__}.client")
-_client_log.addHandler(logging.NullHandler())
 
 _FEEDBACK_PAYLOADS = topics.FEEDBACK_PAYLOADS
 # Delivery reports are served every this many publishes (and by poll/flush): often
@@ -52,24 +65,14 @@ _POLL_EVERY = 64
 DeliveryCallback = Callable[[pb.Event, Exception | None], None]
 
 
-def _common_config(bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "logger": _client_log}
-
-
-def producer_config(bootstrap: str, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Settings of the event producer; `extra` (librdkafka names) overrides any of them."""
-    config = _common_config(bootstrap) | {
-        "enable.idempotence": True,  # implies acks=all, retries, max 5 in flight: order kept
-        "acks": "all",
-        "compression.type": "lz4",
-        # Java clients hash keys with murmur2: the same user lands on the same partition
-        # whichever client published.
-        "partitioner": "murmur2_random",
-        "linger.ms": 20,
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 500_000,
-    }
-    return config | (extra or {})
+def producer_config(
+    bootstrap: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    settings: ConnectorSettings | None = None,
+) -> dict[str, Any]:
+    """The event producer's settings: `client_config(settings, "producer", extra)`."""
+    return client_config(settings, "producer", extra, bootstrap=bootstrap)
 
 
 def consumer_config(
@@ -78,22 +81,25 @@ def consumer_config(
     *,
     from_beginning: bool = True,
     extra: dict[str, Any] | None = None,
+    settings: ConnectorSettings | None = None,
 ) -> dict[str, Any]:
-    """Settings for reading the engine's topics; offsets are committed by the caller."""
-    config = _common_config(bootstrap) | {
+    """Settings for reading the engine's topics in group `group_id`; offsets are committed by
+    the caller (`client_config(settings, "consumer", ...)`)."""
+    wanted = {
         "group.id": group_id,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.auto.commit": False,
-        # Idempotent producers write transactional markers only with transactions; this
-        # keeps a future transactional producer's aborted writes out.
-        "isolation.level": "read_committed",
-    }
-    return config | (extra or {})
+    } | (extra or {})
+    return client_config(settings, "consumer", wanted, bootstrap=bootstrap)
 
 
-def admin_config(bootstrap: str, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def admin_config(
+    bootstrap: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    settings: ConnectorSettings | None = None,
+) -> dict[str, Any]:
     """Settings for the admin client (topic creation, reachability checks)."""
-    return _common_config(bootstrap) | (extra or {})
+    return client_config(settings, "admin", extra, bootstrap=bootstrap)
 
 
 def engine_topics(prefix: str = "") -> list[str]:
@@ -101,19 +107,10 @@ def engine_topics(prefix: str = "") -> list[str]:
     return [prefix + name for name in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)]
 
 
-def _describe(exc: BaseException | KafkaError | None) -> str:
-    """The human part of a client error (librdkafka's text, without the KafkaError{...} frame)."""
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        exc = exc.args[0]
-    if isinstance(exc, KafkaError):
-        return str(exc.str())
-    return "" if exc is None else str(exc)
-
-
 def _unavailable(
     bootstrap: str, timeout_s: float, cause: BaseException | KafkaError | None
 ) -> KafkaUnavailableError:
-    detail = _describe(cause)
+    detail = describe_error(cause)
     return KafkaUnavailableError(
         f"Kafka at {bootstrap} did not answer within {timeout_s:g} s"
         + (f" ({detail})" if detail else "")
@@ -127,22 +124,25 @@ def ensure_topics(
     timeout_s: float = 10.0,
     *,
     extra_config: dict[str, Any] | None = None,
+    settings: ConnectorSettings | None = None,
 ) -> list[str]:
     """Create the topics of `names` that do not exist yet; return the ones created.
 
     New topics get `partitions` partitions and the broker's default replication
     factor. Existing topics are left as they are (never re-partitioned: that
     would move users between partitions). Raises `KafkaUnavailableError` when
-    the broker does not answer within `timeout_s`.
+    the broker does not answer within `timeout_s` (`KafkaSecurityError` when it refuses the
+    connection: SASL or TLS).
     """
     if partitions < 1:
         raise ValueError(f"partitions: expected at least 1; got {partitions}")
     wanted = list(dict.fromkeys(names))
-    admin = AdminClient(admin_config(bootstrap, extra=extra_config))
-    try:
-        existing = admin.list_topics(timeout=timeout_s).topics
-    except KafkaException as exc:
-        raise _unavailable(bootstrap, timeout_s, exc) from exc
+    errors = ClientErrors(bootstrap, "admin")
+    admin = new_client(
+        AdminClient,
+        client_config(settings, "admin", extra_config, bootstrap=bootstrap, errors=errors),
+    )
+    existing = wait_reachable(admin, errors, timeout_s).topics
     missing = [name for name in wanted if name not in existing]
     if not missing:
         return []
@@ -203,6 +203,7 @@ class EventProducer:
         partitions: int = 4,
         create_topics: bool = True,
         extra_config: dict[str, Any] | None = None,
+        settings: ConnectorSettings | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s: expected > 0; got {timeout_s}")
@@ -213,12 +214,12 @@ class EventProducer:
         self._feedback_topic = topic_prefix + topics.FEEDBACK
         self._report = DeliveryReport()
         self._produced = 0  # handed to the client since the last flush
-        self._last_error: KafkaError | None = None
-        config = producer_config(bootstrap, extra=extra_config) | {
-            "on_delivery": self._on_delivery,
-            "error_cb": self._on_error,
-        }
-        self._producer: Producer | None = Producer(config)
+        self._errors = ClientErrors(bootstrap, "producer")
+        config = client_config(
+            settings, "producer", extra_config, bootstrap=bootstrap, errors=self._errors
+        )
+        config["on_delivery"] = self._on_delivery
+        self._producer: Producer | None = new_client(Producer, config)
         try:
             self.ping(timeout_s)
             if create_topics:
@@ -228,6 +229,7 @@ class EventProducer:
                     partitions,
                     timeout_s,
                     extra_config=_admin_subset(extra_config),
+                    settings=settings,
                 )
         except BaseException:
             self._producer = None
@@ -241,10 +243,9 @@ class EventProducer:
         else:
             self._report.failed.append((_event_id_of(msg.value()), str(err)))
 
-    def _on_error(self, err: KafkaError) -> None:
-        self._last_error = err
-        if err.fatal():
-            log.error("Kafka producer fatal error: %s", err)
+    @property
+    def _last_error(self) -> KafkaError | None:
+        return self._errors.last
 
     # -- public API --
 
@@ -255,13 +256,9 @@ class EventProducer:
         return self._producer
 
     def ping(self, timeout_s: float = 2.0) -> None:
-        """Check that a broker answers within `timeout_s`; raise `KafkaUnavailableError` if not."""
-        try:
-            self._client.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
-            self._client.poll(0)  # serve error_cb: the cause (e.g. connection refused)
-            cause = exc if self._last_error is None else self._last_error
-            raise _unavailable(self.bootstrap, timeout_s, cause) from exc
+        """Check that a broker answers within `timeout_s`; raise `KafkaUnavailableError` if not
+        (`KafkaSecurityError` at once when it refuses the connection: SASL or TLS)."""
+        wait_reachable(self._client, self._errors, timeout_s)
 
     def publish(
         self,
@@ -378,7 +375,9 @@ class EventProducer:
 
     def _give_up(self, producer: Producer) -> None:
         waiting = len(producer)
-        reason = f"not confirmed within the timeout ({_describe(self._last_error) or 'no answer'})"
+        reason = (
+            f"not confirmed within the timeout ({describe_error(self._last_error) or 'no answer'})"
+        )
         before = len(self._report.failed)
         # Purged events get a delivery report with a purge error: their ids land in `failed`.
         producer.purge(in_queue=True, in_flight=True)

@@ -5,8 +5,11 @@ The serving app extends this class; the flow and the CLI use it directly.
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConnectorSettings(BaseSettings):
@@ -28,6 +31,19 @@ class ConnectorSettings(BaseSettings):
     kafka_timeout_s: float = Field(
         default=10.0, description="Bound on waiting for Kafka (connect, flush) before failing."
     )
+    kafka_properties: Annotated[dict[str, str | int | float | bool], NoDecode] = Field(
+        default={},
+        repr=False,
+        description="More librdkafka properties for every Kafka client, as a JSON object "
+        '(e.g. `{"security.protocol": "SASL_SSL", "client.id": "oo"}`); over the file\'s, '
+        "under what the engine requires (a conflict is refused, naming the property). "
+        "See connectors/README.md, Kafka configuration.",
+    )
+    kafka_properties_file: Path | None = Field(
+        default=None,
+        description="Path of a `key=value` librdkafka/Java properties file read by every Kafka "
+        "client (for secrets: `sasl.password`, ...; values are never logged); unset: none.",
+    )
     partitions: int = Field(default=4, description="Partitions of topics created when missing.")
     flow_metrics_port: int | None = Field(
         default=None,
@@ -45,6 +61,19 @@ class ConnectorSettings(BaseSettings):
         description="Days a served tip stays in the tip ledger (what it was built from, its "
         "reactions); 0: no ledger.",
     )
+
+    @field_validator("kafka_properties", mode="before")
+    @classmethod
+    def _properties_object(cls, value: Any) -> Any:
+        """A clear error naming the variable, never echoing the value (it may hold secrets)."""
+        from connectors.kafka_config import parse_json_properties
+
+        if isinstance(value, str | dict):
+            return parse_json_properties(value)
+        raise ValueError(
+            f"OO_KAFKA_PROPERTIES: expected a JSON object of librdkafka properties; got a "
+            f"{type(value).__name__}"
+        )
 
     @property
     def ledger_retention_ms(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bytewax.connectors.kafka import KafkaSink
 from confluent_kafka import (
@@ -31,13 +31,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors import topics
 from connectors.exceptions import DeliveryError, KafkaUnavailableError
-from connectors.kafka import admin_config, producer_config
+from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
+
+if TYPE_CHECKING:
+    from connectors.settings import ConnectorSettings
 
 __all__ = ["TombstoneLog", "ensure_topic", "read_tombstones", "record", "sink"]
 
 log = logging.getLogger(__name__)
-_client_log = logging.getLogger(f"{__name__}.client")
-_client_log.addHandler(logging.NullHandler())
 
 TOPIC_CONFIG = {
     "cleanup.policy": "compact",
@@ -67,22 +68,29 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[str, int] | None:
         return None
 
 
-def sink(bootstrap: str) -> KafkaSink:
+def sink(bootstrap: str, *, settings: ConnectorSettings | None = None) -> KafkaSink:
     """The flow's Bytewax sink for tombstone records (`KafkaSinkMessage`s naming the topic)."""
-    return KafkaSink(
-        [bootstrap], topic=None, add_config={"acks": "all", "enable.idempotence": "true"}
-    )
+    config = client_config(settings, "producer", {"linger.ms": 0}, bootstrap=bootstrap)
+    return KafkaSink([bootstrap], topic=None, add_config=config)
 
 
 def ensure_topic(
-    bootstrap: str, *, topic_prefix: str = "", partitions: int = 4, timeout_s: float = 10.0
+    bootstrap: str,
+    *,
+    topic_prefix: str = "",
+    partitions: int = 4,
+    timeout_s: float = 10.0,
+    settings: ConnectorSettings | None = None,
 ) -> None:
     """Create the compacted tombstone topic when it does not exist."""
     name = topic_name(topic_prefix)
-    admin = AdminClient(admin_config(bootstrap, extra={"logger": _client_log}))
+    errors = ClientErrors(bootstrap, "admin")
+    admin = new_client(
+        AdminClient, client_config(settings, "admin", bootstrap=bootstrap, errors=errors)
+    )
+    if name in wait_reachable(admin, errors, timeout_s).topics:
+        return
     try:
-        if name in admin.list_topics(timeout=timeout_s).topics:
-            return
         futures = admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=-1, config=TOPIC_CONFIG)],
             request_timeout=timeout_s,
@@ -110,14 +118,18 @@ class TombstoneLog:
         topic_prefix: str = "",
         partitions: int = 4,
         timeout_s: float = 10.0,
+        settings: ConnectorSettings | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self._settings = settings
         self.topic = topic_name(topic_prefix)
         self._topic_prefix = topic_prefix
         self._partitions = partitions
         self._timeout_s = timeout_s
         self._ready = False
-        self._producer = Producer(producer_config(bootstrap, extra={"linger.ms": 0}))
+        self._producer = new_client(
+            Producer, client_config(settings, "producer", {"linger.ms": 0}, bootstrap=bootstrap)
+        )
 
     def publish(self, user_id: str, deleted_at_ms: int, *, timeout_s: float | None = None) -> None:
         """Write the user's tombstone and wait for the broker's confirmation.
@@ -132,6 +144,7 @@ class TombstoneLog:
                 topic_prefix=self._topic_prefix,
                 partitions=self._partitions,
                 timeout_s=timeout,
+                settings=self._settings,
             )
             self._ready = True
         outcome: list[KafkaError | None] = []
@@ -171,7 +184,11 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tupl
 
 
 def read_tombstones(
-    bootstrap: str, *, topic_prefix: str = "", timeout_s: float = 30.0
+    bootstrap: str,
+    *,
+    topic_prefix: str = "",
+    timeout_s: float = 30.0,
+    settings: ConnectorSettings | None = None,
 ) -> dict[str, int]:
     """Every user's tombstone in the topic (largest deletion time per user), read to its end.
 
@@ -180,24 +197,19 @@ def read_tombstones(
     read to its end within `timeout_s`.
     """
     name = topic_name(topic_prefix)
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "logger": _client_log,
+    overrides = {
         "group.id": "oo-tombstone-reader",  # required by the client; nothing is committed
-        "enable.auto.commit": False,
         "enable.partition.eof": False,
-        "isolation.level": "read_committed",
     }
-    consumer = Consumer(config)
+    errors = ClientErrors(bootstrap, "tombstone reader")
+    consumer = new_client(
+        Consumer,
+        client_config(settings, "consumer", overrides, bootstrap=bootstrap, errors=errors),
+    )
     deadline = time.monotonic() + timeout_s
     out: dict[str, int] = {}
     try:
-        try:
-            meta = consumer.list_topics(name, timeout=timeout_s)
-        except KafkaException as exc:
-            raise KafkaUnavailableError(
-                f"Kafka at {bootstrap} did not answer within {timeout_s:g} s: {exc}"
-            ) from exc
+        meta = wait_reachable(consumer, errors, timeout_s, name)  # before assign: poll is safe
         described = meta.topics.get(name)
         if described is None or described.error is not None:
             return out  # no topic yet: nobody was deleted through it

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SECRET_FIELDS = frozenset({"api_token", "orchestrator_api_key"})
+SECRET_FIELDS = frozenset({"api_token", "orchestrator_api_key", "kafka_properties"})
 USAGE = 2
 FAILED = 1
 

@@ -1,11 +1,11 @@
-"""The app factory: `create_app(settings=None, *, store=None, producer=None)`.
+"""The app factory: `create_app(settings=None, *, store=None, sink=None)`.
 
 The factory wires settings, metrics, the breaker and the routers; the lifespan
 opens what the app owns (the store from `OO_STORE_URL`, the event sink: Kafka
 when `OO_KAFKA_BOOTSTRAP` is set, else the `OO_FEEDBACK_LOG` file; the one
 shared `httpx.AsyncClient`, the ingestion stamper when Kafka is configured and
 `OO_FRESHNESS_STAMPER` is on, the background freshness check) and closes it on
-shutdown. A store or producer passed in belongs to the caller and is not closed here.
+shutdown. A store or sink passed in belongs to the caller and is not closed here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import httpx
@@ -23,16 +22,17 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from connectors.exceptions import StoreError
+from connectors.exceptions import EventSinkError, StoreError
+from connectors.kafka import EventProducer
+from connectors.sinks import EventSink, FileEventSink, KafkaEventSink
 from connectors.store.base import FeatureStore
 from serving.api.main import BODY_LIMITS, api_router
-from serving.exceptions import EventSinkError, StoreUnavailableError
+from serving.exceptions import StoreUnavailableError
 from serving.freshness import FreshnessMonitor
 from serving.limits import BodySizeLimit, V1Gate, bounded_validation_error
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.orchestrator import CircuitBreaker, OrchestratorClient
 from serving.settings import Settings
-from serving.sinks import EventSink, FileEventSink, KafkaEventSink
 from serving.store_guard import StoreGuard
 from serving.store_identity import StoreIdentityWatch
 
@@ -42,27 +42,19 @@ API_VERSION = "1.0.0"
 POLL_INTERVAL_S = 0.2
 
 
-def _as_sink(producer: Any, metrics: Metrics) -> EventSink:
-    """A sink as given, or a connectors `EventProducer` wrapped in one."""
-    if isinstance(producer, EventSink):
-        return producer
-    return KafkaEventSink(producer, on_failure=metrics.count_failed_event)
-
-
 def _build_sink(settings: Settings, metrics: Metrics) -> EventSink:
     on_failure = metrics.count_failed_event
     bootstrap = settings.kafka_bootstrap
     if bootstrap is None:
         return FileEventSink(settings.feedback_log, on_failure=on_failure)
 
-    def make_producer() -> Any:
-        from connectors.kafka import EventProducer
-
+    def make_producer() -> EventProducer:
         return EventProducer(
             bootstrap=bootstrap,
             topic_prefix=settings.topic_prefix,
             timeout_s=settings.kafka_timeout_s,
             partitions=settings.partitions,
+            settings=settings,
         )
 
     return KafkaEventSink(factory=make_producer, on_failure=on_failure)
@@ -108,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             topic_prefix=settings.topic_prefix,
             partitions=settings.partitions,
             timeout_s=settings.kafka_timeout_s,
+            settings=settings,
         )
     # The store's identity as first seen (ADR 0008); unreachable or slow now: the first
     # /ready probe does it.
@@ -156,6 +149,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             bootstrap=settings.kafka_bootstrap,
             topic_prefix=settings.topic_prefix,
             on_skipped=state.metrics.count_stamper_skipped,
+            settings=settings,
         )
         state.stamper.start()
     from serving.api.deps import get_manifests
@@ -221,9 +215,10 @@ def create_app(
     settings: Settings | None = None,
     *,
     store: FeatureStore | None = None,
-    producer: EventSink | Any | None = None,
+    sink: EventSink | None = None,
 ) -> FastAPI:
-    """A new app; `store` and `producer` (an `EventSink` or an `EventProducer`) are optional."""
+    """A new app; `store` and `sink` (where the API's events go) are optional; given, they
+    belong to the caller."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics()
     breaker = CircuitBreaker(
@@ -258,7 +253,7 @@ def create_app(
         breaker=store_breaker,
         on_unavailable=metrics.count_store_unavailable,
     )
-    app.state.sink = _as_sink(producer, metrics) if producer is not None else None
+    app.state.sink = sink
     app.state.orchestrator = None
     app.state.stamper = None
     app.state.identity = StoreIdentityWatch(metrics)

@@ -5,9 +5,11 @@
     ServingError
      ├── OrchestratorError        the orchestrator gave no usable tip; `reason` says why
      │    └── BreakerOpenError    the circuit breaker refused the call without trying
-     ├── EventSinkError           an event was not confirmed by the event log (Kafka or file)
      └── StoreUnavailableError    the feature store did not answer in time, failed, or its
                                   breaker is open (`serving.store_guard`); answered as 503
+
+An event the API could not write to its event log is `connectors.exceptions.EventSinkError`
+(the sinks are connectors).
 """
 
 from __future__ import annotations
@@ -34,10 +36,6 @@ class BreakerOpenError(OrchestratorError):
     def __init__(self, retry_in_s: float) -> None:
         super().__init__("breaker_open", f"retry in {retry_in_s:.1f}s")
         self.retry_in_s = retry_in_s
-
-
-class EventSinkError(ServingError):
-    """An event could not be written to the event log within the bounded time."""
 
 
 class StoreUnavailableError(ServingError):

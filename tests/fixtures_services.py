@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from oo_features import localservices
+from oo_features import services as oo_services
 
 if TYPE_CHECKING:
     import redis
@@ -54,12 +54,12 @@ _SERVICES_KEY = pytest.StashKey[Services]()
 
 @pytest.fixture(scope="session")
 def services(request: pytest.FixtureRequest) -> Iterator[Services]:
-    state_dir = localservices.state_dir()
+    state_dir = oo_services.state_dir()
     failure = ""
     try:
-        already = localservices.running_endpoints(state_dir)
-        endpoints = already or localservices.up(state_dir)
-    except localservices.ServicesError as exc:
+        already = oo_services.running_endpoints(state_dir)
+        endpoints = already or oo_services.up(state_dir)
+    except oo_services.ServicesError as exc:
         failure = str(exc)
     if failure:  # outside the except block: the message, not a chained traceback
         pytest.fail(
@@ -77,7 +77,7 @@ def services(request: pytest.FixtureRequest) -> Iterator[Services]:
     yield found
     del request.config.stash[_SERVICES_KEY]
     if found.started_here and os.environ.get(KEEP_ENV, "") not in ("1", "true", "yes"):
-        localservices.down(state_dir)
+        oo_services.down(state_dir)
 
 
 @pytest.fixture
@@ -121,7 +121,9 @@ def redis_client(services: Services) -> Iterator[redis.Redis[bytes]]:
 def kafka_admin(services: Services) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+    from connectors.kafka_config import client_config
+
+    return AdminClient(client_config(None, "admin", bootstrap=services.kafka_bootstrap))
 
 
 @pytest.fixture
@@ -140,5 +142,5 @@ def oo_env(
 
 
 # Cleanup is best effort: a test's failure must be its own, not its teardown's.
-_delete_topics = localservices.delete_topics
-_delete_keys = localservices.delete_keys
+_delete_topics = oo_services.delete_topics
+_delete_keys = oo_services.delete_keys

@@ -1,6 +1,6 @@
 """A private Redis for outage tests: stopped, continued, killed and restarted at will.
 
-Started with the same command line as `oo-features services up` (`localservices.redis_argv`,
+Started with the same command line as `oo-features services up` (`oo_services.redis_argv`,
 append-only file included), on its own port and folder, so a test that pauses or kills it never
 touches the shared services other tests use.
 """
@@ -17,7 +17,8 @@ from types import TracebackType
 
 import redis
 
-from oo_features import localservices
+from oo_features import services as oo_services
+from oo_features.services import redis_node
 
 
 def free_port() -> int:
@@ -39,8 +40,8 @@ class PrivateRedis:
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        binary = localservices._redis_binary(lambda _: None)
-        argv = localservices.redis_argv(binary, self.port, self.directory)
+        binary = redis_node._redis_binary(lambda _: None)
+        argv = oo_services.redis_argv(binary, self.port, self.directory)
         self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import topics
     from connectors.codec import to_json
+    from connectors.exceptions import ConnectorError
     from connectors.kafka_source import KafkaEventSource
     from connectors.records import Accepted
     from connectors.settings import ConnectorSettings
@@ -52,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
     names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
-    source = KafkaEventSource(bootstrap, names, tail=False)
+    source = KafkaEventSource(bootstrap, names, tail=False, settings=settings)
     try:
         parts = source.list_parts()
-    except RuntimeError as exc:
+    except (RuntimeError, ConnectorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     to_stdout = args.out == "-"

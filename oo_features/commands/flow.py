@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
                 [topic_prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
                 partitions=settings.partitions,
                 timeout_s=settings.kafka_timeout_s,
+                settings=settings,
             )
     except ConnectorError as exc:
         print(f"error: {exc}", file=sys.stderr)

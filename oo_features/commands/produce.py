@@ -135,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         producer = EventProducer(
-            bootstrap=bootstrap, topic_prefix=prefix, timeout_s=timeout_s, partitions=partitions
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            timeout_s=timeout_s,
+            partitions=partitions,
+            settings=settings,
         )
     except KafkaUnavailableError as exc:
         source.close()

@@ -21,13 +21,13 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from connectors.codec import USER_ID_PATTERN
+from connectors.sinks import EventSink
 from connectors.store.base import FeatureStore
 from features.model import Manifest
 from serving.freshness import FreshnessMonitor
 from serving.metrics import Metrics
 from serving.orchestrator import OrchestratorClient
 from serving.settings import Settings
-from serving.sinks import EventSink
 from serving.store_guard import StoreGuard
 
 
@@ -39,7 +39,7 @@ async def get_store(request: Request) -> FeatureStore:
     return request.app.state.store
 
 
-async def get_producer(request: Request) -> EventSink:
+async def get_sink(request: Request) -> EventSink:
     return request.app.state.sink
 
 
@@ -81,7 +81,7 @@ async def now_ms() -> int:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[FeatureStore, Depends(get_store)]
 StoreGuardDep = Annotated[StoreGuard, Depends(get_store_guard)]
-ProducerDep = Annotated[EventSink, Depends(get_producer)]
+SinkDep = Annotated[EventSink, Depends(get_sink)]
 OrchestratorDep = Annotated[OrchestratorClient | None, Depends(get_orchestrator)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 FreshnessDep = Annotated[FreshnessMonitor, Depends(get_freshness_monitor)]

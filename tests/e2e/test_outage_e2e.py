@@ -33,8 +33,9 @@ from connectors import topics
 from connectors.codec import from_json
 from connectors.kafka import engine_topics, ensure_topics
 from connectors.store import open_store
-from oo_features import localservices
+from oo_features import services as oo_services
 from oo_features.generate import generate_lines
+from oo_features.services import processes
 from proto import events_pb2 as pb
 from serving.app import create_app
 from serving.settings import Settings
@@ -444,7 +445,7 @@ def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.E
     half = len(lines) // 2
     prefix = "outage."
     services_dir = tmp_path / "svc"
-    endpoints = localservices.up(services_dir)
+    endpoints = oo_services.up(services_dir)
     flow: FlowRun | None = None
     try:
         bootstrap = endpoints.kafka_bootstrap
@@ -472,7 +473,7 @@ def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.E
         )
         assert endpoints.kafka_pid is not None
         os.kill(endpoints.kafka_pid, signal.SIGKILL)
-        child = localservices._CHILDREN.pop(endpoints.kafka_pid, None)
+        child = processes._CHILDREN.pop(endpoints.kafka_pid, None)
         if child is not None:
             child.wait(30)
         produce.stdin.write(("\n".join(lines[half:]) + "\n").encode())
@@ -485,7 +486,7 @@ def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.E
         assert published + len(failed) == len(lines), stdout
         assert flow.process.poll() is None, f"the flow exited:\n{flow.log()}"
 
-        again = localservices.up(services_dir)
+        again = oo_services.up(services_dir)
         assert again.kafka_bootstrap == bootstrap
         in_topic = set(topic_event_ids(bootstrap, prefix))
         failed_ids = {row["event_id"] for row in failed}
@@ -517,4 +518,4 @@ def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.E
     finally:
         if flow is not None:
             flow.stop()
-        localservices.down(services_dir)
+        oo_services.down(services_dir)

@@ -31,7 +31,7 @@ from connectors.codec import from_json
 from connectors.kafka import EventProducer
 from connectors.store import open_store
 from oo_features.generate import generate_lines
-from oo_features.localservices import delete_keys
+from oo_features.services import delete_keys
 from serving.app import create_app
 from serving.settings import Settings
 from tests.cli import oo_features
@@ -302,7 +302,7 @@ def test_refill_command_rewrites_a_wiped_store_with_its_tombstones(
     services: Any, topic_prefix: str, key_prefix: str
 ) -> None:
     from connectors.tombstones import read_tombstones
-    from serving.sinks import user_deleted
+    from serving.events import user_deleted
 
     env = {
         "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,

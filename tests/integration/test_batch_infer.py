@@ -19,7 +19,7 @@ import pytest
 from connectors.store import open_store
 from flows.backfill import backfill
 from oo_features.generate import ChaosOptions, write_jsonl
-from oo_features.localservices import delete_keys
+from oo_features.services import delete_keys
 from serving.app import create_app
 from serving.settings import Settings
 from tests.compare import close

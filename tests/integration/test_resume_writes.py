@@ -58,9 +58,9 @@ def stores(store_url: str, key_prefix: str) -> Iterator[tuple[FeatureStore, Feat
     tested.close()
     reference.close()
     if store_url.startswith("redis"):
-        from oo_features import localservices
+        from oo_features import services as oo_services
 
-        localservices.delete_keys(store_url, key_prefix + "ref")
+        oo_services.delete_keys(store_url, key_prefix + "ref")
 
 
 class Incarnation:

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from oo_features import localservices
+from oo_features import services as oo_services
 from oo_features.commands import services as services_command
 from tests.fixtures_services import Services
 
@@ -30,15 +30,15 @@ def _cli(action: str, state_dir: Path | None = None) -> int:
 
 
 def test_up_is_idempotent(services: Services) -> None:
-    before = localservices.running_endpoints(services.state_dir)
-    again = localservices.up(services.state_dir)
+    before = oo_services.running_endpoints(services.state_dir)
+    again = oo_services.up(services.state_dir)
 
     assert before is not None
     assert again == before  # same addresses, same pids: nothing was restarted
 
 
 def test_status_reports_both(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
-    statuses = {s.name: s for s in localservices.status(services.state_dir)}
+    statuses = {s.name: s for s in oo_services.status(services.state_dir)}
 
     assert set(statuses) == {"kafka", "redis"}
     assert all(s.running and s.healthy for s in statuses.values()), statuses
@@ -99,7 +99,7 @@ def test_redis_answers(redis_client: redis.Redis[bytes], key_prefix: str) -> Non
 def test_status_of_an_empty_state_dir_is_down(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert not any(s.running or s.healthy for s in localservices.status(tmp_path))
+    assert not any(s.running or s.healthy for s in oo_services.status(tmp_path))
     assert _cli("status", tmp_path) == 1
     assert "down" in capsys.readouterr().out
 
@@ -107,13 +107,13 @@ def test_status_of_an_empty_state_dir_is_down(
 def test_down_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
     stranger = subprocess.Popen(["sleep", "60"])
     try:
-        state = localservices.ServicesState(
+        state = oo_services.ServicesState(
             kafka_port=1, controller_port=2, redis_port=3, kafka_pid=stranger.pid
         )
         state.redis_pid = stranger.pid
         (tmp_path / "services.json").write_text(json.dumps(state.to_json()))
 
-        localservices.down(tmp_path, timeout_s=1)
+        oo_services.down(tmp_path, timeout_s=1)
 
         assert stranger.poll() is None, "down killed a pid whose command line is not ours"
         recorded = json.loads((tmp_path / "services.json").read_text())
@@ -126,14 +126,14 @@ def test_down_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
 def test_up_status_down_in_a_separate_state_dir(services: Services, tmp_path: Path) -> None:
     # The session's services hold the default ports, so this one must pick free ones.
     state_dir = tmp_path / f"svc-{uuid.uuid4().hex[:6]}"
-    endpoints = localservices.up(state_dir)
+    endpoints = oo_services.up(state_dir)
     try:
         assert endpoints.kafka_bootstrap != services.kafka_bootstrap
         assert endpoints.redis_url != services.redis_url
-        assert all(s.running and s.healthy for s in localservices.status(state_dir))
+        assert all(s.running and s.healthy for s in oo_services.status(state_dir))
     finally:
-        localservices.down(state_dir)
+        oo_services.down(state_dir)
 
-    assert not any(s.running or s.healthy for s in localservices.status(state_dir))
+    assert not any(s.running or s.healthy for s in oo_services.status(state_dir))
     # The session's own services are untouched.
-    assert localservices.running_endpoints(services.state_dir) is not None
+    assert oo_services.running_endpoints(services.state_dir) is not None

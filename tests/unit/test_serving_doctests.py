@@ -14,7 +14,7 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(serving.__path__, p
 
 
 def test_public_modules_import() -> None:
-    assert {"serving.app", "serving.settings", "serving.orchestrator", "serving.sinks"} <= set(
+    assert {"serving.app", "serving.settings", "serving.orchestrator", "serving.events"} <= set(
         MODULES
     )
 

@@ -6,12 +6,12 @@ import logging
 
 from fastapi import APIRouter, BackgroundTasks, status
 
-from serving import ledger, sinks
+from serving import events, ledger
 from serving.api.deps import (
     MetricsDep,
     NowMsDep,
-    ProducerDep,
     SettingsDep,
+    SinkDep,
     StoreDep,
     StoreGuardDep,
 )
@@ -31,14 +31,14 @@ router = APIRouter(prefix="/feedback", tags=["feedback"])
 async def post_feedback(
     body: FeedbackIn,
     background: BackgroundTasks,
-    sink: ProducerDep,
+    sink: SinkDep,
     store: StoreDep,
     guard: StoreGuardDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     now_ms: NowMsDep,
 ) -> AcceptedOut:
-    event = sinks.tip_reaction(body.user_id, body.tip_id, body.reaction)
+    event = events.tip_reaction(body.user_id, body.tip_id, body.reaction)
     background.add_task(sink.emit, event)
     if settings.ledger_retention_ms > 0:
         # Joined to the tip in the ledger by tip id (a tip the ledger lacks: nothing joined).

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from connectors.exceptions import ConnectorError
-from serving.api.deps import FreshnessDep, ProducerDep, SettingsDep, StoreDep, StoreGuardDep
+from serving.api.deps import FreshnessDep, SettingsDep, SinkDep, StoreDep, StoreGuardDep
 from serving.api.models import FreshnessReadyOut, HealthOut, ReadyOut, iso_ms
-from serving.exceptions import EventSinkError, StoreUnavailableError
+from serving.exceptions import StoreUnavailableError
 from serving.store_identity import LOST, REFILLING
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ async def _probe(check: Callable[[], str | None], seconds: float) -> str:
             said = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
     except TimeoutError:
         return f"unreachable: no answer within {seconds}s"
-    except (ConnectorError, EventSinkError) as exc:
+    except ConnectorError as exc:  # EventSinkError included
         return f"unreachable: {exc}"
     return said or "ok"
 
@@ -60,7 +60,7 @@ async def ready(
     settings: SettingsDep,
     store: StoreDep,
     guard: StoreGuardDep,
-    sink: ProducerDep,
+    sink: SinkDep,
     monitor: FreshnessDep,
 ) -> ReadyOut | JSONResponse:
     # The probes get 95 % of the bound: the rest is for building and sending the answer, so

@@ -8,14 +8,14 @@ import uuid
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, status
 
-from serving import ledger, sinks
+from serving import events, ledger
 from serving.api.deps import (
     ManifestsDep,
     MetricsDep,
     NowMsDep,
     OrchestratorDep,
-    ProducerDep,
     SettingsDep,
+    SinkDep,
     StoreDep,
     StoreGuardDep,
 )
@@ -46,7 +46,7 @@ async def recommend(
     guard: StoreGuardDep,
     manifests: ManifestsDep,
     orchestrator: OrchestratorDep,
-    sink: ProducerDep,
+    sink: SinkDep,
     metrics: MetricsDep,
     settings: SettingsDep,
     now_ms: NowMsDep,
@@ -81,7 +81,7 @@ async def recommend(
 
     tip_id = uuid.uuid4().hex
     # Published after the response is sent: the event log never slows a tip down.
-    background.add_task(sink.emit, sinks.tip_shown(body.user_id, tip_id, agent_ids))
+    background.add_task(sink.emit, events.tip_shown(body.user_id, tip_id, agent_ids))
     if settings.ledger_retention_ms > 0:
         entry = ledger.tip_entry(
             tip_id=tip_id,

@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from connectors.exceptions import ConnectorError
 from connectors.store.base import StoredAgent, StoredUser
 from features.model import Manifest
-from serving import sinks
+from serving import events
 from serving.api.deps import (
     ManifestsDep,
     NowMsDep,
-    ProducerDep,
     SettingsDep,
+    SinkDep,
     StoreDep,
     StoreGuardDep,
     UserIdPath,
@@ -31,7 +31,6 @@ from serving.api.models import (
     SnippetOut,
     iso_ms,
 )
-from serving.exceptions import EventSinkError
 from serving.tips import eligible_agents, is_fresh
 
 log = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ async def delete_user(
     user_id: UserIdPath,
     store: StoreDep,
     guard: StoreGuardDep,
-    sink: ProducerDep,
+    sink: SinkDep,
     settings: SettingsDep,
     now_ms: NowMsDep,
     request: Request,
@@ -127,7 +126,7 @@ async def delete_user(
     # drop its state (and every event up to now_ms, also on replay). Neither must be lost,
     # so both are confirmed; a retry of the whole call is harmless.
     await guard.call(store.delete_user, user_id, deleted_at_ms=now_ms)
-    event = sinks.user_deleted(user_id, now_ms)
+    event = events.user_deleted(user_id, now_ms)
     try:
         if tombstones is not None:
             await run_in_threadpool(
@@ -136,7 +135,7 @@ async def delete_user(
         await run_in_threadpool(
             lambda: sink.emit_confirmed(event, timeout_s=settings.kafka_timeout_s)
         )
-    except (EventSinkError, ConnectorError) as exc:
+    except ConnectorError as exc:  # EventSinkError included
         log.error("user %s deleted from the store; deletion not confirmed: %s", user_id, exc)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -1,15 +1,15 @@
-"""Where the API's own events go: `TipShown`, `TipReaction`, `UserDeleted`.
+"""Event sinks: where events published one at a time go (the API's `TipShown`,
+`TipReaction`, `UserDeleted`; their builders are `serving.events`).
 
-`EventSink` is the one seam. `KafkaEventSink` publishes through the connectors'
-`EventProducer` (topic chosen by `connectors.topics.topic_for`: feedback to
+`EventSink` is the one seam. `KafkaEventSink` publishes through `EventProducer` (topic chosen by `connectors.topics.topic_for`: feedback to
 `oo.feedback.v1`, deletions to `oo.signals.v1`); `FileEventSink` appends
 canonical-JSON lines to an event-log file when Kafka is not configured
 (embedded mode), so the same events can be replayed into a flow later.
 
 `emit` is fire-and-forget (a failure is logged with the event id and counted,
 never raised into a request); `emit_confirmed` waits for the broker or the
-disk and raises `EventSinkError`, for events that must not be lost (deletion).
-Nothing here logs event content beyond the event id, kind and user id.
+disk and raises `EventSinkError` (a `ConnectorError`), for events that must not be lost
+(deletion). Nothing here logs event content beyond the event id, kind and user id.
 """
 
 from __future__ import annotations
@@ -18,62 +18,21 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from connectors import codec
-from connectors.exceptions import ConnectorError
+from connectors.exceptions import ConnectorError, EventSinkError
+from connectors.kafka import EventProducer
 from proto import events_pb2 as pb
-from serving.exceptions import EventSinkError, ServingError
+
+__all__ = ["EventSink", "FailureObserver", "FileEventSink", "KafkaEventSink"]
 
 log = logging.getLogger(__name__)
 
-EVENT_SOURCE = "tip-api"
-
-REACTIONS: dict[str, int] = {
-    "done": pb.REACTION_DONE,
-    "like": pb.REACTION_LIKE,
-    "dismiss": pb.REACTION_DISMISS,
-    "snooze": pb.REACTION_SNOOZE,
-}
-
 FailureObserver = Callable[[str], None]
 """Called with the payload kind of an event the sink could not deliver."""
-
-
-# --- events ----------------------------------------------------------------------------
-
-
-def _envelope(user_id: str, occurred_at_ms: int | None) -> pb.Event:
-    event = pb.Event(event_id=str(uuid.uuid4()), user_id=user_id, source=EVENT_SOURCE)
-    if occurred_at_ms is None:
-        event.occurred_at.GetCurrentTime()
-    else:
-        event.occurred_at.FromMilliseconds(occurred_at_ms)
-    return event
-
-
-def tip_shown(user_id: str, tip_id: str, agent_ids: Iterable[str]) -> pb.Event:
-    event = _envelope(user_id, None)
-    event.tip_shown.tip_id = tip_id
-    event.tip_shown.agent_ids.extend(agent_ids)
-    return event
-
-
-def tip_reaction(user_id: str, tip_id: str, reaction: str) -> pb.Event:
-    event = _envelope(user_id, None)
-    event.tip_reaction.tip_id = tip_id
-    event.tip_reaction.reaction = REACTIONS[reaction]  # type: ignore[assignment]
-    return event
-
-
-def user_deleted(user_id: str, deleted_at_ms: int) -> pb.Event:
-    """Occurred at the deletion time the store's tombstone carries, so both agree."""
-    event = _envelope(user_id, deleted_at_ms)
-    event.user_deleted.SetInParent()
-    return event
 
 
 def _describe(event: pb.Event) -> str:
@@ -117,9 +76,9 @@ class KafkaEventSink:
 
     def __init__(
         self,
-        producer: Any | None = None,
+        producer: EventProducer | None = None,
         *,
-        factory: Callable[[], Any] | None = None,
+        factory: Callable[[], EventProducer] | None = None,
         on_failure: FailureObserver | None = None,
         retry_after_s: float = 5.0,
     ) -> None:
@@ -133,7 +92,7 @@ class KafkaEventSink:
         self._last_failure = ""
         self._lock = threading.Lock()
 
-    def _client(self) -> Any:
+    def _client(self) -> EventProducer:
         """The producer, made now if needed; `EventSinkError` while Kafka is unreachable."""
         with self._lock:
             if self._producer is not None:
@@ -162,7 +121,7 @@ class KafkaEventSink:
     def emit(self, event: pb.Event) -> None:
         try:
             self._client().publish(event, on_delivery=self._report)
-        except (ServingError, ConnectorError) as exc:
+        except ConnectorError as exc:  # EventSinkError included
             self._failed(event, exc)
 
     def emit_confirmed(self, event: pb.Event, *, timeout_s: float) -> None:
