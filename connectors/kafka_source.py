@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from connectors import flow_metrics
-from connectors.coalescing import KAFKA_BATCH_SIZE
+from connectors.batching import KAFKA_BATCH_SIZE
 from connectors.codec import parse_and_check
 from connectors.exceptions import ConnectorError
 from connectors.kafka import admin_config
