@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import inspect, json, sys, time
 from bench.flow import _batches
-try:
-    import flows.folding as folding
-except ImportError:  # a tree from before ADR 0017
-    import connectors.folding as folding
+import importlib, os
+# Where this tree keeps the fold (cwd is the tree): never fall through to another checkout's.
+folding = importlib.import_module(
+    "flows.folding" if os.path.exists("flows/folding.py") else "connectors.folding"
+)
 Pending, build_write = folding.Pending, folding.build_write
 from connectors.kafka_source import decode_messages
 from connectors.records import Accepted
