@@ -59,19 +59,19 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 
 from connectors import codec, topics  # noqa: E402
-from connectors.coalescing import (  # noqa: E402
-    CATCHUP_FLUSH_INTERVAL_S,
-    FLUSH_INTERVAL_S,
-    KAFKA_BATCH_SIZE,
-    flush_delay_s,
-)
-from connectors.folding import HistoryStart, Pending, build_write  # noqa: E402
+from connectors.batching import KAFKA_BATCH_SIZE  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics, producer_config  # noqa: E402
 from connectors.kafka_config import client_config  # noqa: E402
 from connectors.kafka_source import decode_messages  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
+from flows.coalescing import (  # noqa: E402
+    CATCHUP_FLUSH_INTERVAL_S,
+    FLUSH_INTERVAL_S,
+    flush_delay_s,
+)
+from flows.folding import HistoryStart, Pending, Written, build_write  # noqa: E402
 from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
 BATCH = KAFKA_BATCH_SIZE
@@ -182,13 +182,16 @@ def plain_loop(
     states: dict[str, UserState] = {}
     pending: dict[str, Pending] = {}
     histories: dict[str, HistoryStart] = {}  # each user's history marker
+    written: dict[str, Written] = {}  # each user's write dedupe, as the flow's writer keeps it
     due: dict[str, float] = {}
     count = rejected = 0
 
     def flush(users: list[str]) -> None:
         writes = []
         for user_id in users:
-            write = build_write(states[user_id], pending.pop(user_id))
+            write = build_write(
+                states[user_id], pending.pop(user_id), written=written.setdefault(user_id, {})
+            )
             due.pop(user_id, None)
             if write is not None:
                 writes.append(write)
@@ -349,7 +352,7 @@ def profile_plain(bootstrap: str, prefix: str, store_url: str, key_prefix: str, 
         ("kafka consume (confluent)", cum("", "<method 'consume' of 'cimpl.Consumer' objects>")),
         ("decode: parse_and_check", cum("connectors/codec.py", "parse_and_check")),
         ("decode_messages (total)", cum("connectors/kafka_source.py", "decode_messages")),
-        ("fold_batch (total)", cum("connectors/folding.py", "fold_batch")),
+        ("fold_batch (total)", cum("flows/folding.py", "fold_batch")),
         ("  UserState.apply", cum("features/state.py", "apply")),
         ("  UserState.outputs", cum("features/state.py", "outputs")),
         ("  UserState.__init__", cum("features/state.py", "__init__")),
@@ -731,7 +734,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from connectors.runtime import tune_gc
+    from flows.runtime import tune_gc
 
     tune_gc()  # the same process tuning as `oo-features flow`, so (b) and the flow compare fairly
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])

@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import inspect, json, sys, time
 from bench.flow import _batches
-import connectors.folding as folding
-from connectors.folding import Pending, build_write
+import importlib, os
+# Where this tree keeps the fold (cwd is the tree): never fall through to another checkout's.
+folding = importlib.import_module(
+    "flows.folding" if os.path.exists("flows/folding.py") else "connectors.folding"
+)
+Pending, build_write = folding.Pending, folding.build_write
 from connectors.kafka_source import decode_messages
 from connectors.records import Accepted
 from features.state import UserState
@@ -38,7 +42,9 @@ from features.state import UserState
 bootstrap, prefix = sys.argv[1], sys.argv[2]
 batches = list(_batches(bootstrap, prefix))
 tracked = "history" in inspect.signature(Pending).parameters
-states, pendings = {}, {}
+# Dedupe on, in both kinds of tree: a tree since ADR 0017 keeps the digests per user itself.
+owned = "written" in inspect.signature(build_write).parameters
+states, pendings, written = {}, {}, {}
 t0 = time.process_time()
 n = 0
 for batch in batches:
@@ -54,7 +60,10 @@ for batch in batches:
         if pending is None:
             pending = Pending(history=folding.HistoryStart()) if tracked else Pending()
         pending.fold(state, values)
-        build_write(state, pending, computed_at_ms=0)
+        if owned:
+            build_write(state, pending, computed_at_ms=0, written=written.setdefault(user_id, {}))
+        else:
+            build_write(state, pending, computed_at_ms=0)
         # As the flow does after a flush: a tree with `successor()` keeps what it carries.
         pendings[user_id] = pending.successor() if hasattr(pending, "successor") else Pending()
         n += len(values)

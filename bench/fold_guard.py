@@ -2,7 +2,7 @@
 
 Pre-loads `--events` generator events (`--users` users) into fresh topics, then runs the plain
 loop of `bench/flow.py` (b) (consume, decode, fold, the flow's write coalescing, Redis) with
-`pickle.dumps` in `connectors.folding` timed: bases taken per event, their share of the loop's
+`pickle.dumps` in `flows.folding` timed: bases taken per event, their share of the loop's
 wall time, and the mean time of one. Both come from the same run, so the share is meaningful
 even on a loaded machine; it shrinks as write windows hold more events per user.
 
@@ -24,8 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors import folding  # noqa: E402
 from connectors.kafka import EventProducer  # noqa: E402
+from flows import folding  # noqa: E402
 from oo_features import services as oo_services  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def _bench_flow() -> Any:
 
 
 class _TimedPickle:
-    """`pickle` as `connectors.folding` sees it, with `dumps` timed."""
+    """`pickle` as `flows.folding` sees it, with `dumps` timed."""
 
     HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
     loads = staticmethod(pickle.loads)

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.folding import Pending, build_write
 from connectors.records import Accepted
 from connectors.store import open_store
 from features.state import UserState
+from flows.folding import Pending, build_write
 from oo_features.generate import generate_events
 from oo_features.services import delete_keys
 
@@ -54,6 +54,7 @@ def main() -> None:
         key_prefix = f"rw{uuid.uuid4().hex[:6]}"
         store = open_store(url, key_prefix=key_prefix)
         states: dict[str, UserState] = {}
+        written: dict[str, dict[str, int]] = {}  # each user's dedupe bookkeeping
         agents = 0
         start = time.perf_counter()
         for first in range(0, len(events), args.batch):
@@ -65,7 +66,8 @@ def main() -> None:
                 state = states.setdefault(user_id, UserState(user_id))
                 pending = Pending()
                 pending.fold(state, batch)
-                write = build_write(state, pending, dedupe=dedupe)
+                mine = written.setdefault(user_id, {}) if dedupe else None
+                write = build_write(state, pending, written=mine)
                 if write is not None:
                     writes.append(write)
                     agents += len(write.agents)

@@ -49,12 +49,12 @@ sys.path.insert(0, str(ROOT))
 
 from connectors import topics  # noqa: E402
 from connectors.codec import from_json  # noqa: E402
-from connectors.folding import Pending, fold_batch  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from connectors.records import Accepted  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from features.state import UserState  # noqa: E402
 from flows.features_flow import UserLogic  # noqa: E402
+from flows.folding import Pending, fold_batch  # noqa: E402
 from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
 STEP = "oo_features.fold_user_state"

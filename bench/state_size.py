@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from features.model import Incoming
 from features.state import UserState
 from oo_features.generate import (
     _start_date,
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             marks.pop(0)
         t = time.perf_counter()
-        state.apply(event)
+        state.apply(Incoming.of(event))
         fold_s += time.perf_counter() - t
         applied += 1
     for m, _ in marks:  # the 12-month mark falls after the last event

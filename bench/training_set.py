@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.runtime import tune_gc
+from flows.runtime import tune_gc
 from flows.training_set import training_set
 from oo_features.generate import ChaosOptions, write_jsonl
 

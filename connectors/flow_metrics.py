@@ -9,14 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from connectors.store.base import UserWrite
-from features.inference import INFERENCE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +80,21 @@ STORE_UNAVAILABLE_SECONDS = Counter(
 )
 
 
-class _InferenceErrors(Collector):
-    """`oo_flow_inference_errors_total{agent}` from the features package's plain counter."""
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "oo_flow_inference_errors",
-            "Agent inferences that raised (cold start served)",
-            labels=["agent"],
-        )
-        for agent_id, count in sorted(INFERENCE_ERRORS.items()):
-            family.add_metric([agent_id], count)
-        yield family
+_registered: set[type[Collector]] = set()
 
 
-_registered = False
-
-
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve the default registry on `host`:`port` (call once per process).
+def serve(port: int, host: str = "127.0.0.1", *, collectors: Iterable[Collector] = ()) -> None:
+    """Serve the default registry on `host`:`port`, with `collectors` added once per process
+    (the flow's wiring adds those that read other packages, `flows.metrics`); call once per
+    process.
 
     Loopback by default: the endpoint has no auth, so exposing it is an explicit choice
     (`OO_FLOW_METRICS_HOST`).
     """
-    global _registered
-    if not _registered:
-        REGISTRY.register(_InferenceErrors())
-        _registered = True
+    for collector in collectors:
+        if type(collector) not in _registered:
+            REGISTRY.register(collector)
+            _registered.add(type(collector))
     start_http_server(port, addr=host)
 
 

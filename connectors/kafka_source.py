@@ -31,7 +31,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka.admin import AdminClient
 
-from connectors.coalescing import KAFKA_BATCH_SIZE
+from connectors.batching import KAFKA_BATCH_SIZE
 from connectors.codec import parse_and_check
 from connectors.exceptions import ConnectorError
 from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable

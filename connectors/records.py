@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.jsonl import read_line, without_bom
+from features.model import Incoming
 from proto import events_pb2 as pb
 
 MAX_REASON_CHARS = 1000
@@ -50,9 +51,9 @@ def reject_json(
 
 
 @dataclass(slots=True)
-class Accepted:
+class Accepted(Incoming):
     """A decoded, validated event (read-only by convention: one is built per event, and a frozen
-    dataclass costs 2.5 times as much to build)."""
+    dataclass costs 2.5 times as much to build): the fold's `Incoming`, with where it came from."""
 
     event: pb.Event
     ingest_ms: int
@@ -68,13 +69,6 @@ class Accepted:
     """(topic, partition) of the Kafka message; None for files (no stable position, ADR 0009)."""
     offset: int = -1
     """Kafka offset of the message in `source` (the user's history marker, ADR 0009)."""
-
-    @classmethod
-    def of(cls, event: pb.Event, ingest_ms: int) -> Accepted:
-        """An Accepted for an event validated elsewhere."""
-        ts = event.occurred_at
-        kind = event.WhichOneof("payload") or ""
-        return cls(event, ingest_ms, kind, ts.seconds * 1000 + ts.nanos // 1_000_000)
 
     def __reduce__(
         self,

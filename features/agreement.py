@@ -189,6 +189,7 @@ def agreement_along(
 ) -> list[tuple[int, AgreementReport]]:
     """Fold `events` (validated, in log order) and evaluate agreement at `points` evenly spaced
     points along the log and at its end: [(events folded, report)], the end last."""
+    from features.model import Incoming
     from features.state import UserState
 
     if points < 0:
@@ -205,7 +206,7 @@ def agreement_along(
             state = states.get(event.user_id)
             if state is None:
                 state = states[event.user_id] = UserState(event.user_id)
-            state.apply(event)
+            state.apply(Incoming.of(event))
         done = mark
         out.append((mark, agreement_of_states(states.values(), shadow, tolerance=tolerance)))
     return out

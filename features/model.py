@@ -2,13 +2,16 @@
 
 A `Manifest` describes an agent; a `Param` is one inferred parameter with its
 provenance; an `AgentOutput` is what an agent hands to the store after an
-event changed it. Plain data, picklable, no I/O.
+event changed it; an `Incoming` is one validated event as `UserState.apply` folds it.
+Plain data, picklable, no I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
+
+from proto import events_pb2 as pb
 
 Source = Literal["inferred", "cold_start", "user"]
 
@@ -53,6 +56,34 @@ class Manifest:
             "shadows": self.shadows,
             "stage": self.stage,
         }
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One validated event as the fold takes it (`UserState.apply`): the event, when it reached
+    the engine, and two values that are the event's own, read once.
+
+    `kind` (the payload oneof name) and `occurred_ms` (`occurred_at` in ms) are what the event
+    says: build one with `Incoming.of(event, ingest_ms)`, or from a decoder that read them
+    while validating (`connectors.records.Accepted`, a subclass). Read-only by convention (not
+    frozen: one is built per event, and a frozen dataclass costs 2.5 times as much to build).
+    """
+
+    event: pb.Event
+    ingest_ms: int | None
+    """When the event reached the engine (Kafka timestamp, or read time for files); None when
+    nothing says (then the state's ingest time does not move)."""
+    kind: str
+    """The payload oneof name ("" for an event without payload)."""
+    occurred_ms: int
+    """`occurred_at` in epoch milliseconds."""
+
+    @classmethod
+    def of(cls, event: pb.Event, ingest_ms: int | None = None) -> Self:
+        """The record of `event`, its kind and occurrence read from the event itself."""
+        ts = event.occurred_at
+        kind = event.WhichOneof("payload") or ""
+        return cls(event, ingest_ms, kind, ts.seconds * 1000 + ts.nanos // 1_000_000)
 
 
 @dataclass(slots=True)

@@ -1,9 +1,9 @@
 """`UserState`: everything the engine knows about one user, folded one event at a time.
 
-`apply(event)` decides admission (deletion tombstone, lateness, duplicates),
-places the event in local time, updates the user-level context (watermark,
-profile zone, consents, preferences, feedback) and hands it to every enabled
-agent that reads it. It says which agents changed; `outputs()` then computes
+`apply(record)` folds one `features.model.Incoming` (a validated event with its ingest
+time): it decides admission (deletion tombstone, lateness, duplicates), places the event
+in local time, updates the user-level context (watermark, profile zone, consents,
+preferences, feedback) and hands it to every enabled agent that reads it. It says which agents changed; `outputs()` then computes
 their parameters and snippets. Computing is separate from folding so a caller
 can fold many events and compute once (the flow does, per user per batch).
 
@@ -24,7 +24,7 @@ from river import stats
 
 from features.agent import AgentBase, AsOf, Folded
 from features.inference import evaluate
-from features.model import ALLOWED_LATENESS_MS, AgentOutput
+from features.model import ALLOWED_LATENESS_MS, AgentOutput, Incoming
 from features.registry import REGISTRY
 from features.timeutil import MS_PER_DAY, MS_PER_HOUR, offset_ms
 from proto import events_pb2 as pb
@@ -104,33 +104,18 @@ class UserState:
         self.tips: dict[str, tuple[int, tuple[str, ...]]] = {}
         self.newest_event_ms: int | None = None
         self.ingest_ms: int | None = None
-        self.output_digests: dict[str, int] = {}
-        """agent_id -> digest of the output last handed to the store (callers skip unchanged
-        writes); not a feature, wiped with the user."""
 
     # -- folding -------------------------------------------------------------------------
 
-    def apply(
-        self,
-        event: pb.Event,
-        ingest_time_ms: int | None = None,
-        kind: str | None = None,
-        occurred_ms: int | None = None,
-    ) -> Applied:
-        """Fold one validated event. Never raises for a valid event.
-
-        `kind` (the payload oneof name) and `occurred_ms` may be passed by a caller that read
-        them already (the decoder does, while validating); they must be the event's own.
-        """
+    def apply(self, record: Incoming) -> Applied:
+        """Fold one validated event (`record.event`, with its ingest time and the kind and
+        occurrence read from it once: `Incoming.of(event, ingest_ms)`). Never raises for a valid
+        event."""
         # The hot path of the engine (once per event): locals, no per-event helper objects
         # unless an agent reads the event.
-        if kind is None:
-            kind = event.WhichOneof("payload") or ""
-        if occurred_ms is None:
-            ts = event.occurred_at
-            occurred = ts.seconds * 1000 + ts.nanos // 1_000_000
-        else:
-            occurred = occurred_ms
+        event = record.event
+        kind = record.kind
+        occurred = record.occurred_ms
         if self.tombstone_ms is not None and occurred <= self.tombstone_ms:
             self.counters["deleted_dropped"] += 1
             return _DROPPED_DELETED
@@ -150,6 +135,7 @@ class UserState:
         self.seen[event_id] = (occurred, wm)
         self.deleted = False
         self.seq += 1
+        ingest_time_ms = record.ingest_ms
         if ingest_time_ms is not None and (
             self.ingest_ms is None or ingest_time_ms > self.ingest_ms
         ):
@@ -365,7 +351,7 @@ class UserState:
         if not isinstance(other, UserState):
             return NotImplemented
         mine, theirs = dict(vars(self)), dict(vars(other))
-        mine.pop("output_digests"), theirs.pop("output_digests")
+        # river's statistics have no equality: compare what they give.
         acc_a, acc_b = mine.pop("acceptance"), theirs.pop("acceptance")
         return mine == theirs and acc_a.get() == acc_b.get()
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.bytewax_io import LINES_PER_BATCH
-from connectors.folding import fold_batch
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store.base import FeatureStore
 from features.state import UserState
+from flows.folding import Written, fold_batch
 
 
 @dataclass(slots=True)
@@ -65,6 +65,7 @@ def backfill(
         )
     rejects_file = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
     states: dict[str, UserState] = {}
+    written: dict[str, Written] = {}  # each user's write dedupe (this run is the only writer)
     report = BackfillReport()
     with rejects_file.open("w", encoding="utf-8") as rejects:
         for batch in _batches(source):
@@ -95,7 +96,8 @@ def backfill(
                 state = states.get(user_id)
                 if state is None:
                     state = states[user_id] = UserState(user_id)
-                write = fold_batch(state, events, failed=failed)
+                    written[user_id] = {}
+                write = fold_batch(state, events, failed=failed, written=written[user_id])
                 if write is not None:
                     writes.append(write)
             for record in failed:  # folding raised: the event is a reject, the state as before

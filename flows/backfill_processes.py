@@ -40,8 +40,8 @@ def _child(
     lines_done: Any,
     results: Any,
 ) -> None:
-    from connectors.runtime import tune_gc
     from connectors.store import open_store
+    from flows.runtime import tune_gc
 
     tune_gc()
     try:

@@ -3,12 +3,14 @@
     read_events (decode, key by user) -> split_rejects -+-> deadletter (Kafka topic or rejects file)
                                                         +-> fold_user_state -> store
 
-Thin by design: decoding, folding and writing live in `connectors` and
-`features`; this module only wires them into a Bytewax dataflow.
+Thin by design: decoding and writing live in `connectors`, the per-user state in
+`features`, and the fold-to-write step in `flows.folding`; this module only wires them into a
+Bytewax dataflow.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -21,17 +23,13 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from connectors import bytewax_io, tombstones, topics
-from connectors.coalescing import (
-    CATCHUP_FLUSH_INTERVAL_S,
-    FLUSH_INTERVAL_S,
-    KAFKA_BATCH_SIZE,
-    flush_delay_s,
-)
-from connectors.folding import HistoryStart, Pending, build_write
+from connectors.batching import KAFKA_BATCH_SIZE
 from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
+from flows.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, flush_delay_s
+from flows.folding import HistoryStart, Pending, Written, build_write
 
 _PENDING, _SETTLED = b"P", b"S"
 """First byte of a snapshot: the user has folded changes not written yet (due at once after a
@@ -48,7 +46,9 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
     of the snapshot, so a restart loses nothing.
 
     `dedupe` lets writes leave out agents whose output equals the one last handed to the
-    store; the flow turns it off when an earlier incarnation has written the store (ADR 0007).
+    store (`written`, this writer's own bookkeeping: never snapshotted, so a resumed user
+    starts with none); the flow turns it off when an earlier incarnation has written the
+    store (ADR 0007).
 
     A resumed user (`UserLogic.resumed`) keeps its snapshot's bytes and unpickles them only
     when it is first needed (an event, a due write): Bytewax builds every snapshotted user at
@@ -67,7 +67,8 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
     ) -> None:
         self.state = state
         self.snapshots = snapshots
-        self.dedupe = dedupe
+        self.written: Written | None = {} if dedupe else None
+        """What this process last handed the store per agent (None: no dedupe)."""
         self.pending = pending or Pending(history=HistoryStart())
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
@@ -140,7 +141,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         self._thaw()
         if self.state is None or self.pending.seen_ingest_ms is None:
             return []
-        write = build_write(self.state, self.pending, dedupe=self.dedupe)
+        write = build_write(self.state, self.pending, written=self.written)
         self.pending = self.pending.successor()  # keeps the history marker (ADR 0009)
         return [] if write is None else [write]
 
@@ -160,11 +161,28 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         return mark + pickled
 
 
+_MOVED = {"connectors.folding": "flows.folding"}
+"""Modules whose classes snapshots of an older flow name (ADR 0017): where they are now."""
+
+
+class _OlderSnapshot(pickle.Unpickler):
+    """Unpickles a snapshot of a flow from before ADR 0017: `Pending` and `HistoryStart` were
+    `connectors.folding`'s."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED.get(module, module), name)
+
+
 def _thaw(data: bytes) -> tuple[UserState | None, Pending]:
-    state, pending = pickle.loads(data)
-    if state is not None:
-        # The digests describe what the crashed incarnation handed its store, not this one's.
-        state.output_digests.clear()
+    try:
+        state, pending = pickle.loads(data)
+    except ModuleNotFoundError:
+        # Only snapshots of an older flow name a module that moved: the slower loader, once.
+        state, pending = _OlderSnapshot(io.BytesIO(data)).load()
+        if state is not None:
+            # They kept the write digests on the state; they described what the crashed
+            # incarnation handed its store, and a resumed writer starts with none anyway.
+            vars(state).pop("output_digests", None)
     return state, pending
 
 
@@ -221,7 +239,7 @@ def build_flow(
 
     `dedupe_writes=True` skips writing an agent whose output did not change since this flow
     last wrote it. Only sound when this flow is the store's only writer so far
-    (`connectors.folding.dedupe_is_safe`, checked by `oo-features flow` at start); otherwise
+    (`flows.folding.dedupe_is_safe`, checked by `oo-features flow` at start); otherwise
     every changed agent is written and the store's event-time guard decides (ADR 0007).
 
     `dead_letters=False` drops rejected records (a refill replays what the running flow

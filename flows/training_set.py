@@ -10,8 +10,8 @@ Contract (docs/features.md, "Training data as of a time"):
   exist. **Privacy as of now**: agents whose required consent is revoked at the end of the
   log are left out of every row of that user.
 - **One code path**: events are decoded by `connectors.records.decode_line` (as `backfill`
-  and the flow's file source), folded by `connectors.folding.Pending.fold` into
-  `features.state.UserState`, and turned into writes by `connectors.folding.build_write`
+  and the flow's file source), folded by `flows.folding.Pending.fold` into
+  `features.state.UserState`, and turned into writes by `flows.folding.build_write`
   (without dedupe), which are applied to the row's view as the store applies them (an agent
   write replaces, a removed agent goes). Nothing here computes a feature.
 - `agents[agent_id]` has the shape of `GET /v1/users/{id}/features` minus its wall-clock
@@ -46,11 +46,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
-from connectors.folding import Pending, whole_write
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store.base import AgentWrite
 from features.registry import REGISTRY
 from features.state import UserState
+from flows.folding import Pending, whole_write
 
 COMPUTED_AT_MS = 0
 """Training rows carry no wall-clock time: `build_write` is given this fixed one."""

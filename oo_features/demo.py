@@ -21,8 +21,8 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
     from bytewax.testing import run_main
 
     from connectors import bytewax_io
-    from connectors.runtime import tune_gc
     from flows.features_flow import build_flow
+    from flows.runtime import tune_gc
 
     flow = build_flow(
         store_url=store_url,

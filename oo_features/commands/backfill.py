@@ -28,10 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
-    from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
     from flows.backfill import backfill
+    from flows.runtime import tune_gc
     from oo_features.progress import line_progress
 
     if args.processes < 1:

@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, KAFKA_BATCH_SIZE
+from connectors.batching import KAFKA_BATCH_SIZE
+from flows.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S
 
 RECOVERY_PARTITIONS = 64
 """About 1,500 users a partition at 100,000 users: resume stays within seconds (ADR 0007)."""
@@ -146,12 +147,12 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import topics
     from connectors.exceptions import ConnectorError
-    from connectors.folding import dedupe_is_safe
     from connectors.kafka import ensure_topics
-    from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store, safe_url
     from flows.features_flow import build_flow
+    from flows.folding import dedupe_is_safe
+    from flows.runtime import tune_gc
 
     # Warnings of the engine's own modules (e.g. the store sink waiting for the store) to
     # stderr, one line each with time and origin.
@@ -248,9 +249,9 @@ def run(args: argparse.Namespace) -> int:
         args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port
     )
     if metrics_port is not None:
-        from connectors import flow_metrics
+        from flows import metrics
 
-        flow_metrics.serve(metrics_port + (args.process_id or 0), settings.flow_metrics_host)
+        metrics.serve(metrics_port + (args.process_id or 0), settings.flow_metrics_host)
     tune_gc()
     if identity_id is not None and bootstrap is not None:
         refill.StoreWatchdog(store_url, key_prefix=key_prefix, identity_id=identity_id).start()

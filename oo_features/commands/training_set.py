@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from connectors.runtime import tune_gc
+    from flows.runtime import tune_gc
     from flows.training_set import SpineError, read_spine, training_set
 
     tune_gc()

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from connectors.codec import from_json
-from connectors.folding import dedupe_is_safe
 from connectors.records import Accepted
 from connectors.store import FeatureStore, UserWrite, open_store
 from flows.features_flow import UserLogic, _build_logic
+from flows.folding import dedupe_is_safe
 from oo_features.generate import generate_lines
 
 NOW = 1_750_000_000_000

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from features import inference
+from features.model import Incoming
 from features.registry import REGISTRY, AgentModuleError, agent_ids, discover, manifest
 from features.state import UserState
 from oo_features.generate import generate_events
@@ -34,7 +35,7 @@ USERS, DAYS, SEED = 6, 45, 1313
 def fold(events: list[pb.Event]) -> dict[str, UserState]:
     states: dict[str, UserState] = {}
     for e in events:
-        states.setdefault(e.user_id, UserState(e.user_id)).apply(e)
+        states.setdefault(e.user_id, UserState(e.user_id)).apply(Incoming.of(e))
     return states
 
 
@@ -148,7 +149,7 @@ def test_state_stays_bounded(agent_id: str) -> None:
     sizes = []
     for chunk in range(4):
         for e in _heavy_days(chunk * 60, 60):
-            state.apply(e)
+            state.apply(Incoming.of(e))
         state.outputs([agent_id])
         sizes.append(len(pickle.dumps(state.agents[agent_id])))
     # Past its longest window (and overdue-task's last 50 values for each of 40 projects),
@@ -159,7 +160,9 @@ def test_state_stays_bounded(agent_id: str) -> None:
 @pytest.mark.parametrize("agent_id", AGENTS)
 def test_cold_start_below_the_data_guard(agent_id: str) -> None:
     state = UserState("new")
-    state.apply(ev("e1", "2025-03-01T10:00:00", "habit_checked", user="new", habit_id="h"))
+    state.apply(
+        Incoming.of(ev("e1", "2025-03-01T10:00:00", "habit_checked", user="new", habit_id="h"))
+    )
     out = state.outputs([agent_id])[agent_id]
     m = manifest(agent_id)
     assert out.cold_start and out.snippet is None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from features.agents.context import MAX_CONTEXTS
+from features.model import Incoming
 from features.state import UserState
 from oo_features.generate import ChaosOptions, generate_events
 from proto import events_pb2 as pb
@@ -64,7 +65,7 @@ def test_at_most_32_names_the_oldest_is_forgotten() -> None:
     events.append(ev("d1", base + DAY_S + 1, "task_completed", task_id="t"))
     state = UserState("u1")
     for e in events:
-        state.apply(e)
+        state.apply(Incoming.of(e))
     got = _params(state)
     assert got is not None
     active = got["active_contexts"]["value"]
@@ -78,6 +79,6 @@ def test_revoking_the_context_consent_removes_the_agent_only() -> None:
         ev("r", "2025-03-10T09:00:00", "consent_changed", consent="context", granted=False),
     ]
     state = UserState("u1")
-    applied = [state.apply(e) for e in events]
+    applied = [state.apply(Incoming.of(e)) for e in events]
     assert applied[-1].removed == {"context"}
     assert "context" not in state.outputs() and "momentum" in state.outputs()

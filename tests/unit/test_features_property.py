@@ -25,6 +25,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 
 from connectors.codec import validate
+from features.model import Incoming
 from features.state import UserState
 from proto import events_pb2 as pb
 from tests.reference import RefUser, reference_features
@@ -44,7 +45,7 @@ def fold(events: list[pb.Event]) -> dict[str, UserState]:
     for e in events:
         if e.user_id not in states:
             states[e.user_id] = UserState(e.user_id)
-        states[e.user_id].apply(e)
+        states[e.user_id].apply(Incoming.of(e))
     return states
 
 
@@ -173,7 +174,7 @@ def test_pickled_state_resumes_identically(events: list[pb.Event]) -> None:
         for group in (states, restored):
             if e.user_id not in group:
                 group[e.user_id] = UserState(e.user_id)
-            group[e.user_id].apply(e)
+            group[e.user_id].apply(Incoming.of(e))
     for uid in states:
         assert not _same(restored[uid], states[uid]), _same(restored[uid], states[uid])
 

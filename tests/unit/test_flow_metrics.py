@@ -10,10 +10,10 @@ from prometheus_client import REGISTRY
 
 from connectors import flow_metrics
 from connectors.codec import from_json
-from connectors.folding import Pending, build_write
 from connectors.kafka_source import decode_messages
 from connectors.records import Accepted
 from features.state import UserState
+from flows.folding import Pending, build_write
 
 GOOD = from_json(
     '{"eventId":"m1","userId":"mu1","occurredAt":"2026-05-01T06:30:00Z","utcOffsetMinutes":120,'

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from connectors.codec import from_json
-from connectors.folding import Pending, build_write, fold_batch
 from connectors.records import Accepted
 from features.state import UserState
+from flows.folding import Pending, build_write, fold_batch
 
 EVENT = from_json(
     '{"eventId":"f1","userId":"fu","occurredAt":"2026-05-01T06:30:00Z","utcOffsetMinutes":60,'
@@ -28,13 +28,34 @@ def test_nothing_folded_means_nothing_to_write() -> None:
 
 
 def test_an_unchanged_agent_is_not_written_again() -> None:
-    state = UserState("fu")
-    fold_batch(state, [Accepted.of(EVENT, 1_000)])
+    state, written = UserState("fu"), {}
+    fold_batch(state, [Accepted.of(EVENT, 1_000)], written=written)
+    assert written, "the writer's bookkeeping holds what it handed the store"
     mood = from_json(
         '{"eventId":"m1","userId":"fu","occurredAt":"2026-05-01T06:31:00Z","moodLogged":{"score":4}}'
     )
-    write = fold_batch(state, [Accepted.of(mood, 1_100)])
+    write = fold_batch(state, [Accepted.of(mood, 1_100)], written=written)
     assert write is not None and write.agents == {}  # a mood event changes no agent's output
+
+
+def test_a_deletion_empties_the_writers_bookkeeping() -> None:
+    # The user starts over: the same outputs as before the deletion are written again.
+    state, written = UserState("fu"), {}
+    first = fold_batch(state, [Accepted.of(EVENT, 1_000)], written=written)
+    assert first is not None and first.agents
+    gone = from_json(
+        '{"eventId":"d1","userId":"fu","occurredAt":"2026-05-01T06:40:00Z","userDeleted":{}}'
+    )
+    again = from_json(
+        '{"eventId":"f2","userId":"fu","occurredAt":"2026-05-01T06:50:00Z","utcOffsetMinutes":60,'
+        '"taskCompleted":{"taskId":"t1","projectId":"p1"}}'
+    )
+    write = fold_batch(
+        state, [Accepted.of(gone, 1_100), Accepted.of(again, 1_200)], written=written
+    )
+    assert write is not None and write.deleted_at_ms is not None
+    assert set(write.agents) == set(first.agents), "every agent of the new user is written"
+    assert set(written) == set(first.agents)
 
 
 def test_without_dedupe_every_touched_agent_is_written_again() -> None:
@@ -47,6 +68,6 @@ def test_without_dedupe_every_touched_agent_is_written_again() -> None:
     )
     pending = Pending()
     pending.fold(state, [Accepted.of(mood, 1_100)])
-    write = build_write(state, pending, dedupe=False)
+    write = build_write(state, pending)  # no `written`: no dedupe
     assert write is not None and set(write.agents) == pending.touched & state.agents.keys()
     assert write.agents, "a new day moves every agent's as-of date: some are touched"

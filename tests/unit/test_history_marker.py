@@ -16,10 +16,10 @@ import pytest
 from connectors import flow_metrics
 from connectors.bytewax_io import _coalesce
 from connectors.codec import from_json
-from connectors.folding import HistoryStart, Pending, build_write, fold_batch
 from connectors.records import Accepted
 from connectors.store.base import UserWrite
 from features.state import UserState
+from flows.folding import HistoryStart, Pending, build_write, fold_batch
 
 S, F = ("oo.signals.v1", 2), ("oo.feedback.v1", 2)
 

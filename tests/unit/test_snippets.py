@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from connectors.codec import from_json
+from features.model import Incoming
 from features.registry import REGISTRY
 from features.state import UserState
 
@@ -22,7 +23,7 @@ def done(i: int, when: datetime, *, project: str = "p1", late_days: float = 1.0)
 
 def test_a_cold_start_agent_emits_no_snippet() -> None:
     state = UserState("u1")
-    state.apply(done(0, START))
+    state.apply(Incoming.of(done(0, START)))
     outputs = state.outputs()
     assert set(outputs) == set(REGISTRY)
     assert all(out.cold_start and out.snippet is None for out in outputs.values())
@@ -37,11 +38,13 @@ def context(name: str, when: datetime, active: bool) -> object:
 
 def test_every_warm_agent_says_one_short_sentence() -> None:
     state = UserState("u1")
-    state.apply(context("deep work", START, True))
+    state.apply(Incoming.of(context("deep work", START, True)))
     n = 0
     for day in range(30):
         for hour in (8, 9, 14):
-            state.apply(done(n, START + timedelta(days=day, hours=hour), project=f"p{n % 3}"))
+            state.apply(
+                Incoming.of(done(n, START + timedelta(days=day, hours=hour), project=f"p{n % 3}"))
+            )
             n += 1
     outputs = state.outputs()
     for agent_id, out in outputs.items():
@@ -59,7 +62,7 @@ def test_every_warm_agent_says_one_short_sentence() -> None:
 def test_counts_are_in_the_right_number() -> None:
     state = UserState("u1")
     for day in range(10):
-        state.apply(done(day, START + timedelta(days=day)))
+        state.apply(Incoming.of(done(day, START + timedelta(days=day))))
     assert outputs_text(state, "momentum").startswith("So far today: 1 task done, ")
     assert outputs_text(state, "overdue-task").startswith("0 open tasks are overdue")
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.codec import to_json
-from connectors.folding import Pending, build_write
 from connectors.records import Accepted
 from features.registry import REGISTRY
 from features.state import UserState
+from flows.folding import Pending, build_write
 from flows.training_set import SpineError, TrainingReport, agent_row, read_spine, training_set
 from proto import events_pb2 as pb
 from tests.strategies import ev, event_logs
@@ -41,7 +41,7 @@ def reference_row(events: list[pb.Event], user_id: str, as_of_ms: int) -> dict[s
     consents = whole.consent_map()
     state, pending = UserState(user_id), Pending()
     pending.fold(state, [a for a in mine if a.occurred_ms <= as_of_ms])
-    write = build_write(state, pending, computed_at_ms=0, dedupe=False)
+    write = build_write(state, pending, computed_at_ms=0)
     agents = {} if write is None else write.agents
     allowed = {
         a

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from connectors.codec import from_json
-from connectors.folding import Pending
 from connectors.records import Accepted
 from features.state import UserState
 from flows.features_flow import UserLogic, _build_logic
+from flows.folding import Pending
 
 FLUSH = timedelta(seconds=1)
 
@@ -52,14 +54,15 @@ def test_a_resumed_user_with_unwritten_changes_is_due_at_once() -> None:
     assert len(writes) == 1 and writes[0].agents, "the crashed run's pending changes"
 
 
-def test_a_resumed_state_forgets_the_digests_of_the_crashed_run() -> None:
+def test_a_resumed_writer_forgets_the_digests_of_the_crashed_run() -> None:
     logic = _folded(flushed=True)
-    assert logic.state is not None and logic.state.output_digests
+    assert logic.written, "the writer keeps what it handed the store"
     resumed = _build_logic(FLUSH, FLUSH, True, True, logic.snapshot())
+    assert resumed.written == {}, "not part of the snapshot"
     resumed.on_batch([_event(2)])  # a second task the same day
-    assert resumed.state is not None and set(resumed.state.output_digests) <= set(
-        resumed.on_notify()[0][0].agents
-    )
+    assert resumed.state is not None and "output_digests" not in vars(resumed.state)
+    [write] = resumed.on_notify()[0]
+    assert resumed.written and set(resumed.written) <= set(write.agents)
 
 
 def test_a_snapshot_of_an_older_flow_still_resumes() -> None:
@@ -68,3 +71,41 @@ def test_a_snapshot_of_an_older_flow_still_resumes() -> None:
     resumed = _build_logic(FLUSH, FLUSH, True, False, legacy)
     assert isinstance(resumed.state, UserState) and isinstance(resumed.pending, Pending)
     assert resumed.notify_at() is not None and resumed.on_notify()[0]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_snapshot_written_before_the_fold_moved_to_flows_still_resumes() -> None:
+    """ADR 0017: snapshots of the flow at baee2a0 name `connectors.folding` and keep write
+    digests on the state (`data/make_snapshot_baee2a0.py` made this one with that tree)."""
+    snapshot = (DATA / "snapshot_baee2a0.bin").read_bytes()
+    assert b"connectors.folding" in snapshot and snapshot[:1] == b"P"
+    lines = (DATA / "snapshot_baee2a0.events.jsonl").read_text().splitlines()
+    events = [from_json(line) for line in lines]
+    items = [
+        replace(Accepted.of(e, 1_700_000_000_000 + i), source=("oo.signals.v1", 0), offset=100 + i)
+        for i, e in enumerate(events)
+    ]
+    today = _build_logic(FLUSH, FLUSH, True, True, None)
+    today.on_batch(items[:160])
+    today.on_notify()
+    today.on_batch(items[160:])
+
+    resumed = _build_logic(FLUSH, FLUSH, True, True, snapshot)
+    assert resumed.notify_at() is not None, "the old run's unwritten changes are due at once"
+    resumed._thaw()
+    assert isinstance(resumed.pending, Pending) and resumed.pending.history is not None
+    assert resumed.pending.history.named == {"oo.signals.v1:0": 100}
+    assert resumed.state == today.state and "output_digests" not in vars(resumed.state)
+    assert resumed.pending.touched == today.pending.touched
+    assert resumed.pending.seen_ingest_ms == today.pending.seen_ingest_ms
+    [write] = resumed.on_notify()[0]
+    live = today.pending.touched & today.state.agents.keys()  # type: ignore[union-attr]
+    assert set(write.agents) == live, "a resumed writer dedupes nothing it did not write"
+    assert write.history == {"oo.signals.v1:0": 100}
+    # and it goes on folding as today's flow does
+    more = Accepted.of(events[-1], 1_800_000_000_000)
+    resumed.on_batch([more])
+    today.on_batch([more])
+    assert resumed.state == today.state

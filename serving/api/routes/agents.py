@@ -10,11 +10,11 @@ import anyio
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import ValidationError
 
-from connectors.folding import Pending, whole_write
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store.base import FeatureStore
 from features.agreement import DEFAULT_TOLERANCE, AgreementReport, inferred_values
 from features.state import UserState
+from flows.folding import Pending, whole_write
 from serving.api.deps import ManifestsDep, StoreDep, StoreGuardDep
 from serving.api.models import (
     MAX_INFER_BYTES,

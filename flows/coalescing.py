@@ -1,15 +1,11 @@
-"""How much the flow reads at once and when it writes a user's folded changes: the defaults.
+"""When the flow writes a user's folded changes: the flush policy and its defaults.
 
-Pure and import-light (the CLI reads the defaults for its help text).
+Pure and import-light (the CLI reads the defaults for its help text). How much the Kafka
+source reads at once is the source's own default (`connectors.batching.KAFKA_BATCH_SIZE`).
 """
 
 from __future__ import annotations
 
-KAFKA_BATCH_SIZE = 5000
-"""Messages taken from one partition per read (`--batch-size`). A read returns what is there
-without waiting for the batch to fill, so this costs no latency when keeping up; when catching
-up, larger batches give each user several events per fold call (the 1M-event benchmark ran 1.1x
-faster with 5,000 than with 1,000; 10,000 gained little more)."""
 CATCHUP_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.1
 """Default coalescing of a user's changes while keeping up (`--flush-interval`)."""
@@ -39,6 +35,5 @@ def flush_delay_s(behind_s: float, *, flush_s: float, catchup_max_s: float) -> f
 __all__ = [
     "CATCHUP_FLUSH_INTERVAL_S",
     "FLUSH_INTERVAL_S",
-    "KAFKA_BATCH_SIZE",
     "flush_delay_s",
 ]

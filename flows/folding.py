@@ -7,6 +7,12 @@ accumulates what changed over any number of events, and `build_write` turns it
 into one coalesced `UserWrite` (the flow flushes on a short timer, so a busy
 user costs one write per interval, not one per event).
 
+Write dedupe (ADR 0007, ADR 0017): the writer keeps, per user, a `Written` (agent id -> digest
+of the output it last handed to the store) and passes it to `build_write`, which leaves out an
+agent whose output did not change and keeps the `Written` up to date. It belongs to the
+writer, not to `UserState` (it is not a feature) nor to a snapshot: a resumed writer starts
+with none.
+
 Failure behaviour (ADR 0011): an exception while folding one event (a bug in an agent) never
 leaves that user's state half-applied. The state is rebuilt as it was before the event: from
 a rebuild base (a pickle of the state; none for a state that has folded nothing yet) plus the
@@ -45,6 +51,10 @@ REBASE_EVENTS = 64
 """A new rebuild base is taken once this many events were folded since the last one."""
 REBASE_AGE_S = 30.0
 """... or once the base is this old (seconds), so a quiet flow keeps few events per user."""
+
+Written = dict[str, int]
+"""One user's write-dedupe bookkeeping: agent id -> digest of the output last handed to the
+store. Owned by the writer (one per user), changed by `build_write`."""
 
 
 def now_ms() -> int:
@@ -171,9 +181,9 @@ class Pending:
             ingest = item.ingest_ms
             if newest is None or ingest > newest:
                 newest = ingest
-            # Positional: this runs once per event. A try block costs nothing until it raises.
+            # A try block costs nothing until it raises.
             try:
-                applied = apply(item.event, ingest, item.kind, item.occurred_ms)
+                applied = apply(item)
             except Exception as exc:
                 self._rebuild(state, item, exc)
                 continue
@@ -221,9 +231,7 @@ class Pending:
         restored = UserState(state.user_id) if base is None else pickle.loads(base)[0]
         for item in self._since or ():
             # These folded before without raising: folding is deterministic, so again.
-            restored.apply(item.event, item.ingest_ms, item.kind, item.occurred_ms)
-        # What was handed to the store since the base is not part of the fold: keep it.
-        restored.output_digests = state.output_digests
+            restored.apply(item)
         vars(state).clear()
         vars(state).update(vars(restored))
         self.failed.append(failed.rejected(reason))
@@ -236,7 +244,6 @@ def _fresh(state: UserState) -> bool:
         state.seq == 0
         and state.tombstone_ms is None
         and state.ingest_ms is None
-        and not state.output_digests
         and not any(state.counters.values())
     )
 
@@ -258,17 +265,18 @@ def build_write(
     pending: Pending,
     *,
     computed_at_ms: int | None = None,
-    dedupe: bool = True,
+    written: Written | None = None,
 ) -> UserWrite | None:
     """The coalesced write for everything `pending` saw (None when it saw nothing).
 
     When nothing was admitted (duplicates, late events, events of a deleted user) the write
     carries only the reflected ingest time, so freshness does not count the user as stale.
 
-    With `dedupe` an agent whose output equals the one last handed to the store is left out:
-    sound only while the caller's writes are the only ones the store has seen (see
-    `dedupe_is_safe`). Without it every touched agent is written, and the store's event-time
-    guard alone decides.
+    With `written` (the user's dedupe bookkeeping, kept by the caller from write to write) an
+    agent whose output equals the one last handed to the store is left out, and `written` is
+    updated; a deletion in `pending` empties it first (the user starts over). Sound only while
+    the caller's writes are the only ones the store has seen (see `dedupe_is_safe`). Without it
+    (None) every touched agent is written, and the store's event-time guard alone decides.
     """
     if pending.seen_ingest_ms is None:
         return None
@@ -286,18 +294,21 @@ def build_write(
         newest_ingest_ms=reflected,
         history=history,
     )
+    if written is not None and pending.deleted_at is not None:
+        written.clear()  # what was handed to the store before the deletion is gone with it
     if state.deleted:
         return write
     computed = now_ms() if computed_at_ms is None else computed_at_ms
     ingest = state.ingest_ms or computed
     live = [agent_id for agent_id in sorted(pending.touched) if agent_id in state.agents]
     write.removed_agents = {a for a in pending.touched if a not in state.agents}
-    for agent_id in write.removed_agents:
-        state.output_digests.pop(agent_id, None)
-    digests = state.output_digests
+    digests = written
+    if digests is not None:
+        for agent_id in write.removed_agents:
+            digests.pop(agent_id, None)
     for agent_id, out in state.outputs(live).items():
         params = {name: param.as_dict() for name, param in out.params.items()}
-        if dedupe:
+        if digests is not None:
             # Most events change few agents' outputs (a mood event moves the watermark, rarely
             # the overdue count): an output equal to the last one written is not written again.
             digest = hash((repr(params), repr(out.extras), out.snippet, out.version))
@@ -327,20 +338,22 @@ def fold_batch(
     *,
     computed_at_ms: int | None = None,
     failed: list[Rejected] | None = None,
+    written: Written | None = None,
 ) -> UserWrite | None:
     """Apply every event of the batch in order; return the coalesced write (None if nothing changed).
 
     Events whose fold raised are appended to `failed` as dead letters (dropped when None).
+    `written`: the user's dedupe bookkeeping, as for `build_write` (None: no dedupe).
     """
     pending = Pending()
     pending.fold(state, batch)
     if failed is not None:
         failed.extend(pending.take_failed())
-    return build_write(state, pending, computed_at_ms=computed_at_ms)
+    return build_write(state, pending, computed_at_ms=computed_at_ms, written=written)
 
 
 def whole_write(state: UserState, *, computed_at_ms: int = 0) -> UserWrite | None:
     """`build_write` (no dedupe) of every agent of `state`: what a store holds for it after
     folding its whole history (training rows and `POST /v1/agents/{id}/infer`)."""
     pending = Pending(touched=set(state.agents), admitted=True, seen_ingest_ms=state.ingest_ms or 0)
-    return build_write(state, pending, computed_at_ms=computed_at_ms, dedupe=False)
+    return build_write(state, pending, computed_at_ms=computed_at_ms)
