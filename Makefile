@@ -9,7 +9,7 @@ TOOLS := .oo/tools
 BUF_VERSION := 1.75.0
 PLAYWRIGHT_CORE_VERSION := 1.65.1
 
-.PHONY: setup tools run test chaos lint bench-produce bench-flow bench-serve clean
+.PHONY: setup tools run test test-cluster chaos lint bench-produce bench-flow bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ run: setup
 
 test: setup tools
 	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(BIN)/pytest
+
+# Only the tests that need a local cluster (marker `cluster`; `make test` runs them too).
+test-cluster: setup tools
+	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(BIN)/pytest -m cluster
 
 # The long fault-injection runs (kill -9, pauses, CPU hogs, outages), beyond CI's time budget.
 chaos: setup tools
