@@ -1,4 +1,4 @@
-"""The production feature store: Redis (standalone, or Cluster thanks to per-user hash tags).
+"""The production feature store: one Redis or a Redis Cluster (`redis+cluster://`, ADR 0021).
 
 Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the key prefix and
 `{u}` the user id inside a hash tag, so every key of one user lives in one cluster slot:
@@ -19,9 +19,11 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
     p:{p~store}:identity      hash   the store's identity marker: id, created_ms, state, state_ms
     p:{u}:ledger, p:{u}:ledger_at    the tip ledger (`connectors/store/redis_ledger.py`)
 
-Every per-user write is one Lua script call (atomic per user, guarded server-side); a batch is
-one non-transactional pipeline, hence one round trip. The freshness keys are cross-user: their
-own hash tag puts them in one cluster slot, so each freshness script is atomic too.
+Every per-user write is one Lua script call (`lua/write.lua`: atomic per user, guarded
+server-side); a batch is one non-transactional pipeline, hence one round trip (one per master
+on a cluster, each waiting for a replica: `redis_client.py`). The freshness keys are
+cross-user: their own hash tag puts them in one cluster slot, so each freshness script
+(`redis_freshness.py`) is atomic too. Failures: `StoreError` only (see `_guard`).
 """
 
 from __future__ import annotations
