@@ -36,7 +36,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-__all__ = ["CLUSTER_SCHEMES", "RedisConnection", "cluster_nodes_of"]
+__all__ = ["CLUSTER_SCHEMES", "RedisConnection", "cluster_nodes_of", "delete_keys_with_prefix"]
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_WAIT_MS = 500
@@ -177,3 +177,42 @@ def _moved(reply: Exception) -> bool:
     return text.startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")) or isinstance(
         reply, redis.exceptions.ClusterError
     )
+
+
+def delete_keys_with_prefix(url: str, prefix: str, *, batch: int = 5_000) -> int:
+    """Unlink every key starting with `prefix` on the Redis or every master of the cluster at
+    `url` (pass "p:" to spare "p2:..."); returns how many went.
+
+    A cluster's keys are scanned on each master and unlinked one slot at a time (no cross-slot
+    command). Raises `ValueError` for a URL that is not Redis, `redis.RedisError` when a server
+    fails (cleanup callers decide whether that matters)."""
+    conn = RedisConnection(url, socket_timeout_s=10.0, connect_timeout_s=2.0, client_retries=1)
+    client = conn.client
+    deleted = 0
+    try:
+        servers = client.get_primaries() if conn.cluster else [None]
+        for node in servers:
+            server = client if node is None else client.get_redis_connection(node)
+            keys: list[str] = []
+            for key in server.scan_iter(match=f"{prefix}*", count=batch):
+                keys.append(key)
+                if len(keys) >= batch:
+                    deleted += _unlink(conn, server, keys)
+                    keys = []
+            if keys:
+                deleted += _unlink(conn, server, keys)
+    finally:
+        conn.close()
+    return deleted
+
+
+def _unlink(conn: RedisConnection, server: Any, keys: list[str]) -> int:
+    if not conn.cluster:
+        return int(server.unlink(*keys))
+    by_slot: dict[int, list[str]] = {}
+    for key in keys:
+        by_slot.setdefault(conn.client.keyslot(key), []).append(key)
+    pipe = server.pipeline(transaction=False)
+    for slot_keys in by_slot.values():
+        pipe.unlink(*slot_keys)
+    return sum(int(n) for n in pipe.execute())

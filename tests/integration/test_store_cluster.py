@@ -17,7 +17,7 @@ from redis.exceptions import ClusterCrossSlotError
 from connectors.exceptions import StoreError
 from connectors.store import RedisStore, open_store
 from connectors.store.ledger import LedgerEntry
-from connectors.store.redis_client import cluster_nodes_of
+from connectors.store.redis_client import cluster_nodes_of, delete_keys_with_prefix
 from tests.integration.test_store import T0, agent, user
 
 pytestmark = pytest.mark.cluster
@@ -108,3 +108,18 @@ def test_a_key_without_the_hash_tag_fails_the_store_on_a_cluster(
 def test_a_bad_cluster_url_is_refused_saying_why(url: str, says: str) -> None:
     with pytest.raises(StoreError, match=says):
         open_store(url)
+
+
+def test_keys_of_a_prefix_are_deleted_on_every_master(cluster: Any, key_prefix: str) -> None:
+    store, raw = cluster
+    store.write_batch([user(f"user-{i}", agent()) for i in range(30)], now_ms=T0)
+    store.stamp_ingest({"user-1": T0})
+    before = list(raw.scan_iter(match=f"{key_prefix}:*", count=1000))
+    assert len({raw.get_node_from_key(k).name for k in before}) == 3
+    assert delete_keys_with_prefix(store_url(raw), f"{key_prefix}:") == len(before)
+    assert list(raw.scan_iter(match=f"{key_prefix}:*", count=1000)) == []
+
+
+def store_url(raw: Any) -> str:
+    nodes = raw.get_primaries()
+    return "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in nodes) + "/0"
