@@ -26,6 +26,7 @@ caller one failed call, which the flow's store retry repeats (ADR 0010).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -94,16 +95,33 @@ class RedisConnection:
         self.wait_ms = int(query.get("wait_ms", str(DEFAULT_WAIT_MS)))
         if self.wait_replicas < 0 or self.wait_ms < 0:
             raise ValueError("wait_replicas and wait_ms must be >= 0")
-        password = parts.password
-        self.client = RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-            password=password,
-            username=parts.username or None,
-            ssl=scheme == "rediss+cluster",
-            retry=retry,
+        self._cluster_kwargs: dict[str, Any] = {
+            "startup_nodes": [ClusterNode(h, p) for h, p in nodes],
+            "password": parts.password,
+            "username": parts.username or None,
+            "ssl": scheme == "rediss+cluster",
+            "retry": retry,
             **common,
-        )
+        }
+        self._cluster_client: RedisCluster | None = None
+        self._lock = threading.Lock()
         self._stale = False
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client. A cluster's is made on first use (it asks a startup node for
+        the slot map, so a cluster that is down fails that call, not the store's opening)."""
+        if not self.cluster:
+            return self._client
+        if self._cluster_client is None:
+            with self._lock:
+                if self._cluster_client is None:
+                    self._cluster_client = RedisCluster(**self._cluster_kwargs)
+        return self._cluster_client
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._client = value
 
     # -- pipelines ------------------------------------------------------------------------------
 
@@ -154,7 +172,7 @@ class RedisConnection:
             raise
 
     def _refresh_if_stale(self) -> None:
-        if self._stale:
+        if self._stale and self._cluster_client is not None:
             self.client.nodes_manager.initialize()  # raises while no node answers: still stale
             self._stale = False
 
@@ -163,7 +181,10 @@ class RedisConnection:
         self.call(self.client.script_load, source)
 
     def close(self) -> None:
-        self.client.close()
+        if not self.cluster:
+            self._client.close()
+        elif self._cluster_client is not None:
+            self._cluster_client.close()
 
 
 def _first_key(cmd: Sequence[Any]) -> str:

@@ -109,9 +109,12 @@ class RedisStore(RedisFreshnessMixin, RedisLedgerMixin):
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"invalid Redis URL {url!r}: {exc}") from exc
         self._where = self._conn.where
-        self._r: Any = self._conn.client
-        """The redis-py client (`redis.Redis` or `RedisCluster`)."""
         self._scripts = Scripts()
+
+    @property
+    def _r(self) -> Any:
+        """The redis-py client (`redis.Redis`, or `RedisCluster` made on first use)."""
+        return self._conn.client
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -445,7 +448,7 @@ class RedisStore(RedisFreshnessMixin, RedisLedgerMixin):
         return restored
 
     def ping(self) -> None:
-        self._guard("ping", self._r.ping)
+        self._guard("ping", lambda: self._r.ping())
 
     def close(self) -> None:
         self._guard("close", self._conn.close)

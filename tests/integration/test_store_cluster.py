@@ -18,7 +18,7 @@ from connectors.exceptions import StoreError
 from connectors.store import RedisStore, open_store
 from connectors.store.ledger import LedgerEntry
 from connectors.store.redis_client import cluster_nodes_of, delete_keys_with_prefix
-from tests.integration.test_store import T0, agent, user
+from tests.integration.test_store import T0, _free_port, agent, user
 
 pytestmark = pytest.mark.cluster
 
@@ -123,3 +123,13 @@ def test_keys_of_a_prefix_are_deleted_on_every_master(cluster: Any, key_prefix: 
 def store_url(raw: Any) -> str:
     nodes = raw.get_primaries()
     return "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in nodes) + "/0"
+
+
+def test_a_cluster_that_does_not_answer_is_a_store_error_on_use_not_on_open() -> None:
+    port = _free_port()
+    store = open_store(f"redis+cluster://127.0.0.1:{port}/0", connect_timeout_s=0.5)
+    with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
+        store.ping()
+    with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
+        store.write_batch([user("dave", agent())], now_ms=T0)
+    store.close()
