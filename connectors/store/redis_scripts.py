@@ -14,10 +14,13 @@ A missing or unreadable file is an `OSError` naming it at import time, not a fai
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-__all__ = ["SCRIPT_NAMES", "SOURCES", "Scripts"]
+from redis.exceptions import NoScriptError
+
+__all__ = ["SCRIPT_NAMES", "SOURCES", "RedisScriptsMixin", "Scripts"]
 
 SCRIPT_NAMES = (
     "identity_create",
@@ -56,3 +59,52 @@ class Scripts:
         for source in SOURCES.values():
             conn.script_load(source)
         self.loaded = True
+
+
+class RedisScriptsMixin:
+    """Running the scripts for `RedisStore`: by SHA1, reloading them after a NOSCRIPT."""
+
+    _conn: Any
+    _scripts: Scripts
+    _r: Any
+
+    def _load_scripts(self) -> None:
+        self._scripts.load(self._conn)
+
+    def _sha(self, name: str) -> str:
+        if not self._scripts.loaded:
+            self._load_scripts()
+        return self._scripts.sha(name)
+
+    def _evalsha_all(
+        self,
+        calls: Sequence[tuple[str, list[str], list[Any]]],
+        *,
+        write: bool,
+        before: Sequence[Sequence[Any]] = (),
+        after: Sequence[Sequence[Any]] = (),
+    ) -> list[Any]:
+        """Replies of `before` commands, script calls (name, keys, args) and `after` commands,
+        in one pipeline (one per server on a cluster); a NOSCRIPT reloads the scripts and
+        re-runs only the refused calls. Errors come back as values."""
+
+        def command(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+            return ("EVALSHA", self._sha(name), len(keys), *keys, *args)
+
+        scripts = [command(*c) for c in calls]
+        replies = self._conn.pipeline([*before, *scripts, *after], write=write)
+        first = len(before)
+        retry = [i for i in range(len(calls)) if isinstance(replies[first + i], NoScriptError)]
+        if retry:
+            self._load_scripts()
+            again = self._conn.pipeline([command(*calls[i]) for i in retry], write=write)
+            for i, r in zip(retry, again, strict=True):
+                replies[first + i] = r
+        return replies
+
+    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
+        except NoScriptError:
+            self._load_scripts()
+            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)

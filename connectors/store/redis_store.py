@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from connectors.exceptions import StoreError
 from connectors.store.base import (
@@ -51,7 +51,7 @@ from connectors.store.base import (
 from connectors.store.redis_client import RedisConnection
 from connectors.store.redis_freshness import RedisFreshnessMixin
 from connectors.store.redis_ledger import RedisLedgerMixin
-from connectors.store.redis_scripts import Scripts
+from connectors.store.redis_scripts import RedisScriptsMixin, Scripts
 
 __all__ = ["RedisStore"]
 
@@ -69,7 +69,7 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-class RedisStore(RedisFreshnessMixin, RedisLedgerMixin):
+class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
     """`FeatureStore` (and `TipLedger`) on Redis or Redis Cluster (`connectors.store.redis_client`
     says which URL is which). Safe to share between threads and processes."""
 
@@ -139,40 +139,6 @@ class RedisStore(RedisFreshnessMixin, RedisLedgerMixin):
             raise StoreError(f"Redis at {self._where} failed ({what}): {exc}") from exc
         except RedisClusterException as exc:  # no node answers, or slots are not covered
             raise StoreError(f"Redis at {self._where} is unavailable ({what}): {exc}") from exc
-
-    def _load_scripts(self) -> None:
-        self._scripts.load(self._conn)
-
-    def _sha(self, name: str) -> str:
-        if not self._scripts.loaded:
-            self._load_scripts()
-        return self._scripts.sha(name)
-
-    def _evalsha_all(
-        self,
-        calls: Sequence[tuple[str, list[str], list[Any]]],
-        *,
-        write: bool,
-        before: Sequence[Sequence[Any]] = (),
-        after: Sequence[Sequence[Any]] = (),
-    ) -> list[Any]:
-        """Replies of `before` commands, script calls (name, keys, args) and `after` commands,
-        in one pipeline (one per server on a cluster); a NOSCRIPT reloads the scripts and
-        re-runs only the refused calls. Errors come back as values."""
-
-        def command(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
-            return ("EVALSHA", self._sha(name), len(keys), *keys, *args)
-
-        scripts = [command(*c) for c in calls]
-        replies = self._conn.pipeline([*before, *scripts, *after], write=write)
-        first = len(before)
-        retry = [i for i in range(len(calls)) if isinstance(replies[first + i], NoScriptError)]
-        if retry:
-            self._load_scripts()
-            again = self._conn.pipeline([command(*calls[i]) for i in retry], write=write)
-            for i, r in zip(retry, again, strict=True):
-                replies[first + i] = r
-        return replies
 
     def _read_all(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Replies of read commands in one pipeline (per server); the first error raises."""
@@ -249,13 +215,6 @@ class RedisStore(RedisFreshnessMixin, RedisLedgerMixin):
             if isinstance(r, Exception):
                 raise r
         return replies[len(before) : len(before) + len(calls)]
-
-    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
-        except NoScriptError:
-            self._load_scripts()
-            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
 
     # -- FeatureStore ---------------------------------------------------------------------------
 
