@@ -22,7 +22,7 @@ class ConnectorSettings(BaseSettings):
     )
     store_url: str = Field(
         default="sqlite:///.oo/features.db",
-        description="Feature store: redis://host:port/db or sqlite:///path (embedded default).",
+        description="Feature store: redis://host:port/db, redis+cluster://host:port[,host:port...]/0 (Redis Cluster) or sqlite:///path (embedded default).",
     )
     topic_prefix: str = Field(
         default="", description="Prefix for every topic name (isolates tests and tenants)."

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["tests.fixtures_services"]
+pytest_plugins = ["tests.fixtures_services", "tests.fixtures_cluster"]
 
 INTEGRATION_DIRS = ("integration", "e2e")
 

@@ -1,6 +1,8 @@
 """The feature store: `open_store(url)` picks the backend from the URL scheme.
 
-- `redis://host:port/db`, `rediss://...`: `RedisStore` (production, Redis Cluster ready).
+- `redis://host:port/db`, `rediss://...`: `RedisStore` on one Redis server (production).
+- `redis+cluster://host:port[,host:port...]/0`, `rediss+cluster://...`: `RedisStore` on a Redis
+  Cluster (the hosts are startup nodes; options `wait_replicas`, `wait_ms`: ADR 0021).
 - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`:
   `SQLiteStore`, the embedded default for one machine.
 """
@@ -15,6 +17,7 @@ from connectors.store.base import (
     StoredUser,
     UserWrite,
 )
+from connectors.store.redis_client import CLUSTER_SCHEMES
 from connectors.store.redis_store import RedisStore
 from connectors.store.sqlite_store import SQLiteStore
 
@@ -48,20 +51,22 @@ def safe_url(url: str) -> str:
 
 
 def check_store_url(url: str) -> str:
-    """The URL's scheme (`redis`, `rediss`, `sqlite`), or `StoreError` saying what is expected.
+    """The URL's scheme (`redis`, `rediss`, `redis+cluster`, `rediss+cluster`, `sqlite`), or
+    `StoreError` saying what is expected.
 
     Checks the form only; nothing is opened or connected.
     """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
-    if sep and scheme in ("redis", "rediss"):
+    if sep and scheme in ("redis", "rediss", *CLUSTER_SCHEMES):
         return scheme
     if sep and scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///path")
         return scheme
     raise StoreError(
-        f"unsupported store URL {url!r}: expected redis://, rediss:// or sqlite:///path"
+        f"unsupported store URL {url!r}: expected redis://, rediss://, "
+        "redis+cluster://host:port[,host:port...]/0 or sqlite:///path"
     )
 
 
@@ -81,7 +86,7 @@ def open_store(
     timeout) apply to Redis; see ADR 0010 for what the flow and the API use.
     """
     scheme = check_store_url(url)
-    if scheme in ("redis", "rediss"):
+    if scheme != "sqlite":
         return RedisStore(
             url,
             key_prefix=key_prefix,

@@ -9,7 +9,8 @@ Keys (same hash tag as the user's features, so deletion stays one atomic script)
 Both keys are listed in `p:{u}:keys`, so the user's deletion (write script) removes them at
 once. Both expire one retention after the user's last tip; older tips are trimmed when a new
 one is recorded. Consent revocation: the `ledger_forget` script, run in the flow's write
-pipeline for every write with removed agents, deletes those agents' `a:` fields.
+pipeline for every write with removed agents, deletes those agents' `a:` fields. The scripts
+are `connectors/store/lua/ledger_*.lua`.
 """
 
 from __future__ import annotations
@@ -23,69 +24,6 @@ from connectors.store.ledger import LedgerEntry, cutoff_ms, render
 
 T = TypeVar("T")
 
-# KEYS: 1 ledger, 2 ledger_at, 3 keys index, 4 tombstone, 5 meta.
-# ARGV: 1 tip id, 2 shown_at_ms, 3 header JSON, 4 cutoff ms, 5 ttl ms (never shortens), then (agent id, values
-# JSON) pairs. Returns 1 when recorded, 0 for an unknown or deleted user.
-_RECORD_LUA = """
-local tomb = redis.call('GET', KEYS[4])
-if tomb and tonumber(tomb) >= tonumber(ARGV[2]) then return 0 end
-if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
-if #old > 0 then
-  local drop = {}
-  for i = 1, #old do drop[old[i]] = true end
-  local fields = redis.call('HKEYS', KEYS[1])
-  for i = 1, #fields do
-    local tip = string.match(fields[i], '^%a:([^:]+)')
-    if tip and drop[tip] then redis.call('HDEL', KEYS[1], fields[i]) end
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
-end
-redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], ARGV[3])
-for i = 6, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], 'a:' .. ARGV[1] .. ':' .. ARGV[i], ARGV[i + 1])
-end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-for k = 1, 2 do
-  if redis.call('PTTL', KEYS[k]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
-end
-redis.call('SADD', KEYS[3], KEYS[1], KEYS[2])
-return 1
-"""
-
-# KEYS: 1 ledger, 2 ledger_at. ARGV: 1 tip id, 2 reaction id, 3 reaction JSON.
-_REACT_LUA = """
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'r:' .. ARGV[1] .. ':' .. ARGV[2], ARGV[3])
-return 1
-"""
-
-# KEYS: 1 ledger. ARGV: agent ids whose values go from every entry. Returns fields removed.
-_FORGET_LUA = """
-local fields = redis.call('HKEYS', KEYS[1])
-local removed = 0
-for i = 1, #fields do
-  local f = fields[i]
-  if string.sub(f, 1, 2) == 'a:' then
-    for j = 1, #ARGV do
-      local suffix = ':' .. ARGV[j]
-      if string.sub(f, -#suffix) == suffix then
-        redis.call('HDEL', KEYS[1], f)
-        removed = removed + 1
-        break
-      end
-    end
-  end
-end
-return removed
-"""
-
-LEDGER_SCRIPTS = {
-    "ledger_record": _RECORD_LUA,
-    "ledger_react": _REACT_LUA,
-    "ledger_forget": _FORGET_LUA,
-}
-
 EXPORT_CHUNK = 200
 """Users read per pipelined round trip by `ledger_export`."""
 
@@ -94,6 +32,7 @@ class RedisLedgerMixin:
     """`TipLedger` for `RedisStore` (uses its client, key helpers, guard and scripts)."""
 
     _r: Any
+    _conn: Any
     _users_key: str
     _base: Callable[[str], str]
     _tomb_key: Callable[[str], str]
@@ -152,13 +91,19 @@ class RedisLedgerMixin:
             chunk = users[i : i + EXPORT_CHUNK]
 
             def read(chunk: list[str] = chunk) -> list[Any]:
-                pipe = self._r.pipeline(transaction=False)
-                for user_id in chunk:
-                    pipe.hgetall(self._ledger_keys(user_id)[0])
-                return list(pipe.execute())
+                commands = [("HGETALL", self._ledger_keys(u)[0]) for u in chunk]
+                replies = self._conn.pipeline(commands, write=False)
+                for r in replies:
+                    if isinstance(r, Exception):
+                        raise r
+                return [r if isinstance(r, dict) else _pairs(r) for r in replies]
 
             for fields in self._guard("ledger_export", read):
                 yield from _lines(fields, oldest)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _lines(fields: dict[str, str], oldest_ms: int) -> Iterator[dict[str, Any]]:

@@ -1,7 +1,10 @@
-"""The feature store contract, run against both backends: SQLite (a file per test) and Redis.
+"""The feature store contract, run against every backend: SQLite (a file per test), Redis and
+Redis Cluster.
 
 Redis is the `services` fixture's server (`tests/fixtures_services.py`), asked for only by the
-Redis cases. Every test has its own `key_prefix`, so tests never see each other's keys.
+Redis cases; the cluster (3 masters, 3 replicas) is the `redis_cluster` fixture's
+(`tests/fixtures_cluster.py`), asked for only by the `redis-cluster` cases (marker `cluster`).
+Every test has its own `key_prefix`, so tests never see each other's keys.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from connectors.exceptions import StoreError
 from connectors.store import (
@@ -26,6 +30,7 @@ from connectors.store import (
     UserWrite,
     open_store,
 )
+from connectors.store.redis_client import cluster_nodes_of
 
 T0 = 1_750_000_000_000  # a fixed "now" (ms) for tests that pass now_ms explicitly
 
@@ -41,7 +46,7 @@ class Backend:
     kind: str
     store: FeatureStore
     prefix: str
-    raw: redis.Redis | None  # a plain client on the same Redis, to look at keys directly
+    raw: Any  # a plain client (redis.Redis or RedisCluster) on the same Redis, to look at keys
 
     def keys(self) -> set[str]:
         assert self.raw is not None
@@ -60,18 +65,28 @@ def _open(
         finally:
             store.close()
         return
-    url = request.getfixturevalue("services").redis_url
+    if kind == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        raw: Any = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes_of(url)],
+            decode_responses=True,
+        )
+    else:
+        url = request.getfixturevalue("services").redis_url
+        raw = redis.Redis.from_url(url, decode_responses=True)
     store = open_store(url, key_prefix=key_prefix)
     assert isinstance(store, RedisStore)
-    raw = redis.Redis.from_url(url, decode_responses=True)
     try:
-        yield Backend("redis", store, key_prefix, raw)
+        yield Backend(kind, store, key_prefix, raw)
     finally:  # the `key_prefix` fixture deletes the keys
         raw.close()
         store.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+BACKENDS = ["sqlite", "redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)]
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str) -> Iterator[Backend]:
     with _open(request.param, request, tmp_path, key_prefix) as b:
         yield b
@@ -350,6 +365,7 @@ def test_deletion_inside_a_batch(backend: Backend) -> None:
 def test_batch_of_1000_users_is_one_round_trip(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One round trip per server: one on Redis, one per master on the cluster (ADR 0021)."""
     s = backend.store
     s.write_batch([user("warm-up", agent())], now_ms=T0)  # connects and loads the scripts
     writes = [
@@ -358,11 +374,15 @@ def test_batch_of_1000_users_is_one_round_trip(
     ]
     calls: list[str] = []
     if isinstance(s, RedisStore):
-        conn_class = s._r.connection_pool.connection_class
+        conn_class = (
+            redis.Connection
+            if backend.kind == "redis-cluster"
+            else s._r.connection_pool.connection_class
+        )
         original = conn_class.send_packed_command
 
         def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append("send")
+            calls.append(f"send {self.port}")
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(conn_class, "send_packed_command", counting)
@@ -374,7 +394,8 @@ def test_batch_of_1000_users_is_one_round_trip(
     s.write_batch(writes, now_ms=T0)
     if isinstance(s, RedisStore):
         monkeypatch.undo()
-        assert calls == ["send"]
+        servers = 3 if backend.kind == "redis-cluster" else 1  # three masters
+        assert len(calls) == servers and len(set(calls)) == servers, calls
     else:
         s._conn.set_trace_callback(None)
         assert calls == ["BEGIN IMMEDIATE", "COMMIT"]

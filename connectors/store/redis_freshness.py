@@ -1,0 +1,120 @@
+"""Freshness bookkeeping of `RedisStore` (mixed in): the stamper, the summary, one user's stamps.
+
+Keys (cross-user; their own hash tag `{P~fresh}` puts them all in one cluster slot, so each
+script below is atomic and valid on Redis Cluster; `~` never appears in a user id):
+
+    p:{p~fresh}:newest        zset   user id -> ingest time of the newest event seen (stamped)
+    p:{p~fresh}:reflected     zset   user id -> ingest time of the newest event the flow wrote
+    p:{p~fresh}:pending       zset   user id -> ingest time of the oldest unreflected event
+    p:{p~fresh}:lag:<agent>   stream recent lag samples of the agent (field `l`: "ms,ms,...")
+
+Definitions and failure behaviour: `connectors/README.md` ("Freshness") and `serving/README.md`.
+Every call raises only `StoreError` (through the store's guard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from connectors.store.base import (
+    LAG_SAMPLES_KEPT,
+    LAG_SAMPLES_READ,
+    PRUNE_PER_SUMMARY,
+    FreshnessSummary,
+    LagStats,
+    UserFreshness,
+    UserWrite,
+    lag_samples,
+    stamps_of,
+)
+
+__all__ = ["RedisFreshnessMixin"]
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+class RedisFreshnessMixin:
+    """The freshness half of `RedisStore` (uses its connection, guard and script runner)."""
+
+    _conn: Any
+    _fresh_keys: list[str]
+    _lag_prefix: str
+    _guard: Callable[..., Any]
+    _eval: Callable[[str, list[str], list[Any]], Any]
+
+    def _freshness_writes(self, writes: list[UserWrite]) -> tuple[list[Any], list[list[Any]]]:
+        """The reflect script's arguments and the lag samples' XADDs for a batch."""
+        reflect: list[Any] = []
+        for w in writes:
+            reflect += (
+                w.user_id,
+                _opt(w.newest_ingest_ms),
+                "0" if w.deleted_at_ms is None else "1",
+            )
+        xadds = [
+            [
+                "XADD",
+                self._lag_prefix + agent_id,
+                "MAXLEN",
+                "~",
+                LAG_SAMPLES_KEPT,
+                "*",
+                "l",
+                ",".join(map(str, lags)),
+            ]
+            for agent_id, lags in sorted(lag_samples(writes).items())
+        ]
+        return reflect, xadds
+
+    def stamp_ingest(
+        self, newest: Mapping[str, int], *, oldest: Mapping[str, int] | None = None
+    ) -> None:
+        """One script call for the whole batch (cross-user keys, one slot)."""
+        args: list[Any] = []
+        for triple in stamps_of(newest, oldest):
+            args += triple
+        if args:
+            self._guard("stamp_ingest", lambda: self._eval("stamp", self._fresh_keys, args))
+
+    def freshness_summary(
+        self, *, now_ms: int, window_ms: int, sla_ms_by_agent: Mapping[str, int], worst_n: int = 10
+    ) -> FreshnessSummary:
+        """One script call: ZCOUNTs, one ZRANGE and a bounded XREVRANGE per agent."""
+        agents = sorted(sla_ms_by_agent)
+        keys = self._fresh_keys[:2] + [self._lag_prefix + a for a in agents]
+        args = [now_ms, window_ms, worst_n, LAG_SAMPLES_READ, PRUNE_PER_SUMMARY]
+        args += [int(sla_ms_by_agent[a]) for a in agents]
+        reply = self._guard("freshness_summary", lambda: self._eval("summary", keys, args))
+        active, pending, *per_agent, flat = reply
+        stale: dict[str, int] = {}
+        lag: dict[str, LagStats] = {}
+        for agent_id, (n_stale, n, p50, p99) in zip(agents, per_agent, strict=True):
+            stale[agent_id] = int(n_stale)
+            lag[agent_id] = LagStats(int(n), int(p50) if n else None, int(p99) if n else None)
+        worst = [
+            (user_id, max(now_ms - int(float(since)), 0))
+            for user_id, since in zip(flat[::2], flat[1::2], strict=True)
+        ]
+        return FreshnessSummary(now_ms, window_ms, int(active), int(pending), stale, worst, lag)
+
+    def user_freshness(self, user_id: str) -> UserFreshness | None:
+        def run() -> list[Any]:
+            commands = [("ZSCORE", key, user_id) for key in self._fresh_keys]
+            replies = self._conn.pipeline(commands, write=False)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+        newest, pending, reflected = self._guard("user_freshness", run)
+        if newest is None and reflected is None:
+            return None
+        return UserFreshness(
+            user_id=user_id,
+            newest_ingest_ms=None if newest is None else int(float(newest)),
+            reflected_ingest_ms=None if reflected is None else int(float(reflected)),
+            pending_since_ms=None if pending is None else int(float(pending)),
+        )

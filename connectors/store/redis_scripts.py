@@ -1,0 +1,110 @@
+"""The store's Lua scripts: `connectors/store/lua/<name>.lua`, loaded once per process.
+
+Each file starts with comments saying its KEYS, ARGV and reply. Every script touches keys of
+one cluster slot only: one user's keys (hash tag `{user_id}`), or the cross-user freshness
+keys (tag `{P~fresh}`), or the identity marker; Redis Cluster refuses anything else with
+CROSSSLOT, which `tests/integration/test_store_cluster.py` checks.
+
+`Scripts.sha(name)` is the SHA1 Redis knows a script by (computed here, so it is the same on
+every node); `Scripts.load(conn)` sends every script to the server (every master of a cluster)
+and is called again after a NOSCRIPT (a restarted or promoted node has an empty script cache).
+A missing or unreadable file is an `OSError` naming it at import time, not a failure mid-write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["SCRIPT_NAMES", "SOURCES", "RedisScriptsMixin", "Scripts"]
+
+SCRIPT_NAMES = (
+    "identity_create",
+    "identity_state",
+    "write",
+    "read",
+    "stamp",
+    "reflect",
+    "summary",
+    "ledger_record",
+    "ledger_react",
+    "ledger_forget",
+)
+
+
+def _read(name: str) -> str:
+    return (resources.files("connectors.store") / "lua" / f"{name}.lua").read_text("utf-8")
+
+
+SOURCES = {name: _read(name) for name in SCRIPT_NAMES}
+"""Script name -> Lua source."""
+
+
+class Scripts:
+    """SHA1s of the scripts and loading them into a server that lost them."""
+
+    def __init__(self) -> None:
+        self.shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in SOURCES.items()}
+        self.loaded = False
+
+    def sha(self, name: str) -> str:
+        return self.shas[name]
+
+    def load(self, conn: Any) -> None:
+        """Load every script through `conn` (a `RedisConnection`)."""
+        for source in SOURCES.values():
+            conn.script_load(source)
+        self.loaded = True
+
+
+class RedisScriptsMixin:
+    """Running the scripts for `RedisStore`: by SHA1, reloading them after a NOSCRIPT."""
+
+    _conn: Any
+    _scripts: Scripts
+    _r: Any
+
+    def _load_scripts(self) -> None:
+        self._scripts.load(self._conn)
+
+    def _sha(self, name: str) -> str:
+        if not self._scripts.loaded:
+            self._load_scripts()
+        return self._scripts.sha(name)
+
+    def _evalsha_all(
+        self,
+        calls: Sequence[tuple[str, list[str], list[Any]]],
+        *,
+        write: bool,
+        before: Sequence[Sequence[Any]] = (),
+        after: Sequence[Sequence[Any]] = (),
+    ) -> list[Any]:
+        """Replies of `before` commands, script calls (name, keys, args) and `after` commands,
+        in one pipeline (one per server on a cluster); a NOSCRIPT reloads the scripts and
+        re-runs only the refused calls. Errors come back as values."""
+
+        def command(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+            return ("EVALSHA", self._sha(name), len(keys), *keys, *args)
+
+        scripts = [command(*c) for c in calls]
+        replies = self._conn.pipeline([*before, *scripts, *after], write=write)
+        first = len(before)
+        retry = [i for i in range(len(calls)) if isinstance(replies[first + i], NoScriptError)]
+        if retry:
+            self._load_scripts()
+            again = self._conn.pipeline([command(*calls[i]) for i in retry], write=write)
+            for i, r in zip(retry, again, strict=True):
+                replies[first + i] = r
+        return replies
+
+    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
+        except NoScriptError:
+            self._load_scripts()
+            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
