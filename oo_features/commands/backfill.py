@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from oo_features.errors import CommandError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from oo_features.progress import line_progress
 
     if args.processes < 1:
-        print(f"error: --processes must be >= 1; got {args.processes}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--processes must be >= 1; got {args.processes}")
     tune_gc()
     settings = ConnectorSettings()
     url = args.store_url or settings.store_url
@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(url, key_prefix=args.key_prefix or settings.key_prefix)
         store.ping()
     except ConnectorError as exc:
-        print(f"error: store {url} unreachable: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"store {url} unreachable: {exc}") from exc
     if settings.kafka_bootstrap is not None:
         # ADR 0008: deletions made through the API stay deleted through a backfill.
         from oo_features.commands.refill import restore_tombstones
@@ -60,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except ConnectorError as exc:
             store.close()
-            print(f"error: tombstones not read: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(f"tombstones not read: {exc}") from exc
     key_prefix = args.key_prefix or settings.key_prefix
     try:
         with line_progress(args.file, "backfill") as advance:
@@ -81,11 +79,9 @@ def run(args: argparse.Namespace) -> int:
                         progress=advance,
                     )
                 except BackfillProcessError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 2
+                    raise CommandError(str(exc)) from exc
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     finally:
         store.close()
     rejects = args.rejects or f"{args.file}.rejects.jsonl"

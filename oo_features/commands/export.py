@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oo_features.errors import CommandError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -48,16 +50,14 @@ def run(args: argparse.Namespace) -> int:
     settings = ConnectorSettings()
     bootstrap = args.bootstrap or settings.kafka_bootstrap
     if not bootstrap:
-        print("error: no Kafka: set OO_KAFKA_BOOTSTRAP or pass --bootstrap", file=sys.stderr)
-        return 2
+        raise CommandError("no Kafka: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
     prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
     names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
     source = KafkaEventSource(bootstrap, names, tail=False)
     try:
         parts = source.list_parts()
     except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     to_stdout = args.out == "-"
     rejects_path = args.rejects or (
         "export.rejects.jsonl" if to_stdout else f"{args.out}.rejects.jsonl"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from connectors.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, KAFKA_BATCH_SIZE
+from oo_features.errors import CommandError
 
 RECOVERY_PARTITIONS = 64
 """About 1,500 users a partition at 100,000 users: resume stays within seconds (ADR 0007)."""
@@ -164,15 +165,10 @@ def run(args: argparse.Namespace) -> int:
     topic_prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
     bootstrap = None if args.event_log else (args.bootstrap or settings.kafka_bootstrap)
     if args.event_log is None and bootstrap is None:
-        print(
-            "error: no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE",
-            file=sys.stderr,
-        )
-        return 2
+        raise CommandError("no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE")
     if args.event_log is not None and not Path(args.event_log).is_file():
         what = "is a directory, not a file" if Path(args.event_log).is_dir() else "does not exist"
-        print(f"error: event log {args.event_log} {what}", file=sys.stderr)
-        return 2
+        raise CommandError(f"event log {args.event_log} {what}")
     try:
         store = open_store(store_url, key_prefix=key_prefix)
         store.ping()
@@ -190,8 +186,7 @@ def run(args: argparse.Namespace) -> int:
                 timeout_s=settings.kafka_timeout_s,
             )
     except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
 
     # ADR 0008: tombstones restored and a store that lost its data refilled before any write;
     # in a cluster, process 0 does it while the others wait for it to join.
@@ -212,8 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 tombstones_bootstrap=args.bootstrap or settings.kafka_bootstrap,
             )
         except ConnectorError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc)) from exc
 
     recovery = None
     if args.recovery_dir:
@@ -224,8 +218,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             prepare(db_dir, parts)  # whole or not at all, even if killed meanwhile
         except RecoveryDirError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc)) from exc
         recovery = RecoveryConfig(db_dir)
 
     flow = build_flow(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oo_features.errors import CommandError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -64,16 +66,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         since_ms = None if args.since is None else parse_instant(args.since)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     url = args.store_url or settings.store_url
     to_stdout = args.out == "-"
     written = 0
     try:
         store = open_store(url, key_prefix=settings.key_prefix)
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     out = sys.stdout if to_stdout else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     try:
         lines = store.ledger_export(
@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
             written += 1
     except StoreError as exc:
-        print(f"error: the ledger could not be read: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"the ledger could not be read: {exc}") from exc
     finally:
         if not to_stdout:
             out.close()

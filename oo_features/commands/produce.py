@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_UNAVAILABLE = 0, 1, 2
+from oo_features.errors import FAILED, OK, CommandError
+
 _PROGRESS_EVERY = 4096  # lines between progress-bar refreshes
 
 
@@ -121,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ConnectorSettings()
     bootstrap = args.bootstrap or settings.kafka_bootstrap
     if not bootstrap:
-        err.print("error: no Kafka to publish to: pass --bootstrap or set OO_KAFKA_BOOTSTRAP")
-        return EXIT_UNAVAILABLE
+        raise CommandError("no Kafka to publish to: pass --bootstrap or set OO_KAFKA_BOOTSTRAP")
     timeout_s = args.timeout if args.timeout is not None else settings.kafka_timeout_s
     partitions = args.partitions if args.partitions is not None else settings.partitions
     prefix = args.topic_prefix if args.topic_prefix is not None else settings.topic_prefix
@@ -130,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = open_source(args.file)
     except OSError as exc:
-        err.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
-        return EXIT_UNAVAILABLE
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
 
     try:
         producer = EventProducer(
@@ -139,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except KafkaUnavailableError as exc:
         source.close()
-        err.print(f"error: {exc}\nnothing was published")
-        return EXIT_UNAVAILABLE
+        raise CommandError(f"{exc}; nothing was published") from exc
 
     rejects = _RejectsFile(_rejects_path(args.file, args.rejects), args.file)
     show_progress = err.is_terminal if args.progress is None else args.progress
@@ -178,12 +176,11 @@ def run(args: argparse.Namespace) -> int:
             report = producer.flush()
         except KafkaUnavailableError as exc:
             report = producer.flush(timeout_s=1.0)
-            err.print(f"error: {exc}; stopped reading {args.file}")
             print(
                 f"published {report.published}, rejected {rejects.count}, "
                 f"not published {queued - report.published}"
             )
-            return EXIT_UNAVAILABLE
+            raise CommandError(f"{exc}; stopped reading {args.file}") from exc
         finally:
             producer.close()
         rejected = rejects.count
@@ -200,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary} ({elapsed:.1f} s, {rate:,.0f} events/s)")
     if rejects.count:
         err.print(f"rejected lines written to {rejects.path}")
-    return EXIT_INCOMPLETE if rejects.count else EXIT_OK
+    return FAILED if rejects.count else OK
 
 
 class _progress:

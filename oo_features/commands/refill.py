@@ -289,12 +289,12 @@ class StoreWatchdog(threading.Thread):
 def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
     from connectors.settings import ConnectorSettings
+    from oo_features.errors import CommandError
 
     settings = ConnectorSettings()
     bootstrap = args.bootstrap or settings.kafka_bootstrap
     if bootstrap is None:
-        _say("error: refill reads the log: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
-        return 2
+        raise CommandError("refill reads the log: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
     store_url = args.store_url or settings.store_url
     try:
         refill(
@@ -308,6 +308,5 @@ def run(args: argparse.Namespace) -> int:
             reason="refill requested",
         )
     except ConnectorError as exc:
-        _say(f"error: {exc}")
-        return 2
+        raise CommandError(str(exc)) from exc
     return 0

@@ -38,6 +38,7 @@ def _echo(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from oo_features import localservices
+    from oo_features.errors import CommandError
 
     try:
         if args.action == "up":
@@ -47,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "down":
             localservices.down(args.state_dir, echo=_echo)
             return 0
-    except localservices.ServicesError as exc:
-        print(f"services {args.action}: {exc}", file=sys.stderr)
-        return 1
+    except localservices.ServicesError as exc:  # a service that did not come up: exit 2
+        raise CommandError(f"{args.action}: {exc}") from exc
 
     statuses = localservices.status(args.state_dir)
     all_up = all(s.running and s.healthy for s in statuses)
