@@ -141,7 +141,7 @@ def _user_write(uid: str, rng: random.Random, now_ms: int) -> UserWrite:
             "tz": {"value": "Europe/Berlin", "source": "user", "inferred_value": "UTC"},
         },
     }
-    extras = {
+    extras: dict[str, dict[str, Any]] = {
         "overdue-task": {
             "overdue": [
                 {
@@ -219,7 +219,7 @@ def _peer_main(conn: Any) -> None:
     from tests.orchestrator_peer import OrchestratorPeer
 
     peer = OrchestratorPeer(answer={"text": "Finish the quarterly report first.", "kind": "todo"})
-    handler = peer._server.RequestHandlerClass
+    handler: Any = peer._server.RequestHandlerClass
     handler.disable_nagle_algorithm = True  # see BENCHMARKS.md: header/body are two writes
     original = handler.do_POST
     times: list[float] = []

@@ -130,6 +130,7 @@ def demo_namespace(key_prefix: str, topic_prefix: str) -> tuple[str, str]:
 def run_demo(args: argparse.Namespace) -> int:
     import httpx
     import uvicorn
+    from pydantic import SecretStr
 
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
@@ -189,8 +190,8 @@ def run_demo(args: argparse.Namespace) -> int:
     token = os.environ.get("OO_API_TOKEN") or secrets.token_urlsafe(24)
     settings = Settings(
         store_url=store_url,
-        api_token=token,
-        feedback_log=str(workdir / "feedback.jsonl"),
+        api_token=SecretStr(token),
+        feedback_log=workdir / "feedback.jsonl",
         host="127.0.0.1",
         key_prefix=key_prefix,
         topic_prefix=topic_prefix,

@@ -357,6 +357,7 @@ class _User:
         self, out: list, sec: int, source: str, kind: str, data: tuple, after: int = 0
     ) -> int:
         """Append one record at local wall time `sec` (after midnight); return its epoch seconds."""
+        off: int | None
         if self.exact or sec < 0 or sec >= _DAY:
             ts, off = _exact(self.zone, self.ordinal, sec)
         else:
