@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow import _events  # noqa: E402
+from bench.flow_loops import _events  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from oo_features import localservices  # noqa: E402

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import inspect, json, sys, time
-from bench.flow import _batches
+from bench.flow_loops import _batches
 import connectors.folding as folding
 from connectors.folding import Pending, build_write
 from connectors.kafka_source import decode_messages
@@ -77,7 +77,7 @@ def _child(tree: Path, bootstrap: str, prefix: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from bench.flow import _events
+    from bench.flow_loops import _events
     from connectors.kafka import EventProducer
     from oo_features import localservices
     from oo_features.localservices import delete_topics
