@@ -13,14 +13,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from confluent_kafka import Producer
 
-from confluent_kafka import Producer  # noqa: E402
-
-from bench.flow_loops import _events  # noqa: E402
-from bench.flow_run import P99_TARGET_MS, _flow_cmd, _proc_cpu, _redis, cleanup  # noqa: E402
-from connectors import topics  # noqa: E402
-from connectors.kafka import ensure_topics, producer_config  # noqa: E402
+from bench.flow_loops import _events
+from bench.flow_run import (
+    P99_TARGET_MS,
+    ROOT,
+    _flow_cmd,
+    _proc_cpu,
+    _redis,
+    cleanup,
+)
+from connectors import topics
+from connectors.kafka import ensure_topics, producer_config
 
 # ------------------------------------------------------------------------------- freshness
 

@@ -9,25 +9,22 @@ import math
 import pstats
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
-
-from bench.flow_run import BATCH, EVENTS_PER_USER_DAY, _server_usec  # noqa: E402
-from connectors import codec, topics  # noqa: E402
-from connectors.coalescing import (  # noqa: E402
+from bench.flow_run import BATCH, EVENTS_PER_USER_DAY, _server_usec
+from connectors import codec, topics
+from connectors.coalescing import (
     CATCHUP_FLUSH_INTERVAL_S,
     FLUSH_INTERVAL_S,
     flush_delay_s,
 )
-from connectors.folding import HistoryStart, Pending, build_write  # noqa: E402
-from connectors.kafka_source import decode_messages  # noqa: E402
-from connectors.records import Accepted  # noqa: E402
-from connectors.store import open_store  # noqa: E402
-from features.state import UserState  # noqa: E402
+from connectors.folding import HistoryStart, Pending, build_write
+from connectors.kafka_source import decode_messages
+from connectors.records import Accepted
+from connectors.store import open_store
+from features.state import UserState
 
 
 def _events(n: int, users: int, seed: int) -> Iterator[Any]:

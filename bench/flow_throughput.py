@@ -10,11 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-from bench.flow_loops import _events, bare_loop, plain_loop, profile_plain  # noqa: E402
-from bench.flow_run import (  # noqa: E402
+from bench.flow_loops import _events, bare_loop, plain_loop, profile_plain
+from bench.flow_run import (
     BATCH,
     RATIO_TARGET,
     THROUGHPUT_TARGET,
@@ -25,8 +22,8 @@ from bench.flow_run import (  # noqa: E402
     cleanup,
     run_flow,
 )
-from connectors import topics  # noqa: E402
-from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
+from connectors import topics
+from connectors.kafka import EventProducer, ensure_topics
 
 # ------------------------------------------------------------------------------- throughput
 
