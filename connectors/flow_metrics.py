@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
@@ -110,11 +110,6 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
         REGISTRY.register(_InferenceErrors())
         _registered = True
     start_http_server(port, addr=host)
-
-
-def count_topics(counter: Counter, topics: Iterable[str]) -> None:
-    for topic, n in Tally(topics).items():
-        counter.labels(topic).inc(n)
 
 
 def count_read(topic: str, records: int, rejected: int) -> None:
