@@ -2,7 +2,7 @@
 
 `EventProducer` publishes validated `oo.events.v1.Event`s: key = `user_id`
 (so each user's events stay in order on one partition), value = the
-serialized protobuf, topic from `connectors.topics.topic_for`. The producer is
+serialized protobuf, topic by the rule of `connectors.topics.topic_for`. The producer is
 idempotent with ``acks=all`` and compression, and an event counts as published
 only once its delivery report says so: `flush` returns those counts.
 

@@ -1,7 +1,7 @@
 """Where the API's own events go: `TipShown`, `TipReaction`, `UserDeleted`.
 
 `EventSink` is the one seam. `KafkaEventSink` publishes through the connectors'
-`EventProducer` (topic chosen by `connectors.topics.topic_for`: feedback to
+`EventProducer` (topic by the rule of `connectors.topics.topic_for`: feedback to
 `oo.feedback.v1`, deletions to `oo.signals.v1`); `FileEventSink` appends
 canonical-JSON lines to an event-log file when Kafka is not configured
 (embedded mode), so the same events can be replayed into a flow later.
