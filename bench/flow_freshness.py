@@ -24,7 +24,10 @@ from bench.flow_run import (
     _redis,
     cleanup,
 )
-from connectors import topics
+from connectors import (
+    clock,
+    topics,
+)
 from connectors.kafka import ensure_topics, producer_config
 
 # ------------------------------------------------------------------------------- freshness
@@ -55,7 +58,7 @@ def _paced_producer(
         else:
             late_max = max(late_max, -wait)
         event.ParseFromString(raw)
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = clock.now_ms()
         event.occurred_at.FromMilliseconds(now_ms)
         topic = feedback if event.WhichOneof("payload") in topics.FEEDBACK_PAYLOADS else signals
         producer.produce(topic, event.SerializeToString(), event.user_id.encode(), timestamp=now_ms)
@@ -111,7 +114,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
         probe = pb.Event()
         probe.ParseFromString(payloads[0])
         probe.user_id, probe.event_id = "probe", "probe-1"
-        probe.occurred_at.FromMilliseconds(time.time_ns() // 1_000_000)
+        probe.occurred_at.FromMilliseconds(clock.now_ms())
         p = Producer(producer_config(bootstrap))
         topic = prefix + (
             topics.FEEDBACK
@@ -166,7 +169,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
                 for uid in users:
                     pipe.hget(f"{kp}:{{{uid}}}:meta", "newest_ingest_ms")
                 replies = pipe.execute()
-                seen_ms = time.time_ns() // 1_000_000
+                seen_ms = clock.now_ms()
                 cycles.append(time.perf_counter() - sent)
                 for uid, value in zip(users, replies, strict=True):
                     if value is None:

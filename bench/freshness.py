@@ -37,15 +37,12 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import redis  # noqa: E402
 
+from connectors.clock import now_ms  # noqa: E402
 from connectors.store import AgentWrite, UserWrite, open_store  # noqa: E402
 from features.registry import manifests  # noqa: E402
 
 AGENTS = sorted(m.id for m in manifests())
 SLA_MS = {m.id: m.freshness_sla_seconds * 1000 for m in manifests()}
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def seed(store_url: str, key_prefix: str, users: int, pending: float) -> float:

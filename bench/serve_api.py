@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 import httpx  # noqa: E402
 
 from bench.serve_load import pct  # noqa: E402
+from connectors import clock  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 
 # -- the API process -------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def breakdown(store_url: str, key_prefix: str, ids: list[str], n: int) -> dict[s
     t_read, t_build, t_prompt = [], [], []
     for _ in range(n):
         uid = rng.choice(ids)
-        now = time.time_ns() // 1_000_000
+        now = clock.now_ms()
         t = time.perf_counter()
         user = store.read_user(uid, now_ms=now)
         t_read.append((time.perf_counter() - t) * 1000)

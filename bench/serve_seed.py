@@ -7,6 +7,7 @@ import random
 import time
 from typing import Any
 
+from connectors import clock
 from connectors.store import AgentWrite, UserWrite, open_store
 from features.registry import manifests
 
@@ -139,7 +140,7 @@ def _user_write(uid: str, rng: random.Random, now_ms: int) -> UserWrite:
 def seed(store_url: str, key_prefix: str, users: int) -> tuple[list[str], float]:
     store = open_store(store_url, key_prefix=key_prefix)
     rng = random.Random(42)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = clock.now_ms()
     ids = [f"u-{i}" for i in range(users)]
     t = time.perf_counter()
     for i in range(0, users, 500):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import flow_metrics
+from connectors.clock import now_ms
 from connectors.records import Accepted, Rejected
 from connectors.store.base import AgentWrite, FeatureStore, UserWrite
 from features.state import UserState
@@ -45,10 +46,6 @@ REBASE_EVENTS = 64
 """A new rebuild base is taken once this many events were folded since the last one."""
 REBASE_AGE_S = 30.0
 """... or once the base is this old (seconds), so a quiet flow keeps few events per user."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class HistoryStart:

@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
-from connectors import topics
+from connectors import clock, topics
 from connectors.codec import USER_ID_PATTERN
 from connectors.exceptions import StoreError
 from connectors.kafka import consumer_config
@@ -222,7 +222,7 @@ class IngestStamper:
             error = msg.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 self._fail(f"{msg.topic()} [{msg.partition()}]: {error.str()}")
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = clock.now_ms()
         skipped: Counter[str] = Counter()
         newest, oldest = newest_and_oldest(messages, now_ms=now_ms, skipped=skipped)
         if skipped:

@@ -27,7 +27,6 @@ own hash tag puts them in one cluster slot, so each freshness script is atomic t
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -38,6 +37,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
+from connectors.clock import now_ms as _now_ms
 from connectors.exceptions import StoreError
 from connectors.store.base import (
     IDENTITY_READY,
@@ -306,10 +306,6 @@ _SCRIPTS = {
     "summary": _SUMMARY_LUA,
     **LEDGER_SCRIPTS,
 }
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 _dumps = dumps_compact

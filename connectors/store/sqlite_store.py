@@ -26,11 +26,11 @@ import json
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from connectors.clock import now_ms as _now_ms
 from connectors.exceptions import StoreError
 from connectors.store.base import (
     IDENTITY_READY,
@@ -62,10 +62,6 @@ T = TypeVar("T")
 
 _PURGE_EVERY_MS = 60_000
 """Expired snippets are never returned; their rows are deleted at most this often."""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 _dumps = dumps_compact

@@ -56,8 +56,8 @@ def parse_instant(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import time
 
+    from connectors import clock
     from connectors.exceptions import StoreError
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         lines = store.ledger_export(
             since_ms=since_ms,
-            now_ms=time.time_ns() // 1_000_000,
+            now_ms=clock.now_ms(),
             retention_ms=settings.ledger_retention_ms,
         )
         for line in lines:
