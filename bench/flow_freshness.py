@@ -46,7 +46,6 @@ def _paced_producer(
     from proto import events_pb2 as pb
 
     producer = Producer(producer_config(bootstrap, extra={"linger.ms": 5}))
-    signals, feedback = prefix + topics.SIGNALS, prefix + topics.FEEDBACK
     event = pb.Event()
     started = time.perf_counter()
     late_max = 0.0
@@ -60,7 +59,7 @@ def _paced_producer(
         event.ParseFromString(raw)
         now_ms = clock.now_ms()
         event.occurred_at.FromMilliseconds(now_ms)
-        topic = feedback if event.WhichOneof("payload") in topics.FEEDBACK_PAYLOADS else signals
+        topic = topics.topic_for(event, prefix=prefix)
         producer.produce(topic, event.SerializeToString(), event.user_id.encode(), timestamp=now_ms)
         if i >= warmup_n and (i - warmup_n) % sample_every == 0:
             queue.put((event.user_id, now_ms))
@@ -84,7 +83,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
     payloads = [e.SerializeToString() for e in _events(n, args.users, args.seed)]
     ensure_topics(
         bootstrap,
-        [prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
+        topics.engine_topics(prefix),
         args.partitions,
     )
     r = _redis(store_url)
@@ -116,11 +115,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
         probe.user_id, probe.event_id = "probe", "probe-1"
         probe.occurred_at.FromMilliseconds(clock.now_ms())
         p = Producer(producer_config(bootstrap))
-        topic = prefix + (
-            topics.FEEDBACK
-            if probe.WhichOneof("payload") in topics.FEEDBACK_PAYLOADS
-            else topics.SIGNALS
-        )
+        topic = topics.topic_for(probe, prefix=prefix)
         p.produce(topic, probe.SerializeToString(), b"probe")
         p.flush(10)
         t0 = time.perf_counter()

@@ -50,7 +50,7 @@ def _consumer(bootstrap: str, prefix: str) -> tuple[Consumer, int]:
     meta = consumer.list_topics(timeout=10).topics
     parts = [
         TopicPartition(name, p, OFFSET_BEGINNING)
-        for name in (prefix + topics.SIGNALS, prefix + topics.FEEDBACK)
+        for name in topics.event_topics(prefix)
         for p in meta[name].partitions
     ]
     consumer.assign(parts)

@@ -162,7 +162,7 @@ def _one(
     try:
         ensure_topics(
             bootstrap,
-            [prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
+            topics.engine_topics(prefix),
             partitions=4,
         )
         producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)

@@ -144,7 +144,7 @@ class IngestStamper:
         self._store = store
         self._on_skipped = on_skipped
         self._skipped: Counter[str] = Counter()
-        self.topics = [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK]
+        self.topics = topics.event_topics(topic_prefix)
         self.group_id = topic_prefix + group_id
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s

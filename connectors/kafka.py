@@ -98,7 +98,7 @@ def admin_config(bootstrap: str, *, extra: dict[str, Any] | None = None) -> dict
 
 def engine_topics(prefix: str = "") -> list[str]:
     """Every topic the engine reads or writes, with `prefix`."""
-    return [prefix + name for name in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)]
+    return topics.engine_topics(prefix)
 
 
 def _describe(exc: BaseException | KafkaError | None) -> str:
@@ -224,7 +224,7 @@ class EventProducer:
             if create_topics:
                 ensure_topics(
                     bootstrap,
-                    [self._signals_topic, self._feedback_topic],
+                    topics.event_topics(topic_prefix),
                     partitions,
                     timeout_s,
                     extra_config=_admin_subset(extra_config),

@@ -237,7 +237,7 @@ def build_flow(
         # Decoded and keyed inside the source: no per-message wrapper, no decode or key step.
         source = KafkaEventSource(
             kafka_bootstrap,
-            [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK],
+            topics.event_topics(topic_prefix),
             tail=not stop_at_end,
             batch_size=batch_size,
         )

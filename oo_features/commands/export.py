@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not bootstrap:
         raise CommandError("no Kafka: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
     prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
-    names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
+    names = topics.event_topics(prefix)
     source = KafkaEventSource(bootstrap, names, tail=False)
     try:
         parts = source.list_parts()

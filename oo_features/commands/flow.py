@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         if bootstrap is not None:
             ensure_topics(
                 bootstrap,
-                [topic_prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
+                topics.engine_topics(topic_prefix),
                 partitions=settings.partitions,
                 timeout_s=settings.kafka_timeout_s,
             )
