@@ -16,6 +16,7 @@ from pathlib import Path
 
 from connectors.bytewax_io import LINES_PER_BATCH
 from connectors.folding import fold_batch
+from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store.base import FeatureStore
 from features.state import UserState
@@ -63,7 +64,7 @@ def backfill(
             f"event log {source} "
             + ("is a directory, not a file" if source.is_dir() else "does not exist")
         )
-    rejects_file = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
+    rejects_file = rejects_path_for(source, rejects_path)
     states: dict[str, UserState] = {}
     report = BackfillReport()
     with rejects_file.open("w", encoding="utf-8") as rejects:

@@ -28,6 +28,7 @@ from connectors.coalescing import (
     flush_delay_s,
 )
 from connectors.folding import HistoryStart, Pending, build_write
+from connectors.jsonl import rejects_path_for
 from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
@@ -273,7 +274,7 @@ def build_flow(
             bytewax_io.dead_letter_sink(kafka_bootstrap, topic_prefix=topic_prefix),
         )
     else:
-        path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
+        path = rejects_path_for(str(event_log), rejects_path)
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     user_writes = cast(Stream[UserWrite], outputs.trues)
     op.output(

@@ -47,6 +47,7 @@ from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
 from connectors.folding import Pending, whole_write
+from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, decode_line
 from connectors.store.base import AgentWrite
 from features.registry import REGISTRY
@@ -281,7 +282,7 @@ def training_set(
         raise FileNotFoundError(f"event log {source} does not exist")
     spine = read_spine(spine_path)
     report = TrainingReport()
-    rejects_file = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
+    rejects_file = rejects_path_for(source, rejects_path)
     wanted = {row.user_id for row in spine}
     with rejects_file.open("w", encoding="utf-8") as rejects:
         users = _read_events(source, wanted, report, rejects, progress)

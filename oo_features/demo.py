@@ -21,6 +21,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
     from bytewax.testing import run_main
 
     from connectors import bytewax_io
+    from connectors.jsonl import rejects_path_for
     from connectors.runtime import tune_gc
     from flows.features_flow import build_flow
 
@@ -28,7 +29,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
         store_url=store_url,
         key_prefix=key_prefix,
         event_log=event_log,
-        rejects_path=event_log.with_suffix(".rejects.jsonl"),
+        rejects_path=rejects_path_for(event_log),
         stop_at_end=True,
         recovery=False,  # run_main without a recovery store
     )

@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
+    from connectors.jsonl import rejects_path_for
     from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     finally:
         store.close()
-    rejects = args.rejects or f"{args.file}.rejects.jsonl"
+    rejects = rejects_path_for(args.file, args.rejects)
     print(
         f"backfilled {report.accepted} events of {report.users} users into {url}; "
         f"rejected {report.rejected}" + (f" (see {rejects})" if report.rejected else "")

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import topics
     from connectors.codec import to_json
+    from connectors.jsonl import rejects_path_for
     from connectors.kafka_source import KafkaEventSource
     from connectors.records import Accepted
     from connectors.settings import ConnectorSettings
@@ -59,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise CommandError(str(exc)) from exc
     to_stdout = args.out == "-"
-    rejects_path = args.rejects or (
-        "export.rejects.jsonl" if to_stdout else f"{args.out}.rejects.jsonl"
-    )
+    rejects_path = rejects_path_for(args.out, args.rejects, stdin_name="export")
     exported = rejected = 0
     out = sys.stdout if to_stdout else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     try:

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors import topics
     from connectors.exceptions import ConnectorError
     from connectors.folding import dedupe_is_safe
+    from connectors.jsonl import rejects_path_for
     from connectors.kafka import ensure_topics
     from connectors.runtime import tune_gc
     from connectors.settings import ConnectorSettings
@@ -262,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         # Like backfill: what was read, written and rejected, also when interrupted.
         summary = run_metrics.run_summary()
         where = (
-            f"see {args.rejects or args.event_log + '.rejects.jsonl'}"
+            f"see {rejects_path_for(args.event_log, args.rejects)}"
             if args.event_log
             else f"dead-lettered to {topic_prefix + topics.DEADLETTER}"
         )

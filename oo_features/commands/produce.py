@@ -70,14 +70,6 @@ def add_parser(subparsers: Any) -> None:
     )
 
 
-def _rejects_path(source: str, explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    if source == "-":
-        return Path("stdin.rejects.jsonl")
-    return Path(source + ".rejects.jsonl")
-
-
 class _RejectsFile:
     """The rejects file, created at the first rejected line only."""
 
@@ -114,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors.codec import to_json
     from connectors.exceptions import DeliveryError, KafkaUnavailableError
-    from connectors.jsonl import LineError, open_source, read_events
+    from connectors.jsonl import LineError, open_source, read_events, rejects_path_for
     from connectors.kafka import EventProducer
     from connectors.settings import ConnectorSettings
 
@@ -140,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         source.close()
         raise CommandError(f"{exc}; nothing was published") from exc
 
-    rejects = _RejectsFile(_rejects_path(args.file, args.rejects), args.file)
+    rejects = _RejectsFile(rejects_path_for(args.file, args.rejects), args.file)
     show_progress = err.is_terminal if args.progress is None else args.progress
     started = time.monotonic()
     queued = 0

@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from connectors.jsonl import rejects_path_for
     from connectors.runtime import tune_gc
     from flows.training_set import SpineError, read_spine, training_set
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not to_stdout:
             out.close()
-    rejects = args.rejects or f"{args.events}.rejects.jsonl"
+    rejects = rejects_path_for(args.events, args.rejects)
     print(
         f"wrote {report.rows} rows ({report.rows_left_out} left out: deleted users) from "
         f"{report.accepted} events; rejected {report.rejected}"
