@@ -52,19 +52,13 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
 
 def _progress(worker: threading.Thread, done: Any, total: int) -> None:
     if sys.stdout.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from oo_features.progress import progress_bar
 
-        with Progress(
-            "[bold]replaying events through the flow[/bold]",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        ) as bar:
-            task = bar.add_task("replay", total=total)
+        with progress_bar("replaying events through the flow", total, show=True) as bar:
             while worker.is_alive():
-                bar.update(task, completed=done())
+                bar.update(done())
                 worker.join(0.2)
-            bar.update(task, completed=total)
+            bar.update(total)
     else:
         last = -1
         while worker.is_alive():

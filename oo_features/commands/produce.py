@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -192,50 +193,23 @@ def run(args: argparse.Namespace) -> int:
     return FAILED if rejects.count else OK
 
 
-class _progress:
-    """A rich progress bar over the bytes of `source` on stderr; a no-op when not shown."""
+@contextlib.contextmanager
+def _progress(console: Any, source: IO[bytes], show: bool) -> Iterator[Callable[[], None]]:
+    """`advance()`: the shared bar (`oo_features.progress`) over the bytes of `source` read."""
+    from oo_features.progress import progress_bar
 
-    def __init__(self, console: Any, source: IO[bytes], show: bool) -> None:
-        self._console, self._source, self._show = console, source, show
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self._show:
-            return lambda: None
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        total: float | None = None
-        try:
-            if self._source.seekable():
-                total = float(Path(self._source.name).stat().st_size)
-        except (OSError, TypeError):
-            total = None
-        self._bar = Progress(
-            TextColumn("publishing"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self._console,
-            transient=True,
-        )
-        self._bar.start()
-        task = self._bar.add_task("publishing", total=total)
-        source = self._source
+    total: float | None = None
+    try:
+        if show and source.seekable():
+            total = float(Path(source.name).stat().st_size)
+    except (OSError, TypeError):
+        total = None
+    with progress_bar(
+        "publishing", total, show=show, unit="bytes", transient=True, console=console
+    ) as bar:
 
         def advance() -> None:
             with contextlib.suppress(OSError):  # tell() on a pipe
-                self._bar.update(task, completed=source.tell())
+                bar.update(source.tell())
 
-        return advance
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        yield advance
