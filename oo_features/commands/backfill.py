@@ -31,18 +31,18 @@ def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
     from connectors.jsonl import rejects_path_for
     from connectors.runtime import tune_gc
-    from connectors.settings import ConnectorSettings
     from connectors.store import open_store
     from flows.backfill import backfill
+    from oo_features.commands import settings_from
     from oo_features.progress import line_progress
 
     if args.processes < 1:
         raise CommandError(f"--processes must be >= 1; got {args.processes}")
     tune_gc()
-    settings = ConnectorSettings()
-    url = args.store_url or settings.store_url
+    settings = settings_from(args)
+    url = settings.store_url
     try:
-        store = open_store(url, key_prefix=args.key_prefix or settings.key_prefix)
+        store = open_store(url, key_prefix=settings.key_prefix)
         store.ping()
     except ConnectorError as exc:
         raise CommandError(f"store {url} unreachable: {exc}") from exc
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         except ConnectorError as exc:
             store.close()
             raise CommandError(f"tombstones not read: {exc}") from exc
-    key_prefix = args.key_prefix or settings.key_prefix
+    key_prefix = settings.key_prefix
     try:
         with line_progress(args.file, "backfill") as advance:
             if args.processes == 1:

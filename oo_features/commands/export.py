@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from connectors.jsonl import rejects_path_for
     from connectors.kafka_source import KafkaEventSource
     from connectors.records import Accepted
-    from connectors.settings import ConnectorSettings
+    from oo_features.commands import settings_from
 
-    settings = ConnectorSettings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    settings = settings_from(args)
+    bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         raise CommandError("no Kafka: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
-    prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
+    prefix = settings.topic_prefix
     names = topics.event_topics(prefix)
     source = KafkaEventSource(bootstrap, names, tail=False)
     try:

@@ -151,20 +151,20 @@ def run(args: argparse.Namespace) -> int:
     from connectors.jsonl import rejects_path_for
     from connectors.kafka import ensure_topics
     from connectors.runtime import tune_gc
-    from connectors.settings import ConnectorSettings
     from connectors.store import open_store, safe_url
     from flows.features_flow import build_flow
+    from oo_features.commands import settings_from
 
     # Warnings of the engine's own modules (e.g. the store sink waiting for the store) to
     # stderr, one line each with time and origin.
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ConnectorSettings()
-    store_url = args.store_url or settings.store_url
-    key_prefix = args.key_prefix or settings.key_prefix
-    topic_prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
-    bootstrap = None if args.event_log else (args.bootstrap or settings.kafka_bootstrap)
+    settings = settings_from(args)
+    store_url = settings.store_url
+    key_prefix = settings.key_prefix
+    topic_prefix = settings.topic_prefix
+    bootstrap = None if args.event_log else settings.kafka_bootstrap
     if args.event_log is None and bootstrap is None:
         raise CommandError("no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE")
     if args.event_log is not None and not Path(args.event_log).is_file():
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 partitions=settings.partitions,
                 timeout_s=settings.kafka_timeout_s,
-                tombstones_bootstrap=args.bootstrap or settings.kafka_bootstrap,
+                tombstones_bootstrap=settings.kafka_bootstrap,
             )
         except ConnectorError as exc:
             raise CommandError(str(exc)) from exc
@@ -237,9 +237,7 @@ def run(args: argparse.Namespace) -> int:
         recovery=recovery is not None,
         dedupe_writes=dedupe,
     )
-    metrics_port = (
-        args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port
-    )
+    metrics_port = settings.flow_metrics_port
     if metrics_port is not None:
         from connectors import flow_metrics
 

@@ -59,15 +59,15 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import clock
     from connectors.exceptions import StoreError
-    from connectors.settings import ConnectorSettings
     from connectors.store import open_store
+    from oo_features.commands import settings_from
 
-    settings = ConnectorSettings()
+    settings = settings_from(args)
     try:
         since_ms = None if args.since is None else parse_instant(args.since)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    url = args.store_url or settings.store_url
+    url = settings.store_url
     to_stdout = args.out == "-"
     written = 0
     try:

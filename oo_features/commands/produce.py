@@ -109,16 +109,16 @@ def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import DeliveryError, KafkaUnavailableError
     from connectors.jsonl import LineError, open_source, read_events, rejects_path_for
     from connectors.kafka import EventProducer
-    from connectors.settings import ConnectorSettings
+    from oo_features.commands import settings_from
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    settings = ConnectorSettings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    settings = settings_from(args)
+    bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         raise CommandError("no Kafka to publish to: pass --bootstrap or set OO_KAFKA_BOOTSTRAP")
-    timeout_s = args.timeout if args.timeout is not None else settings.kafka_timeout_s
-    partitions = args.partitions if args.partitions is not None else settings.partitions
-    prefix = args.topic_prefix if args.topic_prefix is not None else settings.topic_prefix
+    timeout_s = settings.kafka_timeout_s
+    partitions = settings.partitions
+    prefix = settings.topic_prefix
 
     try:
         source = open_source(args.file)

@@ -37,16 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from connectors.store import StoreError, check_store_url
+    from oo_features.commands import settings_from
     from oo_features.errors import CommandError, settings_error_lines
     from serving.settings import InsecureSettingsError, Settings, check_bind
 
-    overrides = {
-        name: value
-        for name, value in (("host", args.host), ("port", args.port))
-        if value is not None
-    }
     try:
-        settings = Settings(**overrides)
+        settings = settings_from(args, Settings)
         check_bind(settings.host, settings.api_token)
         # Before uvicorn: a failed startup there exits 3 with a traceback in the log.
         check_store_url(settings.store_url)
