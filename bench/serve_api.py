@@ -60,21 +60,26 @@ def start_api(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
+    return wait_until_answers(proc, f"http://127.0.0.1:{port}/ready", log_path)
+
+
+def wait_until_answers(
+    proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout_s: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """`proc` (an API process) once `url` answers 200; RuntimeError naming the log if it exits
+    or does not answer within `timeout_s` (then it is terminated)."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the API exited ({proc.returncode}); see {log_path}")
         try:
-            if (
-                httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5, trust_env=False).status_code
-                == 200
-            ):
+            if httpx.get(url, timeout=5, trust_env=False).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError(f"the API did not become ready; see {log_path}")
+    raise RuntimeError(f"the API did not answer {url} in time; see {log_path}")
 
 
 def cpu_s(pid: int) -> float:
