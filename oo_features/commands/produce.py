@@ -71,37 +71,6 @@ def add_parser(subparsers: Any) -> None:
     )
 
 
-class _RejectsFile:
-    """The rejects file, created at the first rejected line only."""
-
-    def __init__(self, path: Path, source: str) -> None:
-        self.path = path
-        self.source = source
-        self.count = 0
-        self._file: IO[str] | None = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        from connectors.records import reject_json
-
-        if self._file is None:
-            self._file = self.path.open("w", encoding="utf-8")
-        self._file.write(
-            reject_json(
-                record["line"],
-                self.source,
-                record["reason"],
-                record.get("text") or "",
-                field=record.get("field"),
-            )
-            + "\n"
-        )
-        self.count += 1
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -109,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import DeliveryError, KafkaUnavailableError
     from connectors.jsonl import LineError, open_source, read_events, rejects_path_for
     from connectors.kafka import EventProducer
+    from connectors.records import RejectsFile
     from oo_features.commands import settings_from
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         source.close()
         raise CommandError(f"{exc}; nothing was published") from exc
 
-    rejects = _RejectsFile(rejects_path_for(args.file, args.rejects), args.file)
+    rejects = RejectsFile(rejects_path_for(args.file, args.rejects), source=args.file, lazy=True)
     show_progress = err.is_terminal if args.progress is None else args.progress
     started = time.monotonic()
     queued = 0
@@ -142,26 +112,12 @@ def run(args: argparse.Namespace) -> int:
             with source, _progress(err, source, show_progress) as advance:
                 for line_no, item in read_events(source):
                     if isinstance(item, LineError):
-                        rejects.write(
-                            {
-                                "line": item.line_no,
-                                "reason": item.reason,
-                                "field": item.field,
-                                "text": item.text,
-                            }
-                        )
+                        rejects.add_line(item.line_no, item.reason, item.text, item.field)
                     else:
                         try:
                             producer.publish(item, validate=False)  # read_events validated it
                         except DeliveryError as exc:  # refused by the client, e.g. too large
-                            rejects.write(
-                                {
-                                    "line": line_no,
-                                    "reason": f"refused by Kafka: {exc}",
-                                    "field": None,
-                                    "text": to_json(item),
-                                }
-                            )
+                            rejects.add_line(line_no, f"refused by Kafka: {exc}", to_json(item))
                         else:
                             queued += 1
                     if line_no % _PROGRESS_EVERY == 0:
@@ -178,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             producer.close()
         rejected = rejects.count
         for event_id, reason in report.failed:
-            rejects.write({"line": None, "reason": f"undelivered event {event_id}: {reason}"})
+            rejects.add_line(None, f"undelivered event {event_id}: {reason}", "")
     finally:
         rejects.close()
 
