@@ -37,7 +37,9 @@ tools: $(TOOLS)/node_modules/.bin/buf $(TOOLS)/node_modules/playwright-core/pack
 run: setup
 	$(BIN)/oo-features demo
 
-test: setup tools
+# `make test` lints first (ruff, format, mypy over every package): CI (.ci/run) calls only
+# `make test`, so lint is part of what CI checks.
+test: setup tools lint
 	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(BIN)/pytest
 
 # The tests that need a local cluster (marker `cluster`, not in `make test`): the secured

@@ -118,10 +118,10 @@ def main() -> None:
             per_round = statistics.median(a / b for a, b in zip(one, two, strict=True))
             print(f"  {kind}: 2 processes / 1 = {statistics.median(one) / statistics.median(two):.2f}"
                   f" (median of per-round ratios {per_round:.2f})")  # fmt: skip
-    extra = statistics.median(
+    shadows_s = statistics.median(
         s - o for s, o in zip(times["sqlite-1+shadows"], times["sqlite-1"], strict=True)
     )
-    print(f"  two shadows add {extra:+.2f} s per run, {extra / 2:+.2f} s each; one agent's share "
+    print(f"  two shadows add {shadows_s:+.2f} s per run, {shadows_s / 2:+.2f} s each; one agent's share "
           f"of sqlite-1 is at most {statistics.median(times['sqlite-1']) / 6:.2f} s")  # fmt: skip
 
 

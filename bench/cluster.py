@@ -35,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow import _events, _proc_cpu  # noqa: E402
+from bench.flow_loops import _events  # noqa: E402
+from bench.flow_run import _proc_cpu  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from connectors.kafka_config import load_properties  # noqa: E402
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pre-loaded {args.events:,} events into each Kafka in {time.perf_counter() - t0:.0f} s")
 
     base = {"OO_TOPIC_PREFIX": prefix, "OO_STORE_URL": single.redis_url}
-    targets = {
+    targets: dict[str, tuple[dict[str, str], list[str], list[int]]] = {
         "single": (
             {**base, "OO_KAFKA_BOOTSTRAP": single.kafka_bootstrap},
             [],

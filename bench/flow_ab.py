@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow import _events  # noqa: E402
+from bench.flow_loops import _events  # noqa: E402
+from bench.flow_run import _flow_cmd  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from oo_features import services as oo_services  # noqa: E402
@@ -38,21 +39,7 @@ def _run(
     tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: str
 ) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the flow process) of one run to the end."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "oo_features.cli",
-        "flow",
-        "--bootstrap",
-        bootstrap,
-        "--store-url",
-        store,
-        "--topic-prefix",
-        topic_prefix,
-        "--key-prefix",
-        key_prefix,
-        "--stop-at-end",
-    ]
+    cmd = _flow_cmd(bootstrap, store, topic_prefix, key_prefix, stop=True, extra=[])
     env = {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()

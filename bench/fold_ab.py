@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import inspect, json, sys, time
-from bench.flow import _batches
+try:  # the tree's own helper: bench/flow.py was split after baee2a0
+    from bench.flow_loops import _batches
+except ImportError:
+    from bench.flow import _batches
 import importlib, os
 # Where this tree keeps the fold (cwd is the tree): never fall through to another checkout's.
 folding = importlib.import_module(
@@ -86,7 +89,7 @@ def _child(tree: Path, bootstrap: str, prefix: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from bench.flow import _events
+    from bench.flow_loops import _events
     from connectors.kafka import EventProducer
     from oo_features import services as oo_services
     from oo_features.services import delete_topics

@@ -37,15 +37,13 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import redis  # noqa: E402
 
+from bench.serve_api import wait_until_answers  # noqa: E402
+from connectors.clock import now_ms  # noqa: E402
 from connectors.store import AgentWrite, UserWrite, open_store  # noqa: E402
 from features.registry import manifests  # noqa: E402
 
 AGENTS = sorted(m.id for m in manifests())
 SLA_MS = {m.id: m.freshness_sla_seconds * 1000 for m in manifests()}
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def seed(store_url: str, key_prefix: str, users: int, pending: float) -> float:
@@ -109,18 +107,7 @@ def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[byt
         stdout=out,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited ({proc.returncode}); see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError(f"the API did not start; see {log}")
+    return wait_until_answers(proc, f"http://127.0.0.1:{port}/health", log)
 
 
 def percentiles(ms: list[float]) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connectors import clock  # noqa: E402
 from connectors.store import AgentWrite, UserWrite, open_store  # noqa: E402
 from tests.outage import free_port  # noqa: E402
 
@@ -79,7 +80,7 @@ def run(mode: str, *, batches: int, users: int) -> float:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            now = int(time.time() * 1000)
+            now = clock.now_ms()
             prepared = [batch(i, users, now) for i in range(batches + 1)]
             store.write_batch(prepared[0])
             started = time.perf_counter()

@@ -128,7 +128,8 @@ def micro(base: str, lines: list[bytes], rounds: int) -> None:
     }
     runner = {"read_events": produce_reader, "decode_line": flow_reader}
     for measure, (old, new) in sides.items():
-        olds, news = [], []
+        olds: list[float] = []
+        news: list[float] = []
         for round_no in range(rounds):
             pair = [(olds, old), (news, new)]
             for into, func in pair if round_no % 2 == 0 else pair[::-1]:

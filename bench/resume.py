@@ -47,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.flow_run import _endpoints  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.codec import from_json  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
@@ -60,19 +61,6 @@ from oo_features.services import delete_keys, delete_topics  # noqa: E402
 STEP = "oo_features.fold_user_state"
 PROBE_USER = "u00001"
 TARGET_S = 10.0
-
-
-def _endpoints(args: argparse.Namespace) -> tuple[str, str]:
-    bootstrap = args.bootstrap or os.environ.get("OO_KAFKA_BOOTSTRAP")
-    store_url = args.store_url or os.environ.get("OO_STORE_URL")
-    if not bootstrap or not store_url or not store_url.startswith("redis"):
-        from oo_features import services as oo_services
-
-        found = oo_services.running_endpoints() or oo_services.up(echo=print)
-        bootstrap = bootstrap or found.kafka_bootstrap
-        if not store_url or not store_url.startswith("redis"):
-            store_url = found.redis_url
-    return bootstrap, store_url
 
 
 def _templates(count: int, days: int, seed: int) -> list[bytes]:
@@ -162,7 +150,7 @@ def _one(
     try:
         ensure_topics(
             bootstrap,
-            [prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
+            topics.engine_topics(prefix),
             partitions=4,
         )
         producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)

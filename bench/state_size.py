@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.model import Incoming
 from features.state import UserState
-from oo_features.generate import (
+from oo_features.generate import generate_events
+from oo_features.generate.people import (
     _start_date,
     _User,  # the generator's simulated person: traits only, to pick a user without generating all
-    generate_events,
 )
 
 TARGET_BYTES = 16 * 1024

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.persistence import batch  # noqa: E402
 from connectors.store import open_store  # noqa: E402
-from oo_features.localservices import redis_argv  # noqa: E402
 from oo_features.services import redis_cluster  # noqa: E402
+from oo_features.services.redis_node import redis_argv  # noqa: E402
 from tests.outage import free_port  # noqa: E402
 
 

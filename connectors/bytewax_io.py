@@ -27,7 +27,7 @@ from connectors import flow_metrics, topics
 from connectors.exceptions import DeliveryError, KafkaSecurityError, KafkaUnavailableError
 from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
 from connectors.kafka_source import Keyed
-from connectors.records import Accepted, Rejected, decode_line
+from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store import open_store
 from connectors.store.base import UserWrite
 from connectors.store_retry import RetryingWriter, RetryPolicy
@@ -351,12 +351,11 @@ def to_dead_letter(
 
 class _RejectsPartition(StatelessSinkPartition[Rejected]):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
+        self._file = RejectsFile(path, mode="a")
 
     def write_batch(self, items: Iterable[Rejected]) -> None:
         for item in items:
-            self._file.write(item.as_json_line() + "\n")
+            self._file.add(item)
         self._file.flush()
 
     def close(self) -> None:

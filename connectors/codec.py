@@ -257,13 +257,6 @@ def check_json_value(field: str, text: str) -> Any:
         ) from None
 
 
-def parse_and_validate(data: bytes, *, now_s: float | None = None) -> pb.Event:
-    """`decode` then `validate`: the whole check a consumer applies to a Kafka value."""
-    event = decode(data)
-    check(event, now_s=now_s, encoded_size=len(data))
-    return event
-
-
 def parse_and_check(data: bytes, *, now_s: float | None = None) -> tuple[pb.Event, str, int]:
     """`decode` then `check`: (event, payload kind, occurred_at in ms)."""
     event = decode(data)

@@ -98,11 +98,6 @@ def serve(port: int, host: str = "127.0.0.1", *, collectors: Iterable[Collector]
     start_http_server(port, addr=host)
 
 
-def count_topics(counter: Counter, topics: Iterable[str]) -> None:
-    for topic, n in Tally(topics).items():
-        counter.labels(topic).inc(n)
-
-
 def count_read(topic: str, records: int, rejected: int) -> None:
     """One batch read from `topic`: `records` in, of which `rejected` go to the dead letters."""
     EVENTS_IN.labels(topic).inc(records)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
-from connectors import topics
+from connectors import clock, topics
 from connectors.codec import USER_ID_PATTERN
 from connectors.exceptions import StoreError
 from connectors.kafka_config import ClientErrors, client_config, new_client
@@ -148,7 +148,7 @@ class IngestStamper:
         self._store = store
         self._on_skipped = on_skipped
         self._skipped: Counter[str] = Counter()
-        self.topics = [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK]
+        self.topics = topics.event_topics(topic_prefix)
         self.group_id = topic_prefix + group_id
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s
@@ -237,7 +237,7 @@ class IngestStamper:
         if refused is not None:  # wrong credentials or CA: say so in /ready, keep trying
             self._errors.security = None
             self._fail(str(refused))
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = clock.now_ms()
         skipped: Counter[str] = Counter()
         newest, oldest = newest_and_oldest(messages, now_ms=now_ms, skipped=skipped)
         if skipped:

@@ -42,6 +42,7 @@ __all__ = [
     "parse_fast",
     "read_events",
     "read_line",
+    "rejects_path_for",
     "without_bom",
 ]
 
@@ -273,6 +274,22 @@ def open_source(source: str | Path) -> IO[bytes]:
     if str(source) == "-":
         return open(sys.stdin.fileno(), "rb", closefd=False)
     return open(source, "rb")
+
+
+def rejects_path_for(
+    source: str | Path, explicit: str | Path | None = None, *, stdin_name: str = "stdin"
+) -> Path:
+    """Where the rejects of reading `source` go, for every command: `explicit` when given,
+    else ``<source>.rejects.jsonl`` beside it (``./<stdin_name>.rejects.jsonl`` for ``-``).
+
+    >>> str(rejects_path_for("logs/events.jsonl")), str(rejects_path_for("-"))
+    ('logs/events.jsonl.rejects.jsonl', 'stdin.rejects.jsonl')
+    """
+    if explicit:
+        return Path(explicit)
+    if str(source) == "-":
+        return Path(f"{stdin_name}.rejects.jsonl")
+    return Path(f"{source}.rejects.jsonl")
 
 
 def without_bom(line: bytes | str) -> bytes | str:

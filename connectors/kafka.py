@@ -5,7 +5,7 @@ Every client's configuration comes from `connectors.kafka_config.client_config`
 
 `EventProducer` publishes validated `oo.events.v1.Event`s: key = `user_id`
 (so each user's events stay in order on one partition), value = the
-serialized protobuf, topic from `connectors.topics.topic_for`. The producer is
+serialized protobuf, topic by the rule of `connectors.topics.topic_for`. The producer is
 idempotent with ``acks=all`` and compression, and an event counts as published
 only once its delivery report says so: `flush` returns those counts.
 
@@ -104,7 +104,7 @@ def admin_config(
 
 def engine_topics(prefix: str = "") -> list[str]:
     """Every topic the engine reads or writes, with `prefix`."""
-    return [prefix + name for name in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)]
+    return topics.engine_topics(prefix)
 
 
 def _unavailable(
@@ -225,7 +225,7 @@ class EventProducer:
             if create_topics:
                 ensure_topics(
                     bootstrap,
-                    [self._signals_topic, self._feedback_topic],
+                    topics.event_topics(topic_prefix),
                     partitions,
                     timeout_s,
                     extra_config=_admin_subset(extra_config),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from connectors.jsonl import read_line, without_bom
 from features.model import Incoming
@@ -173,3 +174,55 @@ def decode_line(
     return Rejected(
         f"line {line_no}: {got}"[:MAX_REASON_CHARS], raw.rstrip(b"\r\n"), path, -1, line_no
     )
+
+
+class RejectsFile:
+    """The one writer of a rejects file, for every command (format: `reject_json`; path:
+    `jsonl.rejects_path_for`). `add(rejected)` writes a `Rejected`; `add_line(...)` a line
+    refused before it became one (`produce`). `count` says how many were written.
+
+    `mode` "w" truncates, "a" appends (the flow's sink, one file per worker); `lazy` creates
+    the file only at the first reject (`produce` leaves no empty file). The parent folder is
+    created. Raises `OSError` when the file cannot be opened or written.
+    """
+
+    def __init__(
+        self, path: str | Path, *, source: str = "", mode: str = "w", lazy: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.source = source
+        self.count = 0
+        self._mode = mode
+        self._file: IO[str] | None = None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> IO[str]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open(self._mode, encoding="utf-8")
+        return self._file
+
+    def _write(self, line: str) -> None:
+        handle = self._file if self._file is not None else self._open()
+        handle.write(line + "\n")
+        self.count += 1
+
+    def add(self, rejected: Rejected) -> None:
+        self._write(rejected.as_json_line())
+
+    def add_line(self, line: int | None, reason: str, raw: str, field: str | None = None) -> None:
+        self._write(reject_json(line, self.source, reason, raw, field))
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> RejectsFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -8,6 +8,7 @@ and local time once and hands them a `Folded` event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,6 +60,29 @@ class Inference:
 
 
 PRUNE_EVERY_DAYS = 7
+
+
+def drop_below(
+    buckets: dict[Any, Any], floor: int, key: Callable[[Any], int] | None = None
+) -> None:
+    """Delete, in place, the entries of `buckets` whose key (or `key(k)`) is below `floor`: the
+    one pruning step of every agent's `on_asof` (buckets of days or hours no window needs).
+
+    >>> per_day = {3: 1, 9: 2, 12: 1}
+    >>> drop_below(per_day, 9)
+    >>> per_day
+    {9: 2, 12: 1}
+    >>> cells = {(3, "home"): 1, (10, "work"): 2}
+    >>> drop_below(cells, 9, key=lambda cell: cell[0])
+    >>> cells
+    {(10, 'work'): 2}
+    """
+    if key is None:
+        old = [k for k in buckets if k < floor]
+    else:
+        old = [k for k in buckets if key(k) < floor]
+    for k in old:
+        del buckets[k]
 
 
 class AgentBase:

@@ -8,7 +8,7 @@ Plain data, picklable, no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from proto import events_pb2 as pb
@@ -119,4 +119,3 @@ class AgentOutput:
     event_time_ms: int
     """Occurred-at of the newest event folded into this agent's state."""
     cold_start: bool = False
-    extra_meta: dict[str, Any] = field(default_factory=dict)

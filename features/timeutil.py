@@ -67,11 +67,3 @@ def weekday(day: int) -> int:
     3
     """
     return (day + 3) % 7
-
-
-def day_to_date(day: int) -> date:
-    return date.fromordinal(day + _EPOCH_ORDINAL)
-
-
-def ms_to_iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")

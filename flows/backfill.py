@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.bytewax_io import LINES_PER_BATCH
-from connectors.records import Accepted, Rejected, decode_line
+from connectors.jsonl import rejects_path_for
+from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import FeatureStore
 from features.state import UserState
 from flows.folding import Written, fold_batch
@@ -63,11 +64,11 @@ def backfill(
             f"event log {source} "
             + ("is a directory, not a file" if source.is_dir() else "does not exist")
         )
-    rejects_file = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
+    rejects_file = rejects_path_for(source, rejects_path)
     states: dict[str, UserState] = {}
     written: dict[str, Written] = {}  # each user's write dedupe (this run is the only writer)
     report = BackfillReport()
-    with rejects_file.open("w", encoding="utf-8") as rejects:
+    with RejectsFile(rejects_file) as rejects:
         for batch in _batches(source):
             now_s = time.time()
             per_user: dict[str, list[Accepted]] = {}
@@ -86,7 +87,7 @@ def backfill(
                     continue
                 if isinstance(record, Rejected):
                     report.rejected += 1
-                    rejects.write(record.as_json_line() + "\n")
+                    rejects.add(record)
                     continue
                 report.accepted += 1
                 per_user.setdefault(record.event.user_id, []).append(record)
@@ -103,7 +104,7 @@ def backfill(
             for record in failed:  # folding raised: the event is a reject, the state as before
                 report.rejected += 1
                 report.accepted -= 1
-                rejects.write(record.as_json_line() + "\n")
+                rejects.add(record)
             if writes:
                 store.write_batch(writes)
                 report.writes += len(writes)

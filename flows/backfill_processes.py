@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from connectors.jsonl import rejects_path_for
 from flows.backfill import BackfillReport, backfill
 
 
@@ -82,7 +83,7 @@ def backfill_processes(
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"event log {source} does not exist")
-    rejects = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
+    rejects = rejects_path_for(source, rejects_path)
     parts = [rejects.with_name(f"{rejects.name}.part{i}") for i in range(processes)]
     # Fork: the children start with every module imported (spawn re-imports them, seconds per
     # process). The caller closes its store first; children open their own connections.

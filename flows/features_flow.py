@@ -24,6 +24,7 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from connectors import bytewax_io, tombstones, topics
 from connectors.batching import KAFKA_BATCH_SIZE
+from connectors.jsonl import rejects_path_for
 from connectors.kafka_source import KafkaEventSource, Keyed
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
@@ -255,7 +256,7 @@ def build_flow(
         # Decoded and keyed inside the source: no per-message wrapper, no decode or key step.
         source = KafkaEventSource(
             kafka_bootstrap,
-            [topic_prefix + topics.SIGNALS, topic_prefix + topics.FEEDBACK],
+            topics.event_topics(topic_prefix),
             tail=not stop_at_end,
             batch_size=batch_size,
         )
@@ -291,7 +292,7 @@ def build_flow(
             bytewax_io.dead_letter_sink(kafka_bootstrap, topic_prefix=topic_prefix),
         )
     else:
-        path = rejects_path or Path(str(event_log) + ".rejects.jsonl")
+        path = rejects_path_for(str(event_log), rejects_path)
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
     user_writes = cast(Stream[UserWrite], outputs.trues)
     op.output(

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import flow_metrics
+from connectors.clock import now_ms
 from connectors.records import Accepted, Rejected
 from connectors.store.base import AgentWrite, FeatureStore, UserWrite
 from features.state import UserState
@@ -55,10 +56,6 @@ REBASE_AGE_S = 30.0
 Written = dict[str, int]
 """One user's write-dedupe bookkeeping: agent id -> digest of the output last handed to the
 store. Owned by the writer (one per user), changed by `build_write`."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class HistoryStart:

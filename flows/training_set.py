@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
-from connectors.records import Accepted, Rejected, decode_line
+from connectors.jsonl import rejects_path_for
+from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
 from features.registry import REGISTRY
 from features.state import UserState
@@ -142,7 +143,7 @@ def _read_events(
     path: Path,
     wanted: set[str],
     report: TrainingReport,
-    rejects: TextIO,
+    rejects: RejectsFile,
     progress: Callable[[int], None] | None,
 ) -> dict[str, _User]:
     users: dict[str, _User] = {}
@@ -156,7 +157,7 @@ def _read_events(
             if record is not None:
                 if isinstance(record, Rejected):
                     report.rejected += 1
-                    rejects.write(record.as_json_line() + "\n")
+                    rejects.add(record)
                 else:
                     report.accepted += 1
                     user_id = record.event.user_id
@@ -281,9 +282,9 @@ def training_set(
         raise FileNotFoundError(f"event log {source} does not exist")
     spine = read_spine(spine_path)
     report = TrainingReport()
-    rejects_file = Path(rejects_path) if rejects_path else Path(str(source) + ".rejects.jsonl")
+    rejects_file = rejects_path_for(source, rejects_path)
     wanted = {row.user_id for row in spine}
-    with rejects_file.open("w", encoding="utf-8") as rejects:
+    with RejectsFile(rejects_file) as rejects:
         users = _read_events(source, wanted, report, rejects, progress)
     per_user: dict[str, list[SpineRow]] = {}
     for row in spine:

@@ -5,7 +5,8 @@ Each subcommand lives in `oo_features/commands/<name>.py` with
 when their subcommand runs, so `--help` stays fast.
 
 Failures are one line on stderr, `oo-features <command>: error: ...`, naming what was wrong
-(`oo_features.errors`); usage and configuration errors exit 2. No traceback unless
+(`oo_features.errors`; commands raise `CommandError` rather than print); usage and
+configuration errors, missing files and unreachable services exit 2. No traceback unless
 `--debug` (anywhere on the command line) asks for it.
 """
 
@@ -65,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        from oo_features.errors import describe
+        from oo_features.errors import describe, report
 
         message, status = describe(exc)
-        print(f"oo-features {args.command}: error: {message}", file=sys.stderr)
+        report(args.command, message)
         return status
 
 

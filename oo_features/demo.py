@@ -21,6 +21,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
     from bytewax.testing import run_main
 
     from connectors import bytewax_io
+    from connectors.jsonl import rejects_path_for
     from flows.features_flow import build_flow
     from flows.runtime import tune_gc
 
@@ -28,7 +29,7 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
         store_url=store_url,
         key_prefix=key_prefix,
         event_log=event_log,
-        rejects_path=event_log.with_suffix(".rejects.jsonl"),
+        rejects_path=rejects_path_for(event_log),
         stop_at_end=True,
         recovery=False,  # run_main without a recovery store
     )
@@ -51,19 +52,13 @@ def _replay_file(event_log: Path, store_url: str, key_prefix: str, total: int) -
 
 def _progress(worker: threading.Thread, done: Any, total: int) -> None:
     if sys.stdout.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from oo_features.progress import progress_bar
 
-        with Progress(
-            "[bold]replaying events through the flow[/bold]",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        ) as bar:
-            task = bar.add_task("replay", total=total)
+        with progress_bar("replaying events through the flow", total, show=True) as bar:
             while worker.is_alive():
-                bar.update(task, completed=done())
+                bar.update(done())
                 worker.join(0.2)
-            bar.update(task, completed=total)
+            bar.update(total)
     else:
         last = -1
         while worker.is_alive():
@@ -130,6 +125,7 @@ def demo_namespace(key_prefix: str, topic_prefix: str) -> tuple[str, str]:
 def run_demo(args: argparse.Namespace) -> int:
     import httpx
     import uvicorn
+    from pydantic import SecretStr
 
     from connectors.settings import ConnectorSettings
     from connectors.store import open_store
@@ -189,8 +185,8 @@ def run_demo(args: argparse.Namespace) -> int:
     token = os.environ.get("OO_API_TOKEN") or secrets.token_urlsafe(24)
     settings = Settings(
         store_url=store_url,
-        api_token=token,
-        feedback_log=str(workdir / "feedback.jsonl"),
+        api_token=SecretStr(token),
+        feedback_log=workdir / "feedback.jsonl",
         host="127.0.0.1",
         key_prefix=key_prefix,
         topic_prefix=topic_prefix,

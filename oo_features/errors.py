@@ -6,9 +6,13 @@
   should be a valid integer` (a secret's value is never shown), status 2;
 - a file error names the file and the operating system's reason, status 2;
 - the engine's own errors (`ConnectorError`, `ServingError`) say what they say, status 2;
+- a `CommandError` (what a command raises for a bad option, a missing file or service) says
+  what it says, with its own status (2 unless it names another);
 - anything else is a bug: its type and message, status 1, and `--debug` shows the traceback.
 
 Status 2 is "fix the command line or the environment", 1 "the run found a problem".
+Every command reports through here (`cli.main` prints `report`'s line), so there is one style:
+`oo-features <command>: error: <message>` on stderr.
 """
 
 from __future__ import annotations
@@ -16,8 +20,29 @@ from __future__ import annotations
 from typing import Any
 
 SECRET_FIELDS = frozenset({"api_token", "orchestrator_api_key", "kafka_properties"})
-USAGE = 2
+OK = 0
 FAILED = 1
+"""The run found a problem (e.g. rejected lines), or a bug."""
+USAGE = 2
+"""Fix the command line or the environment: a bad option or variable, a missing file or service."""
+
+
+class CommandError(Exception):
+    """A command's failure with its one-line message and exit status (default `USAGE`).
+
+    Commands raise it instead of printing; `cli.main` reports it (`report`) and exits `status`.
+    """
+
+    def __init__(self, message: str, status: int = USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def report(command: str, message: str) -> None:
+    """Print the one error line of `command` on stderr: ``oo-features <command>: error: ...``."""
+    import sys
+
+    print(f"oo-features {command}: error: {message}", file=sys.stderr, flush=True)
 
 
 def settings_error_lines(exc: Any, *, prefix: str = "OO_") -> list[str]:
@@ -41,6 +66,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
     from connectors.exceptions import ConnectorError
     from serving.exceptions import ServingError
 
+    if isinstance(exc, CommandError):
+        return str(exc), exc.status
     if isinstance(exc, ValidationError):
         return "invalid setting: " + "; ".join(settings_error_lines(exc)), USAGE
     if isinstance(exc, OSError) and exc.filename is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from connectors.clock import now_ms
 from connectors.store.base import FeatureStore, FreshnessSummary
 from features.model import Manifest
 from serving.metrics import Metrics
@@ -35,10 +35,6 @@ StoreCall = Callable[[Callable[[], Any]], Awaitable[Any]]
 HISTORY_POINTS = 360
 """History points kept (an hour at the default 10 s interval)."""
 WORST_DEFAULT = 10
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def sla_ms_by_agent(manifests: Mapping[str, Manifest]) -> dict[str, int]:

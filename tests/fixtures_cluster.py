@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from oo_features.localservices import ServicesError
+from oo_features.services import ServicesError
 from oo_features.services import redis_cluster as cluster_service
 
 

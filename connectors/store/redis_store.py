@@ -29,7 +29,6 @@ cross-user: their own hash tag puts them in one cluster slot, so each freshness 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import RedisClusterException
 
+from connectors.clock import now_ms as _now_ms
 from connectors.exceptions import StoreError
 from connectors.store.base import (
     IDENTITY_READY,
@@ -56,10 +56,6 @@ from connectors.store.redis_scripts import RedisScriptsMixin, Scripts
 __all__ = ["RedisStore"]
 
 T = TypeVar("T")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 _dumps = dumps_compact

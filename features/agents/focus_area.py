@@ -10,9 +10,10 @@ events without a `project_id` are ignored.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
-from features.agent import AgentBase, AsOf, Folded, Inference
+from features.agent import AgentBase, AsOf, Folded, Inference, drop_below
 from features.model import Manifest, Param
 
 WINDOW_DAYS = 28
@@ -54,8 +55,7 @@ class Agent(AgentBase):
         if not self._prune_due(asof):
             return True
         floor = asof.day - WINDOW_DAYS - 3
-        for key in [k for k in self.cells if k[0] < floor]:
-            del self.cells[key]
+        drop_below(self.cells, floor, key=itemgetter(0))
         return True
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from river import stats
 
-from features.agent import AgentBase, AsOf, Folded, Inference
+from features.agent import AgentBase, AsOf, Folded, Inference, drop_below
 from features.model import Manifest, Param
 
 BASELINE_DAYS = 28
@@ -63,8 +63,7 @@ class Agent(AgentBase):
         if not self._prune_due(asof):
             return True
         floor = asof.day - self.baseline_days - 3
-        for day in [d for d in self.per_day if d < floor]:
-            del self.per_day[day]
+        drop_below(self.per_day, floor)
         return True
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:

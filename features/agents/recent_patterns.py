@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.agent import AgentBase, AsOf, Folded, Inference
+from features.agent import AgentBase, AsOf, Folded, Inference, drop_below
 from features.model import Manifest, Param
 from features.timeutil import weekday
 
@@ -61,10 +61,8 @@ class Agent(AgentBase):
         if not self._prune_due(asof):
             return True
         floor = asof.day - LOOKBACKS[-1] - 3
-        for day in [d for d in self.totals if d < floor]:
-            del self.totals[day]
-        for key in [k for k in self.cells if k < floor * 24]:
-            del self.cells[key]
+        drop_below(self.totals, floor)
+        drop_below(self.cells, floor * 24)
         return True
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.agent import AgentBase, AsOf, Folded, Inference
+from features.agent import AgentBase, AsOf, Folded, Inference, drop_below
 from features.model import Manifest, Param
 
 WINDOW_DAYS = 28
@@ -106,8 +106,7 @@ class Agent(AgentBase):
         if not self._prune_due(asof):
             return True
         floor = (asof.day - WINDOW_DAYS - 3) * 24
-        for key in [k for k in self.counts if k < floor]:
-            del self.counts[key]
+        drop_below(self.counts, floor)
         return True
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:

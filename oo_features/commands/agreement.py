@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
+
+from oo_features.errors import CommandError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,19 +48,16 @@ def run(args: argparse.Namespace) -> int:
     from features.agreement import agreement_along, incumbent_of
 
     if args.at < 0 or not math.isfinite(args.tolerance) or args.tolerance < 0:
-        print("error: --at must be >= 0 and --tolerance a finite number >= 0", file=sys.stderr)
-        return 2
+        raise CommandError("--at must be >= 0 and --tolerance a finite number >= 0")
     try:
         incumbent = incumbent_of(args.agent)
     except ValueError as exc:
-        print(f"error: --agent: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--agent: {exc}") from exc
     try:
         with open(args.file, "rb") as handle:
             read = list(read_events(handle))
     except OSError as exc:
-        print(f"error: event log {args.file}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"event log {args.file}: {exc.strerror or exc}") from exc
     events = [e for _, e in read if not isinstance(e, LineError)]
     skipped = len(read) - len(events)
     points = agreement_along(events, args.agent, points=args.at, tolerance=args.tolerance)

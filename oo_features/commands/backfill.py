@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from oo_features.errors import CommandError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,24 +29,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
-    from connectors.settings import ConnectorSettings
+    from connectors.jsonl import rejects_path_for
     from connectors.store import open_store
     from flows.backfill import backfill
     from flows.runtime import tune_gc
+    from oo_features.commands import settings_from
     from oo_features.progress import line_progress
 
     if args.processes < 1:
-        print(f"error: --processes must be >= 1; got {args.processes}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--processes must be >= 1; got {args.processes}")
     tune_gc()
-    settings = ConnectorSettings()
-    url = args.store_url or settings.store_url
+    settings = settings_from(args)
+    url = settings.store_url
     try:
-        store = open_store(url, key_prefix=args.key_prefix or settings.key_prefix)
+        store = open_store(url, key_prefix=settings.key_prefix)
         store.ping()
     except ConnectorError as exc:
-        print(f"error: store {url} unreachable: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"store {url} unreachable: {exc}") from exc
     if settings.kafka_bootstrap is not None:
         # ADR 0008: deletions made through the API stay deleted through a backfill.
         from oo_features.commands.refill import restore_tombstones
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
             )
         except ConnectorError as exc:
             store.close()
-            print(f"error: tombstones not read: {exc}", file=sys.stderr)
-            return 2
-    key_prefix = args.key_prefix or settings.key_prefix
+            raise CommandError(f"tombstones not read: {exc}") from exc
+    key_prefix = settings.key_prefix
     try:
         with line_progress(args.file, "backfill") as advance:
             if args.processes == 1:
@@ -81,14 +80,12 @@ def run(args: argparse.Namespace) -> int:
                         progress=advance,
                     )
                 except BackfillProcessError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 2
+                    raise CommandError(str(exc)) from exc
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     finally:
         store.close()
-    rejects = args.rejects or f"{args.file}.rejects.jsonl"
+    rejects = rejects_path_for(args.file, args.rejects)
     print(
         f"backfilled {report.accepted} events of {report.users} users into {url}; "
         f"rejected {report.rejected}" + (f" (see {rejects})" if report.rejected else "")

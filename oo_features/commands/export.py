@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oo_features.errors import CommandError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -42,27 +44,24 @@ def run(args: argparse.Namespace) -> int:
     from connectors import topics
     from connectors.codec import to_json
     from connectors.exceptions import ConnectorError
+    from connectors.jsonl import rejects_path_for
     from connectors.kafka_source import KafkaEventSource
     from connectors.records import Accepted
-    from connectors.settings import ConnectorSettings
+    from oo_features.commands import settings_from
 
-    settings = ConnectorSettings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    settings = settings_from(args)
+    bootstrap = settings.kafka_bootstrap
     if not bootstrap:
-        print("error: no Kafka: set OO_KAFKA_BOOTSTRAP or pass --bootstrap", file=sys.stderr)
-        return 2
-    prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
-    names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
+        raise CommandError("no Kafka: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
+    prefix = settings.topic_prefix
+    names = topics.event_topics(prefix)
     source = KafkaEventSource(bootstrap, names, tail=False, settings=settings)
     try:
         parts = source.list_parts()
     except (RuntimeError, ConnectorError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     to_stdout = args.out == "-"
-    rejects_path = args.rejects or (
-        "export.rejects.jsonl" if to_stdout else f"{args.out}.rejects.jsonl"
-    )
+    rejects_path = rejects_path_for(args.out, args.rejects, stdin_name="export")
     exported = rejected = 0
     out = sys.stdout if to_stdout else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     try:

@@ -10,6 +10,7 @@ import sys
 
 from connectors.batching import KAFKA_BATCH_SIZE
 from flows.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S
+from oo_features.errors import CommandError
 
 RECOVERY_PARTITIONS = 64
 """About 1,500 users a partition at 100,000 users: resume stays within seconds (ADR 0007)."""
@@ -147,33 +148,29 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors import topics
     from connectors.exceptions import ConnectorError
+    from connectors.jsonl import rejects_path_for
     from connectors.kafka import ensure_topics
-    from connectors.settings import ConnectorSettings
     from connectors.store import open_store, safe_url
     from flows.features_flow import build_flow
     from flows.folding import dedupe_is_safe
     from flows.runtime import tune_gc
+    from oo_features.commands import settings_from
 
     # Warnings of the engine's own modules (e.g. the store sink waiting for the store) to
     # stderr, one line each with time and origin.
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ConnectorSettings()
-    store_url = args.store_url or settings.store_url
-    key_prefix = args.key_prefix or settings.key_prefix
-    topic_prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
-    bootstrap = None if args.event_log else (args.bootstrap or settings.kafka_bootstrap)
+    settings = settings_from(args)
+    store_url = settings.store_url
+    key_prefix = settings.key_prefix
+    topic_prefix = settings.topic_prefix
+    bootstrap = None if args.event_log else settings.kafka_bootstrap
     if args.event_log is None and bootstrap is None:
-        print(
-            "error: no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE",
-            file=sys.stderr,
-        )
-        return 2
+        raise CommandError("no Kafka configured: set OO_KAFKA_BOOTSTRAP or pass --from FILE")
     if args.event_log is not None and not Path(args.event_log).is_file():
         what = "is a directory, not a file" if Path(args.event_log).is_dir() else "does not exist"
-        print(f"error: event log {args.event_log} {what}", file=sys.stderr)
-        return 2
+        raise CommandError(f"event log {args.event_log} {what}")
     try:
         store = open_store(store_url, key_prefix=key_prefix)
         store.ping()
@@ -186,14 +183,13 @@ def run(args: argparse.Namespace) -> int:
         if bootstrap is not None:
             ensure_topics(
                 bootstrap,
-                [topic_prefix + t for t in (topics.SIGNALS, topics.FEEDBACK, topics.DEADLETTER)],
+                topics.engine_topics(topic_prefix),
                 partitions=settings.partitions,
                 timeout_s=settings.kafka_timeout_s,
                 settings=settings,
             )
     except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
 
     # ADR 0008: tombstones restored and a store that lost its data refilled before any write;
     # in a cluster, process 0 does it while the others wait for it to join.
@@ -211,11 +207,10 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 partitions=settings.partitions,
                 timeout_s=settings.kafka_timeout_s,
-                tombstones_bootstrap=args.bootstrap or settings.kafka_bootstrap,
+                tombstones_bootstrap=settings.kafka_bootstrap,
             )
         except ConnectorError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc)) from exc
 
     recovery = None
     if args.recovery_dir:
@@ -226,8 +221,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             prepare(db_dir, parts)  # whole or not at all, even if killed meanwhile
         except RecoveryDirError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc)) from exc
         recovery = RecoveryConfig(db_dir)
 
     flow = build_flow(
@@ -245,9 +239,7 @@ def run(args: argparse.Namespace) -> int:
         recovery=recovery is not None,
         dedupe_writes=dedupe,
     )
-    metrics_port = (
-        args.metrics_port if args.metrics_port is not None else settings.flow_metrics_port
-    )
+    metrics_port = settings.flow_metrics_port
     if metrics_port is not None:
         from flows import metrics
 
@@ -271,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         # Like backfill: what was read, written and rejected, also when interrupted.
         summary = run_metrics.run_summary()
         where = (
-            f"see {args.rejects or args.event_log + '.rejects.jsonl'}"
+            f"see {rejects_path_for(args.event_log, args.rejects)}"
             if args.event_log
             else f"dead-lettered to {topic_prefix + topics.DEADLETTER}"
         )

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oo_features.errors import CommandError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -54,39 +56,36 @@ def parse_instant(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import time
 
+    from connectors import clock
     from connectors.exceptions import StoreError
-    from connectors.settings import ConnectorSettings
     from connectors.store import open_store
+    from oo_features.commands import settings_from
 
-    settings = ConnectorSettings()
+    settings = settings_from(args)
     try:
         since_ms = None if args.since is None else parse_instant(args.since)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    url = args.store_url or settings.store_url
+        raise CommandError(str(exc)) from exc
+    url = settings.store_url
     to_stdout = args.out == "-"
     written = 0
     try:
         store = open_store(url, key_prefix=settings.key_prefix)
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     out = sys.stdout if to_stdout else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     try:
         lines = store.ledger_export(
             since_ms=since_ms,
-            now_ms=time.time_ns() // 1_000_000,
+            now_ms=clock.now_ms(),
             retention_ms=settings.ledger_retention_ms,
         )
         for line in lines:
             out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
             written += 1
     except StoreError as exc:
-        print(f"error: the ledger could not be read: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"the ledger could not be read: {exc}") from exc
     finally:
         if not to_stdout:
             out.close()

@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_UNAVAILABLE = 0, 1, 2
+from oo_features.errors import FAILED, OK, CommandError
+
 _PROGRESS_EVERY = 4096  # lines between progress-bar refreshes
 
 
@@ -69,69 +71,29 @@ def add_parser(subparsers: Any) -> None:
     )
 
 
-def _rejects_path(source: str, explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    if source == "-":
-        return Path("stdin.rejects.jsonl")
-    return Path(source + ".rejects.jsonl")
-
-
-class _RejectsFile:
-    """The rejects file, created at the first rejected line only."""
-
-    def __init__(self, path: Path, source: str) -> None:
-        self.path = path
-        self.source = source
-        self.count = 0
-        self._file: IO[str] | None = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        from connectors.records import reject_json
-
-        if self._file is None:
-            self._file = self.path.open("w", encoding="utf-8")
-        self._file.write(
-            reject_json(
-                record["line"],
-                self.source,
-                record["reason"],
-                record.get("text") or "",
-                field=record.get("field"),
-            )
-            + "\n"
-        )
-        self.count += 1
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from connectors.codec import to_json
     from connectors.exceptions import DeliveryError, KafkaUnavailableError
-    from connectors.jsonl import LineError, open_source, read_events
+    from connectors.jsonl import LineError, open_source, read_events, rejects_path_for
     from connectors.kafka import EventProducer
-    from connectors.settings import ConnectorSettings
+    from connectors.records import RejectsFile
+    from oo_features.commands import settings_from
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    settings = ConnectorSettings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    settings = settings_from(args)
+    bootstrap = settings.kafka_bootstrap
     if not bootstrap:
-        err.print("error: no Kafka to publish to: pass --bootstrap or set OO_KAFKA_BOOTSTRAP")
-        return EXIT_UNAVAILABLE
-    timeout_s = args.timeout if args.timeout is not None else settings.kafka_timeout_s
-    partitions = args.partitions if args.partitions is not None else settings.partitions
-    prefix = args.topic_prefix if args.topic_prefix is not None else settings.topic_prefix
+        raise CommandError("no Kafka to publish to: pass --bootstrap or set OO_KAFKA_BOOTSTRAP")
+    timeout_s = settings.kafka_timeout_s
+    partitions = settings.partitions
+    prefix = settings.topic_prefix
 
     try:
         source = open_source(args.file)
     except OSError as exc:
-        err.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
-        return EXIT_UNAVAILABLE
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
 
     try:
         producer = EventProducer(
@@ -143,10 +105,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except KafkaUnavailableError as exc:
         source.close()
-        err.print(f"error: {exc}\nnothing was published")
-        return EXIT_UNAVAILABLE
+        raise CommandError(f"{exc}; nothing was published") from exc
 
-    rejects = _RejectsFile(_rejects_path(args.file, args.rejects), args.file)
+    rejects = RejectsFile(rejects_path_for(args.file, args.rejects), source=args.file, lazy=True)
     show_progress = err.is_terminal if args.progress is None else args.progress
     started = time.monotonic()
     queued = 0
@@ -155,26 +116,12 @@ def run(args: argparse.Namespace) -> int:
             with source, _progress(err, source, show_progress) as advance:
                 for line_no, item in read_events(source):
                     if isinstance(item, LineError):
-                        rejects.write(
-                            {
-                                "line": item.line_no,
-                                "reason": item.reason,
-                                "field": item.field,
-                                "text": item.text,
-                            }
-                        )
+                        rejects.add_line(item.line_no, item.reason, item.text, item.field)
                     else:
                         try:
                             producer.publish(item, validate=False)  # read_events validated it
                         except DeliveryError as exc:  # refused by the client, e.g. too large
-                            rejects.write(
-                                {
-                                    "line": line_no,
-                                    "reason": f"refused by Kafka: {exc}",
-                                    "field": None,
-                                    "text": to_json(item),
-                                }
-                            )
+                            rejects.add_line(line_no, f"refused by Kafka: {exc}", to_json(item))
                         else:
                             queued += 1
                     if line_no % _PROGRESS_EVERY == 0:
@@ -182,17 +129,16 @@ def run(args: argparse.Namespace) -> int:
             report = producer.flush()
         except KafkaUnavailableError as exc:
             report = producer.flush(timeout_s=1.0)
-            err.print(f"error: {exc}; stopped reading {args.file}")
             print(
                 f"published {report.published}, rejected {rejects.count}, "
                 f"not published {queued - report.published}"
             )
-            return EXIT_UNAVAILABLE
+            raise CommandError(f"{exc}; stopped reading {args.file}") from exc
         finally:
             producer.close()
         rejected = rejects.count
         for event_id, reason in report.failed:
-            rejects.write({"line": None, "reason": f"undelivered event {event_id}: {reason}"})
+            rejects.add_line(None, f"undelivered event {event_id}: {reason}", "")
     finally:
         rejects.close()
 
@@ -204,53 +150,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary} ({elapsed:.1f} s, {rate:,.0f} events/s)")
     if rejects.count:
         err.print(f"rejected lines written to {rejects.path}")
-    return EXIT_INCOMPLETE if rejects.count else EXIT_OK
+    return FAILED if rejects.count else OK
 
 
-class _progress:
-    """A rich progress bar over the bytes of `source` on stderr; a no-op when not shown."""
+@contextlib.contextmanager
+def _progress(console: Any, source: IO[bytes], show: bool) -> Iterator[Callable[[], None]]:
+    """`advance()`: the shared bar (`oo_features.progress`) over the bytes of `source` read."""
+    from oo_features.progress import progress_bar
 
-    def __init__(self, console: Any, source: IO[bytes], show: bool) -> None:
-        self._console, self._source, self._show = console, source, show
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self._show:
-            return lambda: None
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        total: float | None = None
-        try:
-            if self._source.seekable():
-                total = float(Path(self._source.name).stat().st_size)
-        except (OSError, TypeError):
-            total = None
-        self._bar = Progress(
-            TextColumn("publishing"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self._console,
-            transient=True,
-        )
-        self._bar.start()
-        task = self._bar.add_task("publishing", total=total)
-        source = self._source
+    total: float | None = None
+    try:
+        if show and source.seekable():
+            total = float(Path(source.name).stat().st_size)
+    except (OSError, TypeError):
+        total = None
+    with progress_bar(
+        "publishing", total, show=show, unit="bytes", transient=True, console=console
+    ) as bar:
 
         def advance() -> None:
             with contextlib.suppress(OSError):  # tell() on a pipe
-                self._bar.update(task, completed=source.tell())
+                bar.update(source.tell())
 
-        return advance
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        yield advance

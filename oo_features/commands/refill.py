@@ -288,26 +288,25 @@ class StoreWatchdog(threading.Thread):
 
 def run(args: argparse.Namespace) -> int:
     from connectors.exceptions import ConnectorError
-    from connectors.settings import ConnectorSettings
+    from oo_features.commands import settings_from
+    from oo_features.errors import CommandError
 
-    settings = ConnectorSettings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    settings = settings_from(args)
+    bootstrap = settings.kafka_bootstrap
     if bootstrap is None:
-        _say("error: refill reads the log: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
-        return 2
-    store_url = args.store_url or settings.store_url
+        raise CommandError("refill reads the log: set OO_KAFKA_BOOTSTRAP or pass --bootstrap")
+    store_url = settings.store_url
     try:
         refill(
             store_url=store_url,
-            key_prefix=args.key_prefix or settings.key_prefix,
+            key_prefix=settings.key_prefix,
             bootstrap=bootstrap,
-            topic_prefix=settings.topic_prefix if args.topic_prefix is None else args.topic_prefix,
+            topic_prefix=settings.topic_prefix,
             workers=args.workers,
             partitions=settings.partitions,
             timeout_s=settings.kafka_timeout_s,
             reason="refill requested",
         )
     except ConnectorError as exc:
-        _say(f"error: {exc}")
-        return 2
+        raise CommandError(str(exc)) from exc
     return 0

@@ -8,7 +8,6 @@ bound, and a placeholder token is refused: the command exits 2 with the reason.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,30 +37,23 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from connectors.store import StoreError, check_store_url
-    from oo_features.errors import settings_error_lines
+    from oo_features.commands import settings_from
+    from oo_features.errors import CommandError, settings_error_lines
     from serving.settings import InsecureSettingsError, Settings, check_bind
 
-    overrides = {
-        name: value
-        for name, value in (("host", args.host), ("port", args.port))
-        if value is not None
-    }
     try:
-        settings = Settings(**overrides)
+        settings = settings_from(args, Settings)
         check_bind(settings.host, settings.api_token)
         # Before uvicorn: a failed startup there exits 3 with a traceback in the log.
         check_store_url(settings.store_url)
     except ValidationError as exc:
         # Each variable with its value, except secrets (a short token is never echoed).
-        for line in settings_error_lines(exc):
-            print(f"serve: refusing to start: {line}", file=sys.stderr)
-        return 2
+        lines = "; ".join(settings_error_lines(exc))
+        raise CommandError(f"refusing to start: {lines}") from exc
     except StoreError as exc:
-        print(f"serve: refusing to start: OO_STORE_URL: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"refusing to start: OO_STORE_URL: {exc}") from exc
     except InsecureSettingsError as exc:
-        print(f"serve: refusing to start: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"refusing to start: {exc}") from exc
 
     import logging
 

@@ -48,6 +48,7 @@ def _echo(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from oo_features import services as oo_services
+    from oo_features.errors import CommandError
     from oo_features.services import cluster
 
     is_cluster = getattr(args, "profile", "single") == "cluster"
@@ -68,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
             profile.down(args.state_dir, echo=_echo)
             return 0
         statuses = profile.status(args.state_dir)
-    except oo_services.ServicesError as exc:
-        print(f"services {args.action}: {exc}", file=sys.stderr)
-        return 1
+    except oo_services.ServicesError as exc:  # a service that did not come up: exit 2
+        raise CommandError(f"{args.action}: {exc}") from exc
 
     all_up = all(s.running and s.healthy for s in statuses)
     if args.json:

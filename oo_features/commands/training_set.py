@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oo_features.errors import CommandError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,32 +33,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from connectors.jsonl import rejects_path_for
     from flows.runtime import tune_gc
     from flows.training_set import SpineError, read_spine, training_set
 
     tune_gc()
     if not Path(args.events).is_file():
-        print(f"error: event log {args.events} does not exist", file=sys.stderr)
-        return 2
+        raise CommandError(f"event log {args.events} does not exist")
     if not Path(args.spine).is_file():
-        print(f"error: spine {args.spine} does not exist", file=sys.stderr)
-        return 2
+        raise CommandError(f"spine {args.spine} does not exist")
     try:
         read_spine(args.spine)  # fail before anything is written
     except SpineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     to_stdout = args.out == "-"
     out = sys.stdout if to_stdout else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     try:
         report = training_set(args.events, args.spine, out, rejects_path=args.rejects)
     except (FileNotFoundError, SpineError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     finally:
         if not to_stdout:
             out.close()
-    rejects = args.rejects or f"{args.events}.rejects.jsonl"
+    rejects = rejects_path_for(args.events, args.rejects)
     print(
         f"wrote {report.rows} rows ({report.rows_left_out} left out: deleted users) from "
         f"{report.accepted} events; rejected {report.rejected}"

@@ -28,8 +28,17 @@ def delete_topics(bootstrap: str, prefix: str, *, timeout_s: float = 15.0) -> in
 
 
 def delete_keys(redis_url: str, prefix: str) -> int:
-    """Unlink every Redis key that starts with `prefix` (pass "p:" to spare "p2:..."); how many."""
+    """Unlink every Redis key that starts with `prefix` (pass "p:" to spare "p2:..."); how many.
+
+    A `redis+cluster://` URL is cleaned on every master, one slot at a time."""
     import redis
+
+    if "+cluster" in redis_url.split("://", 1)[0]:
+        from connectors.store.redis_client import delete_keys_with_prefix
+
+        with contextlib.suppress(redis.RedisError):
+            return delete_keys_with_prefix(redis_url, prefix)
+        return 0
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10.0)
     deleted = 0

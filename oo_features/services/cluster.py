@@ -5,28 +5,24 @@
 `./.oo/services-cluster`, never the single node's folder, so both profiles can run at once.
 
 Contract: `up` starts the Kafka cluster (`kafka_cluster`), then the Redis Cluster
-(`redis_cluster`, built on branch rcluster), and returns `ClusterEndpoints`, whose export
-line is everything a client needs. When `redis_cluster` is not installed, `up` raises
-`ServicesError("redis cluster support missing ...")` after the Kafka part is up (tests of
-the Kafka part call `kafka_cluster` directly). `down` stops exactly what `up` recorded.
+(`redis_cluster`), and returns `ClusterEndpoints`, whose export line is everything a client
+needs (tests of the Kafka part call `kafka_cluster` directly). `down` stops exactly what `up`
+recorded.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
-from oo_features.services import kafka_cluster
+from oo_features.services import kafka_cluster, redis_cluster
 from oo_features.services.state import (
     DEFAULT_STATE_DIR,
     STATE_DIR_ENV,
     STOP_TIMEOUT_S,
-    ServicesError,
     ServiceStatus,
 )
 
@@ -64,18 +60,6 @@ def cluster_state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(base.rstrip("/") + SUFFIX).expanduser().resolve()
 
 
-def _redis_cluster() -> ModuleType:
-    try:
-        return importlib.import_module("oo_features.services.redis_cluster")
-    except ModuleNotFoundError as exc:
-        if exc.name != "oo_features.services.redis_cluster":
-            raise
-        raise ServicesError(
-            "redis cluster support missing: oo_features/services/redis_cluster.py is not "
-            "installed (branch rcluster); the Kafka cluster is up, the store is not"
-        ) from exc
-
-
 def up(
     directory: str | os.PathLike[str] | None = None,
     *,
@@ -85,7 +69,7 @@ def up(
     """Start the Kafka cluster and the Redis Cluster (what is not running); their endpoints."""
     root = cluster_state_dir(directory)
     kafka = kafka_cluster.up(root, timeout_s=timeout_s, echo=echo)
-    store_url = str(_redis_cluster().up(root, echo=echo))
+    store_url = redis_cluster.up(root, echo=echo)
     return ClusterEndpoints(kafka.bootstrap, kafka.properties_file, store_url, root)
 
 
@@ -97,23 +81,14 @@ def down(
 ) -> None:
     """Stop what `up` started from this folder: the Redis Cluster's nodes, then the brokers."""
     root = cluster_state_dir(directory)
-    try:
-        redis_cluster = _redis_cluster()
-    except ServicesError:
-        echo("redis cluster: support missing (redis_cluster.py not installed); nothing to stop")
-    else:
-        redis_cluster.down(root)
+    redis_cluster.down(root)
     kafka_cluster.down(root, timeout_s=timeout_s, echo=echo)
 
 
 def status(directory: str | os.PathLike[str] | None = None) -> list[ServiceStatus]:
-    """The three brokers, then the Redis Cluster's nodes (or one line saying it is missing)."""
+    """The three brokers, then the Redis Cluster's nodes."""
     root = cluster_state_dir(directory)
     result = kafka_cluster.status(root)
-    try:
-        redis_cluster = _redis_cluster()
-    except ServicesError as exc:
-        return [*result, ServiceStatus("redis-cluster", "-", None, False, False, str(exc))]
     for node in redis_cluster.status(root):
         result.append(
             ServiceStatus(

@@ -31,22 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oo_features.localservices import (
-    HOST,
-    STOP_TIMEOUT_S,
-    ServicesError,
+from oo_features.services.processes import (
     _any_free_port,
     _is_ours,
-    _locked,
     _port_free,
-    _redis_binary,
-    _redis_marker,
     _require_tool,
     _spawn,
     _tail,
     _terminate,
-    redis_argv,
 )
+from oo_features.services.redis_node import _redis_binary, _redis_marker, redis_argv
+from oo_features.services.state import HOST, STOP_TIMEOUT_S, ServicesError, _locked
 
 __all__ = ["NODES", "ClusterNode", "down", "master_of", "status", "store_url", "up"]
 

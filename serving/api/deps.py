@@ -13,13 +13,13 @@ when the store stalls. Store calls themselves go through `StoreGuardDep` (ADR 00
 from __future__ import annotations
 
 import hmac
-import time
 from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from connectors import clock
 from connectors.codec import USER_ID_PATTERN
 from connectors.sinks import EventSink
 from connectors.store.base import FeatureStore
@@ -75,7 +75,7 @@ async def registered_manifests() -> dict[str, Manifest]:
 
 async def now_ms() -> int:
     """Wall-clock time, UTC epoch milliseconds (freshness of snippets, event times)."""
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

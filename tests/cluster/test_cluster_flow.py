@@ -2,7 +2,8 @@
 
 Every client (the `produce` CLI, the flow's sources and dead-letter sink, the API) reaches the
 three SASL_SSL brokers through `OO_KAFKA_BOOTSTRAP` and `OO_KAFKA_PROPERTIES_FILE` only. The
-store is the single Redis of the `services` fixture (the Redis Cluster is branch rcluster's).
+store is the single Redis of the `services` fixture for the broker kill, and the local Redis
+Cluster (3 masters, 3 replicas) for the end-to-end equality: the whole cluster profile.
 
 - A broker killed with `kill -9` while `produce` publishes and the flow reads, then started
   again: `produce` finishes with every event acknowledged, every acknowledged event is in the
@@ -171,7 +172,10 @@ def test_a_broker_killed_during_produce_and_flow_loses_nothing_and_the_flow_goes
 
 
 def test_generated_log_through_produce_and_a_two_process_flow_equals_the_reference(
-    kafka_cluster_running: RunningCluster, services: Any, cluster_prefix: str, tmp_path: Path
+    kafka_cluster_running: RunningCluster,
+    redis_cluster: Any,
+    cluster_prefix: str,
+    tmp_path: Path,
 ) -> None:
     log = tmp_path / "events.jsonl"
     oo_features(
@@ -179,7 +183,7 @@ def test_generated_log_through_produce_and_a_two_process_flow_equals_the_referen
         "--out-of-order", "0.03", "--duplicates", "0.01", "--too-late", "0.005",
         "--invalid", "0.003", "--out", str(log),
     )  # fmt: skip
-    env = _env(kafka_cluster_running, services.redis_url, cluster_prefix)
+    env = _env(kafka_cluster_running, redis_cluster.url, cluster_prefix)
     try:
         produced = oo_features("produce", str(log), env=env, rejects_ok=True, check=False)
         assert "Traceback" not in produced.stderr and produced.returncode in (0, 1)
@@ -188,7 +192,7 @@ def test_generated_log_through_produce_and_a_two_process_flow_equals_the_referen
         events, invalid = valid_events(log)
         assert invalid > 0
         ref = reference_features(events)
-        view = stored_view(services.redis_url, env["OO_KEY_PREFIX"], sorted(ref))
+        view = stored_view(redis_cluster.url, env["OO_KEY_PREFIX"], sorted(ref))
         reborn = reborn_users(events)
         problems = _differences(ref, view, reborn)
         assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:15])
@@ -196,7 +200,7 @@ def test_generated_log_through_produce_and_a_two_process_flow_equals_the_referen
     finally:
         from oo_features.services import delete_keys
 
-        delete_keys(services.redis_url, env["OO_KEY_PREFIX"] + ":")
+        delete_keys(redis_cluster.url, env["OO_KEY_PREFIX"] + ":")
 
 
 def _differences(ref: dict[str, Any], view: dict[str, Any], reborn: set[str]) -> list[str]:

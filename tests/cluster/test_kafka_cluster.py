@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from connectors.exceptions import KafkaSecurityError
 from connectors.kafka import engine_topics
 from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
-from oo_features.services import cluster_admin, kafka_cluster
+from oo_features.services import cluster_admin, kafka_cluster, redis_cluster
 from tests.cluster.conftest import RunningCluster
 
 pytestmark = pytest.mark.cluster
@@ -196,10 +196,9 @@ def test_a_broker_killed_mid_produce_loses_nothing_acknowledged(
     assert sorted(got) == sorted(acked)
 
 
-def test_the_cli_exports_everything_a_client_needs_or_says_the_redis_cluster_is_missing(
+def test_the_cli_exports_everything_a_client_needs(
     kafka_cluster_running: RunningCluster,
 ) -> None:
-    import importlib.util
     import sys
 
     root = kafka_cluster_running.root
@@ -213,20 +212,16 @@ def test_the_cli_exports_everything_a_client_needs_or_says_the_redis_cluster_is_
         check=False,
         timeout=600,
     )
-    if importlib.util.find_spec("oo_features.services.redis_cluster") is None:
-        assert up.returncode == 1
-        assert "redis cluster support missing" in up.stderr
-    else:
-        try:
-            assert up.returncode == 0, up.stderr
-            line = up.stdout.strip().splitlines()[-1]
-            assert line.startswith("export ")
-            exported = dict(item.split("=", 1) for item in line.split()[1:])
-            assert exported["OO_KAFKA_BOOTSTRAP"] == before.bootstrap
-            assert exported["OO_STORE_URL"].startswith("redis+cluster://")
-            assert Path(exported["OO_KAFKA_PROPERTIES_FILE"]).exists()
-        finally:
-            importlib.import_module("oo_features.services.redis_cluster").down(root)
+    try:
+        assert up.returncode == 0, up.stderr
+        line = up.stdout.strip().splitlines()[-1]
+        assert line.startswith("export ")
+        exported = dict(item.split("=", 1) for item in line.split()[1:])
+        assert exported["OO_KAFKA_BOOTSTRAP"] == before.bootstrap
+        assert exported["OO_STORE_URL"].startswith("redis+cluster://")
+        assert Path(exported["OO_KAFKA_PROPERTIES_FILE"]).exists()
+    finally:
+        redis_cluster.down(root)
     status = subprocess.run(
         [*argv, "status", "--profile", "cluster", "--state-dir", str(root)],
         capture_output=True,

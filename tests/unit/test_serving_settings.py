@@ -8,6 +8,7 @@ import os
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from oo_features import cli
 from oo_features.commands import serve
 from serving.settings import InsecureSettingsError, Settings, check_bind, is_loopback
 
@@ -81,9 +82,8 @@ def test_short_token_is_refused() -> None:
 def test_serve_command_refuses_to_bind_publicly_without_token(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = argparse.Namespace(host="0.0.0.0", port=None, log_level="info")
-
-    assert serve.run(args) == 2
+    # `serve` raises CommandError; `cli.main` reports it as one line and exits 2.
+    assert cli.main(["serve", "--host", "0.0.0.0"]) == 2
     assert "without OO_API_TOKEN" in capsys.readouterr().err
 
 
@@ -91,9 +91,7 @@ def test_serve_command_refuses_placeholder_token(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("OO_API_TOKEN", "changeme")
-    args = argparse.Namespace(host=None, port=None, log_level="info")
-
-    assert serve.run(args) == 2
+    assert cli.main(["serve"]) == 2
     assert "placeholder" in capsys.readouterr().err
 
 
@@ -112,7 +110,7 @@ def test_serve_command_never_echoes_the_token(
 ) -> None:
     monkeypatch.setenv("OO_API_TOKEN", "Sh0rtS3cret")
 
-    assert serve.run(argparse.Namespace(host=None, port=None, log_level="info")) == 2
+    assert cli.main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "at least 16" in err
     assert "Sh0rtS3cret" not in err

@@ -1,0 +1,224 @@
+"""`bench/flow.py --freshness`: a paced producer process, the flow in tail mode, and the
+time from Kafka timestamp to the feature visible in Redis per sampled event."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from bench.flow_loops import _events
+from bench.flow_run import (
+    P99_TARGET_MS,
+    ROOT,
+    _flow_cmd,
+    _proc_cpu,
+    _redis,
+    cleanup,
+)
+from connectors import (
+    clock,
+    topics,
+)
+from connectors.kafka import ensure_topics, producer_config
+
+# ------------------------------------------------------------------------------- freshness
+
+
+def _paced_producer(
+    bootstrap: str,
+    prefix: str,
+    payloads: list[bytes],
+    rate: float,
+    warmup_n: int,
+    sample_every: int,
+    queue: Any,
+) -> None:
+    """Child process: produce `payloads` at `rate`/s, occurred_at = now; report samples."""
+    from proto import events_pb2 as pb
+
+    producer = Producer(producer_config(bootstrap, extra={"linger.ms": 5}))
+    event = pb.Event()
+    started = time.perf_counter()
+    late_max = 0.0
+    for i, raw in enumerate(payloads):
+        due = started + i / rate
+        wait = due - time.perf_counter()
+        if wait > 0.0005:
+            time.sleep(wait)
+        else:
+            late_max = max(late_max, -wait)
+        event.ParseFromString(raw)
+        now_ms = clock.now_ms()
+        event.occurred_at.FromMilliseconds(now_ms)
+        topic = topics.topic_for(event, prefix=prefix)
+        producer.produce(topic, event.SerializeToString(), event.user_id.encode(), timestamp=now_ms)
+        if i >= warmup_n and (i - warmup_n) % sample_every == 0:
+            queue.put((event.user_id, now_ms))
+        producer.poll(0)
+    elapsed = time.perf_counter() - started
+    left = producer.flush(30)
+    queue.put(("__done__", len(payloads), elapsed, late_max, left))
+
+
+def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
+    run = uuid.uuid4().hex[:8]
+    prefix, kp = f"bfresh{run}.", f"bfresh{run}"
+    log = Path(tempfile.mkdtemp(prefix="oo-bench-fresh-")) / "flow.log"
+    total_s = args.warmup + args.duration
+    n = int(args.rate * total_s)
+    warmup_n = int(args.rate * args.warmup)
+    print(
+        f"run {run}: {args.rate:,.0f} events/s for {args.warmup:g} s warm-up + {args.duration:g} s "
+        f"measured ({n:,} events, {args.users:,} users), sample every {args.sample_every}th event"
+    )
+    payloads = [e.SerializeToString() for e in _events(n, args.users, args.seed)]
+    ensure_topics(
+        bootstrap,
+        topics.engine_topics(prefix),
+        args.partitions,
+    )
+    r = _redis(store_url)
+    ctx = mp.get_context("spawn")
+    flow = subprocess.Popen(
+        _flow_cmd(
+            bootstrap,
+            store_url,
+            prefix,
+            kp,
+            stop=False,
+            extra=[
+                "--epoch-interval",
+                str(args.epoch_interval),
+                "--flush-interval",
+                str(args.flush_interval),
+            ],
+        ),
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # readiness: one probe event must become visible before the paced run starts
+        from proto import events_pb2 as pb
+
+        probe = pb.Event()
+        probe.ParseFromString(payloads[0])
+        probe.user_id, probe.event_id = "probe", "probe-1"
+        probe.occurred_at.FromMilliseconds(clock.now_ms())
+        p = Producer(producer_config(bootstrap))
+        topic = topics.topic_for(probe, prefix=prefix)
+        p.produce(topic, probe.SerializeToString(), b"probe")
+        p.flush(10)
+        t0 = time.perf_counter()
+        while r.hget(f"{kp}:{{probe}}:meta", "newest_ingest_ms") is None:
+            if flow.poll() is not None:
+                raise SystemExit(f"flow exited {flow.returncode}:\n{log.read_text()[-3000:]}")
+            if time.perf_counter() - t0 > 90:
+                raise SystemExit("flow did not write the probe within 90 s")
+            time.sleep(0.05)
+        print(f"  flow ready (probe visible after {time.perf_counter() - t0:.1f} s)")
+
+        queue = ctx.Queue()
+        child = ctx.Process(
+            target=_paced_producer,
+            args=(bootstrap, prefix, payloads, args.rate, warmup_n, args.sample_every, queue),
+        )
+        child.start()
+        pending: dict[str, list[int]] = {}
+        flow_cpu = 0.0
+        latencies: list[int] = []
+        cycles: list[float] = []
+        done: tuple[Any, ...] | None = None
+        deadline = None
+        cpu0, wall0 = _proc_cpu(flow.pid), time.perf_counter()
+        next_poll = time.perf_counter()
+        while True:
+            pause = next_poll - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            next_poll = time.perf_counter() + args.poll_interval
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except Exception:
+                    break
+                if item[0] == "__done__":
+                    done = item
+                    flow_cpu = (_proc_cpu(flow.pid) - cpu0) / (time.perf_counter() - wall0)
+                    deadline = time.monotonic() + 30
+                else:
+                    pending.setdefault(item[0], []).append(item[1])
+            if pending:
+                users = list(pending)
+                sent = time.perf_counter()
+                pipe = r.pipeline(transaction=False)
+                for uid in users:
+                    pipe.hget(f"{kp}:{{{uid}}}:meta", "newest_ingest_ms")
+                replies = pipe.execute()
+                seen_ms = clock.now_ms()
+                cycles.append(time.perf_counter() - sent)
+                for uid, value in zip(users, replies, strict=True):
+                    if value is None:
+                        continue
+                    stored = int(value)
+                    waiting = pending[uid]
+                    keep = [ts for ts in waiting if ts > stored]
+                    latencies.extend(seen_ms - ts for ts in waiting if ts <= stored)
+                    if keep:
+                        pending[uid] = keep
+                    else:
+                        del pending[uid]
+            if done is not None and (not pending or time.monotonic() > (deadline or 0)):
+                break
+            if flow.poll() is not None:
+                raise SystemExit(f"flow exited {flow.returncode}:\n{log.read_text()[-3000:]}")
+        child.join(10)
+    finally:
+        flow.send_signal(signal.SIGINT)
+        try:
+            flow.wait(15)
+        except subprocess.TimeoutExpired:
+            flow.kill()
+            flow.wait()
+        if not args.keep:
+            cleanup(bootstrap, store_url, prefix.rstrip("."))
+
+    assert done is not None
+    _, produced, elapsed, late_max, left = done
+    missing = sum(len(v) for v in pending.values())
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return float(latencies[min(len(latencies) - 1, int(q * len(latencies)))])
+
+    cycles.sort()
+    print(
+        f"  produced {produced:,} events in {elapsed:.1f} s = {produced / elapsed:,.0f}/s "
+        f"(max pacing lag {1000 * late_max:.1f} ms; unflushed {left}); flow process used "
+        f"{flow_cpu:.2f} cores meanwhile"
+    )
+    print(
+        f"  samples: {len(latencies):,} measured, {missing} never seen within 30 s; "
+        f"poll cycle median {1000 * cycles[len(cycles) // 2]:.2f} ms, "
+        f"p99 {1000 * cycles[int(0.99 * len(cycles))]:.2f} ms"
+    )
+    if not latencies:
+        print("freshness: no samples")
+        return 1
+    p50, p90, p99 = pct(0.50), pct(0.90), pct(0.99)
+    print()
+    print(
+        f"freshness (visible in Redis - Kafka timestamp): p50 {p50:.0f} ms, p90 {p90:.0f} ms, "
+        f"p99 {p99:.0f} ms, max {latencies[-1]:.0f} ms; target p99 < {P99_TARGET_MS} ms: "
+        f"{'met' if p99 < P99_TARGET_MS and not missing else 'MISSED'}"
+    )
+    return 0 if p99 < P99_TARGET_MS and not missing else 1
