@@ -12,11 +12,16 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
+from confluent_kafka import Consumer, TopicPartition
 
+from connectors import topics
+from connectors.codec import decode
 from oo_features import services as oo_services
 from oo_features.services import redis_node
 
@@ -97,3 +102,35 @@ class PrivateRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def topic_event_ids(config: Mapping[str, Any], prefix: str) -> list[str]:
+    """The event id of every message in the two event topics under `prefix` (duplicates
+    included), read to their ends with the librdkafka `config` (brokers, and security for a
+    secured cluster): what a broker outage must not have lost."""
+    consumer = Consumer({**config, "group.id": f"{prefix}check", "enable.auto.commit": False})
+    ids: list[str] = []
+    try:
+        names = topics.event_topics(prefix)
+        metadata = consumer.list_topics(timeout=30)
+        ends: dict[tuple[str, int], int] = {}
+        for name in names:
+            for partition in metadata.topics[name].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(name, partition), 30)
+                if high > 0:
+                    ends[(name, partition)] = high
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        deadline = time.monotonic() + 120
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 1.0):
+                value, offset = message.value(), message.offset()
+                if message.error() is not None or value is None or offset is None:
+                    continue
+                ids.append(decode(value).event_id)
+                key = (message.topic(), message.partition())
+                if key in ends and offset + 1 >= ends[key]:
+                    del ends[key]
+        assert not ends, f"could not read to the end of {sorted(ends)}"
+    finally:
+        consumer.close()
+    return ids

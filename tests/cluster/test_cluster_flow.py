@@ -25,20 +25,21 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors import topics
-from connectors.codec import decode, to_json
+from connectors.codec import to_json
 from oo_features.generate import generate_lines
 from oo_features.services import cluster_admin, kafka_cluster
 from serving.app import create_app
 from serving.settings import Settings
 from tests.cli import oo_features
 from tests.cluster.conftest import RunningCluster
+from tests.compare import view_differences
 from tests.e2e.test_flow_e2e import reborn_users, stored_view, valid_events
 from tests.e2e.test_outage_e2e import FlowRun, store_differences, wait_for, written_users
 from tests.orchestrator_peer import ApiServer
+from tests.outage import topic_event_ids
 from tests.reference import reference_features
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
@@ -54,35 +55,6 @@ def _env(running: RunningCluster, store_url: str, prefix: str) -> dict[str, str]
         "OO_TOPIC_PREFIX": prefix,
         "OO_KEY_PREFIX": prefix.rstrip("."),
     }
-
-
-def _topic_event_ids(config: dict[str, Any], prefix: str) -> list[str]:
-    """The event id of every message in the two event topics (duplicates included)."""
-    consumer = Consumer({**config, "group.id": f"{prefix}check", "enable.auto.commit": False})
-    ids: list[str] = []
-    try:
-        names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
-        metadata = consumer.list_topics(timeout=30)
-        ends: dict[tuple[str, int], int] = {}
-        for name in names:
-            for partition in metadata.topics[name].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(name, partition), 30)
-                if high > 0:
-                    ends[(name, partition)] = high
-        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
-        deadline = time.monotonic() + 120
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 1.0):
-                if message.error() is not None:
-                    continue
-                ids.append(decode(message.value()).event_id)
-                key = (message.topic(), message.partition())
-                if key in ends and message.offset() + 1 >= ends[key]:
-                    del ends[key]
-        assert not ends, f"could not read to the end of {sorted(ends)}"
-    finally:
-        consumer.close()
-    return ids
 
 
 def test_a_broker_killed_during_produce_and_flow_loses_nothing_and_the_flow_goes_on(
@@ -147,7 +119,7 @@ def test_a_broker_killed_during_produce_and_flow_loses_nothing_and_the_flow_goes
         published = int(re.search(r"published (\d+)", stdout).group(1))  # type: ignore[union-attr]
         assert published == len(lines), stdout
         # Nothing acknowledged is lost (idempotent producer: nothing twice either).
-        in_topic = _topic_event_ids(config, cluster_prefix)
+        in_topic = topic_event_ids(config, cluster_prefix)
         assert sorted(in_topic) == sorted(event.event_id for event in events)
         problems: list[str] = []
 
@@ -194,35 +166,13 @@ def test_generated_log_through_produce_and_a_two_process_flow_equals_the_referen
         ref = reference_features(events)
         view = stored_view(redis_cluster.url, env["OO_KEY_PREFIX"], sorted(ref))
         reborn = reborn_users(events)
-        problems = _differences(ref, view, reborn)
+        problems = view_differences(ref, view, reborn)
         assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:15])
         _api_serves(env, view)
     finally:
         from oo_features.services import delete_keys
 
         delete_keys(redis_cluster.url, env["OO_KEY_PREFIX"] + ":")
-
-
-def _differences(ref: dict[str, Any], view: dict[str, Any], reborn: set[str]) -> list[str]:
-    from tests.compare import differences
-
-    problems: list[str] = []
-    for user_id, expected in sorted(ref.items()):
-        got = view[user_id]
-        if expected.deleted or not expected.params:
-            if expected.deleted and got is not None:
-                problems.append(f"user {user_id} is deleted but the store still has it")
-            continue
-        if got is None:
-            problems.append(f"user {user_id}: nothing stored")
-            continue
-        problems += differences(got["params"], expected.params, where=f"user {user_id} params")
-        problems += differences(got["extras"], expected.extras, where=f"user {user_id} extras")
-        if user_id not in reborn:
-            problems += differences(
-                {"feedback": got["feedback"]}, {"feedback": expected.feedback}, where=user_id
-            )
-    return problems
 
 
 def _api_serves(env: dict[str, str], view: dict[str, Any]) -> None:

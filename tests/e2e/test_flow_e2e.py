@@ -22,7 +22,7 @@ from connectors.codec import from_json, validate
 from connectors.exceptions import ConnectorError
 from connectors.store import open_store
 from tests.cli import oo_features
-from tests.compare import differences
+from tests.compare import differences, view_differences
 from tests.fixtures_services import _delete_keys, _delete_topics
 from tests.reference import reference_features
 
@@ -219,25 +219,7 @@ def test_stream_equals_reference(services: Any, event_log: Path, streamed: dict[
     # Signals and feedback travel on two topics, so their relative order per user is not kept.
     # Only across a deletion does it matter (feedback of the user's new life may be folded before
     # the deletion reaches the flow and be wiped with the old life): see features/README.md.
-    reborn = reborn_users(events)
-    problems: list[str] = []
-    for user_id, expected in sorted(ref.items()):
-        got = view[user_id]
-        if expected.deleted or not expected.params:
-            if expected.deleted and got is not None:
-                problems.append(f"user {user_id} is deleted but the store still has it")
-            continue
-        if got is None:
-            problems.append(f"user {user_id}: nothing stored")
-            continue
-        problems += differences(got["params"], expected.params, where=f"user {user_id} params")
-        problems += differences(got["extras"], expected.extras, where=f"user {user_id} extras")
-        if user_id not in reborn:
-            problems += differences(
-                {"feedback": got["feedback"]},
-                {"feedback": expected.feedback},
-                where=f"user {user_id}",
-            )
+    problems = view_differences(ref, view, reborn_users(events))
     assert not problems, f"{len(problems)} differences, first: " + "\n".join(problems[:15])
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from tests.cli import oo_features
-from tests.compare import differences
+from tests.compare import view_differences
 from tests.e2e.test_flow_e2e import inject_invalid, reborn_users, stored_view, valid_events
 from tests.fixtures_services import _delete_keys, _delete_topics
 from tests.reference import reference_features
@@ -118,25 +118,7 @@ def run_paused(
 
 def differences_from_reference(events: list[Any], view: dict[str, Any]) -> list[str]:
     """What `test_stream_equals_reference` checks."""
-    ref = reference_features(events)
-    reborn = reborn_users(events)
-    problems: list[str] = []
-    for user_id, expected in sorted(ref.items()):
-        got = view[user_id]
-        if expected.deleted or not expected.params:
-            if expected.deleted and got is not None:
-                problems.append(f"user {user_id} is deleted but the store still has it")
-            continue
-        if got is None:
-            problems.append(f"user {user_id}: nothing stored")
-            continue
-        problems += differences(got["params"], expected.params, where=f"user {user_id} params")
-        problems += differences(got["extras"], expected.extras, where=f"user {user_id} extras")
-        if user_id not in reborn:
-            problems += differences(
-                {"feedback": got["feedback"]}, {"feedback": expected.feedback}, where=user_id
-            )
-    return problems
+    return view_differences(reference_features(events), view, reborn_users(events))
 
 
 def small_log(tmp_path: Path) -> Path:

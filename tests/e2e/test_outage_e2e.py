@@ -41,7 +41,7 @@ from serving.app import create_app
 from serving.settings import Settings
 from tests.compare import differences
 from tests.orchestrator_peer import ApiServer
-from tests.outage import PrivateRedis, free_port
+from tests.outage import PrivateRedis, free_port, topic_event_ids
 from tests.reference import reference_features
 
 USERS, DAYS, SEED = 60, 10, 20261202
@@ -385,41 +385,6 @@ def test_redis_killed_and_restarted_the_flow_waits_and_loses_nothing(
     flow.stop()
 
 
-def topic_event_ids(bootstrap: str, prefix: str) -> list[str]:
-    """The event id of every message in the two event topics (duplicates included)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from connectors.codec import decode
-
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "outage-test", "enable.auto.commit": False}
-    )
-    ids: list[str] = []
-    try:
-        names = [prefix + topics.SIGNALS, prefix + topics.FEEDBACK]
-        metadata = consumer.list_topics(timeout=30)
-        ends: dict[tuple[str, int], int] = {}
-        for name in names:
-            for partition in metadata.topics[name].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(name, partition), 30)
-                if high > 0:
-                    ends[(name, partition)] = high
-        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
-        deadline = time.monotonic() + 120
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 1.0):
-                if message.error() is not None:
-                    continue
-                ids.append(decode(message.value()).event_id)
-                key = (message.topic(), message.partition())
-                if key in ends and message.offset() + 1 >= ends[key]:
-                    del ends[key]
-        assert not ends, f"could not read to the end of {sorted(ends)}"
-    finally:
-        consumer.close()
-    return ids
-
-
 def written_users(redis_url: str, key_prefix: str) -> int:
     store = open_store(redis_url, key_prefix=key_prefix, socket_timeout_s=10)
     try:
@@ -488,7 +453,7 @@ def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.E
 
         again = oo_services.up(services_dir)
         assert again.kafka_bootstrap == bootstrap
-        in_topic = set(topic_event_ids(bootstrap, prefix))
+        in_topic = set(topic_event_ids({"bootstrap.servers": bootstrap}, prefix))
         failed_ids = {row["event_id"] for row in failed}
         reported = {event.event_id for event in events} - failed_ids
         if "?" not in failed_ids:
