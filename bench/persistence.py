@@ -62,6 +62,30 @@ def batch(i: int, users: int, now: int) -> list[UserWrite]:
     ]
 
 
+def measure(url: str, prefix: str, *, batches: int, users: int) -> float:
+    """User writes per second of `store.write_batch` into the store at `url` (waits up to 30 s
+    for it to answer; the first batch, which connects and loads the scripts, is not timed)."""
+    store = open_store(url, key_prefix=prefix, socket_timeout_s=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            store.ping()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    now = clock.now_ms()
+    prepared = [batch(i, users, now) for i in range(batches + 1)]
+    store.write_batch(prepared[0])
+    started = time.perf_counter()
+    for writes in prepared[1:]:
+        store.write_batch(writes)
+    elapsed = time.perf_counter() - started
+    store.close()
+    return batches * users / elapsed
+
+
 def run(mode: str, *, batches: int, users: int) -> float:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=f"persistence-{mode}-") as folder:
@@ -70,28 +94,10 @@ def run(mode: str, *, batches: int, users: int) -> float:
              *MODES[mode], "--dir", folder, "--logfile", f"{folder}/redis.log"]
         )  # fmt: skip
         try:
-            store = open_store(f"redis://127.0.0.1:{port}/0", key_prefix="bp", socket_timeout_s=30)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    store.ping()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            now = clock.now_ms()
-            prepared = [batch(i, users, now) for i in range(batches + 1)]
-            store.write_batch(prepared[0])
-            started = time.perf_counter()
-            for writes in prepared[1:]:
-                store.write_batch(writes)
-            elapsed = time.perf_counter() - started
-            store.close()
+            return measure(f"redis://127.0.0.1:{port}/0", "bp", batches=batches, users=users)
         finally:
             redis.kill()
             redis.wait()
-    return batches * users / elapsed
 
 
 def main() -> None:

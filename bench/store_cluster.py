@@ -20,39 +20,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.persistence import batch  # noqa: E402
-from connectors.store import open_store  # noqa: E402
+from bench.persistence import measure  # noqa: E402
 from oo_features.services import redis_cluster  # noqa: E402
 from oo_features.services.redis_node import redis_argv  # noqa: E402
 from tests.outage import free_port  # noqa: E402
-
-
-def measure(url: str, prefix: str, *, batches: int, users: int) -> float:
-    store = open_store(url, key_prefix=prefix, socket_timeout_s=30)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            store.ping()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    now = int(time.time() * 1000)
-    prepared = [batch(i, users, now) for i in range(batches + 1)]
-    store.write_batch(prepared[0])  # connects, loads the scripts
-    started = time.perf_counter()
-    for writes in prepared[1:]:
-        store.write_batch(writes)
-    elapsed = time.perf_counter() - started
-    store.close()
-    return batches * users / elapsed
 
 
 def main() -> None:
