@@ -30,7 +30,7 @@ def links(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     prose = _prose(text)
     found = INLINE.findall(prose) + REFERENCE.findall(prose) + AUTOLINK.findall(prose)
-    # A path in a code span is a pointer too (`../shared/FEATURES.md` was one).
+    # A relative path in a code span that climbs out of its folder is a pointer too.
     spans = [m for span in re.findall(r"`([^`\n]*)`", text) for m in re.findall(r"\.\./\S+", span)]
     return found + BARE_URL.findall(prose) + spans
 
