@@ -37,7 +37,7 @@ from tests.cli import oo_features
 from tests.cluster.conftest import RunningCluster
 from tests.compare import view_differences
 from tests.e2e.test_flow_e2e import reborn_users, stored_view, valid_events
-from tests.e2e.test_outage_e2e import FlowRun, store_differences, wait_for, written_users
+from tests.e2e.test_outage_e2e import FlowRun, wait_for, wait_for_reference, written_users
 from tests.orchestrator_peer import ApiServer
 from tests.outage import topic_event_ids
 from tests.reference import reference_features
@@ -121,20 +121,7 @@ def test_a_broker_killed_during_produce_and_flow_loses_nothing_and_the_flow_goes
         # Nothing acknowledged is lost (idempotent producer: nothing twice either).
         in_topic = topic_event_ids(config, cluster_prefix)
         assert sorted(in_topic) == sorted(event.event_id for event in events)
-        problems: list[str] = []
-
-        def caught_up() -> bool:
-            problems[:] = store_differences(services.redis_url, flow.key_prefix, events)
-            return not problems
-
-        try:
-            wait_for(
-                "the store equal to the reference", caught_up, timeout_s=300, alive=flow.process
-            )
-        except AssertionError:
-            raise AssertionError(
-                "\n".join(problems[:10]) + f"\n--- flow stderr ---\n{flow.log()[-3000:]}"
-            ) from None
+        wait_for_reference(services.redis_url, flow, events, timeout_s=300)
         assert flow.process.poll() is None, "the flow stopped"
     finally:
         flow.stop()

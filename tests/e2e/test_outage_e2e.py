@@ -143,6 +143,27 @@ def wait_for(what: str, check: Callable[[], bool], *, timeout_s: float, alive: A
         time.sleep(0.1)
 
 
+def wait_for_reference(
+    store_url: str, flow: FlowRun, events: list[pb.Event], *, timeout_s: float
+) -> None:
+    """Wait until the store at `store_url` (the flow's keys) equals the reference of `events`
+    while the flow runs; on timeout, fail with the first differences and the flow's stderr."""
+    problems: list[str] = []
+
+    def caught_up() -> bool:
+        problems[:] = store_differences(store_url, flow.key_prefix, events)
+        return not problems
+
+    try:
+        wait_for(
+            "the store equal to the reference", caught_up, timeout_s=timeout_s, alive=flow.process
+        )
+    except AssertionError:
+        raise AssertionError(
+            "\n".join(problems[:10]) + f"\n--- flow stderr ---\n{flow.log()[-3000:]}"
+        ) from None
+
+
 class FlowRun:
     """`oo-features flow` in tail mode, writing each batch at once, with its metrics served."""
 
@@ -219,20 +240,7 @@ def run_through_fault(
 
         fault(flow, second_half)
         assert flow.process.poll() is None, f"the flow exited during the fault:\n{flow.log()}"
-        problems: list[str] = []
-
-        def caught_up() -> bool:
-            problems[:] = store_differences(redis.url, flow.key_prefix, events)
-            return not problems
-
-        try:
-            wait_for(
-                "the store equal to the reference", caught_up, timeout_s=180, alive=flow.process
-            )
-        except AssertionError:
-            raise AssertionError(
-                "\n".join(problems[:10]) + f"\n--- flow stderr ---\n{flow.log()[-3000:]}"
-            ) from None
+        wait_for_reference(redis.url, flow, events, timeout_s=180)
         return flow
     except BaseException:
         flow.stop()
@@ -466,20 +474,7 @@ def test_broker_killed_during_produce_and_flow(tmp_path: Path, events: list[pb.E
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        problems: list[str] = []
-
-        def caught_up() -> bool:
-            problems[:] = store_differences(endpoints.redis_url, flow.key_prefix, events)
-            return not problems
-
-        try:
-            wait_for(
-                "the store equal to the reference", caught_up, timeout_s=180, alive=flow.process
-            )
-        except AssertionError:
-            raise AssertionError(
-                "\n".join(problems[:10]) + f"\n--- flow stderr ---\n{flow.log()[-3000:]}"
-            ) from None
+        wait_for_reference(endpoints.redis_url, flow, events, timeout_s=180)
     finally:
         if flow is not None:
             flow.stop()
