@@ -13,6 +13,8 @@ included) stops the reading.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors import flow_metrics, topics
@@ -160,12 +167,95 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
     return list(by_user.values())
 
 
-class StoreSink(DynamicSink[UserWrite]):
-    """Writes each batch of coalesced user writes to the store in one round trip.
+STORE_QUEUE_BATCHES = 8
+"""Batches the flow may hand the store writer ahead of the store (bounded memory)."""
+_STOP = object()
 
-    A batch the store refuses (unreachable, stopped, restarting) is retried, whole and in
-    order, with capped jittered backoff until the store takes it (`connectors.store_retry`);
-    meanwhile the worker reads nothing more. The flow never crashes on a store outage.
+
+class _OverlappedStorePartition(StatefulSinkPartition[UserWrite, None]):
+    """The store partition, writing in a thread of its own so the worker folds the next batch
+    while the store applies this one.
+
+    Order: one FIFO queue and one writer thread, so every user's writes reach the store in the
+    order the flow made them; batches that waited together are coalesced into one round trip
+    (as `_coalesce` does within a batch), so a store that falls behind gets fewer, larger writes.
+    Durability at epochs (ADR 0026): Bytewax calls `snapshot` at the end of every epoch in
+    which this partition took writes, before that epoch can be committed to the recovery store;
+    `snapshot` returns only once every batch handed over so far is in the store, so a resumed
+    flow never skips a write it made before its snapshot. Backpressure: at most
+    `STORE_QUEUE_BATCHES` batches wait; then `write_batch` blocks, as the direct write did.
+    Failure: store outages are retried by the `RetryingWriter` inside the thread (unchanged);
+    any other exception in the thread is raised in the worker at its next `write_batch`,
+    `snapshot` or `close`, so the flow fails as it did when it wrote directly.
+    """
+
+    def __init__(self, writer: _StorePartition, depth: int = STORE_QUEUE_BATCHES) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def write_batch(self, items: list[UserWrite]) -> None:
+        self._raise_failure()
+        self._queue.put(items)
+
+    def snapshot(self) -> None:
+        self._queue.join()
+        self._raise_failure()
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._writer.close()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the store writer thread failed") from self._error
+
+    def _run(self) -> None:
+        while True:
+            items = self._queue.get()
+            taken = 1
+            try:
+                if items is _STOP:
+                    return
+                batch = list(items)
+                # Whatever else waits goes in the same round trip (order kept).
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    taken += 1
+                    if more is _STOP:
+                        self._queue.put(_STOP)  # seen after this batch is written
+                        taken -= 1
+                        self._queue.task_done()
+                        break
+                    batch += more
+                if self._error is None:
+                    self._writer.write_batch(batch)
+            except BaseException as exc:  # raised in the worker at its next call
+                self._error = exc
+                log.error("the store writer failed; the flow stops at its next write", exc_info=exc)
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+
+
+class StoreSink(FixedPartitionedSink[UserWrite, None]):
+    """Writes the flow's coalesced user writes to the store, overlapped with the folding.
+
+    One partition (`store`), built on the worker Bytewax makes its primary: a writer thread
+    takes the batches in order and applies each waiting run in one round trip
+    (`_OverlappedStorePartition`), and the end of every epoch waits until they are all in the
+    store. A batch the store refuses (unreachable, stopped, restarting) is retried, whole and
+    in order, with capped jittered backoff until the store takes it
+    (`connectors.store_retry`); meanwhile at most `STORE_QUEUE_BATCHES` more wait and then the
+    worker reads nothing more. The flow never crashes on a store outage. Items are
+    `(user_id, UserWrite)`.
     """
 
     def __init__(
@@ -181,8 +271,17 @@ class StoreSink(DynamicSink[UserWrite]):
         self.freshness = freshness
         self.retry = retry or RetryPolicy()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.url, self.key_prefix, self.freshness, self.retry)
+    def list_parts(self) -> list[str]:
+        return ["store"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> _OverlappedStorePartition:
+        writer = _StorePartition(self.url, self.key_prefix, self.freshness, self.retry)
+        return _OverlappedStorePartition(writer)
 
 
 TRUNCATED_VALUE_BYTES = 256 * 1024

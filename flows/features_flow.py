@@ -297,7 +297,7 @@ def build_flow(
     user_writes = cast(Stream[UserWrite], outputs.trues)
     op.output(
         "store",
-        user_writes,
+        op.key_on("key_writes", user_writes, _user_of),
         bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
     )
     if kafka_bootstrap is not None:
@@ -306,6 +306,10 @@ def build_flow(
         )
         op.output("tombstones", deletions, tombstones.sink(kafka_bootstrap))
     return flow
+
+
+def _user_of(write: UserWrite) -> str:
+    return write.user_id
 
 
 __all__ = ["Rejected", "UserLogic", "build_flow"]
