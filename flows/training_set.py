@@ -10,8 +10,9 @@ Contract (docs/features.md, "Training data as of a time"):
   exist. **Privacy as of now**: agents whose required consent is revoked at the end of the
   log are left out of every row of that user.
 - **One code path**: events are decoded by `connectors.records.decode_line` (as `backfill`
-  and the flow's file source), folded by `flows.folding.Pending.fold` into
-  `features.state.UserState`, and turned into writes by `flows.folding.build_write`
+  and the flow's file source), folded by `features.state.UserState.apply` (an event whose
+  fold raises is left out and the state is as before it, the flow's rule, ADR 0011), and
+  turned into writes by `flows.folding.build_write`
   (without dedupe), which are applied to the row's view as the store applies them (an agent
   write replaces, a removed agent goes). Nothing here computes a feature.
 - `agents[agent_id]` has the shape of `GET /v1/users/{id}/features` minus its wall-clock
@@ -28,7 +29,8 @@ that holds, or afresh (`user_rows`). Events of
 users without rows are decoded but not folded. Memory: the events of the spine's users.
 
 Failure behaviour: an event line that does not decode or validate is written to the rejects
-file with its line number and reason, and the rest go on (as `backfill`). A spine line that
+file with its line number and reason, and the rest go on (as `backfill`). An event whose
+fold raises (a bug in an agent) is logged and left out of the rows; the others go on. A spine line that
 is not valid raises `SpineError` naming every bad line before any output is written.
 """
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,6 +55,8 @@ from connectors.store.base import AgentWrite
 from features.registry import REGISTRY
 from features.state import UserState
 from flows.folding import Pending, whole_write
+
+log = logging.getLogger(__name__)
 
 COMPUTED_AT_MS = 0
 """Training rows carry no wall-clock time: `build_write` is given this fixed one."""
@@ -211,6 +216,43 @@ CHECKPOINT_EVERY = 64
 time order), so a row that needs an event that arrived late refolds only from before it."""
 
 
+def _restore(user_id: str, origin: bytes | None) -> UserState:
+    return UserState(user_id) if origin is None else pickle.loads(origin)
+
+
+def _fold(
+    state: UserState,
+    events: list[Accepted],
+    chunk: list[int],
+    origin: bytes | None,
+    since: list[int],
+) -> UserState:
+    """Fold `events[i]` for each i of `chunk` into `state`, in order; returns the state.
+
+    The promise of the flow's fold (ADR 0011) without its rebuild base: an event whose fold
+    raises is left out and the state is rebuilt as it was before it, from `origin` (the
+    checkpoint the state started from, None: fresh) and `since` (the events folded into it
+    since, kept up to date here). Every event is at hand, so nothing is pickled for this.
+    """
+    apply = state.apply
+    for i in chunk:
+        try:
+            apply(events[i])
+        except Exception:
+            log.exception(
+                "folding event %r of user %r raised; the event is left out of the training rows",
+                events[i].event.event_id,
+                state.user_id,
+            )
+            state = _restore(state.user_id, origin)
+            for j in since:
+                state.apply(events[j])  # folded before without raising: folding is deterministic
+            apply = state.apply
+            continue
+        since.append(i)
+    return state
+
+
 def user_rows(
     user_id: str, events: list[Accepted], rows: list[SpineRow], report: TrainingReport
 ) -> Iterator[tuple[SpineRow, dict[str, Any]]]:
@@ -235,6 +277,8 @@ def user_rows(
     known = 0  # the state folded by_time[:known] ...
     next_pos = 0  # ... and every one of them is at a log position before this one
     checkpoints: list[tuple[int, bytes]] = []  # (next_pos, pickled state), ascending
+    origin: bytes | None = None  # where `state` started: a checkpoint, or None (fresh) ...
+    since: list[int] = []  # ... and the events folded into it since, in order
     agents: dict[str, Any] = {}
     for row in sorted(rows, key=lambda r: (r.as_of_ms, r.index)):
         upto = bisect.bisect_right(times, row.as_of_ms)
@@ -245,21 +289,19 @@ def user_rows(
                 while checkpoints and checkpoints[-1][0] > first_new:
                     checkpoints.pop()
                 if checkpoints:
-                    next_pos, blob = checkpoints[-1]
-                    state = pickle.loads(blob)
+                    next_pos, origin = checkpoints[-1]
                 else:
-                    next_pos, state = 0, UserState(user_id)
+                    next_pos, origin = 0, None
+                state, since = _restore(user_id, origin), []
             end = prefix_max[upto] + 1  # past the last event of the row's history
             limit = row.as_of_ms
             todo = [i for i in range(next_pos, end) if occurred[i] <= limit]
-            pending = Pending()  # one per row: the fold's rollback base is pickled once
             for at in range(0, len(todo), CHECKPOINT_EVERY):
                 chunk = todo[at : at + CHECKPOINT_EVERY]
-                pending.fold(state, [events[i] for i in chunk])
+                state = _fold(state, events, chunk, origin, since)
                 if not in_order:
-                    checkpoints.append(
-                        (chunk[-1] + 1, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
-                    )
+                    origin, since = pickle.dumps(state, pickle.HIGHEST_PROTOCOL), []
+                    checkpoints.append((chunk[-1] + 1, origin))
             report.folded += len(todo)
             known, next_pos = upto, max(next_pos, end)
             write = whole_write(state, computed_at_ms=COMPUTED_AT_MS)

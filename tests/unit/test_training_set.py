@@ -164,3 +164,45 @@ def test_an_event_late_in_the_log_makes_its_rows_fold_afresh_and_stay_exact() ->
     ]
     extras = [r["agents"]["momentum"]["extras"] for r in rows]
     assert extras[0] != extras[2]  # the rows do differ
+
+
+def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in an agent (its fold raises for one event): that event is left out of every row,
+    the state is rebuilt as it was before it, and every row equals a fresh fold of the history
+    without it; the late event makes a row refold from a checkpoint, through the bad event."""
+    from features.agents import time_of_day
+    from flows import training_set as module
+    from flows.training_set import parse_as_of
+
+    monkeypatch.setattr(module, "CHECKPOINT_EVERY", 2)
+    original = time_of_day.Agent.apply
+
+    def apply(self: time_of_day.Agent, event: Any, asof: Any) -> bool:
+        if event.event_id == "bad":  # the last reader: every other agent folded it already
+            raise ZeroDivisionError("a bug in time-of-day")
+        return original(self, event, asof)
+
+    monkeypatch.setattr(time_of_day.Agent, "apply", apply)
+    log = [
+        ev("a", "2025-03-01T09:00:00", "task_completed", task_id="t1"),
+        ev("bad", "2025-03-01T10:00:00", "task_completed", task_id="t2"),
+        ev("b", "2025-03-01T12:00:00", "task_completed", task_id="t3"),
+        ev("c", "2025-03-01T13:00:00", "task_completed", task_id="t4"),
+        ev("d", "2025-03-01T11:00:00", "task_completed", task_id="t5"),  # arrives late
+    ]
+    spine = [
+        {"user_id": "u1", "as_of": "2025-03-01T13:00:00Z"},
+        {"user_id": "u1", "as_of": "2025-03-01T12:30:00Z"},
+        {"user_id": "u1", "as_of": "2025-03-01T10:30:00Z"},
+    ]
+    without = [e for e in log if e.event_id != "bad"]
+
+    rows, report = run(log, spine)
+
+    assert report.refolds == 1
+    assert [r["agents"] for r in rows] == [
+        reference_row(without, "u1", parse_as_of(line["as_of"])) for line in spine
+    ]
+    assert rows[0]["agents"]["momentum"]["extras"]["today"] == 4  # a, b, c, d; not bad
