@@ -161,3 +161,13 @@ def test_iso_ms_is_integer_exact() -> None:
     # float division (the old `fromtimestamp(ms / 1000)`) rounded this one to .684
     assert iso_ms(14_571_037_474_685) == "2431-09-27T06:24:34.685Z"
     assert iso_ms(-1) == "1969-12-31T23:59:59.999Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(min_value=0, max_value=2**53))
+def test_a_stored_snippet_reads_back_exactly(text: str, expires: int) -> None:
+    from connectors.store.base import dumps_compact
+    from connectors.store.redis_store import snippet_of
+
+    assert snippet_of(dumps_compact({"text": text, "expires_at_ms": expires})) == (text, expires)
+    assert snippet_of(json.dumps({"expires_at_ms": expires, "text": text})) == (text, expires)
