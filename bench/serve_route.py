@@ -24,6 +24,8 @@ included). Medians over rounds, and each tree's CPU ratio to the first tree's, p
     nice -n 19 .venv/bin/python bench/serve_route.py --route batch --store sqlite --tree .
     nice -n 19 .venv/bin/python bench/serve_route.py --route recommend --ledger both --tree .
     nice -n 19 .venv/bin/python bench/serve_route.py --route batch --profile /tmp/batch.prof
+    pip install --target /tmp/fw-old --no-deps fastapi==0.115.14 starlette==0.46.2
+    nice -n 19 .venv/bin/python bench/serve_route.py --route agents --tree . --tree .+/tmp/fw-old
 
 `--profile FILE` runs the first tree's first child under cProfile and prints the top.
 Redis: `--store-url`, else $OO_STORE_URL; its keys are deleted afterwards.
@@ -179,6 +181,12 @@ def _pct(values: list[float], q: float) -> float:
 
 def _child(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(args.child).resolve()))
+    if args.extra_path:
+        sys.path.insert(0, args.extra_path)
+    import fastapi
+    import starlette
+
+    print(f"VERSIONS fastapi {fastapi.__version__} starlette {starlette.__version__}")
     result = asyncio.run(_child_run(args))
     print("RESULT " + json.dumps(result))
     return 0
@@ -188,8 +196,10 @@ def _child(args: argparse.Namespace) -> int:
 
 
 def _run_child(
-    args: argparse.Namespace, tree: Path, store_url: str, prefix: str, ledger: str, profile: str
+    args: argparse.Namespace, arm: str, store_url: str, prefix: str, ledger: str, profile: str
 ) -> dict[str, Any]:
+    tree_text, _, extra = arm.partition("+")
+    tree = Path(tree_text)
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -214,12 +224,17 @@ def _run_child(
     ]
     if profile:
         cmd += ["--profile", profile]
+    if extra:
+        cmd += ["--extra-path", str(Path(extra).resolve())]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OO_")}
     env["PYTHONPATH"] = str(tree.resolve())
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    versions = ""
     for line in done.stdout.splitlines():
+        if line.startswith("VERSIONS "):
+            versions = line[9:]
         if line.startswith("RESULT "):
-            return dict(json.loads(line[7:]))
+            return {**json.loads(line[7:]), "versions": versions}
     raise RuntimeError(f"child of {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
@@ -228,7 +243,12 @@ def main() -> int:
     ap.add_argument(
         "--route", choices=("batch", "features", "recommend", "agents"), default="batch"
     )
-    ap.add_argument("--tree", type=Path, action="append", help="source tree (repeat; default .)")
+    ap.add_argument(
+        "--tree",
+        action="append",
+        help="source tree (repeat; default .); `DIR+PATH` also puts PATH first on sys.path "
+        "(e.g. other fastapi/starlette versions installed with `pip install --target PATH`)",
+    )
     ap.add_argument("--store", choices=("redis", "sqlite"), default="redis")
     ap.add_argument("--store-url", default=os.environ.get("OO_STORE_URL"))
     ap.add_argument("--users", type=int, default=1000, help="users seeded (default 1,000)")
@@ -240,11 +260,12 @@ def main() -> int:
     ap.add_argument("--profile", default="", help="cProfile of the first child to this file")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--extra-path", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return _child(args)
 
-    trees = args.tree or [Path(".")]
+    trees: list[str] = args.tree or ["."]
     sys.path.insert(0, str(ROOT))
     from bench.serve_seed import seed
     from oo_features.services import delete_keys
@@ -268,7 +289,7 @@ def main() -> int:
     try:
         ids, seconds = seed(store_url, prefix, args.users)
         print(f"seeded {len(ids)} users in {seconds:.1f} s")
-        results: dict[tuple[Path, str], list[dict[str, Any]]] = {arm: [] for arm in arms}
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {arm: [] for arm in arms}
         for r in range(args.rounds):
             order = arms if r % 2 == 0 else arms[::-1]
             for tree, ledger in order:
@@ -279,7 +300,7 @@ def main() -> int:
                     f"  round {r + 1} {tree} ledger {ledger}: CPU {got['cpu_ms_per_call']:.3f} "
                     f"ms/call; response p50 {got['response_p50']:.2f} p99 "
                     f"{got['response_p99']:.2f} ms; total p50 {got['total_p50']:.2f} p99 "
-                    f"{got['total_p99']:.2f} ms; {got['answer_bytes']} B",
+                    f"{got['total_p99']:.2f} ms; {got['answer_bytes']} B; {got['versions']}",
                     flush=True,
                 )
     finally:
@@ -290,7 +311,7 @@ def main() -> int:
     first = results[arms[0]]
     for arm in arms:
         rows = results[arm]
-        med = {k: statistics.median(x[k] for x in rows) for k in rows[0]}
+        med = {k: statistics.median(x[k] for x in rows) for k in rows[0] if k != "versions"}
         ratios = [
             x["cpu_ms_per_call"] / f["cpu_ms_per_call"] for x, f in zip(rows, first, strict=True)
         ]
