@@ -11,7 +11,7 @@ recorded after the user's deletion is refused by the store itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from connectors.exceptions import StoreError
 from connectors.store.base import FeatureStore, StoredUser
@@ -70,13 +70,17 @@ def tip_entry(
 async def record_tip(
     guard: StoreGuard,
     store: FeatureStore,
-    entry: LedgerEntry,
+    entry: LedgerEntry | Callable[[], LedgerEntry],
     *,
     retention_ms: int,
     now_ms: int,
     metrics: Metrics,
 ) -> None:
-    """Record `entry`; a failure is logged and counted, never raised."""
+    """Record `entry` (or what `entry()` builds: the recommend route hands over a
+    `functools.partial` of `tip_entry`, so the entry is built after the response); a failure
+    is logged and counted, never raised."""
+    if not isinstance(entry, LedgerEntry):
+        entry = entry()
     try:
         await guard.call(store.record_tip, entry, retention_ms=retention_ms, now_ms=now_ms)
     except (ServingError, StoreError) as exc:

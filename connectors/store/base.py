@@ -142,6 +142,63 @@ class StoredUser:
 
 
 @dataclass(slots=True)
+class StoredAgentJSON:
+    """A `StoredAgent` as the store holds it: `params` and `extras` are the JSON text the
+    store's write path wrote (`dumps_compact` of `AgentWrite.params` / `.extras`), not parsed.
+
+    For answers that only pass them on (`POST /v1/features/batch`): parsing and re-encoding
+    them is most of a read's cost. `parsed()` is the `StoredAgent` every other reader gets.
+    """
+
+    agent_id: str
+    version: str
+    params_json: str
+    extras_json: str
+    event_time_ms: int
+    ingest_time_ms: int
+    computed_at_ms: int
+    snippet: str | None
+    """Only while unexpired; None otherwise."""
+    snippet_expires_at_ms: int | None
+
+    def parsed(self) -> StoredAgent:
+        return StoredAgent(
+            agent_id=self.agent_id,
+            version=self.version,
+            params=json.loads(self.params_json),
+            extras=json.loads(self.extras_json),
+            event_time_ms=self.event_time_ms,
+            ingest_time_ms=self.ingest_time_ms,
+            computed_at_ms=self.computed_at_ms,
+            snippet=self.snippet,
+            snippet_expires_at_ms=self.snippet_expires_at_ms,
+        )
+
+
+@dataclass(slots=True)
+class StoredUserJSON:
+    """A `StoredUser` with its agents as `StoredAgentJSON` and its feedback as the stored JSON
+    text (`"{}"` when none); consents are parsed (eligibility needs them)."""
+
+    user_id: str
+    agents: dict[str, StoredAgentJSON]
+    feedback_json: str
+    consents: dict[str, bool]
+    newest_event_ms: int | None
+    newest_ingest_ms: int | None
+
+    def parsed(self) -> StoredUser:
+        return StoredUser(
+            user_id=self.user_id,
+            agents={aid: agent.parsed() for aid, agent in self.agents.items()},
+            feedback=json.loads(self.feedback_json),
+            consents=self.consents,
+            newest_event_ms=self.newest_event_ms,
+            newest_ingest_ms=self.newest_ingest_ms,
+        )
+
+
+@dataclass(slots=True)
 class LagStats:
     """Lag (`computed_at - ingest_time`) of an agent's recent writes, nearest-rank percentiles."""
 
@@ -274,6 +331,13 @@ class FeatureStore(TipLedger, Protocol):
     ) -> dict[str, StoredUser | None]:
         """`read_user` of every id (duplicates once), in one round trip (Redis: one pipeline;
         SQLite: one read transaction); None for an unknown or deleted user."""
+
+    def read_users_json(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUserJSON | None]:
+        """`read_users` with each user's parameters, extras and feedback left as the stored JSON
+        text (`StoredUserJSON`; `.parsed()` is what `read_users` answers). Same round trip;
+        keys in the order asked, duplicates once."""
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Remove every key of the user at once and leave a tombstone."""

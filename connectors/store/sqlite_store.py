@@ -39,8 +39,9 @@ from connectors.store.base import (
     PRUNE_PER_SUMMARY,
     FreshnessSummary,
     LagStats,
-    StoredAgent,
+    StoredAgentJSON,
     StoredUser,
+    StoredUserJSON,
     StoreIdentity,
     UserFreshness,
     UserWrite,
@@ -238,51 +239,52 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
         self._transaction("write_batch", apply)
         return refused
 
+    def _read_json(self, user_id: str, now: int) -> StoredUserJSON | None:
+        """One user's rows as a `StoredUserJSON` (inside the caller's guard): the one decoding
+        of a stored user; `read_user` and `read_users` parse it further."""
+        c = self._conn
+        meta = c.execute(self._sql_meta_get, (user_id,)).fetchone()
+        if meta is None:
+            return None
+        fb = c.execute(self._sql_feedback_get, (user_id,)).fetchone()
+        agents = {
+            r[0]: StoredAgentJSON(*r) for r in c.execute(self._sql_agents_get, (now, user_id))
+        }
+        return StoredUserJSON(
+            user_id=user_id,
+            agents=agents,
+            feedback_json=fb[0] if fb else "{}",
+            consents=json.loads(meta[0]) if meta[0] else {},
+            newest_event_ms=meta[1],
+            newest_ingest_ms=meta[2],
+        )
+
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         now = _now_ms() if now_ms is None else now_ms
-
-        def read() -> StoredUser | None:
-            c = self._conn
-            meta = c.execute(self._sql_meta_get, (user_id,)).fetchone()
-            if meta is None:
-                return None
-            fb = c.execute(self._sql_feedback_get, (user_id,)).fetchone()
-            agents = {
-                r[0]: StoredAgent(
-                    agent_id=r[0],
-                    version=r[1],
-                    params=json.loads(r[2]),
-                    extras=json.loads(r[3]),
-                    event_time_ms=r[4],
-                    ingest_time_ms=r[5],
-                    computed_at_ms=r[6],
-                    snippet=r[7],
-                    snippet_expires_at_ms=r[8],
-                )
-                for r in c.execute(self._sql_agents_get, (now, user_id))
-            }
-            return StoredUser(
-                user_id=user_id,
-                agents=agents,
-                feedback=json.loads(fb[0]) if fb else {},
-                consents=json.loads(meta[0]) if meta[0] else {},
-                newest_event_ms=meta[1],
-                newest_ingest_ms=meta[2],
-            )
-
-        return self._guard("read_user", read)
+        user = self._guard("read_user", lambda: self._read_json(user_id, now))
+        return None if user is None else user.parsed()
 
     def read_users(
         self, user_ids: Sequence[str], *, now_ms: int | None = None
     ) -> dict[str, StoredUser | None]:
         """Every user's features (None: unknown or deleted), in one read transaction."""
-        wanted = list(dict.fromkeys(user_ids))
+        return {
+            user_id: None if user is None else user.parsed()
+            for user_id, user in self.read_users_json(user_ids, now_ms=now_ms).items()
+        }
 
-        def read_all() -> dict[str, StoredUser | None]:
+    def read_users_json(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUserJSON | None]:
+        """`read_users` with the stored JSON left as text, in one read transaction."""
+        wanted = list(dict.fromkeys(user_ids))
+        now = _now_ms() if now_ms is None else now_ms
+
+        def read_all() -> dict[str, StoredUserJSON | None]:
             c = self._conn
             c.execute("BEGIN")
             try:
-                return {u: self.read_user(u, now_ms=now_ms) for u in wanted}
+                return {u: self._read_json(u, now) for u in wanted}
             finally:
                 c.execute("COMMIT")
 

@@ -8,6 +8,7 @@ store keeps milliseconds, so the two never disagree.
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
@@ -18,14 +19,23 @@ TIP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 CONTEXT_MAX_CHARS = 500
 
 
-def iso_ms(epoch_ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and a `Z`.
+_EPOCH = dt.datetime(1970, 1, 1)
 
-    >>> iso_ms(1_777_617_000_000)
-    '2026-05-01T06:30:00.000Z'
+
+@lru_cache(maxsize=16_384)
+def _iso_seconds(seconds: int) -> str:
+    return (_EPOCH + dt.timedelta(seconds=seconds)).isoformat()
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`, in integer arithmetic (exact at any time;
+    the seconds part is cached: a batch answer formats thousands of times).
+
+    >>> iso_ms(1_777_617_000_000), iso_ms(-1)
+    ('2026-05-01T06:30:00.000Z', '1969-12-31T23:59:59.999Z')
     """
-    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, ms = divmod(epoch_ms, 1000)
+    return f"{_iso_seconds(seconds)}.{ms:03d}Z"
 
 
 class ErrorOut(BaseModel):

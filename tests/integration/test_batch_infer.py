@@ -20,6 +20,7 @@ from connectors.store import open_store
 from flows.backfill import backfill
 from oo_features.generate import ChaosOptions, write_jsonl
 from oo_features.services import delete_keys
+from serving.api.models import BatchOut
 from serving.app import create_app
 from serving.settings import Settings
 from tests.compare import close
@@ -82,6 +83,11 @@ def test_a_batch_equals_single_reads_and_says_null_for_deleted_and_unknown(
     for user_id in users[1:]:
         assert got[user_id] == http.get(f"/v1/users/{user_id}/features").json()
     assert sum(bool(got[u]["agents"]) for u in users[1:]) >= 5
+    # Written from the stored JSON (ADR 0025), the answer is still the documented `BatchOut`.
+    assert BatchOut.model_validate_json(answer.text).model_dump(mode="json") == answer.json()
+    schema = http.get("/openapi.json").json()
+    ok = schema["paths"]["/v1/features/batch"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/BatchOut")
 
 
 def test_a_batch_over_the_limit_or_with_a_bad_id_is_a_422(

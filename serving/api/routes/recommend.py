@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -83,7 +84,9 @@ async def recommend(
     # Published after the response is sent: the event log never slows a tip down.
     background.add_task(sink.emit, events.tip_shown(body.user_id, tip_id, agent_ids))
     if settings.ledger_retention_ms > 0:
-        entry = ledger.tip_entry(
+        # The entry is built and recorded after the response: the request pays nothing for it.
+        entry = functools.partial(
+            ledger.tip_entry,
             tip_id=tip_id,
             user=user,
             shown_at_ms=now_ms,

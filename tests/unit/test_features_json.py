@@ -1,0 +1,173 @@
+"""The batch read's answer written from the stored JSON (`serving/features_json.py`) equals the
+model path's (`features_out(...).model_dump_json()`, the single read's answer) for whatever
+the store's write path wrote, and validates against the documented `BatchOut` (ADR 0025)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.store import AgentWrite, SQLiteStore, UserWrite
+from features.model import Manifest, Param
+from features.registry import manifests as registered
+from serving.api.models import BatchOut, iso_ms
+from serving.api.routes.users import features_out
+from serving.features_json import BatchWriter, features_json
+
+NOW = 1_777_617_000_000
+
+LIVE = {m.id: m for m in registered()}
+SHADOW = dataclasses.replace(LIVE["momentum"], id="momentum-next", shadows="momentum")
+MANIFESTS: dict[str, Manifest] = {**LIVE, SHADOW.id: SHADOW}
+AGENTS = sorted([*MANIFESTS, "unregistered"])
+CONSENTS = sorted({c for m in LIVE.values() for c in m.required_consents} | {"other"})
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+params = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    st.builds(Param, json_values, st.sampled_from(["inferred", "cold_start", "user"]), json_values),
+    max_size=4,
+)
+times = st.integers(min_value=0, max_value=NOW + 10**10)
+
+
+@st.composite
+def agent_writes(draw: st.DrawFn, agent_id: str) -> AgentWrite:
+    return AgentWrite(
+        agent_id=agent_id,
+        version=draw(st.sampled_from(["1.0.0", "2.1.0-ß", 'q"uote'])),
+        params={name: p.as_dict() for name, p in draw(params).items()},
+        extras=draw(st.dictionaries(st.text(max_size=6), json_values, max_size=3)),
+        snippet=draw(st.none() | st.text(max_size=40)),
+        # Some snippets expired at NOW, some not.
+        ttl_seconds=draw(st.sampled_from([1, 60, 7 * 86_400])),
+        event_time_ms=draw(times),
+        ingest_time_ms=draw(times),
+        computed_at_ms=NOW - draw(st.integers(min_value=0, max_value=120_000)),
+    )
+
+
+@st.composite
+def user_writes(draw: st.DrawFn, user_id: str) -> UserWrite:
+    chosen = draw(st.lists(st.sampled_from(AGENTS), unique=True, max_size=len(AGENTS)))
+    return UserWrite(
+        user_id=user_id,
+        agents={a: draw(agent_writes(a)) for a in chosen},
+        feedback=draw(st.none() | st.dictionaries(st.text(max_size=6), json_values, max_size=3)),
+        consents=draw(st.none() | st.dictionaries(st.sampled_from(CONSENTS), st.booleans())),
+        newest_event_ms=1,
+    )
+
+
+def _stored(writes: list[UserWrite]) -> SQLiteStore:
+    store = SQLiteStore(":memory:")
+    for w in writes:  # one write per user: the write guard would drop a later computed_at
+        store.write_batch([w], now_ms=NOW - 120_000)
+    return store
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(min_value=0, max_value=99), unique=True, min_size=1, max_size=4).flatmap(
+        lambda ns: st.tuples(*(user_writes(f"u-{n}") for n in ns))
+    )
+)
+def test_the_answer_from_the_stored_json_equals_the_model_answer(writes: tuple[Any, ...]) -> None:
+    store = _stored(list(writes))
+    asked = [w.user_id for w in writes] + ["nobody"]
+    users = store.read_users_json(asked, now_ms=NOW)
+    for include_shadow in (False, True):
+        for user_id, user in users.items():
+            if user is None:
+                continue
+            model = features_out(
+                user.parsed(), MANIFESTS, now_ms=NOW, include_shadow=include_shadow
+            ).model_dump_json()
+            fast = features_json(user, MANIFESTS, now_ms=NOW, include_shadow=include_shadow)
+            assert json.loads(fast) == json.loads(model), user_id
+    text = BatchWriter(MANIFESTS, now_ms=NOW).batch(users.items())
+    assert list(json.loads(text)["users"]) == asked
+    checked = BatchOut.model_validate_json(text)  # the documented contract
+    assert json.loads(checked.model_dump_json()) == json.loads(text)
+    assert checked.users["nobody"] is None
+    store.close()
+
+
+def test_the_parsed_read_is_the_single_read() -> None:
+    write = UserWrite(
+        "u-1",
+        agents={
+            "momentum": AgentWrite(
+                "momentum",
+                "1.0.0",
+                {"z": Param(1.5, "user", 0.5).as_dict()},
+                {"n": [1]},
+                "Keep going.",
+                600,
+                5,
+                6,
+                NOW - 1,
+            )
+        },
+        feedback={"tips_shown": 3},
+        consents={"tasks": True},
+        newest_event_ms=5,
+    )
+    store = _stored([write])
+    assert store.read_users_json(["u-1"], now_ms=NOW)["u-1"].parsed() == store.read_user(  # type: ignore[union-attr]
+        "u-1", now_ms=NOW
+    )
+    store.close()
+
+
+def test_a_non_finite_stored_value_takes_the_model_path() -> None:
+    nan = AgentWrite(
+        "momentum",
+        "1.0.0",
+        {"z": Param(float("nan"), "inferred").as_dict()},
+        {"inf": float("inf")},
+        "Go.",
+        600,
+        5,
+        6,
+        NOW - 1,
+    )
+    store = _stored([UserWrite("u-1", agents={"momentum": nan}, newest_event_ms=5)])
+    user = store.read_users_json(["u-1"], now_ms=NOW)["u-1"]
+    assert user is not None and "NaN" in user.agents["momentum"].params_json
+    answer = json.loads(features_json(user, MANIFESTS, now_ms=NOW))
+    assert answer["agents"]["momentum"]["params"]["z"] == {"value": None, "source": "inferred"}
+    assert answer["agents"]["momentum"]["extras"] == {"inf": None}
+    store.close()
+
+
+def test_iso_ms_is_integer_exact() -> None:
+    assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert iso_ms(1_777_617_000_123) == "2026-05-01T06:30:00.123Z"
+    # float division (the old `fromtimestamp(ms / 1000)`) rounded this one to .684
+    assert iso_ms(14_571_037_474_685) == "2431-09-27T06:24:34.685Z"
+    assert iso_ms(-1) == "1969-12-31T23:59:59.999Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(min_value=0, max_value=2**53))
+def test_a_stored_snippet_reads_back_exactly(text: str, expires: int) -> None:
+    from connectors.store.base import dumps_compact
+    from connectors.store.redis_store import snippet_of
+
+    assert snippet_of(dumps_compact({"text": text, "expires_at_ms": expires})) == (text, expires)
+    assert snippet_of(json.dumps({"expires_at_ms": expires, "text": text})) == (text, expires)
