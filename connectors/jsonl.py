@@ -20,17 +20,19 @@ This module reads; it never writes Kafka or the store.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import re
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from google.protobuf.descriptor import FieldDescriptor
 
 from connectors import codec
+from connectors.codec import MAX_EVENT_BYTES
 from connectors.exceptions import ConnectorError, DecodeError, ValidationError
 from proto import events_pb2 as pb
 
@@ -71,17 +73,29 @@ class LineError:
 
 # --- fast path ---------------------------------------------------------------------------
 
-# Kinds of field the fast path builds; any other field kind is left to json_format.
-_STRING, _INT32, _BOOL, _TIMESTAMP, _STRING_LIST, _ENUM, _PAYLOAD = range(7)
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+# Kinds of payload field the fast path builds; a payload field of any other kind is left to
+# json_format.
+_STRING, _INT32, _BOOL, _TIMESTAMP, _STRING_LIST, _ENUM = range(6)
+# Envelope fields, by JSON name (any other top-level key is a payload or goes to json_format).
+_EVENT_ID, _USER_ID, _OCCURRED_AT, _UTC_OFFSET, _SOURCE = range(5)
+_ENVELOPE = {
+    "eventId": _EVENT_ID,
+    "userId": _USER_ID,
+    "occurredAt": _OCCURRED_AT,
+    "utcOffsetMinutes": _UTC_OFFSET,
+    "source": _SOURCE,
+}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_loads = orjson.loads
+_Event = pb.Event
+_now = time.time
 
-# json name -> (proto name, kind, extra): extra is the enum's names -> numbers for
-# an enum, the payload message's own table for a payload, else None.
-_FieldTable = dict[str, tuple[str, int, Any]]
+# payload JSON name -> (proto name, its fields: JSON name -> (proto name, kind, extra)); extra
+# is the enum's names -> numbers for an enum field, else None.
+_PayloadTable = dict[str, tuple[str, dict[str, tuple[str, int, Any]]]]
 
 
-def _field_kind(field: FieldDescriptor) -> int | None:
+def _field_kind(field: Any) -> int | None:
     repeated = field.is_repeated
     if field.type == FieldDescriptor.TYPE_STRING:
         return _STRING_LIST if repeated else _STRING
@@ -93,40 +107,50 @@ def _field_kind(field: FieldDescriptor) -> int | None:
         return _BOOL
     if field.type == FieldDescriptor.TYPE_ENUM:
         return _ENUM
-    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
-        if field.message_type.full_name == "google.protobuf.Timestamp":
-            return _TIMESTAMP
-        if field.containing_oneof is not None and field.containing_oneof.name == "payload":
-            return _PAYLOAD
+    if (
+        field.type == FieldDescriptor.TYPE_MESSAGE
+        and field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.Timestamp"
+    ):
+        return _TIMESTAMP
     return None
 
 
-def _table(fields: Iterable[Any]) -> _FieldTable:
-    table: _FieldTable = {}
-    for field in fields:
-        kind = _field_kind(field)
-        if kind is None:
-            continue  # not built by hand: a line using it goes through json_format
-        extra: Any = None
-        if kind == _ENUM and field.enum_type is not None:
-            extra = {v.name: v.number for v in field.enum_type.values}
-        elif kind == _PAYLOAD and field.message_type is not None:
-            extra = _table(field.message_type.fields)
-        table[field.json_name] = (field.name, kind, extra)
+def _payload_table() -> _PayloadTable:
+    table: _PayloadTable = {}
+    for payload in pb.Event.DESCRIPTOR.oneofs_by_name["payload"].fields:
+        assert payload.message_type is not None
+        fields: dict[str, tuple[str, int, Any]] = {}
+        for field in payload.message_type.fields:
+            kind = _field_kind(field)
+            if kind is None:
+                continue  # not built by hand: a line using it goes through json_format
+            extra: Any = None
+            if kind == _ENUM and field.enum_type is not None:
+                extra = {v.name: v.number for v in field.enum_type.values}
+            fields[field.json_name] = (field.name, kind, extra)
+        table[payload.json_name] = (payload.name, fields)
     return table
 
 
-_EVENT_FIELDS: _FieldTable = _table(pb.Event.DESCRIPTOR.fields)
+_PAYLOADS: _PayloadTable = _payload_table()
+# Payload kinds whose contract rules `_fast_line` leaves to `codec.check_payload` (their
+# timestamps need no check: the only shape built by hand is always within the bounds).
+_PAYLOAD_CHECKED = frozenset({"profile_updated", "preference_set", "mood_logged"})
 
 # The one timestamp shape built by hand, ``YYYY-MM-DDTHH:MM`` + ``:SS[.f{1,9}]Z``, parsed
 # as two memoised halves: events of a log fall in comparatively few minutes, and their
 # second-and-fraction tails repeat. Each cache is emptied when full, so memory stays
-# bounded and a stream's recent minutes stay cached.
+# bounded and a stream's recent minutes stay cached. Years 0001-9999 and seconds 00-59
+# only, so every such timestamp is within `codec`'s timestamp bounds.
 _MINUTE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]").fullmatch
 _TAIL_SHAPE = re.compile(r":([0-5][0-9])(?:\.([0-9]{1,9}))?Z").fullmatch
 _CACHE_SIZE = 100_000
 _minute_starts: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch seconds
 _tails: dict[str, tuple[int, int]] = {}  # ":SS.fffZ" -> (seconds, nanos)
+# User ids already seen to match `codec.USER_ID_PATTERN` (a set lookup instead of a regex).
+_good_user_ids: set[str] = set()
+_user_id_ok = codec._USER_ID_RE.fullmatch
 
 
 def _minute_start(prefix: str) -> int | None:
@@ -157,8 +181,8 @@ def _tail(tail: str) -> tuple[int, int] | None:
     return parsed
 
 
-def _timestamp(value: object) -> dict[str, int] | None:
-    """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` as Timestamp fields, exactly as json_format computes them.
+def _timestamp(value: object) -> tuple[int, int] | None:
+    """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` as (seconds, nanos), exactly as json_format computes them.
 
     None for anything else (offsets, lowercase, leap seconds...): json_format decides those.
     """
@@ -176,80 +200,151 @@ def _timestamp(value: object) -> dict[str, int] | None:
         parsed = _tail(tail)
         if parsed is None:
             return None
-    return {"seconds": start + parsed[0], "nanos": parsed[1]}
+    return start + parsed[0], parsed[1]
 
 
-def _convert(table: _FieldTable, obj: dict[str, Any], out: dict[str, Any]) -> int:
-    """Fill `out` (proto name -> value) from `obj`; return how many JSON strings it holds, or -1.
+def _good_user_id(user_id: str) -> bool:
+    if user_id in _good_user_ids:
+        return True
+    if _user_id_ok(user_id) is None:
+        return False
+    if len(_good_user_ids) >= _CACHE_SIZE:
+        _good_user_ids.clear()
+    _good_user_ids.add(user_id)
+    return True
 
-    -1 means "not a shape built by hand": the caller falls back to json_format.
-    String and integer values are not type-checked here: the message constructor
-    refuses a wrong type or an out-of-range integer, which also falls back.
+
+def _fast_line(
+    line: bytes | str, now_s: float | None, validate: bool
+) -> tuple[pb.Event, str, int] | None:
+    """`read_line`'s answer for a good line in the usual shape, or None: then the slow path decides.
+
+    The usual shape: at most `codec.MAX_EVENT_BYTES` long, no backslash (so no escape in any
+    string), a JSON object of camelCase envelope fields and exactly one payload, plain types,
+    timestamps as `_timestamp` reads them. The line is parsed by orjson (on the bytes: it
+    checks UTF-8 itself) and the Event built by setting its fields. With `validate`, the
+    contract rules of `codec.check` are checked on the values already at hand; a line that
+    breaks any of them is left to the slow path, so every refusal is worded by `codec`.
+    Returns only what `codec.from_json` + `codec.check` would return (the unit tests compare
+    them on generated and hostile lines); never raises.
     """
-    strings = len(obj)  # every key is a JSON string
-    payloads = 0
-    for key, value in obj.items():
-        spec = table.get(key)
-        if spec is None:
-            return -1
-        name, kind, extra = spec
-        if kind == _STRING:
-            strings += 1
-        elif kind == _TIMESTAMP:
-            value = _timestamp(value)
-            if value is None:
-                return -1
-            strings += 1
-        elif kind == _INT32:
-            pass
-        elif kind == _PAYLOAD:
-            payloads += 1
-            if payloads > 1 or type(value) is not dict:
-                return -1
-            inner: dict[str, Any] = {}
-            counted = _convert(extra, value, inner)
-            if counted < 0:
-                return -1
-            strings += counted
-            value = inner
-        elif kind == _BOOL:
-            if type(value) is not bool:  # the constructor would take 0 and 1
-                return -1
-        elif kind == _ENUM:
-            if type(value) is not str or value not in extra:
-                return -1
-            value = extra[value]
-            strings += 1
-        else:  # _STRING_LIST
-            if type(value) is not list:
-                return -1
-            strings += len(value)
-        out[name] = value
-    return strings
+    try:
+        if len(line) > MAX_EVENT_BYTES:
+            return None
+        # Each JSON string brings two quote characters and, without escapes, no other: a line
+        # with more quotes than its parsed strings account for has duplicate keys (json_format
+        # refuses those, a JSON parser keeps the last).
+        if type(line) is bytes:
+            if b"\\" in line:
+                return None
+            quotes = line.count(b'"')
+        else:
+            if "\\" in line:
+                return None
+            quotes = line.count('"')  # type: ignore[arg-type]
+        obj = _loads(line)
+        if type(obj) is not dict:
+            return None
+        event = _Event()
+        strings = len(obj)  # every key is a JSON string
+        event_id = user_id = kind = ""
+        seconds = nanos = -1
+        offset = 0
+        for key, value in obj.items():
+            field = _ENVELOPE.get(key)
+            if field is None:
+                spec = _PAYLOADS.get(key)
+                if spec is None or kind or type(value) is not dict:
+                    return None
+                kind, table = spec
+                payload = getattr(event, kind)
+                payload.SetInParent()
+                strings += len(value)
+                for name, item in value.items():
+                    field_spec = table.get(name)
+                    if field_spec is None:
+                        return None
+                    proto_name, field_kind, extra = field_spec
+                    if field_kind == _STRING:
+                        if type(item) is not str:
+                            return None
+                        setattr(payload, proto_name, item)
+                        strings += 1
+                    elif field_kind == _TIMESTAMP:
+                        stamp = _timestamp(item)
+                        if stamp is None:
+                            return None
+                        message = getattr(payload, proto_name)
+                        message.seconds, message.nanos = stamp
+                        strings += 1
+                    elif field_kind == _INT32:
+                        if type(item) is not int:  # json_format also takes 3.0 and "3"
+                            return None
+                        setattr(payload, proto_name, item)  # out of range: ValueError
+                    elif field_kind == _BOOL:
+                        if type(item) is not bool:  # protobuf would take 0 and 1
+                            return None
+                        setattr(payload, proto_name, item)
+                    elif field_kind == _ENUM:
+                        if type(item) is not str or item not in extra:
+                            return None
+                        setattr(payload, proto_name, extra[item])
+                        strings += 1
+                    else:  # _STRING_LIST
+                        if type(item) is not list:
+                            return None
+                        getattr(payload, proto_name).extend(item)  # a non-string: TypeError
+                        strings += len(item)
+            elif field == _OCCURRED_AT:
+                stamp = _timestamp(value)
+                if stamp is None:
+                    return None
+                seconds, nanos = stamp
+                occurred_at = event.occurred_at
+                occurred_at.seconds = seconds
+                occurred_at.nanos = nanos
+                strings += 1
+            elif field == _UTC_OFFSET:
+                if type(value) is not int:
+                    return None
+                event.utc_offset_minutes = offset = value  # out of range: ValueError
+            else:
+                if type(value) is not str:
+                    return None
+                strings += 1
+                if field == _EVENT_ID:
+                    event.event_id = event_id = value
+                elif field == _USER_ID:
+                    event.user_id = user_id = value
+                else:
+                    event.source = value
+        if quotes != 2 * strings or not kind:
+            return None
+        if not validate:
+            return event, "", -1
+        # codec.check's rules, on the values at hand
+        if (
+            not event_id
+            or seconds < codec.MIN_OCCURRED_AT_S
+            or seconds > (_now() if now_s is None else now_s) + codec.MAX_FUTURE_S
+            or not -codec.MAX_OFFSET_MINUTES <= offset <= codec.MAX_OFFSET_MINUTES
+            or not _good_user_id(user_id)
+        ):
+            return None
+        if kind in _PAYLOAD_CHECKED:
+            codec.check_payload(event, kind)  # ValidationError: the slow path words it
+        return event, kind, seconds * 1000 + nanos // 1_000_000
+    except Exception:  # anything unexpected: the slow path decides, and words the reason
+        return None
 
 
-def parse_fast(text: str) -> pb.Event | None:
+def parse_fast(text: bytes | str) -> pb.Event | None:
     """The Event of one canonical-JSON line built by hand, or None when json_format must decide.
 
     Returns an Event only when `codec.from_json` would return an equal one.
     """
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):  # json_format words the error
-        return None
-    if type(obj) is not dict:
-        return None
-    fields: dict[str, Any] = {}
-    strings = _convert(_EVENT_FIELDS, obj, fields)
-    # Each JSON string brings two quote characters. A line with more quotes than its parsed
-    # strings account for has escaped quotes or duplicate keys (json_format refuses those,
-    # json.loads silently keeps the last): let json_format decide.
-    if strings < 0 or text.count('"') != 2 * strings:
-        return None
-    try:
-        return pb.Event(**fields)
-    except Exception:  # e.g. a lone surrogate in a string: json_format words the error
-        return None
+    got = _fast_line(text, None, False)
+    return None if got is None else got[0]
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> DecodeError:
@@ -314,17 +409,18 @@ def read_line(
     """
     if line_no == 1:
         line = without_bom(line)
+    got = _fast_line(line, now_s, validate)
+    if got is not None:
+        return got
     try:
         if len(line) > MAX_LINE_CHARS:
             if not line.strip():
                 return None
             raise DecodeError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
         text = line.decode("utf-8") if type(line) is bytes else line
-        event = parse_fast(text)  # type: ignore[arg-type]
-        if event is None:
-            if not text.strip():  # type: ignore[union-attr]
-                return None
-            event = codec.from_json(text)  # type: ignore[arg-type]
+        if not text.strip():  # type: ignore[union-attr]
+            return None
+        event = codec.from_json(text)  # type: ignore[arg-type]
         if not validate:
             return event, "", -1
         kind, occurred_ms = codec.check(event, now_s=now_s, encoded_size=len(line))
