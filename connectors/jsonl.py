@@ -23,7 +23,7 @@ import datetime as _dt
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -76,14 +76,14 @@ class LineError:
 # Kinds of payload field the fast path builds; a payload field of any other kind is left to
 # json_format.
 _STRING, _INT32, _BOOL, _TIMESTAMP, _STRING_LIST, _ENUM = range(6)
-# Envelope fields, by JSON name (any other top-level key is a payload or goes to json_format).
-_EVENT_ID, _USER_ID, _OCCURRED_AT, _UTC_OFFSET, _SOURCE = range(5)
+# Envelope fields: JSON name -> proto name (any other top-level key is a payload or goes to
+# json_format).
 _ENVELOPE = {
-    "eventId": _EVENT_ID,
-    "userId": _USER_ID,
-    "occurredAt": _OCCURRED_AT,
-    "utcOffsetMinutes": _UTC_OFFSET,
-    "source": _SOURCE,
+    "eventId": "event_id",
+    "userId": "user_id",
+    "occurredAt": "occurred_at",
+    "utcOffsetMinutes": "utc_offset_minutes",
+    "source": "source",
 }
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 _loads = orjson.loads
@@ -134,6 +134,13 @@ def _payload_table() -> _PayloadTable:
 
 
 _PAYLOADS: _PayloadTable = _payload_table()
+# (payload proto name, field JSON name) -> the enum's names -> numbers
+_ENUMS = {
+    (kind, key): extra
+    for kind, fields in _PAYLOADS.values()
+    for key, (_, field_kind, extra) in fields.items()
+    if field_kind == _ENUM
+}
 # Payload kinds whose contract rules `_fast_line` leaves to `codec.check_payload` (their
 # timestamps need no check: the only shape built by hand is always within the bounds).
 _PAYLOAD_CHECKED = frozenset({"profile_updated", "preference_set", "mood_logged"})
@@ -214,126 +221,189 @@ def _good_user_id(user_id: str) -> bool:
     return True
 
 
+# A builder per shape: the Event of one line is built by straight-line code generated for the
+# line's shape (its top-level keys in order, and its payload's keys in order), because a
+# generic walk over the keys cost more than the parsing. Only names from the Event
+# descriptor ever go into the generated code, never text from a line: a shape with any
+# other key gets `_not_built`. Both caches are emptied when full.
+_Builder = Callable[[dict[str, Any], dict[str, Any], int, "float | None", bool], Any]
+_MAX_SHAPES = 1_000
+_MISSING: Any = object()
+_shapes: dict[tuple[str, ...], tuple[str, dict[tuple[str, ...], _Builder]] | None] = {}
+
+
+def _not_built(*_: object) -> None:
+    return None
+
+
+def _shape(keys: tuple[str, ...]) -> tuple[str, dict[tuple[str, ...], _Builder]] | None:
+    """The payload key of a line with these top-level keys, and its builders; None when the
+    fast path does not build such a line (unknown keys, no payload or more than one)."""
+    payloads = [key for key in keys if key in _PAYLOADS]
+    if len(payloads) != 1 or any(key not in _ENVELOPE and key not in _PAYLOADS for key in keys):
+        return None
+    if len(_shapes) >= _MAX_SHAPES:
+        _shapes.clear()
+    return payloads[0], {}
+
+
+def _stamp_lines(text: str, seconds: str, nanos: str) -> list[str]:
+    """Generated lines: `seconds` and `nanos` of the timestamp `text` (`_timestamp` inlined for
+    the cached case, as it runs for nearly every line), or return None."""
+    return [
+        f"t = {text}",
+        "if type(t) is not str: return None",
+        "start = _minute_starts.get(t[:16])",
+        "tail = _tails.get(t[16:])",
+        "if start is None or tail is None:",
+        "    tail = _timestamp(t)",
+        "    if tail is None: return None",
+        "    start = 0",
+        f"{seconds} = start + tail[0]",
+        f"{nanos} = tail[1]",
+    ]
+
+
+def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) -> _Builder:
+    """The generated `build(obj, payload, quotes, now_s, validate)` for lines of this shape:
+    `_fast_line`'s answer for such a line (None: the slow path decides); may raise
+    `TypeError`/`ValueError` on a value protobuf refuses (the caller catches them)."""
+    kind, table = _PAYLOADS[payload_key]
+    if any(name not in table for name in fields):
+        return _not_built
+    strings = len(top) + len(fields)  # keys
+    check, build = [], []  # lines of the two halves: read and check, then set
+    for key in top:
+        if key == "occurredAt":
+            check += _stamp_lines(f"obj[{key!r}]", "seconds", "nanos")
+            build += ["occurred_at = event.occurred_at", "occurred_at.seconds = seconds"]
+            build += ["if nanos: occurred_at.nanos = nanos"]
+            strings += 1
+        elif key == "utcOffsetMinutes":
+            check += [f"offset = obj[{key!r}]", "if type(offset) is not int: return None"]
+            build += ["event.utc_offset_minutes = offset"]
+        elif key != payload_key:
+            name = _ENVELOPE[key]
+            check += [f"{name} = obj[{key!r}]", f"if type({name}) is not str: return None"]
+            build += [f"event.{name} = {name}"]
+            strings += 1
+    # setting any field, even to its default, sets the payload; an empty one is set apart
+    build += [f"payload_message = event.{kind}"]
+    if not fields:
+        build += ["payload_message.SetInParent()"]
+    for n, key in enumerate(fields):
+        name, field_kind, _ = table[key]
+        value, target = f"v{n}", f"payload_message.{name}"
+        check += [f"{value} = payload[{key!r}]"]
+        if field_kind == _STRING:
+            check += [f"if type({value}) is not str: return None"]
+            build += [f"{target} = {value}"]
+            strings += 1
+        elif field_kind == _TIMESTAMP:
+            check += _stamp_lines(value, f"{value}s", f"{value}n")
+            # setting `seconds`, even to 0, marks the timestamp present; nanos 0 is the default
+            build += [f"m = {target}", f"m.seconds = {value}s", f"if {value}n: m.nanos = {value}n"]
+            strings += 1
+        elif field_kind == _INT32:  # json_format also takes 3.0 and "3": the slow path
+            check += [f"if type({value}) is not int: return None"]
+            build += [f"{target} = {value}"]  # out of range: ValueError
+        elif field_kind == _BOOL:  # protobuf would take 0 and 1
+            check += [f"if type({value}) is not bool: return None"]
+            build += [f"{target} = {value}"]
+        elif field_kind == _ENUM:
+            check += [f"if type({value}) is not str: return None"]
+            check += [f"{value} = _ENUMS[{kind!r}, {key!r}].get({value})"]
+            check += [f"if {value} is None: return None"]
+            build += [f"{target} = {value}"]
+            strings += 1
+        else:  # _STRING_LIST; a non-string element: TypeError
+            check += [f"if type({value}) is not list: return None", f"listed += len({value})"]
+            build += [f"{target}.extend({value})"]
+    rules = "check_payload(event, kind)" if kind in _PAYLOAD_CHECKED else "pass"
+    source = "\n    ".join(
+        [
+            "def build(obj, payload, quotes, now_s, validate):",
+            "event_id = user_id = ''",
+            "seconds = nanos = -1",
+            "offset = listed = 0",
+            *check,
+            f"if quotes != 2 * ({strings} + listed): return None",
+            "if validate and (",
+            "    not event_id",
+            "    or seconds < MIN_OCCURRED_AT_S",
+            "    or seconds > (_now() if now_s is None else now_s) + MAX_FUTURE_S",
+            "    or not -MAX_OFFSET_MINUTES <= offset <= MAX_OFFSET_MINUTES",
+            "    or (user_id not in _good_user_ids and not _good_user_id(user_id))",
+            "): return None",
+            "event = _Event()",
+            *build,
+            "if not validate: return event, '', -1",
+            rules,
+            "return event, kind, seconds * 1000 + nanos // 1_000_000",
+        ]
+    )
+    namespace: dict[str, Any] = {
+        "_timestamp": _timestamp,
+        "_ENUMS": _ENUMS,
+        "_Event": _Event,
+        "_now": _now,
+        "_good_user_id": _good_user_id,
+        "_good_user_ids": _good_user_ids,
+        "_minute_starts": _minute_starts,
+        "_tails": _tails,
+        "check_payload": codec.check_payload,
+        "kind": kind,
+        "MIN_OCCURRED_AT_S": codec.MIN_OCCURRED_AT_S,
+        "MAX_FUTURE_S": codec.MAX_FUTURE_S,
+        "MAX_OFFSET_MINUTES": codec.MAX_OFFSET_MINUTES,
+    }
+    exec(source, namespace)  # names from the descriptor only, never text of a line
+    built: _Builder = namespace["build"]
+    return built
+
+
 def _fast_line(
     line: bytes | str, now_s: float | None, validate: bool
 ) -> tuple[pb.Event, str, int] | None:
     """`read_line`'s answer for a good line in the usual shape, or None: then the slow path decides.
 
-    The usual shape: at most `codec.MAX_EVENT_BYTES` long, no backslash (so no escape in any
-    string), a JSON object of camelCase envelope fields and exactly one payload, plain types,
-    timestamps as `_timestamp` reads them. The line is parsed by orjson (on the bytes: it
-    checks UTF-8 itself) and the Event built by setting its fields. With `validate`, the
-    contract rules of `codec.check` are checked on the values already at hand; a line that
-    breaks any of them is left to the slow path, so every refusal is worded by `codec`.
+    The usual shape: at most `codec.MAX_EVENT_BYTES` long, a JSON object of camelCase
+    envelope fields and exactly one payload, plain types, timestamps as `_timestamp` reads
+    them, no escaped quote, no duplicate key. The line is parsed by orjson (on
+    the bytes: it checks UTF-8 itself) and the Event built by its shape's builder. With
+    `validate`, the contract rules of `codec.check` are checked on the values at hand; a line
+    that breaks any of them is left to the slow path, so every refusal is worded by `codec`.
     Returns only what `codec.from_json` + `codec.check` would return (the unit tests compare
     them on generated and hostile lines); never raises.
     """
     try:
         if len(line) > MAX_EVENT_BYTES:
             return None
-        # Each JSON string brings two quote characters and, without escapes, no other: a line
-        # with more quotes than its parsed strings account for has duplicate keys (json_format
-        # refuses those, a JSON parser keeps the last).
-        if type(line) is bytes:
-            if b"\\" in line:
-                return None
-            quotes = line.count(b'"')
-        else:
-            if "\\" in line:
-                return None
-            quotes = line.count('"')  # type: ignore[arg-type]
+        # Each JSON string brings two quote characters; an escaped quote brings one more. A
+        # line with more quotes than its parsed strings account for has escaped quotes or
+        # duplicate keys (json_format refuses those, a JSON parser keeps the last): the
+        # builder leaves it to the slow path.
+        quotes = line.count(b'"' if type(line) is bytes else '"')  # type: ignore[arg-type]
         obj = _loads(line)
         if type(obj) is not dict:
             return None
-        event = _Event()
-        strings = len(obj)  # every key is a JSON string
-        event_id = user_id = kind = ""
-        seconds = nanos = -1
-        offset = 0
-        for key, value in obj.items():
-            field = _ENVELOPE.get(key)
-            if field is None:
-                spec = _PAYLOADS.get(key)
-                if spec is None or kind or type(value) is not dict:
-                    return None
-                kind, table = spec
-                payload = getattr(event, kind)
-                payload.SetInParent()
-                strings += len(value)
-                for name, item in value.items():
-                    field_spec = table.get(name)
-                    if field_spec is None:
-                        return None
-                    proto_name, field_kind, extra = field_spec
-                    if field_kind == _STRING:
-                        if type(item) is not str:
-                            return None
-                        setattr(payload, proto_name, item)
-                        strings += 1
-                    elif field_kind == _TIMESTAMP:
-                        stamp = _timestamp(item)
-                        if stamp is None:
-                            return None
-                        message = getattr(payload, proto_name)
-                        message.seconds, message.nanos = stamp
-                        strings += 1
-                    elif field_kind == _INT32:
-                        if type(item) is not int:  # json_format also takes 3.0 and "3"
-                            return None
-                        setattr(payload, proto_name, item)  # out of range: ValueError
-                    elif field_kind == _BOOL:
-                        if type(item) is not bool:  # protobuf would take 0 and 1
-                            return None
-                        setattr(payload, proto_name, item)
-                    elif field_kind == _ENUM:
-                        if type(item) is not str or item not in extra:
-                            return None
-                        setattr(payload, proto_name, extra[item])
-                        strings += 1
-                    else:  # _STRING_LIST
-                        if type(item) is not list:
-                            return None
-                        getattr(payload, proto_name).extend(item)  # a non-string: TypeError
-                        strings += len(item)
-            elif field == _OCCURRED_AT:
-                stamp = _timestamp(value)
-                if stamp is None:
-                    return None
-                seconds, nanos = stamp
-                occurred_at = event.occurred_at
-                occurred_at.seconds = seconds
-                occurred_at.nanos = nanos
-                strings += 1
-            elif field == _UTC_OFFSET:
-                if type(value) is not int:
-                    return None
-                event.utc_offset_minutes = offset = value  # out of range: ValueError
-            else:
-                if type(value) is not str:
-                    return None
-                strings += 1
-                if field == _EVENT_ID:
-                    event.event_id = event_id = value
-                elif field == _USER_ID:
-                    event.user_id = user_id = value
-                else:
-                    event.source = value
-        if quotes != 2 * strings or not kind:
+        keys = tuple(obj)
+        shape = _shapes.get(keys, _MISSING)
+        if shape is _MISSING:
+            shape = _shapes[keys] = _shape(keys)
+        if shape is None:
             return None
-        if not validate:
-            return event, "", -1
-        # codec.check's rules, on the values at hand
-        if (
-            not event_id
-            or seconds < codec.MIN_OCCURRED_AT_S
-            or seconds > (_now() if now_s is None else now_s) + codec.MAX_FUTURE_S
-            or not -codec.MAX_OFFSET_MINUTES <= offset <= codec.MAX_OFFSET_MINUTES
-            or not _good_user_id(user_id)
-        ):
+        payload_key, builders = shape
+        payload = obj[payload_key]
+        if type(payload) is not dict:
             return None
-        if kind in _PAYLOAD_CHECKED:
-            codec.check_payload(event, kind)  # ValidationError: the slow path words it
-        return event, kind, seconds * 1000 + nanos // 1_000_000
+        fields = tuple(payload)
+        build = builders.get(fields)
+        if build is None:
+            if len(builders) >= _MAX_SHAPES:
+                builders.clear()
+            build = builders[fields] = _builder(keys, payload_key, fields)
+        return build(obj, payload, quotes, now_s, validate)  # type: ignore[no-any-return]
     except Exception:  # anything unexpected: the slow path decides, and words the reason
         return None
 
