@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors import codec, jsonl
+from connectors import codec, line_fast
 from connectors.exceptions import ConnectorError, DecodeError
 from connectors.jsonl import MAX_LINE_CHARS, read_line
 from proto import events_pb2 as pb
@@ -202,7 +202,7 @@ def test_usual_lines_take_the_fast_path(event: pb.Event) -> None:
         return
     if any(0xD800 <= ord(c) <= 0xDFFF for c in line):
         return  # canonical JSON escapes a lone surrogate: json_format decides
-    got = jsonl._fast_line(line.encode(), NOW_S, True)
+    got = line_fast.fast_line(line.encode(), NOW_S, True)
     assert got is not None, line
     assert got[0] == event and (got[1], got[2]) == expected
 
