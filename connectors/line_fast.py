@@ -97,7 +97,7 @@ _ENUMS = {
     for key, (_, field_kind, extra) in fields.items()
     if field_kind == _ENUM
 }
-# Payload kinds whose contract rules `_fast_line` leaves to `codec.check_payload` (their
+# Payload kinds whose contract rules `fast_line` leaves to `codec.check_payload` (their
 # timestamps need no check: the only shape built by hand is always within the bounds).
 _PAYLOAD_CHECKED = frozenset({"profile_updated", "preference_set", "mood_logged"})
 
@@ -222,7 +222,7 @@ def _stamp_lines(text: str, seconds: str, nanos: str) -> list[str]:
 
 def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) -> _Builder:
     """The generated `build(obj, payload, quotes, now_s, validate)` for lines of this shape:
-    `_fast_line`'s answer for such a line (None: the slow path decides); may raise
+    `fast_line`'s answer for such a line (None: the slow path decides); may raise
     `TypeError`/`ValueError` on a value protobuf refuses (the caller catches them)."""
     kind, table = _PAYLOADS[payload_key]
     if any(name not in table for name in fields):
@@ -321,7 +321,7 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
 def fast_line(
     line: bytes | str, now_s: float | None, validate: bool
 ) -> tuple[pb.Event, str, int] | None:
-    """`jsonl.read_line`'s answer for a good line in the usual shape, or None: then the slow path decides.
+    """`jsonl.read_line`'s answer for a good line in the usual shape; None: the slow path decides.
 
     The usual shape: at most `codec.MAX_EVENT_BYTES` long, a JSON object of camelCase
     envelope fields and exactly one payload, plain types, timestamps as `_timestamp` reads
