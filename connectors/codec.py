@@ -167,7 +167,7 @@ def check(
     if kind is None:
         raise ValidationError("payload", "exactly one payload must be set; got none")
     if kind in _PAYLOAD_RULES:
-        _validate_payload(event, kind)
+        check_payload(event, kind)
     return kind, seconds * 1000 + nanos // 1_000_000
 
 
@@ -176,7 +176,9 @@ _PAYLOAD_RULES = frozenset({"profile_updated", "preference_set", "mood_logged"})
 )
 
 
-def _validate_payload(event: pb.Event, kind: str) -> None:
+def check_payload(event: pb.Event, kind: str) -> None:
+    """The payload's own contract rules (`check` runs them; so does the JSONL reader's fast
+    path); raises `ValidationError` naming the field. `kind` is the event's payload name."""
     if kind == "profile_updated" and event.profile_updated.tz not in known_time_zones():
         raise ValidationError(
             "profile_updated.tz",

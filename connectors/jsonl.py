@@ -5,33 +5,29 @@ every line is parsed and validated, a bad line becomes a `LineError` carrying
 its text and the reason, never an exception, so a caller can publish the good
 ones and report the bad ones with their line numbers.
 
-Parsing has a fast path. `google.protobuf.json_format.Parse` costs ~30 us a
-line; `parse_fast` does `json.loads` and builds the message by hand from tables
-derived from the Event descriptor, for the shapes integrations actually write
-(camelCase names, plain types, UTC timestamps ending in ``Z``). Anything else
-(snake_case names, nulls, numbers as strings, offsets in timestamps, unknown
-fields, duplicate keys, bad JSON) falls back to `codec.from_json`, so every
-error message is json_format's own and the result is the same whichever path
-ran (the unit tests check this for every payload type).
+Parsing has a fast path (`connectors.line_fast`, ADR 0022): orjson on the line's bytes,
+the Event built by code generated per line shape, `codec.check`'s rules checked on the
+values already parsed, for the shapes integrations actually write (camelCase names, plain
+types, UTC timestamps ending in ``Z``). Anything else (snake_case names, nulls, numbers
+as strings, offsets in timestamps, unknown fields, escaped quotes, duplicate keys, bad
+JSON, and every line that breaks a contract rule) goes to `codec.from_json` and
+`codec.check`, so every error message is json_format's or `codec`'s own and the result is
+the same whichever path ran (tests/unit/test_line_reader_fast.py and test_codec.py).
 
 This module reads; it never writes Kafka or the store.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-from google.protobuf.descriptor import FieldDescriptor
+from typing import IO
 
 from connectors import codec
 from connectors.exceptions import ConnectorError, DecodeError, ValidationError
+from connectors.line_fast import fast_line
 from proto import events_pb2 as pb
 
 __all__ = [
@@ -71,185 +67,14 @@ class LineError:
 
 # --- fast path ---------------------------------------------------------------------------
 
-# Kinds of field the fast path builds; any other field kind is left to json_format.
-_STRING, _INT32, _BOOL, _TIMESTAMP, _STRING_LIST, _ENUM, _PAYLOAD = range(7)
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 
-# json name -> (proto name, kind, extra): extra is the enum's names -> numbers for
-# an enum, the payload message's own table for a payload, else None.
-_FieldTable = dict[str, tuple[str, int, Any]]
-
-
-def _field_kind(field: FieldDescriptor) -> int | None:
-    repeated = field.is_repeated
-    if field.type == FieldDescriptor.TYPE_STRING:
-        return _STRING_LIST if repeated else _STRING
-    if repeated:
-        return None
-    if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32):
-        return _INT32
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        return _BOOL
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return _ENUM
-    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
-        if field.message_type.full_name == "google.protobuf.Timestamp":
-            return _TIMESTAMP
-        if field.containing_oneof is not None and field.containing_oneof.name == "payload":
-            return _PAYLOAD
-    return None
-
-
-def _table(fields: Iterable[Any]) -> _FieldTable:
-    table: _FieldTable = {}
-    for field in fields:
-        kind = _field_kind(field)
-        if kind is None:
-            continue  # not built by hand: a line using it goes through json_format
-        extra: Any = None
-        if kind == _ENUM and field.enum_type is not None:
-            extra = {v.name: v.number for v in field.enum_type.values}
-        elif kind == _PAYLOAD and field.message_type is not None:
-            extra = _table(field.message_type.fields)
-        table[field.json_name] = (field.name, kind, extra)
-    return table
-
-
-_EVENT_FIELDS: _FieldTable = _table(pb.Event.DESCRIPTOR.fields)
-
-# The one timestamp shape built by hand, ``YYYY-MM-DDTHH:MM`` + ``:SS[.f{1,9}]Z``, parsed
-# as two memoised halves: events of a log fall in comparatively few minutes, and their
-# second-and-fraction tails repeat. Each cache is emptied when full, so memory stays
-# bounded and a stream's recent minutes stay cached.
-_MINUTE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]").fullmatch
-_TAIL_SHAPE = re.compile(r":([0-5][0-9])(?:\.([0-9]{1,9}))?Z").fullmatch
-_CACHE_SIZE = 100_000
-_minute_starts: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch seconds
-_tails: dict[str, tuple[int, int]] = {}  # ":SS.fffZ" -> (seconds, nanos)
-
-
-def _minute_start(prefix: str) -> int | None:
-    if _MINUTE_SHAPE(prefix) is None:
-        return None
-    try:
-        day = _dt.date(int(prefix[:4]), int(prefix[5:7]), int(prefix[8:10]))
-    except ValueError:  # no such day, e.g. 2026-02-30
-        return None
-    start = (day.toordinal() - _EPOCH_ORDINAL) * 86_400
-    start += int(prefix[11:13]) * 3600 + int(prefix[14:16]) * 60
-    if len(_minute_starts) >= _CACHE_SIZE:
-        _minute_starts.clear()
-    _minute_starts[prefix] = start
-    return start
-
-
-def _tail(tail: str) -> tuple[int, int] | None:
-    match = _TAIL_SHAPE(tail)
-    if match is None:
-        return None
-    seconds, fraction = match.groups()
-    # json_format's own rounding, so both paths agree to the nanosecond
-    nanos = round(float("0." + fraction) * 1e9) if fraction else 0
-    if len(_tails) >= _CACHE_SIZE:
-        _tails.clear()
-    parsed = _tails[tail] = (int(seconds), nanos)
-    return parsed
-
-
-def _timestamp(value: object) -> dict[str, int] | None:
-    """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` as Timestamp fields, exactly as json_format computes them.
-
-    None for anything else (offsets, lowercase, leap seconds...): json_format decides those.
-    """
-    if type(value) is not str:
-        return None
-    minute = value[:16]
-    start = _minute_starts.get(minute)
-    if start is None:
-        start = _minute_start(minute)
-        if start is None:
-            return None
-    tail = value[16:]
-    parsed = _tails.get(tail)
-    if parsed is None:
-        parsed = _tail(tail)
-        if parsed is None:
-            return None
-    return {"seconds": start + parsed[0], "nanos": parsed[1]}
-
-
-def _convert(table: _FieldTable, obj: dict[str, Any], out: dict[str, Any]) -> int:
-    """Fill `out` (proto name -> value) from `obj`; return how many JSON strings it holds, or -1.
-
-    -1 means "not a shape built by hand": the caller falls back to json_format.
-    String and integer values are not type-checked here: the message constructor
-    refuses a wrong type or an out-of-range integer, which also falls back.
-    """
-    strings = len(obj)  # every key is a JSON string
-    payloads = 0
-    for key, value in obj.items():
-        spec = table.get(key)
-        if spec is None:
-            return -1
-        name, kind, extra = spec
-        if kind == _STRING:
-            strings += 1
-        elif kind == _TIMESTAMP:
-            value = _timestamp(value)
-            if value is None:
-                return -1
-            strings += 1
-        elif kind == _INT32:
-            pass
-        elif kind == _PAYLOAD:
-            payloads += 1
-            if payloads > 1 or type(value) is not dict:
-                return -1
-            inner: dict[str, Any] = {}
-            counted = _convert(extra, value, inner)
-            if counted < 0:
-                return -1
-            strings += counted
-            value = inner
-        elif kind == _BOOL:
-            if type(value) is not bool:  # the constructor would take 0 and 1
-                return -1
-        elif kind == _ENUM:
-            if type(value) is not str or value not in extra:
-                return -1
-            value = extra[value]
-            strings += 1
-        else:  # _STRING_LIST
-            if type(value) is not list:
-                return -1
-            strings += len(value)
-        out[name] = value
-    return strings
-
-
-def parse_fast(text: str) -> pb.Event | None:
+def parse_fast(text: bytes | str) -> pb.Event | None:
     """The Event of one canonical-JSON line built by hand, or None when json_format must decide.
 
     Returns an Event only when `codec.from_json` would return an equal one.
     """
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):  # json_format words the error
-        return None
-    if type(obj) is not dict:
-        return None
-    fields: dict[str, Any] = {}
-    strings = _convert(_EVENT_FIELDS, obj, fields)
-    # Each JSON string brings two quote characters. A line with more quotes than its parsed
-    # strings account for has escaped quotes or duplicate keys (json_format refuses those,
-    # json.loads silently keeps the last): let json_format decide.
-    if strings < 0 or text.count('"') != 2 * strings:
-        return None
-    try:
-        return pb.Event(**fields)
-    except Exception:  # e.g. a lone surrogate in a string: json_format words the error
-        return None
+    got = fast_line(text, None, False)
+    return None if got is None else got[0]
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> DecodeError:
@@ -314,17 +139,18 @@ def read_line(
     """
     if line_no == 1:
         line = without_bom(line)
+    got = fast_line(line, now_s, validate)
+    if got is not None:
+        return got
     try:
         if len(line) > MAX_LINE_CHARS:
             if not line.strip():
                 return None
             raise DecodeError(f"line is {len(line)} characters long; at most {MAX_LINE_CHARS}")
         text = line.decode("utf-8") if type(line) is bytes else line
-        event = parse_fast(text)  # type: ignore[arg-type]
-        if event is None:
-            if not text.strip():  # type: ignore[union-attr]
-                return None
-            event = codec.from_json(text)  # type: ignore[arg-type]
+        if not text.strip():  # type: ignore[union-attr]
+            return None
+        event = codec.from_json(text)  # type: ignore[arg-type]
         if not validate:
             return event, "", -1
         kind, occurred_ms = codec.check(event, now_s=now_s, encoded_size=len(line))
