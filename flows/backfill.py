@@ -37,8 +37,10 @@ from flows.folding import Pending, Written, build_write
 
 SPAN_LINES = 200_000
 """Lines folded between two writes of the users they touched (ADR 0023)."""
-WRITE_CHUNK = 2_000
-"""Users per `write_batch` call: one SQLite transaction / one Redis pipeline each."""
+WRITE_CHUNK = 500
+"""Users per `write_batch` call: one SQLite transaction / one Redis pipeline each. Small enough
+that `--processes N` sharing one SQLite file never hold its writer lock for long (the store's
+busy timeout is 10 s), large enough that a span's writes cost few round trips."""
 
 
 @dataclass(slots=True)
