@@ -8,7 +8,8 @@ records the wall time and the CPU time of the command and its children (`getrusa
 figures that survive a shared machine are CPU microseconds per event and the ratios B/A of
 interleaved runs; wall events/s is printed beside them with the load average. Each tree's
 fixed cost (start-up, imports: the same command over the log's first line, the lesser of two
-runs) is subtracted from its CPU figures; wall figures are whole runs.
+runs) is subtracted once from its CPU figures (`--processes N` forks its children after the
+imports); wall figures are whole runs.
 
     .venv/bin/python bench/backfill_ab.py --a /tmp/base-tree --b . --log events.jsonl
     .venv/bin/python bench/backfill_ab.py --a . --b . --log events.jsonl --processes 1 2
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     prefix = f"bab{uuid.uuid4().hex[:8]}"
                     url = f"sqlite:///{work / prefix}.db" if kind == "sqlite" else str(redis_url)
                     wall, cpu = _run(trees[name], log, url, prefix, processes)
-                    cpu -= fixed[name] * processes
+                    cpu -= fixed[name]  # `--processes N` forks: the children share it
                     runs.setdefault((kind, name, processes), []).append((wall, cpu))
                     if kind == "redis":
                         sys.path.insert(0, str(ROOT))
