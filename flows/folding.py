@@ -55,7 +55,7 @@ REBASE_EVENTS = 64
 REBASE_AGE_S = 30.0
 """... or once the base is this old (seconds) and has at least `REBASE_AGED_EVENTS` events
 behind it, so a slowly active user keeps few events."""
-REBASE_AGED_EVENTS = 16
+REBASE_AGED_EVENTS = 32
 """Events an old base must have behind it before it is renewed: without it a loaded or
 catching-up flow (windows that take seconds, users with an event or two per window)
 re-pickled nearly every user at every event after 30 s of wall time, the largest part of the
