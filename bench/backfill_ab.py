@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 print(f"  {kind} {name}: -p {many} / -p {one} speed {ratio:.2f} (per-round median)")
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
