@@ -1,8 +1,22 @@
 """Batch backfill: the features of an event log, with the same code and the same writes as the stream.
 
-Events are taken in file order, in batches of lines as the flow's file source
-reads them; within a batch each user's events are folded in order and written
-once, exactly as the streaming flow does. No Bytewax: a plain loop.
+Events are taken in file order and decoded in batches of lines as the flow's file source
+reads them; each user's events are folded in file order into that user's `UserState` with
+the flow's own fold (`flows.folding.Pending`). What changed is written once per *span* of
+`SPAN_LINES` lines (ADR 0023), not once per batch: the stored features do not depend on how
+events are grouped into writes (the engine's promise, tested), so a user folded many times in
+a span costs one `build_write` and one store write. Writes go to the store in chunks of
+`WRITE_CHUNK` users (one SQLite transaction, one Redis pipeline each). No Bytewax: a plain loop.
+
+Memory: what a span holds beyond every user's state is one `Pending` per user it touched
+(what changed, and the fold's rebuild base: one pickle of the state plus at most
+`REBASE_EVENTS` events, ADR 0011); it is dropped when the span is written, so the bound is
+the number of users a span touches, whatever `SPAN_LINES` is.
+
+Failure behaviour: a line that is not a valid event, and an event whose fold raised, is a
+reject (line number and reason) and the other lines go on; the state of a user whose fold
+raised is as before that event. A store error propagates (what was written stays; a re-run
+writes the same again).
 """
 
 from __future__ import annotations
@@ -19,7 +33,14 @@ from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import FeatureStore
 from features.state import UserState
-from flows.folding import Written, fold_batch
+from flows.folding import Pending, Written, build_write
+
+SPAN_LINES = 200_000
+"""Lines folded between two writes of the users they touched (ADR 0023)."""
+WRITE_CHUNK = 500
+"""Users per `write_batch` call: one SQLite transaction / one Redis pipeline each. Small enough
+that `--processes N` sharing one SQLite file never hold its writer lock for long (the store's
+busy timeout is 10 s), large enough that a span's writes cost few round trips."""
 
 
 @dataclass(slots=True)
@@ -51,13 +72,20 @@ def backfill(
     rejects_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     partition: tuple[int, int] | None = None,
+    span_lines: int = SPAN_LINES,
 ) -> BackfillReport:
     """Fold every event of `path` into per-user state and write the features to `store`.
+
+    Each user touched in a span of `span_lines` lines is written once at the end of the span
+    (and at the end of the file); the store ends the same whatever `span_lines` is (>= 1).
+    `progress` is called with the number of lines of each batch read and folded.
 
     With `partition=(i, n)`, only the users of partition `i` of `n` (`user_partition`) are
     folded and written, and a line that is not an event is a reject of partition 0 only:
     `n` such runs over one file write what one run writes (flows/backfill_processes.py).
     """
+    if span_lines < 1:
+        raise ValueError(f"span_lines must be >= 1; got {span_lines}")
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(
@@ -67,7 +95,9 @@ def backfill(
     rejects_file = rejects_path_for(source, rejects_path)
     states: dict[str, UserState] = {}
     written: dict[str, Written] = {}  # each user's write dedupe (this run is the only writer)
+    pending: dict[str, Pending] = {}  # the users touched in this span, in first-touch order
     report = BackfillReport()
+    span = 0
     with RejectsFile(rejects_file) as rejects:
         for batch in _batches(source):
             now_s = time.time()
@@ -91,28 +121,53 @@ def backfill(
                     continue
                 report.accepted += 1
                 per_user.setdefault(record.event.user_id, []).append(record)
-            writes = []
-            failed: list[Rejected] = []
             for user_id, events in per_user.items():
-                state = states.get(user_id)
-                if state is None:
-                    state = states[user_id] = UserState(user_id)
-                    written[user_id] = {}
-                write = fold_batch(state, events, failed=failed, written=written[user_id])
-                if write is not None:
-                    writes.append(write)
-            for record in failed:  # folding raised: the event is a reject, the state as before
-                report.rejected += 1
-                report.accepted -= 1
-                rejects.add(record)
-            if writes:
-                store.write_batch(writes)
-                report.writes += len(writes)
+                user = pending.get(user_id)
+                if user is None:
+                    user = pending[user_id] = Pending()
+                    if user_id not in states:
+                        states[user_id] = UserState(user_id)
+                        written[user_id] = {}
+                user.fold(states[user_id], events)
+                if user.failed:  # folding raised: the event is a reject, the state as before
+                    for record in user.take_failed():
+                        report.rejected += 1
+                        report.accepted -= 1
+                        rejects.add(record)
             report.lines += len(batch)
+            span += len(batch)
+            if span >= span_lines:
+                report.writes += _write_span(store, states, written, pending)
+                span = 0
             if progress is not None:
                 progress(len(batch))
+        report.writes += _write_span(store, states, written, pending)
     report.users = len(states)
     return report
+
+
+def _write_span(
+    store: FeatureStore,
+    states: dict[str, UserState],
+    written: dict[str, Written],
+    pending: dict[str, Pending],
+) -> int:
+    """Write every user touched in the span, `WRITE_CHUNK` users a call; empty `pending`."""
+    writes = []
+    count = 0
+    for user_id, user in pending.items():
+        write = build_write(states[user_id], user, written=written[user_id])
+        if write is not None:
+            writes.append(write)
+            if len(writes) == WRITE_CHUNK:
+                store.write_batch(writes)
+                count += len(writes)
+                writes = []
+    if writes:
+        store.write_batch(writes)
+        count += len(writes)
+    pending.clear()
+    return count
 
 
 _USER_ID = re.compile(rb'"userId"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')

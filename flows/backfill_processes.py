@@ -8,6 +8,11 @@ one process and are folded in file order, and the store keeps each user's last w
 processes give the store one process gives (tested key by key). Rejects of every process are
 merged into one file in line order.
 
+Cost (ADR 0023): reading every line in every process costs a regex on its bytes, nothing
+measurable against decoding; the processes share one SQLite file's writer lock only when they
+write, once per 500 users at the end of each span, so N processes do the CPU work of one
+split N ways (BENCHMARKS.md, "Backfill in spans").
+
 Processes are forked (the caller must hold no open store connection or running threads:
 `oo-features backfill` closes its store first). Failure behaviour: a process that fails (store unreachable, a crash) makes the whole run
 fail with its error; what the others wrote stays (a re-run writes it again, idempotently).

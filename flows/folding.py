@@ -18,8 +18,10 @@ leaves that user's state half-applied. The state is rebuilt as it was before the
 a rebuild base (a pickle of the state; none for a state that has folded nothing yet) plus the
 events folded since, folded again. The base lives across write windows (`successor()` carries
 it): it is the flow's own recovery snapshot when there is one (`Pending.rebase`, no extra
-pickling), else a pickle taken when the base is older than `REBASE_AGE_S` or has
-`REBASE_EVENTS` events behind it, which bounds both its CPU cost and the events kept. The
+pickling), else a pickle taken when the base has `REBASE_EVENTS` events behind it, or is
+older than `REBASE_AGE_S` with at least `REBASE_AGED_EVENTS` behind it: at most one pickle per
+`REBASE_AGED_EVENTS` events of a user after its first, and fewer than `REBASE_EVENTS` events kept per user
+(plus the batch being folded). The
 event becomes a `Rejected` in `Pending.failed` (for the dead letters), is counted in
 `oo_flow_fold_errors_total`, and folding goes on with the next event.
 
@@ -51,7 +53,14 @@ log = logging.getLogger(__name__)
 REBASE_EVENTS = 64
 """A new rebuild base is taken once this many events were folded since the last one."""
 REBASE_AGE_S = 30.0
-"""... or once the base is this old (seconds), so a quiet flow keeps few events per user."""
+"""... or once the base is this old (seconds) and has at least `REBASE_AGED_EVENTS` events
+behind it, so a slowly active user keeps few events."""
+REBASE_AGED_EVENTS = 32
+"""Events an old base must have behind it before it is renewed: without it a loaded or
+catching-up flow (windows that take seconds, users with an event or two per window)
+re-pickled nearly every user at every event after 30 s of wall time, the largest part of the
+fault handling's cost (BENCHMARKS.md, "fault handling"). It leaves the bound on what a user
+keeps as it was (fewer than `REBASE_EVENTS` events, plus the batch being folded)."""
 
 Written = dict[str, int]
 """One user's write-dedupe bookkeeping: agent id -> digest of the output last handed to the
@@ -166,7 +175,9 @@ class Pending:
         if (
             since is None
             or len(since) >= REBASE_EVENTS
-            or time.monotonic() - self._base_at > REBASE_AGE_S
+            or (
+                len(since) >= REBASE_AGED_EVENTS and time.monotonic() - self._base_at > REBASE_AGE_S
+            )
         ):
             since = self._take_base(state)
         remember = since.append
@@ -207,7 +218,7 @@ class Pending:
             flow_metrics.count_drops(drops)
 
     def _take_base(self, state: UserState) -> list[Accepted]:
-        # Once per REBASE_EVENTS events or REBASE_AGE_S seconds, not per event or window.
+        # At most once per REBASE_AGED_EVENTS events, not per event or window.
         self._base = None if _fresh(state) else pickle.dumps((state,), pickle.HIGHEST_PROTOCOL)
         self._base_at = time.monotonic()
         since: list[Accepted] = []

@@ -107,6 +107,25 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
             self._conn.close()
             raise StoreError(f"SQLite store {self._path!r} cannot be set up: {exc}") from exc
         self._prepare_sql()
+        self._prepare_write_sql()
+
+    def _prepare_write_sql(self) -> None:
+        """The write path's own statements: a write's snippets follow its agents only where the
+        agent row now holds this write (its guarded upsert leaves a newer row untouched, so
+        the stored event time equals this write's exactly when the upsert took it)."""
+        agents, snippets = self._t["agents"], self._t["snippets"]
+        current = (
+            f"EXISTS (SELECT 1 FROM {agents} WHERE user_id = ?1 AND agent_id = ?2 "
+            "AND event_time_ms = ?3)"
+        )
+        self._sql_snippet_put_current = (
+            f"INSERT INTO {snippets} (user_id, agent_id, text, expires_at_ms) "
+            f"SELECT ?1, ?2, ?4, ?5 WHERE {current} ON CONFLICT (user_id, agent_id) "
+            "DO UPDATE SET text = excluded.text, expires_at_ms = excluded.expires_at_ms"
+        )
+        self._sql_snippet_del_current = (
+            f"DELETE FROM {snippets} WHERE user_id = ?1 AND agent_id = ?2 AND {current}"
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -154,14 +173,16 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
                 self._reflect(c, uid, w.newest_ingest_ms)
                 return False
         data_time = w.newest_event_ms
+        puts: list[tuple[object, ...]] = []
+        snippets: list[tuple[object, ...]] = []
+        no_snippets: list[tuple[object, ...]] = []
         for agent_id, a in w.agents.items():
             et = a.event_time_ms
             if tomb is not None and et <= tomb:
                 continue
             if data_time is None or et > data_time:
                 data_time = et
-            cur = c.execute(
-                self._sql_agent_put,
+            puts.append(
                 (
                     uid,
                     agent_id,
@@ -171,16 +192,20 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
                     et,
                     a.ingest_time_ms,
                     a.computed_at_ms,
-                ),
-            )
-            if cur.rowcount != 1:
-                continue  # older than the stored state: ignored, snippet untouched
-            if a.snippet is not None and a.ttl_seconds > 0:
-                c.execute(
-                    self._sql_snippet_put, (uid, agent_id, a.snippet, now + a.ttl_seconds * 1000)
                 )
+            )
+            if a.snippet is not None and a.ttl_seconds > 0:
+                snippets.append((uid, agent_id, et, a.snippet, now + a.ttl_seconds * 1000))
             else:
-                c.execute(self._sql_snippet_del, (uid, agent_id))
+                no_snippets.append((uid, agent_id, et))
+        if puts:
+            # An agent older than the stored one is ignored and its snippet left untouched:
+            # the snippet statements act only where the agent row now holds this write.
+            c.executemany(self._sql_agent_put, puts)
+            if snippets:
+                c.executemany(self._sql_snippet_put_current, snippets)
+            if no_snippets:
+                c.executemany(self._sql_snippet_del_current, no_snippets)
         if tomb is not None and (data_time is None or data_time <= tomb):
             return True
         if w.feedback is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from connectors.codec import from_json
 from connectors.records import Accepted
 from features.state import UserState
+from flows import folding
 from flows.folding import Pending, build_write, fold_batch
+from tests.poison import good_event
 
 EVENT = from_json(
     '{"eventId":"f1","userId":"fu","occurredAt":"2026-05-01T06:30:00Z","utcOffsetMinutes":60,'
@@ -71,3 +75,26 @@ def test_without_dedupe_every_touched_agent_is_written_again() -> None:
     write = build_write(state, pending)  # no `written`: no dedupe
     assert write is not None and set(write.agents) == pending.touched & state.agents.keys()
     assert write.agents, "a new day moves every agent's as-of date: some are touched"
+
+
+def test_an_old_rebuild_base_is_renewed_only_after_rebase_aged_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A loaded or catching-up flow sees every base as old (windows take seconds): it must not
+    # pickle the user's state again for every event or two (issue 10, "Speed").
+    monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
+    pickles = 0
+    original = folding.Pending._take_base
+
+    def counting(self: Pending, state: UserState) -> list[Accepted]:
+        nonlocal pickles
+        pickles += not folding._fresh(state)
+        return original(self, state)
+
+    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    state, pending = UserState("u1"), Pending()
+    for n in range(64):
+        pending.fold(state, [Accepted.of(good_event("u1", n), 1_000 + n)])
+        pending = pending.successor()
+        assert pending._since is not None and len(pending._since) <= folding.REBASE_AGED_EVENTS
+    assert pickles <= 64 // folding.REBASE_AGED_EVENTS

@@ -309,6 +309,7 @@ def test_the_rebuild_base_is_renewed_after_rebase_events(monkeypatch: pytest.Mon
         pending = pending.successor()
         assert pending._since is not None and len(pending._since) <= 5
     monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
+    monkeypatch.setattr(folding, "REBASE_AGED_EVENTS", 1)
     base = pending._base
     pending.fold(state, [_good("u1", 50)])
     assert pending._base is not base and pending._since == [_good("u1", 50)]

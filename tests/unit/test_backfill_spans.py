@@ -1,0 +1,167 @@
+"""Backfill folds in spans (issue 13 speed, ADR 0023): each user touched in a span is computed
+and written once, the fold's rebuild base is taken rarely, and the store does not depend on the
+span (compared key by key; stamps aside: the wall-clock ones, and an agent's `event_time_ms`,
+which is the user's watermark at the last write that changed the agent's output, so it moves
+with the write grouping in the stream too, ADR 0007)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors import codec
+from connectors.store import open_store
+from connectors.store.base import UserWrite
+from connectors.store.sqlite_store import SQLiteStore
+from features.agents import overdue_task
+from flows import folding
+from flows.backfill import backfill
+from oo_features.generate import ChaosOptions, generate_lines
+from tests.poison import good_event
+
+STAMPS = ("ingest", "computed_at", "created", "expires_at", "event_time_ms")
+
+
+def _timeless(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if not any(w in k for w in STAMPS)}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return _timeless({f: getattr(value, f) for f in value.__dataclass_fields__})
+    return value
+
+
+@pytest.fixture(scope="module")
+def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 users over 20 days with every kind of delivery trouble, a deletion in the middle of a
+    user's history (events after it start the user over) and a line that is no event."""
+    path = tmp_path_factory.mktemp("spans") / "events.jsonl"
+    chaos = ChaosOptions(out_of_order=0.03, duplicates=0.02, too_late=0.01, invalid=0.005)
+    lines = list(generate_lines(30, 20, 4242, chaos=chaos))
+    middle = len(lines) // 2
+    deleted = codec.from_json(
+        '{"eventId":"del-u00004","userId":"u00004","occurredAt":"2026-05-01T00:00:00Z",'
+        '"userDeleted":{}}'
+    )
+    lines[middle:middle] = [codec.to_json(deleted), "not json"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _contents(store: SQLiteStore, users: list[str]) -> dict[str, Any]:
+    return {
+        "users": {u: _timeless(store.read_user(u)) for u in sorted(store.user_ids())},
+        "tombstones": {u: store.tombstone(u) for u in users},
+    }
+
+
+def _run(path: Path, tmp_path: Path, name: str, **kwargs: Any) -> tuple[dict[str, Any], str]:
+    store = open_store(f"sqlite:///{tmp_path / name}.db", key_prefix="t")
+    assert isinstance(store, SQLiteStore)
+    rejects = tmp_path / f"{name}.rejects"
+    try:
+        report = backfill(path, store, rejects_path=rejects, **kwargs)
+        assert report.rejected > 0 and report.users >= 30
+        return _contents(store, [f"u{i:05d}" for i in range(30)]), rejects.read_text()
+    finally:
+        store.close()
+
+
+def test_the_store_and_the_rejects_do_not_depend_on_the_span(
+    event_log: Path, tmp_path: Path
+) -> None:
+    # span_lines=1 writes after every batch of lines (what backfill did before spans).
+    per_batch = _run(event_log, tmp_path, "per-batch", span_lines=1)
+    assert per_batch[0]["users"] and per_batch[0]["tombstones"]["u00004"] is not None
+    for span in (2_500, 10**9):
+        assert _run(event_log, tmp_path, f"span{span}", span_lines=span) == per_batch, span
+
+
+def test_a_user_is_computed_and_written_once_per_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3,500 events of one user span four batches of lines: one write, not four.
+    path = tmp_path / "one-user.jsonl"
+    path.write_text("".join(codec.to_json(good_event("u1", n)) + "\n" for n in range(3_500)))
+    writes: Counter[str] = Counter()
+    original = SQLiteStore.write_batch
+
+    def counting(self: SQLiteStore, batch: list[UserWrite], **kwargs: Any) -> list[str]:
+        writes.update(w.user_id for w in batch)
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(SQLiteStore, "write_batch", counting)
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", key_prefix="t")
+    try:
+        report = backfill(path, store)
+    finally:
+        store.close()
+    assert report.accepted == 3_500 and report.writes == 1
+    assert writes == {"u1": 1}
+
+
+def test_the_rebuild_base_is_not_pickled_for_every_batch(
+    event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before spans, every user got a new base (a pickle of its state) in every batch of lines.
+    pickles = Counter[str]()
+    original = folding.Pending._take_base
+
+    def counting(self: folding.Pending, state: Any) -> Any:
+        pickles[state.user_id] += not folding._fresh(state)
+        return original(self, state)
+
+    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    lines = len(event_log.read_bytes().splitlines())
+    _run(event_log, tmp_path, "bases")
+    per_user_events = lines / 30
+    for user_id, n in pickles.items():
+        # One span (the log is shorter than SPAN_LINES): a base after each REBASE_EVENTS events.
+        assert n <= per_user_events / folding.REBASE_EVENTS + 2, (user_id, n)
+
+
+@pytest.fixture
+def buggy_overdue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overdue-task agent half-applies a completion of task `t-bug`, then raises."""
+    original = overdue_task.Agent.apply
+
+    def apply(self: Any, event: Any, asof: Any) -> bool:
+        if event.payload.task_id == "t-bug":
+            self.occ.append(1)
+            self.tasks["t-bug"] = (0, 0, False, 0)
+            raise RuntimeError("agent bug")
+        return original(self, event, asof)
+
+    monkeypatch.setattr(overdue_task.Agent, "apply", apply)
+
+
+@pytest.mark.parametrize("span", [1, 10**9])
+def test_a_fold_exception_deep_in_a_span_leaves_the_store_as_without_the_event(
+    buggy_overdue: None, tmp_path: Path, span: int
+) -> None:
+    # 3,000 events of two users; the bug is event 2,600 of u1, long after its base was taken.
+    good = [good_event(f"u{n % 2 + 1}", n, day=1 + n // 200) for n in range(3_000)]
+    bug = good_event("u1", 2_600, day=14)
+    bug.event_id = "u1-bug"
+    bug.task_completed.task_id = "t-bug"
+    with_bug = tmp_path / "with-bug.jsonl"
+    without = tmp_path / "without.jsonl"
+    lines = [codec.to_json(e) for e in good]
+    without.write_text("\n".join(lines) + "\n")
+    lines.insert(2_600, codec.to_json(bug))
+    with_bug.write_text("\n".join(lines) + "\n")
+    stores = {}
+    for path in (with_bug, without):
+        store = open_store(f"sqlite:///{tmp_path / path.stem}.db", key_prefix="t")
+        assert isinstance(store, SQLiteStore)
+        try:
+            report = backfill(path, store, span_lines=span)
+            stores[path.stem] = (_contents(store, ["u1", "u2"]), report.accepted)
+        finally:
+            store.close()
+    assert stores["with-bug"] == stores["without"]
+    assert (tmp_path / "with-bug.jsonl.rejects.jsonl").read_text().count("agent bug") == 1
