@@ -41,6 +41,7 @@ import argparse
 import os
 import pickle
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -190,9 +191,20 @@ def _resume_once(
     log = (workdir / "flow.log").open("wb")
     tree_env = {**env, "PYTHONPATH": str(tree) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     start = time.perf_counter()
+    # In the tree's directory: `python -m` puts the working directory first on sys.path.
     child = subprocess.Popen(
-        _flow_argv(recovery, *args.flow_arg), env=tree_env, stdout=log, stderr=subprocess.STDOUT
+        _flow_argv(recovery, *args.flow_arg),
+        env=tree_env,
+        cwd=tree,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+    recorder = None
+    if args.profile:
+        # The whole resume's stacks (Rust frames of Bytewax included), stopped at the write.
+        profile = f"{args.profile}.{Path(tree).name}.{n}.txt"
+        spy_argv = ["py-spy", "record", "--native", "--format", "raw", "-o", profile]
+        recorder = subprocess.Popen([*spy_argv, "--pid", str(child.pid)], stdout=subprocess.DEVNULL)
     first_write = None
     rss = hwm = 0
     cpu = 0.0
@@ -214,6 +226,9 @@ def _resume_once(
     if first_write is not None:
         cpu = _cpu_s(child.pid)
         rss, hwm = _memory_kib(child.pid)
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
     child.terminate()
     child.wait(timeout=60)
     store.close()
@@ -324,6 +339,11 @@ def main() -> None:
         default=[],
         help="seconds after spawn at which to print the flow's stacks (`py-spy dump --native`; "
         "`pip install py-spy`)",
+    )
+    parser.add_argument(
+        "--profile",
+        help="record each resume with `py-spy record --native` into PROFILE.<tree>.<n>.txt "
+        "(collapsed stacks; `pip install py-spy`)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the 2-user run")
     parser.add_argument(
