@@ -75,19 +75,39 @@ def steer_resume_query(db_dir: Path) -> None:
     """Give every partition of `db_dir` the planner statistic `SNAPS_STAT` (idempotent).
 
     Call it before Bytewax opens the partitions (SQLite reads statistics when a connection
-    loads the schema). A directory made by an older flow gets it at its next start. A file
-    that is not a Bytewax partition, or is locked past the timeout, raises `sqlite3.Error`
-    naming nothing else: the caller reports the directory. Killed midway, some partitions
-    have it and some not: only their resume speed differs.
+    loads the schema). A directory made by an older flow gets it at its next start; a
+    partition that has it already is only read (the processes of a cluster share the
+    directory). Killed midway, some partitions have it and some not: only their resume speed
+    differs. A file that is not a Bytewax partition, or stays locked for 30 s, raises
+    `RecoveryDirError` naming it.
     """
     for path in sorted(db_dir.glob("part-*.sqlite3")):
-        with closing(sqlite3.connect(path, timeout=30)) as conn, conn:
-            conn.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1, analyses nothing
-            conn.execute("DELETE FROM sqlite_stat1 WHERE tbl = 'snaps'")
-            conn.execute(
-                "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('snaps', ?, ?)",
-                (SNAPS_INDEX, SNAPS_STAT),
-            )
+        try:
+            with closing(sqlite3.connect(path, timeout=30)) as conn, conn:
+                if _has_stat(conn):
+                    continue
+                conn.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1, analyses nothing
+                conn.execute("DELETE FROM sqlite_stat1 WHERE tbl = 'snaps'")
+                conn.execute(
+                    "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('snaps', ?, ?)",
+                    (SNAPS_INDEX, SNAPS_STAT),
+                )
+        except sqlite3.Error as exc:
+            raise RecoveryDirError(
+                f"recovery partition {path}: cannot add the resume planner statistic "
+                f"(expected a Bytewax recovery partition with a snaps table): {exc}"
+            ) from exc
+
+
+def _has_stat(conn: sqlite3.Connection) -> bool:
+    conn.execute("SELECT 1 FROM snaps LIMIT 1")  # not a Bytewax partition: sqlite3.Error
+    try:
+        row = conn.execute(
+            "SELECT stat FROM sqlite_stat1 WHERE tbl = 'snaps' AND idx = ?", (SNAPS_INDEX,)
+        ).fetchone()
+    except sqlite3.OperationalError:  # no sqlite_stat1 yet
+        return False
+    return row is not None and row[0] == SNAPS_STAT
 
 
 def _recorded_count(files: list[Path]) -> int | None:

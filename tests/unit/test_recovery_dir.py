@@ -191,3 +191,11 @@ def test_bytewax_resumes_every_key_from_a_steered_directory(tmp_path: Path) -> N
         recovery_config=RecoveryConfig(db_dir),
     )
     assert sorted(out) == [(key, 2) for key in keys]  # each key's count resumed, none twice
+
+
+def test_a_file_that_is_not_a_partition_is_named(tmp_path: Path) -> None:
+    db_dir = tmp_path / "recovery"
+    prepare(db_dir, 2)
+    (db_dir / "part-1.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(RecoveryDirError, match=r"part-1\.sqlite3.*snaps table"):
+        prepare(db_dir, 2)
