@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -65,8 +66,12 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         catchup_interval: timedelta | None = None,
         snapshots: bool = True,
         dedupe: bool = True,
+        started_s: float = 0.0,
     ) -> None:
         self.state = state
+        self.started_s = started_s
+        """When this process started (epoch s): an event that arrived before it counts as
+        arriving then, so a restart does not take its own downtime for a backlog."""
         self.snapshots = snapshots
         self.written: Written | None = {} if dedupe else None
         """What this process last handed the store per agent (None: no dedupe)."""
@@ -87,12 +92,14 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         catchup_interval: timedelta | None = None,
         snapshots: bool = True,
         dedupe: bool = True,
+        started_s: float = 0.0,
     ) -> UserLogic:
         """A user resumed from `snapshot` (what `snapshot()` returned in an earlier run)."""
+        args = (flush_interval, catchup_interval, snapshots, dedupe, started_s)
         if snapshot[:1] not in (_PENDING, _SETTLED):
             state, pending = _thaw(snapshot)
-            return cls(state, pending, flush_interval, catchup_interval, snapshots, dedupe)
-        logic = cls(None, None, flush_interval, catchup_interval, snapshots, dedupe)
+            return cls(state, pending, *args)
+        logic = cls(None, None, *args)
         logic.frozen = snapshot
         if snapshot[:1] == _PENDING:
             logic.due = datetime.now(UTC)  # what the crashed run had not written yet
@@ -117,7 +124,10 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
             return self._flush(), StatefulBatchLogic.RETAIN  # type: ignore[return-value]
         if self.due is None and self.pending.seen_ingest_ms is not None:
             now = datetime.now(UTC)
-            behind_s = now.timestamp() - max(v.ingest_ms for v in values) / 1000
+            # Behind since the events arrived, or since this process started if later: events
+            # that waited out a restart are not a backlog of their own.
+            arrived_s = max(max(v.ingest_ms for v in values) / 1000, self.started_s)
+            behind_s = now.timestamp() - arrived_s
             delay = flush_delay_s(
                 behind_s,
                 flush_s=self.flush_interval.total_seconds(),
@@ -192,11 +202,13 @@ def _build_logic(
     catchup_interval: timedelta,
     snapshots: bool,
     dedupe: bool,
+    started_s: float,
     resume: bytes | None,
 ) -> UserLogic:
+    args = (flush_interval, catchup_interval, snapshots, dedupe, started_s)
     if not resume:
-        return UserLogic(None, None, flush_interval, catchup_interval, snapshots, dedupe)
-    return UserLogic.resumed(resume, flush_interval, catchup_interval, snapshots, dedupe)
+        return UserLogic(None, None, *args)
+    return UserLogic.resumed(resume, *args)
 
 
 def _tombstone_message(
@@ -275,7 +287,9 @@ def build_flow(
     folded = op.stateful_batch(
         "fold_user_state",
         keyed,
-        partial(_build_logic, flush_interval, catchup_interval, recovery, dedupe_writes),
+        partial(
+            _build_logic, flush_interval, catchup_interval, recovery, dedupe_writes, time.time()
+        ),
     )
     outputs = op.branch("split_fold_failures", op.key_rm("drop_user_key", folded), _is_write)
     # Events whose fold raised join the records that did not decode or validate.
