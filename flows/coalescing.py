@@ -18,9 +18,9 @@ def flush_delay_s(behind_s: float, *, flush_s: float, catchup_max_s: float) -> f
 
     Keeping up (events read within a second of arriving): `flush_s`. Catching up on a
     backlog: a quarter of how far behind the events are, up to `catchup_max_s`; the
-    intermediate states would be stale anyway, and one write replaces many. The flow counts
-    `behind_s` from the later of the events' arrival and its own start, so events that waited
-    out a restart are not taken for a backlog (the first write after a resume is not held).
+    intermediate states would be stale anyway, and one write replaces many. The flow does not
+    hold a user's first write in a process this way (`UserLogic`): after a restart the store
+    learns at once that the flow is back.
 
     >>> flush_delay_s(0.2, flush_s=0.1, catchup_max_s=10)
     0.1

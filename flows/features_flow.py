@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -66,12 +65,8 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         catchup_interval: timedelta | None = None,
         snapshots: bool = True,
         dedupe: bool = True,
-        started_s: float = 0.0,
     ) -> None:
         self.state = state
-        self.started_s = started_s
-        """When this process started (epoch s): an event that arrived before it counts as
-        arriving then, so a restart does not take its own downtime for a backlog."""
         self.snapshots = snapshots
         self.written: Written | None = {} if dedupe else None
         """What this process last handed the store per agent (None: no dedupe)."""
@@ -79,6 +74,8 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
+        self.wrote = False
+        """Whether this process has written this user (not snapshotted: per process)."""
         self.frozen: bytes | None = None
         """The snapshot this user was resumed from, while it is not unpickled yet."""
         if self.pending.seen_ingest_ms is not None:
@@ -92,14 +89,12 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         catchup_interval: timedelta | None = None,
         snapshots: bool = True,
         dedupe: bool = True,
-        started_s: float = 0.0,
     ) -> UserLogic:
         """A user resumed from `snapshot` (what `snapshot()` returned in an earlier run)."""
-        args = (flush_interval, catchup_interval, snapshots, dedupe, started_s)
         if snapshot[:1] not in (_PENDING, _SETTLED):
             state, pending = _thaw(snapshot)
-            return cls(state, pending, *args)
-        logic = cls(None, None, *args)
+            return cls(state, pending, flush_interval, catchup_interval, snapshots, dedupe)
+        logic = cls(None, None, flush_interval, catchup_interval, snapshots, dedupe)
         logic.frozen = snapshot
         if snapshot[:1] == _PENDING:
             logic.due = datetime.now(UTC)  # what the crashed run had not written yet
@@ -124,15 +119,17 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
             return self._flush(), StatefulBatchLogic.RETAIN  # type: ignore[return-value]
         if self.due is None and self.pending.seen_ingest_ms is not None:
             now = datetime.now(UTC)
-            # Behind since the events arrived, or since this process started if later: events
-            # that waited out a restart are not a backlog of their own.
-            arrived_s = max(max(v.ingest_ms for v in values) / 1000, self.started_s)
-            behind_s = now.timestamp() - arrived_s
-            delay = flush_delay_s(
-                behind_s,
-                flush_s=self.flush_interval.total_seconds(),
-                catchup_max_s=self.catchup_interval.total_seconds(),
-            )
+            flush_s = self.flush_interval.total_seconds()
+            if self.wrote:
+                behind_s = now.timestamp() - max(v.ingest_ms for v in values) / 1000
+                delay = flush_delay_s(
+                    behind_s, flush_s=flush_s, catchup_max_s=self.catchup_interval.total_seconds()
+                )
+            else:
+                # This user's first write in this process is not held by the catch-up
+                # coalescing: after a restart the store learns at once that the flow is back,
+                # and events that waited out the downtime are not a backlog of their own.
+                delay = flush_s
             self.due = now + timedelta(seconds=delay)
         return [], StatefulBatchLogic.RETAIN
 
@@ -147,6 +144,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
 
     def _flush(self) -> list[UserWrite]:
         self.due = None
+        self.wrote = True
         if self.frozen is not None and self.frozen[:1] == _SETTLED:
             return []  # nothing folded since the snapshot, nothing pending in it
         self._thaw()
@@ -202,13 +200,11 @@ def _build_logic(
     catchup_interval: timedelta,
     snapshots: bool,
     dedupe: bool,
-    started_s: float,
     resume: bytes | None,
 ) -> UserLogic:
-    args = (flush_interval, catchup_interval, snapshots, dedupe, started_s)
     if not resume:
-        return UserLogic(None, None, *args)
-    return UserLogic.resumed(resume, *args)
+        return UserLogic(None, None, flush_interval, catchup_interval, snapshots, dedupe)
+    return UserLogic.resumed(resume, flush_interval, catchup_interval, snapshots, dedupe)
 
 
 def _tombstone_message(
@@ -287,9 +283,7 @@ def build_flow(
     folded = op.stateful_batch(
         "fold_user_state",
         keyed,
-        partial(
-            _build_logic, flush_interval, catchup_interval, recovery, dedupe_writes, time.time()
-        ),
+        partial(_build_logic, flush_interval, catchup_interval, recovery, dedupe_writes),
     )
     outputs = op.branch("split_fold_failures", op.key_rm("drop_user_key", folded), _is_write)
     # Events whose fold raised join the records that did not decode or validate.

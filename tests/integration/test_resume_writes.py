@@ -75,7 +75,7 @@ class Incarnation:
     def logic(self, user_id: str) -> UserLogic:
         if user_id not in self.logics:
             resume = self.resume.get(user_id)
-            self.logics[user_id] = _build_logic(FLUSH, FLUSH, True, self.dedupe, 0.0, resume)
+            self.logics[user_id] = _build_logic(FLUSH, FLUSH, True, self.dedupe, resume)
         return self.logics[user_id]
 
 
