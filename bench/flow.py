@@ -18,10 +18,13 @@ Freshness (`--freshness`). The flow runs in tail mode in a subprocess; a child p
 produces generator events at a steady `--rate` (occurred_at rewritten to "now", Kafka
 timestamp set explicitly at produce time, linger.ms=5); every `--sample-every`-th event
 after `--warmup` seconds is a sample (user, Kafka timestamp). This process polls Redis
-(one pipeline of `HGET <kp>:{user}:meta newest_ingest_ms` over every pending sample, every
-`--poll-interval` = 2 ms) and records, for each sample, (time the reply showing newest_ingest_ms >= the
-sample's timestamp came back) - (Kafka timestamp): an upper bound of "feature visible in
-Redis - Kafka timestamp", too high by at most one poll cycle (reported).
+(one script call reading `HGET <kp>:{user}:meta newest_ingest_ms` of every pending sample,
+every `--poll-interval` = 2 ms) and records, for each sample, (time the reply showing
+newest_ingest_ms >= the sample's timestamp came back) - (Kafka timestamp): an upper bound of
+"feature visible in Redis - Kafka timestamp", too high by at most one poll cycle (reported).
+The producer and the poller share the machine with the flow, so both are kept cheap (events
+parsed before the clock starts, one Redis command a poll) and their CPU is printed; a
+standalone Redis is assumed (the poll script reads keys of many hash slots).
 
     .venv/bin/python bench/flow.py                         # 1,000,000 events, 10,000 users
     .venv/bin/python bench/flow.py --events 50000 --users 2000   # smoke check
