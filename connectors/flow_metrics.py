@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.registry import Collector
@@ -140,12 +141,20 @@ def run_summary() -> dict[str, int]:
     }
 
 
+_lag_of: dict[str, Any] = {}
+"""`LAG`'s child per agent id: `labels()` costs more than the `observe()` it precedes."""
+
+
 def observe_writes(writes: list[UserWrite]) -> None:
     WRITES.inc(len(writes))
     _written_users.update(write.user_id for write in writes)
+    lag_of = _lag_of
     for write in writes:
         for agent_id, agent in write.agents.items():
-            LAG.labels(agent_id).observe(max(0, agent.computed_at_ms - agent.ingest_time_ms) / 1000)
+            child = lag_of.get(agent_id)
+            if child is None:
+                child = lag_of[agent_id] = LAG.labels(agent_id)
+            child.observe(max(0, agent.computed_at_ms - agent.ingest_time_ms) / 1000)
 
 
 class _RefusalLog:
