@@ -185,7 +185,7 @@ def test_an_orchestrator_call_imports_nothing(peer: OrchestratorPeer) -> None:
     of those imports searched sys.path and failed (about 0.3 ms of CPU per tip)."""
 
     async def calls() -> list[str]:
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncHTTPTransport() as http:
             client = OrchestratorClient(
                 http,
                 base_url=peer.url,
