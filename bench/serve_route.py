@@ -9,8 +9,10 @@ its own, with its own code (`sys.path[0]` = that tree):
 
   batch      POST /v1/features/batch of `--batch` users (random seeded ids)
   features   GET /v1/users/{id}/features
-  recommend  POST /v1/recommend (no orchestrator: fallback tips), with the tip ledger on
-             (`OO_LEDGER_RETENTION_DAYS` 90) or off (0) by `--ledger on|off|both`
+  recommend  POST /v1/recommend (fallback tips; with `--orchestrator peer` the tip of an
+             OpenAI-compatible peer in its own process), with the tip ledger on
+             (`OO_LEDGER_RETENTION_DAYS` 90) or off (0) by `--ledger on|off|both`; TipShown to a
+             file, or to Kafka with `--kafka env`
   agents     GET /v1/agents (no store call)
 
 Per child: process CPU (`time.process_time`, every thread: the store threads' decoding
@@ -23,6 +25,8 @@ included). Medians over rounds, and each tree's CPU ratio to the first tree's, p
     nice -n 19 .venv/bin/python bench/serve_route.py --route batch --tree /tmp/serve-base --tree .
     nice -n 19 .venv/bin/python bench/serve_route.py --route batch --store sqlite --tree .
     nice -n 19 .venv/bin/python bench/serve_route.py --route recommend --ledger both --tree .
+    nice -n 19 .venv/bin/python bench/serve_route.py --route recommend --ledger both \
+        --orchestrator peer --kafka env --tree /tmp/serve-base --tree .
     nice -n 19 .venv/bin/python bench/serve_route.py --route batch --profile /tmp/batch.prof
     pip install --target /tmp/fw-old --no-deps fastapi==0.115.14 starlette==0.46.2
     nice -n 19 .venv/bin/python bench/serve_route.py --route agents --tree . --tree .+/tmp/fw-old
@@ -135,10 +139,13 @@ async def _child_run(args: argparse.Namespace) -> dict[str, Any]:
         key_prefix=args.prefix,
         api_token=SecretStr(TOKEN),
         store_timeout_s=30,
-        kafka_bootstrap=None,
+        kafka_bootstrap=args.kafka or None,
+        topic_prefix=f"{args.prefix}.",
+        freshness_stamper=False,
         feedback_log=tmp / "feedback.jsonl",
         ledger_retention_days=90 if args.ledger == "on" else 0,
         freshness_check_interval_s=3600,
+        orchestrator_url=args.orchestrator or None,
     )
     app = create_app(settings)
     requests = _requests(args, ids)
@@ -195,6 +202,27 @@ def _child(args: argparse.Namespace) -> int:
 # -- the parent: seed, interleave, report -----------------------------------------------------
 
 
+def _start_peer() -> tuple[str, Any]:
+    """The orchestrator peer of `bench/serve.py` in its own process: (its URL, stop())."""
+    import multiprocessing as mp
+
+    sys.path.insert(0, str(ROOT))
+    from bench.serve_load import _peer_main
+
+    parent, child = mp.get_context("spawn").Pipe()
+    proc = mp.get_context("spawn").Process(target=_peer_main, args=(child,), daemon=True)
+    proc.start()
+    url = parent.recv()
+
+    def stop() -> None:
+        parent.send("stop")
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+
+    return url, stop
+
+
 def _run_child(
     args: argparse.Namespace, arm: str, store_url: str, prefix: str, ledger: str, profile: str
 ) -> dict[str, Any]:
@@ -221,6 +249,10 @@ def _run_child(
         str(args.warmup),
         "--ledger",
         ledger,
+        "--kafka",
+        args.kafka,
+        "--orchestrator",
+        args.orchestrator,
     ]
     if profile:
         cmd += ["--profile", profile]
@@ -258,6 +290,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every tree (default 3)")
     ap.add_argument("--ledger", choices=("on", "off", "both"), default="on")
     ap.add_argument("--profile", default="", help="cProfile of the first child to this file")
+    ap.add_argument(
+        "--kafka",
+        default="",
+        help="events (TipShown) to this Kafka (topics prefixed per run) instead of a file; "
+        "`env` for $OO_KAFKA_BOOTSTRAP",
+    )
+    ap.add_argument(
+        "--orchestrator",
+        default="",
+        help="`peer`: recommend asks an OpenAI-compatible peer (tests.orchestrator_peer, in its "
+        "own process, answering at once) instead of falling back",
+    )
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", default="", help=argparse.SUPPRESS)
     ap.add_argument("--extra-path", default="", help=argparse.SUPPRESS)
@@ -278,6 +322,13 @@ def main() -> int:
         if not args.store_url:
             raise SystemExit("Redis: give --store-url or set OO_STORE_URL (services up)")
         store_url = args.store_url
+    if args.kafka == "env":
+        args.kafka = os.environ.get("OO_KAFKA_BOOTSTRAP", "")
+        if not args.kafka:
+            raise SystemExit("--kafka env: set OO_KAFKA_BOOTSTRAP (services up)")
+    peer_stop = None
+    if args.orchestrator == "peer":
+        args.orchestrator, peer_stop = _start_peer()
     ledgers = ["off", "on"] if args.ledger == "both" else [args.ledger]
     arms = [(tree, ledger) for tree in trees for ledger in ledgers]
     load0 = os.getloadavg()
@@ -306,6 +357,12 @@ def main() -> int:
     finally:
         if args.store == "redis":
             delete_keys(store_url, f"{prefix}:")
+        if args.kafka:
+            from oo_features.services import delete_topics
+
+            delete_topics(args.kafka, f"{prefix}.", timeout_s=30)
+        if peer_stop is not None:
+            peer_stop()
     load1 = os.getloadavg()
     print(f"\nmedians over {args.rounds} rounds (load {load0[0]:.2f} -> {load1[0]:.2f}):")
     first = results[arms[0]]

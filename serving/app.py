@@ -3,9 +3,10 @@
 The factory wires settings, metrics, the breaker and the routers; the lifespan
 opens what the app owns (the store from `OO_STORE_URL`, the event sink: Kafka
 when `OO_KAFKA_BOOTSTRAP` is set, else the `OO_FEEDBACK_LOG` file; the one
-shared `httpx.AsyncClient`, the ingestion stamper when Kafka is configured and
-`OO_FRESHNESS_STAMPER` is on, the background freshness check) and closes it on
-shutdown. A store or sink passed in belongs to the caller and is not closed here.
+shared httpx transport (the orchestrator's connection pool), the ingestion stamper when
+Kafka is configured and `OO_FRESHNESS_STAMPER` is on, the background freshness check, the
+after-answer workers of `serving.after`) and closes it on shutdown. A store or sink passed in belongs to the caller
+and is not closed here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from connectors.exceptions import EventSinkError, StoreError
 from connectors.kafka import EventProducer
 from connectors.sinks import EventSink, FileEventSink, KafkaEventSink
 from connectors.store.base import FeatureStore
-from serving.api.main import BODY_LIMITS, api_router
+from serving.after import AfterResponse
+from serving.api.main import BODY_LIMITS, include_routes
 from serving.exceptions import StoreUnavailableError
 from serving.freshness import FreshnessMonitor
 from serving.limits import BodySizeLimit, V1Gate, bounded_validation_error
@@ -108,10 +110,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(
             lambda: state.identity.check(state.store), abandon_on_cancel=True
         )
-    http = httpx.AsyncClient(
-        trust_env=False,
-        timeout=settings.orchestrator_timeout_s,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    http = httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
     )
     state.orchestrator = None
     if settings.orchestrator_url is not None:
@@ -139,6 +139,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         except EventSinkError as exc:
             log.warning("starting without Kafka: %s", exc)
+    state.after = AfterResponse(
+        sink=state.sink,
+        store=state.store,
+        metrics=state.metrics,
+        ledger_retention_ms=settings.ledger_retention_ms,
+    )
     poller = asyncio.create_task(_poll_forever(state.sink), name="event-sink-poll")
     state.stamper = None
     if settings.kafka_bootstrap is not None and settings.freshness_stamper:
@@ -175,12 +181,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await anyio.to_thread.run_sync(state.stamper.stop)
             state.stamper = None
         await http.aclose()
+        # Queued events and ledger records first, while the sink and the store are open.
+        after, state.after = state.after, None
+        await anyio.to_thread.run_sync(lambda: after.stop(timeout_s=settings.kafka_timeout_s))
         if owned_sink:
             state.sink.close(timeout_s=settings.kafka_timeout_s)
             state.sink = None
         if owned_tombstones:
             state.tombstones.close()
             state.tombstones = None
+        state.store_guard.close()
         if owned_store:
             state.store.close()
             state.store = None
@@ -254,6 +264,7 @@ def create_app(
         on_unavailable=metrics.count_store_unavailable,
     )
     app.state.sink = sink
+    app.state.after = None
     app.state.orchestrator = None
     app.state.stamper = None
     app.state.identity = StoreIdentityWatch(metrics)
@@ -272,5 +283,5 @@ def create_app(
     app.add_exception_handler(RequestValidationError, bounded_validation_error)
     app.add_exception_handler(StoreError, _store_unavailable)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
-    app.include_router(api_router)
+    include_routes(app)
     return app

@@ -40,8 +40,11 @@ def _envelope(user_id: str, occurred_at_ms: int | None) -> pb.Event:
     return event
 
 
-def tip_shown(user_id: str, tip_id: str, agent_ids: Iterable[str]) -> pb.Event:
-    event = _envelope(user_id, None)
+def tip_shown(
+    user_id: str, tip_id: str, agent_ids: Iterable[str], *, shown_at_ms: int | None = None
+) -> pb.Event:
+    """Occurred at `shown_at_ms` (the answer's time, which the ledger also records), else now."""
+    event = _envelope(user_id, shown_at_ms)
     event.tip_shown.tip_id = tip_id
     event.tip_shown.agent_ids.extend(agent_ids)
     return event

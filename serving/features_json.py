@@ -1,68 +1,92 @@
-"""The features answer (`FeaturesOut`) written straight from the stored JSON: the batch path.
+"""The features answer (`FeaturesOut`) spliced from the stored bytes: the batch path.
 
 `POST /v1/features/batch` answers up to 1,000 users at once. Building a `FeaturesOut` per user
 (a pydantic model per parameter, snippet and agent) and serialising it cost tens of
 milliseconds per 100 users, almost all of it re-validating what the store's own write path
-wrote. Here the answer is assembled as text instead: each agent's `params` and `extras` are
-the stored JSON as it is (`StoredAgentJSON`), the rest is formatted once per value.
+wrote; decoding the store's reply into text and objects cost as much again. Here the answer is
+assembled as bytes from the store's reply as it came (`StoredUserBytes`, ADR 0027): each
+agent's `params` and `extras`, the feedback and the head of each snippet (`{"text":"..."`)
+are the stored JSON as it is; the times are the stored digits and their ISO form, formatted
+once per distinct value in a call; strings are escaped once per distinct value.
 
 Contract: for every user, `json.loads(features_json(...))` equals
-`json.loads(features_out(user.parsed(), ...).model_dump_json())` (the single read's answer;
-`tests/unit/test_features_json.py` checks it on generated users, and that a batch answer
-validates against `BatchOut`). That holds because the store's only writer stores each
-parameter as `Param.as_dict()` (`{"value", "source"[, "inferred_value"]}` with
-`inferred_value` exactly when `source` is `user`: what `ParamOut` serialises). Values the
-model path would change are left to it: a user whose stored JSON holds `NaN` or `Infinity`
-(pydantic writes them as `null`) is rendered through `FeaturesOut`, so the answer never
-differs, only its cost. Eligibility is `serving.tips`'s rule (`consent_granted`), computed
-once per distinct set of consents in a call.
+`json.loads(features_out(stored.decoded(...).parsed(), ...).model_dump_json())` (the single
+read's answer; `tests/unit/test_features_json.py` checks it on generated users through the
+real SQLite write path, `tests/integration/test_batch_infer.py` through Redis against the
+single read route, and that a batch answer validates against `BatchOut`). That holds because
+the store's only writer stores each parameter as `Param.as_dict()` (`{"value", "source"[,
+"inferred_value"]}` with `inferred_value` exactly when `source` is `user`: what `ParamOut`
+serialises), each time as the decimal digits of an integer and each snippet as
+`dumps_compact({"text", "expires_at_ms"})`. Whatever does not fit is left to the model path,
+so the answer never differs, only its cost: a user whose stored JSON holds `NaN` or
+`Infinity` (pydantic writes them as `null`; found by one scan of the whole answer, then user
+by user) or whose times are not plain digits is rendered through `FeaturesOut`; a snippet of
+another shape is parsed and re-encoded. Eligibility is `serving.tips`'s rule
+(`consent_granted`), computed once per distinct stored consents in a call; a snippet is
+served only while `now_ms < expires_at_ms` and its text is not empty (`serving.tips.is_fresh`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Mapping
 from json.encoder import encode_basestring
+from operator import itemgetter
 
-from connectors.store.base import StoredAgentJSON, StoredUserJSON
+from connectors.store.base import StoredUserBytes, snippet_of
 from features.model import Manifest
 from serving.api.models import iso_ms
 from serving.tips import consent_granted
 
 __all__ = ["BatchWriter", "features_json"]
 
-_NOT_JSON = ("NaN", "Infinity")
+_NOT_JSON = (b"NaN", b"Infinity")
 """Tokens Python's encoder writes for non-finite floats; JSON has none (pydantic: null)."""
 
+_EMPTY_TEXT = b'{"text":""'
+_AGENT = (
+    b'%s:{"version":%s,"event_time":"%s","event_time_ms":%s,"ingest_time":"%s","ingest_time_ms":%s,'
+    b'"computed_at":"%s","computed_at_ms":%s,"params":%s,"extras":%s,"snippet":%s}'
+)
+_SNIPPET = b'%s,"expires_at":"%s","expires_at_ms":%s'
+_EXPIRES = b',"expires_at_ms":'
+_TEXT = b'{"text":"'
+_by_agent_id = itemgetter(0)
 
-def _plain(text: str) -> bool:
-    """True when `text` (stored JSON) holds no non-finite float token (a string that merely
-    contains one of the words also answers False: the model path is then taken, still exact)."""
-    return _NOT_JSON[0] not in text and _NOT_JSON[1] not in text
+
+class _ModelPath(Exception):
+    """A stored value the splice cannot render exactly: the user goes through `FeaturesOut`."""
 
 
-def _agent_json(a: StoredAgentJSON, now_ms: int) -> str:
-    """One agent as `AgentFeaturesOut` serialises it (snippet only while unexpired:
-    `serving.tips.is_fresh` with a known expiry)."""
-    expires = a.snippet_expires_at_ms
-    if a.snippet and expires is not None and now_ms < expires:
-        snippet = (
-            f'{{"text":{encode_basestring(a.snippet)},"expires_at":"{iso_ms(expires)}",'
-            f'"expires_at_ms":{expires}}}'
-        )
-    else:
-        snippet = "null"
-    return (
-        f'{{"version":{encode_basestring(a.version)},'
-        f'"event_time":"{iso_ms(a.event_time_ms)}","event_time_ms":{a.event_time_ms},'
-        f'"ingest_time":"{iso_ms(a.ingest_time_ms)}","ingest_time_ms":{a.ingest_time_ms},'
-        f'"computed_at":"{iso_ms(a.computed_at_ms)}","computed_at_ms":{a.computed_at_ms},'
-        f'"params":{a.params_json},"extras":{a.extras_json},"snippet":{snippet}}}'
-    )
+_MEMCHR_TRIES = 32
+"""Occurrences of a token's first byte looked at one by one before the plain search."""
+
+
+def _plain(text: bytes) -> bool:
+    """True when `text` (stored JSON, or a whole answer) holds no non-finite float token (a
+    string that merely contains one of the words also answers False: the model path is then
+    taken, still exact). Each token's first byte is found with `memchr`, which is many times
+    faster than the substring search over an answer of hundreds of kilobytes that holds few
+    `N` and `I`; past `_MEMCHR_TRIES` of them the substring search takes the rest."""
+    for token in _NOT_JSON:
+        head = token[:1]
+        at = text.find(head)
+        for _ in range(_MEMCHR_TRIES):
+            if at < 0:
+                break
+            if text.startswith(token, at):
+                return False
+            at = text.find(head, at + 1)
+        else:
+            if token in text[at:]:
+                return False
+    return True
 
 
 class BatchWriter:
-    """Features answers of many users against one registry and one `now_ms`; the eligible
-    agents of each distinct set of consents are worked out once."""
+    """Features answers of many users against one registry and one `now_ms`; what repeats
+    within a call (eligible agents per consents, ISO times, escaped strings) is worked out once.
+    """
 
     def __init__(
         self, manifests: Mapping[str, Manifest], *, now_ms: int, include_shadow: bool = False
@@ -70,59 +94,159 @@ class BatchWriter:
         self._manifests = manifests
         self._now_ms = now_ms
         self._include_shadow = include_shadow
-        self._eligible: dict[tuple[tuple[str, bool], ...], frozenset[str]] = {}
+        self._eligible: dict[bytes | None, frozenset[bytes]] = {}
+        self._times: dict[bytes, bytes] = {}
+        self._strings: dict[bytes, bytes] = {}
+        self._expiries: dict[bytes, bytes | None] = {}
+        self._check = False
+        """Check each user's stored JSON for non-finite floats (set after a whole-answer hit)."""
 
-    def _eligible_ids(self, consents: Mapping[str, bool]) -> frozenset[str]:
-        key = tuple(sorted(consents.items()))
-        ids = self._eligible.get(key)
+    def _eligible_ids(self, consents_json: bytes | None) -> frozenset[bytes]:
+        ids = self._eligible.get(consents_json)
         if ids is None:
+            consents = json.loads(consents_json) if consents_json else {}
             ids = frozenset(
-                agent_id
+                agent_id.encode()
                 for agent_id, m in self._manifests.items()
                 if (self._include_shadow or m.shadows is None) and consent_granted(m, consents)
             )
-            self._eligible[key] = ids
+            self._eligible[consents_json] = ids
         return ids
 
-    def user(self, user: StoredUserJSON) -> str:
-        """One user's answer, as `GET /v1/users/{id}/features` gives it (JSON text)."""
-        ids = self._eligible_ids(user.consents)
-        agents = [a for agent_id, a in sorted(user.agents.items()) if agent_id in ids]
-        if not (
-            _plain(user.feedback_json)
-            and all(_plain(a.params_json) and _plain(a.extras_json) for a in agents)
+    def _string(self, raw: bytes) -> bytes:
+        """A stored UTF-8 string as a JSON string literal."""
+        literal = self._strings.get(raw)
+        if literal is None:
+            literal = encode_basestring(raw.decode()).encode()
+            self._strings[raw] = literal
+        return literal
+
+    def _time(self, digits: bytes) -> bytes:
+        """The ISO form of stored epoch-ms digits (`iso_ms`), remembered; `_ModelPath` unless
+        the digits are exactly those of an integer (so they can be spliced as the `_ms` twin)."""
+        try:
+            ms = int(digits)
+        except (TypeError, ValueError):
+            raise _ModelPath from None
+        if b"%d" % ms != digits:
+            raise _ModelPath
+        iso = self._times[digits] = iso_ms(ms).encode()
+        return iso
+
+    def _expiry(self, tail: bytes) -> bytes | None:
+        """For a stored snippet's tail (`<expires_at_ms>}`): the ISO form of the expiry while
+        the snippet is fresh at `now_ms`, `b""` once it expired, None for another shape;
+        remembered."""
+        digits = tail[:-1]
+        if tail[-1:] != b"}" or not digits.isdigit() or b"%d" % int(digits) != digits:
+            return None
+        fresh = self._now_ms < int(digits)
+        iso = (self._times.get(digits) or self._time(digits)) if fresh else b""
+        self._expiries[tail] = iso
+        return iso
+
+    def _snippet(self, stored: bytes) -> bytes:
+        """The answer's snippet object (or `null`) of a stored snippet: its head (`{"text":"..."`,
+        a non-empty text holding no quote) spliced as it is; any other shape parsed."""
+        head, sep, tail = stored.rpartition(_EXPIRES)
+        if sep and len(head) > 10 and head[:9] == _TEXT and head.find(b'"', 9) == len(head) - 1:
+            iso = self._expiries.get(tail)
+            if iso is None:
+                iso = self._expiry(tail)
+            if iso is not None:
+                return _SNIPPET % (head, iso, tail) if iso else b"null"
+        text, expires = snippet_of(stored)
+        if self._now_ms >= expires or not text:
+            return b"null"
+        head = b'{"text":' + encode_basestring(text).encode()
+        return _SNIPPET % (head, self._time(b"%d" % expires), b"%d}" % expires)
+
+    def user(self, user_id: str, stored: StoredUserBytes) -> bytes:
+        """One user's answer, as `GET /v1/users/{id}/features` gives it (JSON, UTF-8)."""
+        try:
+            return self._user(user_id, stored)
+        except _ModelPath:
+            return self._through_model(user_id, stored)
+
+    def _user(self, user_id: str, stored: StoredUserBytes) -> bytes:
+        ids = self._eligible_ids(stored.consents_json)
+        feedback = stored.feedback_json or b"{}"
+        check = self._check
+        if check and not _plain(feedback):
+            raise _ModelPath
+        strings, string, times, time = self._strings, self._string, self._times, self._time
+        snippet_of_row = self._snippet
+        agents = []
+        # The hot loop of a batch (hundreds of agents per call): everything looked up once.
+        for aid, version, params, extras, et, it, ca, snippet in sorted(
+            (r for r in stored.agents if r[0] in ids), key=_by_agent_id
         ):
-            return self._through_model(user)
-        now = self._now_ms
-        body = ",".join(f"{encode_basestring(a.agent_id)}:{_agent_json(a, now)}" for a in agents)
-        return (
-            f'{{"user_id":{encode_basestring(user.user_id)},"agents":{{{body}}},'
-            f'"feedback":{user.feedback_json}}}'
+            if check and not (_plain(params) and _plain(extras)):
+                raise _ModelPath
+            agents.append(
+                _AGENT
+                % (
+                    strings.get(aid) or string(aid),
+                    strings.get(version) or string(version),
+                    times.get(et) or time(et),
+                    et,
+                    times.get(it) or time(it),
+                    it,
+                    times.get(ca) or time(ca),
+                    ca,
+                    params,
+                    extras,
+                    snippet_of_row(snippet) if snippet else b"null",
+                )
+            )
+        return b'{"user_id":%s,"agents":{%s},"feedback":%s}' % (
+            encode_basestring(user_id).encode(),
+            b",".join(agents),
+            feedback,
         )
 
-    def _through_model(self, user: StoredUserJSON) -> str:
+    def _through_model(self, user_id: str, stored: StoredUserBytes) -> bytes:
         from serving.api.routes.users import features_out
 
         out = features_out(
-            user.parsed(), self._manifests, now_ms=self._now_ms, include_shadow=self._include_shadow
+            stored.decoded(user_id, self._now_ms).parsed(),
+            self._manifests,
+            now_ms=self._now_ms,
+            include_shadow=self._include_shadow,
         )
-        return out.model_dump_json()
+        return out.model_dump_json().encode()
 
-    def batch(self, users: Iterable[tuple[str, StoredUserJSON | None]]) -> str:
-        """`{"users": {id: answer or null, ...}}` in the order given (`BatchOut`)."""
+    def _users(self, users: Mapping[str, StoredUserBytes | None]) -> bytes:
+        user = self.user
         parts = [
-            f"{encode_basestring(user_id)}:{'null' if user is None else self.user(user)}"
-            for user_id, user in users
+            b"%s:%s"
+            % (encode_basestring(user_id).encode(), b"null" if s is None else user(user_id, s))
+            for user_id, s in users.items()
         ]
-        return f'{{"users":{{{",".join(parts)}}}}}'
+        return b'{"users":{%s}}' % b",".join(parts)
+
+    def batch(self, users: Mapping[str, StoredUserBytes | None]) -> bytes:
+        """`{"users": {id: answer or null, ...}}` in the order given (`BatchOut`), UTF-8.
+
+        Written once without looking for non-finite floats; only an answer that holds one of
+        their tokens anywhere is written again, user by user checked."""
+        self._check = False
+        answer = self._users(users)
+        if not _plain(answer):
+            self._check = True
+            answer = self._users(users)
+        return answer
 
 
 def features_json(
-    user: StoredUserJSON,
+    user_id: str,
+    stored: StoredUserBytes,
     manifests: Mapping[str, Manifest],
     *,
     now_ms: int,
     include_shadow: bool = False,
-) -> str:
-    """One user's features answer as JSON text (see the module docstring for the contract)."""
-    return BatchWriter(manifests, now_ms=now_ms, include_shadow=include_shadow).user(user)
+) -> bytes:
+    """One user's features answer as JSON (see the module docstring for the contract)."""
+    writer = BatchWriter(manifests, now_ms=now_ms, include_shadow=include_shadow)
+    writer._check = True
+    return writer.user(user_id, stored)

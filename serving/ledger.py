@@ -3,7 +3,7 @@
 `tip_entry` builds what a tip was built from out of what the recommend route used: for each
 contributing agent its stored version and parameters and the snippet text exactly as it went
 into the prompt (or, for a fallback, as the tip). `record_tip` and `record_reaction` run
-after the response (background tasks) through the store guard: a store that is away loses
+after the answer is sent, in `serving.after`'s ledger worker: a store that is away loses
 the ledger line (logged and counted in `oo_ledger_failed_total`), never the tip. A tip
 recorded after the user's deletion is refused by the store itself.
 """
@@ -11,15 +11,13 @@ recorded after the user's deletion is refused by the store itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from connectors.exceptions import StoreError
 from connectors.store.base import FeatureStore, StoredUser
 from connectors.store.ledger import LedgerAgent, LedgerEntry
-from serving.exceptions import ServingError
 from serving.metrics import Metrics
 from serving.orchestrator import Answer
-from serving.store_guard import StoreGuard
 from serving.tips import FreshSnippet
 
 log = logging.getLogger(__name__)
@@ -67,29 +65,24 @@ def tip_entry(
     )
 
 
-async def record_tip(
-    guard: StoreGuard,
+def record_tip(
     store: FeatureStore,
-    entry: LedgerEntry | Callable[[], LedgerEntry],
+    entry: LedgerEntry,
     *,
     retention_ms: int,
     now_ms: int,
     metrics: Metrics,
 ) -> None:
-    """Record `entry` (or what `entry()` builds: the recommend route hands over a
-    `functools.partial` of `tip_entry`, so the entry is built after the response); a failure
-    is logged and counted, never raised."""
-    if not isinstance(entry, LedgerEntry):
-        entry = entry()
+    """Record `entry` (blocking: `serving.after`'s ledger worker calls it); a failure is
+    logged and counted, never raised."""
     try:
-        await guard.call(store.record_tip, entry, retention_ms=retention_ms, now_ms=now_ms)
-    except (ServingError, StoreError) as exc:
+        store.record_tip(entry, retention_ms=retention_ms, now_ms=now_ms)
+    except StoreError as exc:
         metrics.ledger_failed.labels("tip").inc()
         log.warning("tip %s of user %s not in the ledger: %s", entry.tip_id, entry.user_id, exc)
 
 
-async def record_reaction(
-    guard: StoreGuard,
+def record_reaction(
     store: FeatureStore,
     *,
     user_id: str,
@@ -99,16 +92,12 @@ async def record_reaction(
     at_ms: int,
     metrics: Metrics,
 ) -> None:
-    """Join a reaction to its tip in the ledger; a failure is logged and counted."""
+    """Join a reaction to its tip in the ledger (blocking, as `record_tip`); a failure is
+    logged and counted."""
     try:
-        await guard.call(
-            store.record_reaction,
-            user_id,
-            tip_id,
-            reaction=reaction,
-            reaction_id=reaction_id,
-            at_ms=at_ms,
+        store.record_reaction(
+            user_id, tip_id, reaction=reaction, reaction_id=reaction_id, at_ms=at_ms
         )
-    except (ServingError, StoreError) as exc:
+    except StoreError as exc:
         metrics.ledger_failed.labels("reaction").inc()
         log.warning("reaction to tip %s of user %s not in the ledger: %s", tip_id, user_id, exc)

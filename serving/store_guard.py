@@ -5,9 +5,10 @@ Why: store calls are blocking (redis-py, sqlite3), so they run in worker threads
 shared thread pool, a stalled Redis filled it and every route waited, even those that never
 touch the store (`GET /v1/agents` took 13.9 s). Here:
 
-- store calls run on their own `anyio.CapacityLimiter` (`OO_STORE_CONCURRENCY` threads), never
-  on the default pool that the rest of the app (sync dependencies, background tasks, the event
-  sink) uses;
+- store calls run on threads of their own (`OO_STORE_CONCURRENCY` of them, a
+  `ThreadPoolExecutor` handed to the event loop's `run_in_executor`), never on the default
+  pool that the rest of the app (sync dependencies, background tasks) uses; an executor hop
+  costs about half the CPU of anyio's `to_thread` with a limiter and a cancel scope (ADR 0027);
 - the caller waits at most `OO_STORE_TIMEOUT_S` (the wait for a thread included); a call that
   takes longer is abandoned (its thread ends with the client's own socket timeout) and the
   request answers 503 at once;
@@ -23,11 +24,11 @@ request is cheap to retry; the client decides).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-
-import anyio
 
 from connectors.exceptions import StoreError
 from serving.exceptions import StoreUnavailableError
@@ -54,15 +55,24 @@ class StoreGuard:
         self.timeout_s = timeout_s
         self.breaker = breaker
         self._concurrency = concurrency
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._on_unavailable = on_unavailable
 
     @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        # Made on first use: a CapacityLimiter belongs to the event loop that runs the app.
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._concurrency)
-        return self._limiter
+    def executor(self) -> ThreadPoolExecutor:
+        """The store threads (made on first use, again after `close`)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._concurrency, thread_name_prefix="oo-store"
+            )
+        return self._executor
+
+    def close(self) -> None:
+        """Let the store threads end once idle (a call still running ends with its client's
+        timeout); a later call starts new ones."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def call(
         self,
@@ -74,7 +84,8 @@ class StoreGuard:
         **kwargs: Any,
     ) -> T:
         """`fn(*args, **kwargs)` in a store thread; `StoreUnavailableError` when the store is
-        away, slow beyond `timeout_s` (default `self.timeout_s`) or the breaker is open."""
+        away, slow beyond `timeout_s` (default `self.timeout_s`; the wait for a free store
+        thread included) or the breaker is open."""
         if not probe and not self.breaker.allow():
             raise self._unavailable(
                 "circuit_open",
@@ -84,12 +95,11 @@ class StoreGuard:
         bound = self.timeout_s if timeout_s is None else timeout_s
         succeeded = False
         try:
-            with anyio.fail_after(bound):
-                result = await anyio.to_thread.run_sync(
-                    functools.partial(fn, *args, **kwargs),
-                    limiter=self.limiter,
-                    abandon_on_cancel=True,
-                )
+            loop = asyncio.get_running_loop()
+            # Abandoned at the bound: the thread finishes (or fails) on its own, unawaited.
+            future = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+            async with asyncio.timeout(bound):
+                result = await future
             succeeded = True
         except TimeoutError:
             raise self._unavailable(

@@ -187,6 +187,34 @@ class StoredUserJSON:
     newest_event_ms: int | None
     newest_ingest_ms: int | None
 
+    def as_bytes(self) -> StoredUserBytes:
+        """The `StoredUserBytes` a store that keeps this user's JSON as text answers (each
+        snippet as `dumps_compact({"text", "expires_at_ms"})`, as Redis stores it)."""
+        agents: list[list[Any]] = [
+            [
+                a.agent_id.encode(),
+                a.version.encode(),
+                a.params_json.encode(),
+                a.extras_json.encode(),
+                b"%d" % a.event_time_ms,
+                b"%d" % a.ingest_time_ms,
+                b"%d" % a.computed_at_ms,
+                None
+                if a.snippet is None
+                else dumps_compact(
+                    {"text": a.snippet, "expires_at_ms": a.snippet_expires_at_ms}
+                ).encode(),
+            ]
+            for a in self.agents.values()
+        ]
+        return StoredUserBytes(
+            dumps_compact(self.consents).encode() if self.consents else None,
+            self.feedback_json.encode(),
+            None if self.newest_event_ms is None else b"%d" % self.newest_event_ms,
+            None if self.newest_ingest_ms is None else b"%d" % self.newest_ingest_ms,
+            agents,
+        )
+
     def parsed(self) -> StoredUser:
         return StoredUser(
             user_id=self.user_id,
@@ -195,6 +223,106 @@ class StoredUserJSON:
             consents=self.consents,
             newest_event_ms=self.newest_event_ms,
             newest_ingest_ms=self.newest_ingest_ms,
+        )
+
+
+_EXPIRES = b',"expires_at_ms":'
+
+
+def split_snippet(stored: bytes) -> tuple[bytes, int] | None:
+    """(`{"text":"..."`, expires_at_ms) of a stored snippet of the shape the store's writer
+    gives it, `dumps_compact({"text", "expires_at_ms"})`; None for any other shape.
+
+    The expiry is the last member and the separator cannot occur in the text (a quote inside
+    it is escaped); a text holding a quote (escaped) is left to the parser (None).
+
+    >>> split_snippet(b'{"text":"Go.","expires_at_ms":12}')
+    (b'{"text":"Go."', 12)
+    >>> split_snippet(b'{"expires_at_ms":12,"text":"Go."}') is None
+    True
+    >>> split_snippet(b'{"text":"a","more":"b","expires_at_ms":12}') is None
+    True
+    """
+    head, sep, tail = stored.rpartition(_EXPIRES)
+    if (
+        sep
+        and len(head) > 9
+        and head.startswith(b'{"text":"')
+        and head.find(b'"', 9) == len(head) - 1  # one string, nothing after it
+        and tail[-1:] == b"}"
+        and tail[:-1].isdigit()
+    ):
+        return head, int(tail[:-1])
+    return None
+
+
+def snippet_of(stored: bytes | str) -> tuple[str, int]:
+    """(text, expires_at_ms) of a stored snippet: read by its known shape (`split_snippet`;
+    text without a backslash is taken as is), else parsed.
+
+    >>> snippet_of(b'{"text":"Go.","expires_at_ms":12}')
+    ('Go.', 12)
+    """
+    raw = stored.encode() if isinstance(stored, str) else stored
+    parts = split_snippet(raw)
+    if parts is not None:
+        body = parts[0][8:]
+        text = body[1:-1].decode() if b"\\" not in body else json.loads(body)
+        return text, parts[1]
+    parsed = json.loads(raw)
+    return parsed["text"], int(parsed["expires_at_ms"])
+
+
+@dataclass(slots=True)
+class StoredUserBytes:
+    """A user exactly as the store holds it, every part the stored bytes, not decoded at all:
+    for answers that splice them into their own JSON (`POST /v1/features/batch`, ADR 0027).
+
+    `consents_json`, `feedback_json`: the stored JSON; `newest_event_ms`, `newest_ingest_ms`:
+    decimal digits (each None when absent). `agents`: one row per stored agent, in no
+    particular order: `[agent_id, version, params JSON, extras JSON, event_time_ms,
+    ingest_time_ms, computed_at_ms, snippet]`, the times as decimal digits and `snippet` the
+    stored `dumps_compact({"text", "expires_at_ms"})` or None. A snippet may have expired a
+    moment ago (Redis evicts it at its TTL): `decoded` drops it then; a reader of the bytes
+    compares `expires_at_ms` with its own now (`split_snippet`).
+    """
+
+    consents_json: bytes | None
+    feedback_json: bytes | None
+    newest_event_ms: bytes | None
+    newest_ingest_ms: bytes | None
+    agents: list[list[Any]]
+
+    def decoded(self, user_id: str, now_ms: int) -> StoredUserJSON:
+        """The `StoredUserJSON` of these bytes (snippets expired at `now_ms` dropped)."""
+        agents: dict[str, StoredAgentJSON] = {}
+        for aid, version, params, extras, et, it, ca, snip in self.agents:
+            text: str | None = None
+            expires: int | None = None
+            if snip:
+                text, expires = snippet_of(snip)
+                if expires <= now_ms:
+                    text, expires = None, None
+            agent_id = aid.decode()
+            agents[agent_id] = StoredAgentJSON(
+                agent_id,
+                version.decode(),
+                params.decode(),
+                extras.decode(),
+                int(et),
+                int(it),
+                int(ca),
+                text,
+                expires,
+            )
+        newest_event, newest_ingest = self.newest_event_ms, self.newest_ingest_ms
+        return StoredUserJSON(
+            user_id=user_id,
+            agents=agents,
+            feedback_json=self.feedback_json.decode() if self.feedback_json else "{}",
+            consents=json.loads(self.consents_json) if self.consents_json else {},
+            newest_event_ms=int(newest_event) if newest_event is not None else None,
+            newest_ingest_ms=int(newest_ingest) if newest_ingest is not None else None,
         )
 
 
@@ -338,6 +466,13 @@ class FeatureStore(TipLedger, Protocol):
         """`read_users` with each user's parameters, extras and feedback left as the stored JSON
         text (`StoredUserJSON`; `.parsed()` is what `read_users` answers). Same round trip;
         keys in the order asked, duplicates once."""
+
+    def read_users_bytes(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUserBytes | None]:
+        """`read_users_json` with nothing decoded (`StoredUserBytes`): the same users, the
+        same round trip; keys in the order asked, duplicates once, None for an unknown or
+        deleted user."""
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Remove every key of the user at once and leave a tombstone."""

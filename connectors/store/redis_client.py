@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.client import NEVER_DECODE
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -125,14 +126,18 @@ class RedisConnection:
 
     # -- pipelines ------------------------------------------------------------------------------
 
-    def pipeline(self, commands: Sequence[Sequence[Any]], *, write: bool) -> list[Any]:
-        """Replies of `commands` in order (exceptions as values); one round trip per server."""
+    def pipeline(
+        self, commands: Sequence[Sequence[Any]], *, write: bool, decode: bool = True
+    ) -> list[Any]:
+        """Replies of `commands` in order (exceptions as values); one round trip per server.
+        `decode=False`: replies as the server sent them (bytes), not decoded to str."""
         if not commands:
             return []
+        options: dict[str, Any] = {} if decode else {NEVER_DECODE: True}
         if not self.cluster:
             pipe = self.client.pipeline(transaction=False)
             for cmd in commands:
-                pipe.execute_command(*cmd)
+                pipe.execute_command(*cmd, **options)
             return list(pipe.execute(raise_on_error=False))
         self._refresh_if_stale()
         groups: dict[str, list[int]] = {}
@@ -146,7 +151,7 @@ class RedisConnection:
         for name, indexes in groups.items():
             pipe = self.client.get_redis_connection(nodes[name]).pipeline(transaction=False)
             for i in indexes:
-                pipe.execute_command(*commands[i])
+                pipe.execute_command(*commands[i], **options)
             if write and self.wait_replicas:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
             try:

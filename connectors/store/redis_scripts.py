@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 __all__ = ["SCRIPT_NAMES", "SOURCES", "RedisScriptsMixin", "Scripts"]
@@ -83,28 +84,35 @@ class RedisScriptsMixin:
         write: bool,
         before: Sequence[Sequence[Any]] = (),
         after: Sequence[Sequence[Any]] = (),
+        decode: bool = True,
     ) -> list[Any]:
         """Replies of `before` commands, script calls (name, keys, args) and `after` commands,
         in one pipeline (one per server on a cluster); a NOSCRIPT reloads the scripts and
-        re-runs only the refused calls. Errors come back as values."""
+        re-runs only the refused calls. Errors come back as values; `decode=False` leaves
+        replies as bytes."""
 
         def command(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
             return ("EVALSHA", self._sha(name), len(keys), *keys, *args)
 
         scripts = [command(*c) for c in calls]
-        replies = self._conn.pipeline([*before, *scripts, *after], write=write)
+        replies = self._conn.pipeline([*before, *scripts, *after], write=write, decode=decode)
         first = len(before)
         retry = [i for i in range(len(calls)) if isinstance(replies[first + i], NoScriptError)]
         if retry:
             self._load_scripts()
-            again = self._conn.pipeline([command(*calls[i]) for i in retry], write=write)
+            again = self._conn.pipeline(
+                [command(*calls[i]) for i in retry], write=write, decode=decode
+            )
             for i, r in zip(retry, again, strict=True):
                 replies[first + i] = r
         return replies
 
-    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def _eval(self, name: str, keys: list[str], args: list[Any], *, decode: bool = True) -> Any:
+        """One script call; `decode=False` leaves the reply as bytes."""
+        options: dict[str, Any] = {} if decode else {NEVER_DECODE: True}
+        command = ("EVALSHA", self._sha(name), len(keys), *keys, *args)
         try:
-            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
+            return self._r.execute_command(*command, **options)
         except NoScriptError:
             self._load_scripts()
-            return self._r.evalsha(self._sha(name), len(keys), *keys, *args)
+            return self._r.execute_command("EVALSHA", self._sha(name), *command[2:], **options)

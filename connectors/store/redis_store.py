@@ -28,7 +28,6 @@ cross-user: their own hash tag puts them in one cluster slot, so each freshness 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -40,8 +39,8 @@ from connectors.clock import now_ms as _now_ms
 from connectors.exceptions import StoreError
 from connectors.store.base import (
     IDENTITY_READY,
-    StoredAgentJSON,
     StoredUser,
+    StoredUserBytes,
     StoredUserJSON,
     StoreIdentity,
     UserWrite,
@@ -62,32 +61,10 @@ T = TypeVar("T")
 _dumps = dumps_compact
 
 
-_EXPIRES = ',"expires_at_ms":'
-
-
-def snippet_of(stored: str) -> tuple[str, int]:
-    """(text, expires_at_ms) of a stored snippet, `dumps_compact({"text", "expires_at_ms"})`.
-
-    Read by its known shape (the expiry is the last member; a quote inside the text is always
-    escaped, so the separator cannot occur in it; text without a backslash is taken as is),
-    else parsed: the batch read decodes hundreds per call.
-
-    >>> snippet_of('{"text":"Go.","expires_at_ms":12}')
-    ('Go.', 12)
-    """
-    head, sep, tail = stored.rpartition(_EXPIRES)
-    if (
-        sep
-        and head.startswith('{"text":"')
-        and head.endswith('"')
-        and len(head) > 9
-        and tail[-1:] == "}"
-        and tail[:-1].isdigit()
-    ):
-        body = head[8:]
-        return (body[1:-1] if "\\" not in body else json.loads(body)), int(tail[:-1])
-    parsed = json.loads(stored)
-    return parsed["text"], int(parsed["expires_at_ms"])
+READ_CHUNK = 100
+"""Users per `read` script call on one Redis: one call costs the server about as much as the
+same users' calls one by one, and the client much less (one command to pack and parse); a
+call of 100 users keeps the server busy for a few milliseconds at most."""
 
 
 def _opt(value: int | None) -> str:
@@ -288,17 +265,40 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
 
         return self._guard("write_batch", run)
 
-    def _read_call(self, user_id: str) -> tuple[str, list[str], list[Any]]:
-        """The `read` script call of one user (`lua/read.lua`)."""
+    def _read_keys(self, user_id: str) -> list[str]:
+        """The `read` script's keys of one user (`lua/read.lua`)."""
         base = self._base(user_id)
-        keys = [f"{base}meta", f"{base}feedback", f"{base}keys"]
-        return "read", keys, [f"{base}agent:", f"{base}snippet:"]
+        return [f"{base}meta", f"{base}feedback", f"{base}keys"]
+
+    def _read_replies(self, what: str, user_ids: list[str]) -> list[Any]:
+        """The `read` script's reply (bytes) of each user, in order (None: unknown or deleted),
+        in one pipelined round trip: one script call per `READ_CHUNK` users (one per user on a
+        cluster, where a call's keys must share a slot)."""
+        if self._conn.cluster:
+            groups = [[u] for u in user_ids]
+        else:
+            groups = [user_ids[i : i + READ_CHUNK] for i in range(0, len(user_ids), READ_CHUNK)]
+        read_keys = self._read_keys
+        calls: list[tuple[str, list[str], list[Any]]] = [
+            ("read", [k for u in group for k in read_keys(u)], []) for group in groups
+        ]
+
+        def run() -> list[Any]:
+            replies = self._evalsha_all(calls, write=False, decode=False)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+        return [user for reply in self._guard(what, run) for user in reply]
 
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
-        name, keys, argv = self._read_call(user_id)
-        reply = self._guard("read_user", lambda: self._eval(name, keys, argv))
-        user = self._user_of(user_id, reply, _now_ms() if now_ms is None else now_ms)
-        return None if user is None else user.parsed()
+        keys = self._read_keys(user_id)
+        reply = self._guard("read_user", lambda: self._eval("read", keys, [], decode=False))
+        user = self._bytes_of(reply[0])
+        if user is None:
+            return None
+        return user.decoded(user_id, _now_ms() if now_ms is None else now_ms).parsed()
 
     def read_users(
         self, user_ids: Sequence[str], *, now_ms: int | None = None
@@ -312,55 +312,35 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
     def read_users_json(
         self, user_ids: Sequence[str], *, now_ms: int | None = None
     ) -> dict[str, StoredUserJSON | None]:
-        """`read_users` with the stored JSON left as text: one pipeline of one `read` script
-        call per user (one per master on a cluster), in one round trip."""
+        """`read_users` with the stored JSON left as text, in one round trip (`_read_replies`)."""
         wanted = list(dict.fromkeys(user_ids))
         if not wanted:
             return {}
-        calls = [self._read_call(user_id) for user_id in wanted]
-
-        def run() -> list[Any]:
-            replies = self._evalsha_all(calls, write=False)
-            for r in replies:
-                if isinstance(r, Exception):
-                    raise r
-            return replies
-
-        replies = self._guard("read_users", run)
         now = _now_ms() if now_ms is None else now_ms
-        user_of = self._user_of
         return {
-            user_id: user_of(user_id, reply, now)
-            for user_id, reply in zip(wanted, replies, strict=True)
+            user_id: None if user is None else user.decoded(user_id, now)
+            for user_id, user in self.read_users_bytes(wanted).items()
         }
 
+    def read_users_bytes(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUserBytes | None]:
+        """Every user as stored (`StoredUserBytes`; None: unknown or deleted) in one pipelined
+        round trip (`_read_replies`); `now_ms` is unused (the reader checks snippet expiry)."""
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return {}
+        replies = self._read_replies("read_users", wanted)
+        bytes_of = self._bytes_of
+        return {user_id: bytes_of(r) for user_id, r in zip(wanted, replies, strict=True)}
+
     @staticmethod
-    def _user_of(user_id: str, reply: Any, now: int) -> StoredUserJSON | None:
-        """A read script's reply as a `StoredUserJSON` (None for an unknown or deleted user):
-        the one decoding of a stored user; `read_user` and `read_users` parse it further."""
+    def _bytes_of(reply: Any) -> StoredUserBytes | None:
+        """A user's reply of the `read` script (bytes) as `StoredUserBytes`; None: unknown."""
         if not reply:
             return None
-        consents, newest_event, newest_ingest = reply[0]
-        feedback = reply[1]
-        agents: dict[str, StoredAgentJSON] = {}
-        for aid, version, params, extras, et, it, ca, snip in reply[2:]:
-            text: str | None = None
-            expires: int | None = None
-            if snip:
-                text, expires = snippet_of(snip)
-                if expires <= now:
-                    text, expires = None, None
-            agents[aid] = StoredAgentJSON(
-                aid, version, params, extras, int(et), int(it), int(ca), text, expires
-            )
-        return StoredUserJSON(
-            user_id=user_id,
-            agents=agents,
-            feedback_json=feedback or "{}",
-            consents=json.loads(consents) if consents else {},
-            newest_event_ms=int(newest_event) if newest_event is not None else None,
-            newest_ingest_ms=int(newest_ingest) if newest_ingest is not None else None,
-        )
+        (consents, newest_event, newest_ingest), feedback = reply[0], reply[1]
+        return StoredUserBytes(consents, feedback, newest_event, newest_ingest, reply[2:])
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Delete every key of the user atomically and leave a tombstone; one round trip."""

@@ -41,6 +41,7 @@ from connectors.store.base import (
     LagStats,
     StoredAgentJSON,
     StoredUser,
+    StoredUserBytes,
     StoredUserJSON,
     StoreIdentity,
     UserFreshness,
@@ -314,6 +315,16 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
                 c.execute("COMMIT")
 
         return self._guard("read_users", read_all)
+
+    def read_users_bytes(
+        self, user_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, StoredUserBytes | None]:
+        """`read_users_json`'s rows as the bytes Redis would hold (`StoredUserBytes`: each
+        snippet as `dumps_compact({"text", "expires_at_ms"})`), in one read transaction."""
+        users = self.read_users_json(user_ids, now_ms=now_ms)
+        return {
+            user_id: None if user is None else user.as_bytes() for user_id, user in users.items()
+        }
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         self._transaction("delete_user", lambda c: self._delete(c, user_id, deleted_at_ms))

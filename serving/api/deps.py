@@ -24,6 +24,7 @@ from connectors.codec import USER_ID_PATTERN
 from connectors.sinks import EventSink
 from connectors.store.base import FeatureStore
 from features.model import Manifest
+from serving.after import AfterResponse
 from serving.freshness import FreshnessMonitor
 from serving.metrics import Metrics
 from serving.orchestrator import OrchestratorClient
@@ -60,6 +61,11 @@ async def get_store_guard(request: Request) -> StoreGuard:
     return request.app.state.store_guard
 
 
+async def get_after(request: Request) -> AfterResponse:
+    """The after-answer work (events, tip ledger); made by the lifespan."""
+    return request.app.state.after
+
+
 @lru_cache(maxsize=1)
 def get_manifests() -> dict[str, Manifest]:
     """The registered agents by id (imported on first use: the registry imports every agent)."""
@@ -81,6 +87,7 @@ async def now_ms() -> int:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[FeatureStore, Depends(get_store)]
 StoreGuardDep = Annotated[StoreGuard, Depends(get_store_guard)]
+AfterDep = Annotated[AfterResponse, Depends(get_after)]
 SinkDep = Annotated[EventSink, Depends(get_sink)]
 OrchestratorDep = Annotated[OrchestratorClient | None, Depends(get_orchestrator)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.store import AgentWrite, SQLiteStore, UserWrite
+from connectors.store import AgentWrite, FeatureStore, SQLiteStore, UserWrite
+from connectors.store.base import StoredUserBytes
 from features.model import Manifest, Param
 from features.registry import manifests as registered
 from serving.api.models import BatchOut, iso_ms
@@ -88,23 +89,35 @@ def _stored(writes: list[UserWrite]) -> SQLiteStore:
 )
 def test_the_answer_from_the_stored_json_equals_the_model_answer(writes: tuple[Any, ...]) -> None:
     store = _stored(list(writes))
-    asked = [w.user_id for w in writes] + ["nobody"]
-    users = store.read_users_json(asked, now_ms=NOW)
+    check_spliced_equals_model(store, [w.user_id for w in writes])
+    store.close()
+
+
+def check_spliced_equals_model(store: FeatureStore, user_ids: list[str]) -> None:
+    """Every user's spliced answer equals the model path's (the single read's), with and
+    without shadows, and the batch answer is the documented `BatchOut`, in the order asked."""
+    asked = [*user_ids, "nobody"]
+    users = store.read_users_bytes(asked, now_ms=NOW)
     for include_shadow in (False, True):
-        for user_id, user in users.items():
-            if user is None:
+        for user_id, stored in users.items():
+            if stored is None:
                 continue
             model = features_out(
-                user.parsed(), MANIFESTS, now_ms=NOW, include_shadow=include_shadow
+                stored.decoded(user_id, NOW).parsed(),
+                MANIFESTS,
+                now_ms=NOW,
+                include_shadow=include_shadow,
             ).model_dump_json()
-            fast = features_json(user, MANIFESTS, now_ms=NOW, include_shadow=include_shadow)
+            assert stored.decoded(user_id, NOW).parsed() == store.read_user(user_id, now_ms=NOW)
+            fast = features_json(
+                user_id, stored, MANIFESTS, now_ms=NOW, include_shadow=include_shadow
+            )
             assert json.loads(fast) == json.loads(model), user_id
-    text = BatchWriter(MANIFESTS, now_ms=NOW).batch(users.items())
+    text = BatchWriter(MANIFESTS, now_ms=NOW).batch(users)
     assert list(json.loads(text)["users"]) == asked
     checked = BatchOut.model_validate_json(text)  # the documented contract
     assert json.loads(checked.model_dump_json()) == json.loads(text)
     assert checked.users["nobody"] is None
-    store.close()
 
 
 def test_the_parsed_read_is_the_single_read() -> None:
@@ -146,13 +159,47 @@ def test_a_non_finite_stored_value_takes_the_model_path() -> None:
         6,
         NOW - 1,
     )
-    store = _stored([UserWrite("u-1", agents={"momentum": nan}, newest_event_ms=5)])
-    user = store.read_users_json(["u-1"], now_ms=NOW)["u-1"]
-    assert user is not None and "NaN" in user.agents["momentum"].params_json
-    answer = json.loads(features_json(user, MANIFESTS, now_ms=NOW))
+    plain = dataclasses.replace(nan, params={"z": Param(1.0, "inferred").as_dict()}, extras={})
+    store = _stored(
+        [
+            UserWrite("u-1", agents={"momentum": nan}, newest_event_ms=5),
+            UserWrite("u-2", agents={"momentum": plain}, newest_event_ms=5),
+        ]
+    )
+    users = store.read_users_bytes(["u-1", "u-2"], now_ms=NOW)
+    stored = users["u-1"]
+    assert stored is not None and b"NaN" in stored.agents[0][2]
+    answer = json.loads(features_json("u-1", stored, MANIFESTS, now_ms=NOW))
     assert answer["agents"]["momentum"]["params"]["z"] == {"value": None, "source": "inferred"}
     assert answer["agents"]["momentum"]["extras"] == {"inf": None}
+    batch = json.loads(BatchWriter(MANIFESTS, now_ms=NOW).batch(users))["users"]
+    assert batch["u-1"] == answer
+    assert batch["u-2"]["agents"]["momentum"]["params"]["z"] == {"value": 1.0, "source": "inferred"}
     store.close()
+
+
+def test_stored_values_of_another_shape_are_rendered_exactly() -> None:
+    """Times that are not plain integer digits go through the model path; a snippet stored in
+    another shape is parsed and encoded again (neither is what the store's writer writes)."""
+    agent = [
+        b"momentum",
+        b"1.0.0",
+        b'{"z":{"value":1,"source":"inferred"}}',
+        b"{}",
+        b"0005",
+        b"6",
+        b"%d" % (NOW - 1),
+        b'{"expires_at_ms":%d,"text":"Go \\"on\\"."}' % (NOW + 1000),
+    ]
+    stored = StoredUserBytes(None, None, None, None, [agent])
+    model = features_out(stored.decoded("u-1", NOW).parsed(), MANIFESTS, now_ms=NOW)
+    answer = json.loads(features_json("u-1", stored, MANIFESTS, now_ms=NOW))
+    assert answer == json.loads(model.model_dump_json())
+    assert answer["agents"]["momentum"]["event_time_ms"] == 5
+    assert answer["agents"]["momentum"]["snippet"]["text"] == 'Go "on".'
+    agent[4] = b"5"
+    spliced = json.loads(BatchWriter(MANIFESTS, now_ms=NOW).batch({"u-1": stored}))["users"]
+    assert spliced["u-1"] == answer
 
 
 def test_iso_ms_is_integer_exact() -> None:
@@ -166,8 +213,7 @@ def test_iso_ms_is_integer_exact() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(), st.integers(min_value=0, max_value=2**53))
 def test_a_stored_snippet_reads_back_exactly(text: str, expires: int) -> None:
-    from connectors.store.base import dumps_compact
-    from connectors.store.redis_store import snippet_of
+    from connectors.store.base import dumps_compact, snippet_of
 
     assert snippet_of(dumps_compact({"text": text, "expires_at_ms": expires})) == (text, expires)
     assert snippet_of(json.dumps({"expires_at_ms": expires, "text": text})) == (text, expires)

@@ -92,7 +92,7 @@ def call(
     outcomes: list[str] | None = None,
 ) -> Answer:
     async def go() -> Answer:
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncHTTPTransport() as http:
             client = OrchestratorClient(
                 http,
                 base_url=url,

@@ -23,8 +23,8 @@ async def read_features_batch(
     manifests: ManifestsDep,
     now_ms: NowMsDep,
 ) -> Response:
-    users = await guard.call(store.read_users_json, body.user_ids, now_ms=now_ms)
-    # Written from the stored JSON (serving/features_json.py): what `BatchOut` documents,
-    # without re-validating what the store's write path wrote (ADR 0025).
-    answer = BatchWriter(manifests, now_ms=now_ms).batch(users.items())
+    users = await guard.call(store.read_users_bytes, body.user_ids, now_ms=now_ms)
+    # Spliced from the stored bytes (serving/features_json.py): what `BatchOut` documents,
+    # without decoding or re-validating what the store's write path wrote (ADR 0025, 0027).
+    answer = BatchWriter(manifests, now_ms=now_ms).batch(users)
     return Response(answer, media_type="application/json")

@@ -7,20 +7,20 @@ import logging
 import time
 import uuid
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, status
+import orjson
+from fastapi import APIRouter, HTTPException, Response, status
 
 from serving import events, ledger
 from serving.api.deps import (
+    AfterDep,
     ManifestsDep,
     MetricsDep,
     NowMsDep,
     OrchestratorDep,
-    SettingsDep,
-    SinkDep,
     StoreDep,
     StoreGuardDep,
 )
-from serving.api.models import ErrorOut, RecommendIn, RecommendOut, TipOut
+from serving.api.models import ErrorOut, RecommendIn, RecommendOut
 from serving.exceptions import OrchestratorError
 from serving.orchestrator import Answer
 from serving.prompt import PROMPT_VERSION, assemble_prompt
@@ -34,6 +34,26 @@ NOT_CONFIGURED = "orchestrator_not_configured"
 NO_FRESH_SNIPPETS = "no_fresh_snippets"
 
 
+def answer_json(
+    tip: Answer | None,
+    tip_id: str | None,
+    agents: list[str],
+    *,
+    fallback_reason: str | None = None,
+    reason: str | None = None,
+) -> Response:
+    """`RecommendOut` as its model serialises it, written straight to JSON (no validation of
+    what this route built itself; `tests/unit/test_serving_app.py` checks the equality)."""
+    body = {
+        "tip": None if tip is None else {"tip_id": tip_id, "text": tip.text, "kind": tip.kind},
+        "agents": agents,
+        "fallback": fallback_reason is not None,
+        "fallback_reason": fallback_reason,
+        "reason": reason,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 @router.post(
     "",
     response_model=RecommendOut,
@@ -42,16 +62,14 @@ NO_FRESH_SNIPPETS = "no_fresh_snippets"
 )
 async def recommend(
     body: RecommendIn,
-    background: BackgroundTasks,
     store: StoreDep,
     guard: StoreGuardDep,
     manifests: ManifestsDep,
     orchestrator: OrchestratorDep,
-    sink: SinkDep,
+    after: AfterDep,
     metrics: MetricsDep,
-    settings: SettingsDep,
     now_ms: NowMsDep,
-) -> RecommendOut:
+) -> Response:
     user = await guard.call(store.read_user, body.user_id, now_ms=now_ms)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {body.user_id!r}")
@@ -59,7 +77,7 @@ async def recommend(
     if not snippets:
         metrics.tips.labels("none").inc()
         log.info("no tip for user %s: no fresh snippet", body.user_id)
-        return RecommendOut(tip=None, agents=[], fallback=False, reason=NO_FRESH_SNIPPETS)
+        return answer_json(None, None, [], reason=NO_FRESH_SNIPPETS)
 
     answer: Answer | None = None
     fallback_reason: str | None = NOT_CONFIGURED
@@ -81,11 +99,14 @@ async def recommend(
         metrics.fallbacks.labels(fallback_reason or "error").inc()
 
     tip_id = uuid.uuid4().hex
-    # Published after the response is sent: the event log never slows a tip down.
-    background.add_task(sink.emit, events.tip_shown(body.user_id, tip_id, agent_ids))
-    if settings.ledger_retention_ms > 0:
-        # The entry is built and recorded after the response: the request pays nothing for it.
-        entry = functools.partial(
+    # Published and recorded after the answer, by serving.after's workers: the event log and
+    # the ledger never slow a tip down, and the request pays only for queueing them.
+    after.emit(
+        "tip_shown",
+        functools.partial(events.tip_shown, body.user_id, tip_id, agent_ids, shown_at_ms=now_ms),
+    )
+    after.record_tip(
+        functools.partial(
             ledger.tip_entry,
             tip_id=tip_id,
             user=user,
@@ -97,16 +118,9 @@ async def recommend(
             prompt_version=PROMPT_VERSION if orchestrator is not None else None,
             model=orchestrator.model if orchestrator is not None else None,
             orchestrator_latency_ms=latency_ms,
-        )
-        background.add_task(
-            ledger.record_tip,
-            guard,
-            store,
-            entry,
-            retention_ms=settings.ledger_retention_ms,
-            now_ms=now_ms,
-            metrics=metrics,
-        )
+        ),
+        now_ms=now_ms,
+    )
     metrics.tips.labels("fallback" if fallback_reason else "orchestrator").inc()
     log.info(
         "tip %s for user %s from agents %s (fallback: %s)",
@@ -115,9 +129,4 @@ async def recommend(
         ",".join(agent_ids),
         fallback_reason or "no",
     )
-    return RecommendOut(
-        tip=TipOut(tip_id=tip_id, text=answer.text, kind=answer.kind),
-        agents=agent_ids,
-        fallback=fallback_reason is not None,
-        fallback_reason=fallback_reason,
-    )
+    return answer_json(answer, tip_id, agent_ids, fallback_reason=fallback_reason)

@@ -1,0 +1,168 @@
+"""What an answer leaves to be done once it is sent: the API's events (`TipShown`,
+`TipReaction`) and the tip ledger's records, each kind done in order by a thread of its own.
+
+Why not the framework's background tasks: a blocking task there is a hop into the shared
+thread pool through anyio, about 0.15-0.2 ms of CPU each on this project's machine, two per
+tip (BENCHMARKS.md, "Serving CPU", ADR 0027). Here a route only queues the work (a few
+microseconds) and returns; one worker thread per kind takes it from its queue:
+
+- **events**: `emit(build)` builds the event in the worker (`build()`) and hands it to the
+  app's `EventSink` (`emit`, which logs and counts its own failures in
+  `oo_events_failed_total`); `emit_event(event)` for an event the answer already names.
+- **ledger**: `record_tip` / `record_reaction` run `serving.ledger`'s recorders (a store
+  that is away loses the line, never the tip: logged and counted in
+  `oo_ledger_failed_total`). Tips and reactions share one queue, so a reaction is never
+  recorded before the tip it joins.
+
+The kinds do not wait for each other: a store outage never delays the events, nor a Kafka
+outage the ledger. Failure behaviour: nothing here raises into a route or blocks it. A queue
+holding `capacity` items drops new work, counted like a failure of that work (the
+`events_failed` or `ledger_failed` counter). `stop` lets each worker finish what is queued
+within its bound; what is left then is counted as failed. Ledger records no longer go through
+the store guard: each is bounded by the store client's own timeouts, in a thread no request
+waits for.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from connectors.sinks import EventSink
+from connectors.store.base import FeatureStore
+from connectors.store.ledger import LedgerEntry
+from proto import events_pb2 as pb
+from serving import ledger
+from serving.metrics import Metrics
+
+__all__ = ["DEFAULT_CAPACITY", "AfterResponse"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 10_000
+"""Items a worker's queue holds (50 s of tips at 200/s) before new work is dropped."""
+
+Job = Callable[[], None]
+
+
+class _Worker:
+    """One thread that runs queued jobs in order; `on_dropped(what)` for work it never ran."""
+
+    def __init__(self, name: str, *, capacity: int, on_dropped: Callable[[str], None]) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, Job] | None] = queue.SimpleQueue()
+        self._capacity = capacity
+        self._on_dropped = on_dropped
+        self._thread = threading.Thread(target=self._run, name=f"oo-after-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, what: str, job: Job) -> None:
+        if self._queue.qsize() >= self._capacity:
+            self._on_dropped(what)
+            return
+        self._queue.put((what, job))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            what, job = item
+            try:
+                job()
+            except Exception:  # a job handles its expected failures; anything else is logged
+                log.exception("after-answer work (%s) failed", what)
+                self._on_dropped(what)
+
+    def stop(self, deadline: float) -> None:
+        self._queue.put(None)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        while True:  # what the worker did not get to in time
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._on_dropped(item[0])
+
+
+class AfterResponse:
+    """The app's after-answer work (see the module docstring); made and stopped by the app's
+    lifespan, used by the routes through `serving.api.deps.AfterDep`."""
+
+    def __init__(
+        self,
+        *,
+        sink: EventSink,
+        store: FeatureStore,
+        metrics: Metrics,
+        ledger_retention_ms: int,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"expected capacity >= 1; got {capacity}")
+        self._sink = sink
+        self._store = store
+        self._metrics = metrics
+        self.ledger_retention_ms = ledger_retention_ms
+        self._events = _Worker("events", capacity=capacity, on_dropped=metrics.count_failed_event)
+        self._ledger = _Worker(
+            "ledger",
+            capacity=capacity,
+            on_dropped=lambda what: metrics.ledger_failed.labels(what).inc(),
+        )
+
+    @property
+    def ledger_on(self) -> bool:
+        """Whether tips are recorded (`OO_LEDGER_RETENTION_DAYS` > 0)."""
+        return self.ledger_retention_ms > 0
+
+    def emit(self, kind: str, build: Callable[[], pb.Event]) -> None:
+        """Publish the event `build()` makes (`kind`: its payload, for the failure counter)."""
+        sink = self._sink
+        self._events.put(kind, lambda: sink.emit(build()))
+
+    def emit_event(self, event: pb.Event) -> None:
+        """Publish an event already built (its id is in the answer)."""
+        sink = self._sink
+        self._events.put(event.WhichOneof("payload") or "unknown", lambda: sink.emit(event))
+
+    def record_tip(self, build: Callable[[], LedgerEntry], *, now_ms: int) -> None:
+        """Record the ledger entry `build()` makes (nothing while the ledger is off)."""
+        if not self.ledger_on:
+            return
+        store, metrics, retention_ms = self._store, self._metrics, self.ledger_retention_ms
+        self._ledger.put(
+            "tip",
+            lambda: ledger.record_tip(
+                store, build(), retention_ms=retention_ms, now_ms=now_ms, metrics=metrics
+            ),
+        )
+
+    def record_reaction(
+        self, *, user_id: str, tip_id: str, reaction: str, reaction_id: str, at_ms: int
+    ) -> None:
+        """Join a reaction to its tip in the ledger (nothing while the ledger is off)."""
+        if not self.ledger_on:
+            return
+        store, metrics = self._store, self._metrics
+        self._ledger.put(
+            "reaction",
+            lambda: ledger.record_reaction(
+                store,
+                user_id=user_id,
+                tip_id=tip_id,
+                reaction=reaction,
+                reaction_id=reaction_id,
+                at_ms=at_ms,
+                metrics=metrics,
+            ),
+        )
+
+    def stop(self, *, timeout_s: float) -> None:
+        """Finish what is queued within `timeout_s` in all, then stop both workers."""
+        deadline = time.monotonic() + timeout_s
+        self._events.stop(deadline)
+        self._ledger.stop(deadline)
