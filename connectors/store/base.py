@@ -51,6 +51,22 @@ class AgentWrite:
     ingest_time_ms: int
     """Kafka timestamp (or read time for files) of the newest event folded in."""
     computed_at_ms: int
+    params_json: str | None = None
+    """`dumps_compact(params)` when the writer already encoded it (`flows.folding.build_write`
+    does, for its write dedupe), so the store does not encode it again; None: the store does.
+    When set it must be exactly that text: the store writes it as the parameters."""
+    extras_json: str | None = None
+    """`dumps_compact(extras)`, the same way."""
+
+    def params_text(self) -> str:
+        """The parameters as the store writes them (`dumps_compact`, encoded once)."""
+        text = self.params_json
+        return _ENCODER.encode(self.params) if text is None else text
+
+    def extras_text(self) -> str:
+        """The extras as the store writes them (`dumps_compact`, encoded once)."""
+        text = self.extras_json
+        return _ENCODER.encode(self.extras) if text is None else text
 
 
 @dataclass(slots=True)
