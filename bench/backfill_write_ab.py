@@ -43,6 +43,7 @@ def _server_usec(url: str) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """One run in this process (the tree on `sys.path`); prints one JSON line."""
+    import gc
     import itertools
 
     from connectors.records import decode_line
@@ -89,6 +90,11 @@ def child(args: argparse.Namespace) -> None:
     warm, measured = records[: args.warm], records[args.warm :]
     for i in range(0, len(warm), 5000):
         window(warm[i : i + 5000])
+    # As the flow and the backfill run (flows/runtime.py): without it, cyclic collections of
+    # the users' state land in whichever timed step happens to allocate.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 100)
     redis_before = _server_usec(args.url) if args.url.startswith("redis") else 0
     build = write = wall = 0.0
     writes = 0

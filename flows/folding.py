@@ -128,6 +128,11 @@ class Pending:
             history=self.history, _base=self._base, _since=self._since, _base_at=self._base_at
         )
 
+    def held(self) -> int:
+        """Events kept for the rebuild base (what carrying this Pending's `successor()` costs
+        in memory beyond the base's pickle)."""
+        return 0 if self._since is None else len(self._since)
+
     def rebase(self, pickled: bytes) -> None:
         """Take `pickled` (a pickled tuple whose first item is the state as it is now, e.g. the
         flow's recovery snapshot of `(state, pending)`) as the rebuild base."""
