@@ -10,8 +10,12 @@ a span costs one `build_write` and one store write. Writes go to the store in ch
 
 Memory: what a span holds beyond every user's state is one `Pending` per user it touched
 (what changed, and the fold's rebuild base: one pickle of the state plus at most
-`REBASE_EVENTS` events, ADR 0011); it is dropped when the span is written, so the bound is
-the number of users a span touches, whatever `SPAN_LINES` is.
+`REBASE_EVENTS` events, ADR 0011). When the span is written, each user's rebuild base is
+carried into the next span (`Pending.successor()`) while the events carried stay within
+`CARRY_EVENTS` in all; the others are dropped, and such a user's next fold takes a new base (a
+pickle of its state: ~85 us, once per user per span before ADR 0029, a tenth of the run at
+2,000,000 events of 50,000 users). So at most `SPAN_LINES` + `CARRY_EVENTS` events are held, and one
+base per user.
 
 Failure behaviour: a line that is not a valid event, and an event whose fold raised, is a
 reject (line number and reason) and the other lines go on; the state of a user whose fold
@@ -37,6 +41,8 @@ from flows.folding import Pending, Written, build_write
 
 SPAN_LINES = 200_000
 """Lines folded between two writes of the users they touched (ADR 0023)."""
+CARRY_EVENTS = SPAN_LINES
+"""Events held, in all, by the rebuild bases carried from one span into the next (ADR 0029)."""
 WRITE_CHUNK = 500
 """Users per `write_batch` call: one SQLite transaction / one Redis pipeline each. Small enough
 that `--processes N` sharing one SQLite file never hold its writer lock for long (the store's
@@ -83,6 +89,8 @@ def backfill(
     With `partition=(i, n)`, only the users of partition `i` of `n` (`user_partition`) are
     folded and written, and a line that is not an event is a reject of partition 0 only:
     `n` such runs over one file write what one run writes (flows/backfill_processes.py).
+    Partition `i`'s first span is `i / n` of a span longer, so the partitions' writes do not
+    all start on the same line.
     """
     if span_lines < 1:
         raise ValueError(f"span_lines must be >= 1; got {span_lines}")
@@ -96,8 +104,12 @@ def backfill(
     states: dict[str, UserState] = {}
     written: dict[str, Written] = {}  # each user's write dedupe (this run is the only writer)
     pending: dict[str, Pending] = {}  # the users touched in this span, in first-touch order
+    carried: dict[str, Pending] = {}  # rebuild bases carried from the span before (ADR 0029)
     report = BackfillReport()
-    span = 0
+    # Partition i of n writes its spans i/n of a span later than partition 0: n processes
+    # sharing one SQLite file then take its writer lock in turn, not all at the same line
+    # (the stored result does not depend on where spans end).
+    span = 0 if partition is None else -(span_lines * partition[0] // partition[1])
     with RejectsFile(rejects_file) as rejects:
         for batch in _batches(source):
             now_s = time.time()
@@ -124,7 +136,10 @@ def backfill(
             for user_id, events in per_user.items():
                 user = pending.get(user_id)
                 if user is None:
-                    user = pending[user_id] = Pending()
+                    user = carried.pop(user_id, None)
+                    if user is None:
+                        user = Pending()
+                    pending[user_id] = user
                     if user_id not in states:
                         states[user_id] = UserState(user_id)
                         written[user_id] = {}
@@ -138,6 +153,7 @@ def backfill(
             span += len(batch)
             if span >= span_lines:
                 report.writes += _write_span(store, states, written, pending)
+                carried = _carry(carried, pending, CARRY_EVENTS)
                 span = 0
             if progress is not None:
                 progress(len(batch))
@@ -166,8 +182,24 @@ def _write_span(
     if writes:
         store.write_batch(writes)
         count += len(writes)
-    pending.clear()
     return count
+
+
+def _carry(
+    carried: dict[str, Pending], pending: dict[str, Pending], budget: int
+) -> dict[str, Pending]:
+    """The next span's carried rebuild bases, holding at most `budget` events: the written
+    span's users first (their `successor()`), then what is left of the ones carried before;
+    `pending` is emptied."""
+    out: dict[str, Pending] = {}
+    for source in (pending, carried):
+        for user_id, user in source.items():
+            held = user.held()
+            if held <= budget and user_id not in out:
+                out[user_id] = user.successor()
+                budget -= held
+    pending.clear()
+    return out
 
 
 _USER_ID = re.compile(rb'"userId"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')

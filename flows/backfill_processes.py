@@ -10,8 +10,9 @@ merged into one file in line order.
 
 Cost (ADR 0023): reading every line in every process costs a regex on its bytes, nothing
 measurable against decoding; the processes share one SQLite file's writer lock only when they
-write, once per 500 users at the end of each span, so N processes do the CPU work of one
-split N ways (BENCHMARKS.md, "Backfill in spans").
+write, once per 500 users at the end of each span, and process i's spans end i/N of a span
+after process 0's, so they rarely ask for it at once (ADR 0029); N processes do the CPU work
+of one split N ways (BENCHMARKS.md, "Backfill in spans").
 
 Processes are forked (the caller must hold no open store connection or running threads:
 `oo-features backfill` closes its store first). Failure behaviour: a process that fails (store unreachable, a crash) makes the whole run

@@ -45,7 +45,7 @@ from typing import Any
 from connectors import flow_metrics
 from connectors.clock import now_ms
 from connectors.records import Accepted, Rejected
-from connectors.store.base import AgentWrite, FeatureStore, UserWrite
+from connectors.store.base import AgentWrite, FeatureStore, UserWrite, dumps_compact
 from features.state import UserState
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,11 @@ class Pending:
         return Pending(
             history=self.history, _base=self._base, _since=self._since, _base_at=self._base_at
         )
+
+    def held(self) -> int:
+        """Events kept for the rebuild base (what carrying this Pending's `successor()` costs
+        in memory beyond the base's pickle)."""
+        return 0 if self._since is None else len(self._since)
 
     def rebase(self, pickled: bytes) -> None:
         """Take `pickled` (a pickled tuple whose first item is the state as it is now, e.g. the
@@ -314,25 +319,33 @@ def build_write(
     if digests is not None:
         for agent_id in write.removed_agents:
             digests.pop(agent_id, None)
+    agents = write.agents
+    encode = dumps_compact
     for agent_id, out in state.outputs(live).items():
         params = {name: param.as_dict() for name, param in out.params.items()}
+        # Encoded once, here: the digest is of the text the store writes (ADR 0029), and the
+        # store writes this text instead of encoding the same values again.
+        params_json = encode(params)
+        extras_json = encode(out.extras)
         if digests is not None:
             # Most events change few agents' outputs (a mood event moves the watermark, rarely
             # the overdue count): an output equal to the last one written is not written again.
-            digest = hash((repr(params), repr(out.extras), out.snippet, out.version))
+            digest = hash((params_json, extras_json, out.snippet, out.version))
             if digests.get(agent_id) == digest:
                 continue
             digests[agent_id] = digest
-        write.agents[agent_id] = AgentWrite(
-            agent_id=agent_id,
-            version=out.version,
-            params=params,
-            extras=out.extras,
-            snippet=out.snippet,
-            ttl_seconds=out.ttl_seconds,
-            event_time_ms=out.event_time_ms,
-            ingest_time_ms=ingest,
-            computed_at_ms=computed,
+        agents[agent_id] = AgentWrite(
+            agent_id,
+            out.version,
+            params,
+            out.extras,
+            out.snippet,
+            out.ttl_seconds,
+            out.event_time_ms,
+            ingest,
+            computed,
+            params_json,
+            extras_json,
         )
     if pending.feedback_changed or pending.deleted_at is not None:
         write.feedback = state.feedback()

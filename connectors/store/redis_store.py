@@ -176,8 +176,8 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
                 snippet = _dumps({"text": a.snippet, "expires_at_ms": now_ms + ttl_ms})
             args += [
                 a.version,
-                _dumps(a.params),
-                _dumps(a.extras),
+                a.params_text(),
+                a.extras_text(),
                 a.event_time_ms,
                 a.ingest_time_ms,
                 a.computed_at_ms,

@@ -68,6 +68,29 @@ _PURGE_EVERY_MS = 60_000
 
 _dumps = dumps_compact
 
+_IN_CHUNK = 500
+"""User ids per `IN (...)` list (SQLite's oldest variable limit is 999)."""
+
+
+class _Rows:
+    """The upserts of a batch's writes, gathered for one `executemany` per statement."""
+
+    __slots__ = ("feedback", "meta", "no_snippets", "pending", "puts", "reflected", "snippets")
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[object, ...]] = []
+        self.snippets: list[tuple[object, ...]] = []
+        self.no_snippets: list[tuple[object, ...]] = []
+        self.feedback: list[tuple[object, ...]] = []
+        self.meta: list[tuple[object, ...]] = []
+        self.reflected: list[tuple[object, ...]] = []
+        self.pending: list[tuple[object, ...]] = []
+
+    def reflect(self, uid: str, reflected: int | None) -> None:
+        if reflected is not None:
+            self.reflected.append((uid, reflected, reflected))
+            self.pending.append((uid,))
+
 
 class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
     """`FeatureStore` (and `TipLedger`) on one SQLite file (`":memory:"` for a private, throwaway store)."""
@@ -127,6 +150,9 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
         self._sql_snippet_del_current = (
             f"DELETE FROM {snippets} WHERE user_id = ?1 AND agent_id = ?2 AND {current}"
         )
+        self._sql_tombs_in = (
+            f"SELECT user_id, deleted_at_ms FROM {self._t['tombstones']} WHERE user_id IN "
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -153,13 +179,38 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
 
         return self._guard(what, run)
 
-    def _apply(self, c: sqlite3.Connection, w: UserWrite, now: int) -> bool:
-        """Apply one write; False when the history guard refused it (ADR 0009)."""
+    def _tombs(self, c: sqlite3.Connection, user_ids: list[str]) -> dict[str, int]:
+        """The stored tombstones of `user_ids` (deleted users only), a few statements in all."""
+        tombs: dict[str, int] = {}
+        for i in range(0, len(user_ids), _IN_CHUNK):
+            chunk = user_ids[i : i + _IN_CHUNK]
+            sql = self._sql_tombs_in + "(" + ",".join("?" * len(chunk)) + ")"
+            tombs.update(c.execute(sql, chunk).fetchall())
+        return tombs
+
+    def _apply(
+        self,
+        c: sqlite3.Connection,
+        w: UserWrite,
+        now: int,
+        rows: _Rows,
+        tombs: dict[str, int] | None,
+    ) -> bool:
+        """Apply one write, its upserts gathered into `rows` (`_flush` runs them); False when
+        the history guard refused it (ADR 0009). `tombs`: the batch's tombstones read before
+        it (`_tombs`; only when each user appears once), else None (read here)."""
         uid = w.user_id
+        tomb: int | None
         if w.deleted_at_ms is not None:
             self._delete(c, uid, w.deleted_at_ms)
-        row = c.execute(self._sql_tomb_get, (uid,)).fetchone()
-        tomb: int | None = row[0] if row else None
+        if tombs is None:
+            row = c.execute(self._sql_tomb_get, (uid,)).fetchone()
+            tomb = row[0] if row else None
+        else:
+            # What `_delete` just did: the tombstone only moves forward.
+            tomb = tombs.get(uid)
+            if w.deleted_at_ms is not None and (tomb is None or w.deleted_at_ms > tomb):
+                tomb = w.deleted_at_ms
         for agent_id in w.removed_agents:
             c.execute(self._sql_agent_del, (uid, agent_id))
             c.execute(self._sql_snippet_del, (uid, agent_id))
@@ -171,12 +222,10 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
             if stored and stored[0] and not history_covers(w.history, decode_history(stored[0])):
                 # Like Redis: the flow did read these events, so freshness moves on; the
                 # refusal itself is reported by the caller (ADR 0009).
-                self._reflect(c, uid, w.newest_ingest_ms)
+                rows.reflect(uid, w.newest_ingest_ms)
                 return False
         data_time = w.newest_event_ms
-        puts: list[tuple[object, ...]] = []
-        snippets: list[tuple[object, ...]] = []
-        no_snippets: list[tuple[object, ...]] = []
+        puts, snippets, no_snippets = rows.puts, rows.snippets, rows.no_snippets
         for agent_id, a in w.agents.items():
             et = a.event_time_ms
             if tomb is not None and et <= tomb:
@@ -188,8 +237,8 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
                     uid,
                     agent_id,
                     a.version,
-                    _dumps(a.params),
-                    _dumps(a.extras),
+                    a.params_text(),
+                    a.extras_text(),
                     et,
                     a.ingest_time_ms,
                     a.computed_at_ms,
@@ -199,30 +248,32 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
                 snippets.append((uid, agent_id, et, a.snippet, now + a.ttl_seconds * 1000))
             else:
                 no_snippets.append((uid, agent_id, et))
-        if puts:
-            # An agent older than the stored one is ignored and its snippet left untouched:
-            # the snippet statements act only where the agent row now holds this write.
-            c.executemany(self._sql_agent_put, puts)
-            if snippets:
-                c.executemany(self._sql_snippet_put_current, snippets)
-            if no_snippets:
-                c.executemany(self._sql_snippet_del_current, no_snippets)
         if tomb is not None and (data_time is None or data_time <= tomb):
             return True
         if w.feedback is not None:
-            c.execute(self._sql_feedback_put, (uid, _dumps(w.feedback)))
+            rows.feedback.append((uid, _dumps(w.feedback)))
         consents = None if w.consents is None else _dumps(w.consents)
-        c.execute(
-            self._sql_meta_put,
-            (uid, consents, w.newest_event_ms, w.newest_ingest_ms, now, history),
-        )
-        self._reflect(c, uid, w.newest_ingest_ms)
+        rows.meta.append((uid, consents, w.newest_event_ms, w.newest_ingest_ms, now, history))
+        rows.reflect(uid, w.newest_ingest_ms)
         return True
 
-    def _reflect(self, c: sqlite3.Connection, uid: str, reflected: int | None) -> None:
-        if reflected is not None:
-            c.execute(self._sql_reflect, (uid, reflected, reflected))
-            c.execute(self._sql_reflect_pending, (uid,))
+    def _flush(self, c: sqlite3.Connection, rows: _Rows) -> None:
+        """Run the gathered upserts, one `executemany` per statement, in the order one write's
+        own statements need: agents, then their snippets (which act only where the agent row
+        now holds this write: an agent older than the stored one is ignored and its snippet
+        left untouched), feedback, meta, freshness."""
+        for sql, values in (
+            (self._sql_agent_put, rows.puts),
+            (self._sql_snippet_put_current, rows.snippets),
+            (self._sql_snippet_del_current, rows.no_snippets),
+            (self._sql_feedback_put, rows.feedback),
+            (self._sql_meta_put, rows.meta),
+            (self._sql_reflect, rows.reflected),
+            (self._sql_reflect_pending, rows.pending),
+        ):
+            if values:
+                c.executemany(sql, values)
+                values.clear()
 
     def _delete(self, c: sqlite3.Connection, user_id: str, deleted_at_ms: int) -> None:
         for sql in self._sql_delete:
@@ -241,11 +292,21 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
 
         def apply(c: sqlite3.Connection) -> None:
             refused.clear()  # a retried transaction starts over
+            user_ids = [w.user_id for w in writes]
+            if not all(user_ids):
+                raise ValueError("user_id must not be empty")
+            # Each user once (the flow's and the backfill's batches): every write's upserts
+            # run together, one `executemany` per statement for the batch. A user written
+            # twice: each write's upserts run before the next write starts.
+            unique = len(set(user_ids)) == len(user_ids)
+            tombs = self._tombs(c, user_ids) if unique else None
+            rows = _Rows()
             for w in writes:
-                if not w.user_id:
-                    raise ValueError("user_id must not be empty")
-                if not self._apply(c, w, now):
+                if not self._apply(c, w, now, rows, tombs):
                     refused.append(w.user_id)
+                if not unique:
+                    self._flush(c, rows)
+            self._flush(c, rows)
             real_now = _now_ms()
             c.executemany(
                 self._sql_lag_put,

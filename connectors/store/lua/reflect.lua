@@ -8,22 +8,22 @@ for i = 1, #ARGV, 3 do
     redis.call('ZREM', KEYS[3], u)
   end
   if r ~= '' then
-    -- Fewest calls for the common case (the user is caught up): read both stamps, write one.
+    -- Fewest calls for the common case (the flow reflects a newer event than before, and
+    -- nothing newer was stamped): ZADD GT CH says whether the stamp moved, so its old value
+    -- is read only when it did not.
     local cur = tonumber(r)
-    local old = tonumber(redis.call('ZSCORE', KEYS[3], u))
-    if old == nil or cur > old then
-      redis.call('ZADD', KEYS[3], cur, u)
-    else
-      cur = old
+    if redis.call('ZADD', KEYS[3], 'GT', 'CH', cur, u) == 0 then
+      cur = tonumber(redis.call('ZSCORE', KEYS[3], u))
     end
-    local newest = tonumber(redis.call('ZSCORE', KEYS[1], u))
-    if newest == nil or newest <= cur then
-      if newest == nil or newest < cur then
-        redis.call('ZADD', KEYS[1], cur, u)
-      end
-      redis.call('ZREM', KEYS[2], u)
+    if redis.call('ZADD', KEYS[1], 'GT', 'CH', cur, u) == 1 then
+      redis.call('ZREM', KEYS[2], u)  -- newest was older or absent: caught up
     else
-      redis.call('ZADD', KEYS[2], 'XX', 'GT', cur + 1, u)
+      local newest = tonumber(redis.call('ZSCORE', KEYS[1], u))
+      if newest <= cur then
+        redis.call('ZREM', KEYS[2], u)
+      else
+        redis.call('ZADD', KEYS[2], 'XX', 'GT', cur + 1, u)
+      end
     end
   end
 end

@@ -30,14 +30,18 @@ for i = 1, n_removed do
   redis.call('SREM', idx, h, s)
 end
 local history = ARGV[10 + 8 * n_agents]
+-- One read of the user's meta hash for the history guard and the newest stamps below (nothing
+-- in between writes it).
+local m = redis.call('HMGET', meta, 'history', 'newest_event_ms', 'newest_ingest_ms',
+  'created_ms')
 if history ~= '' then
-  local stored = redis.call('HGET', meta, 'history')
+  local stored = m[1]
   if stored then
     local mine = {}
     for src, off in string.gmatch(history, '(%S+)=(%d+)') do mine[src] = tonumber(off) end
     for src, off in string.gmatch(stored, '(%S+)=(%d+)') do
-      local m = mine[src]
-      if (not m) or m > tonumber(off) then
+      local mm = mine[src]
+      if (not mm) or mm > tonumber(off) then
         local seen = 0
         if tomb_ms then seen = 1 end
         return {seen, redis.call('EXISTS', meta), 0, 1}
@@ -48,6 +52,9 @@ end
 local data_time = nil
 if ARGV[7] ~= '' then data_time = tonumber(ARGV[7]) end
 local accepted = 0
+-- Index changes are gathered and made with one SADD / SREM at the end: an agent's keys are
+-- either added or removed, never both, so the order does not matter.
+local add, rem = {}, {}
 for i = 1, n_agents do
   local h, s = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local a = 9 + 8 * (i - 1)
@@ -58,41 +65,41 @@ for i = 1, n_agents do
     if (not cur) or tonumber(cur) <= et then
       redis.call('HSET', h, 'version', ARGV[a + 1], 'params', ARGV[a + 2], 'extras', ARGV[a + 3],
         'event_time', ARGV[a + 4], 'ingest_time', ARGV[a + 5], 'computed_at', ARGV[a + 6])
+      add[#add + 1] = h
       if ARGV[a + 7] ~= '' then
         redis.call('SET', s, ARGV[a + 7], 'PX', ARGV[a + 8])
-        redis.call('SADD', idx, h, s)
+        add[#add + 1] = s
       else
         redis.call('DEL', s)
-        redis.call('SREM', idx, s)
-        redis.call('SADD', idx, h)
+        rem[#rem + 1] = s
       end
       accepted = accepted + 1
     end
   end
 end
+if #rem > 0 then redis.call('SREM', idx, unpack(rem)) end
 if tomb_ms and ((not data_time) or data_time <= tomb_ms) then
+  if #add > 0 then redis.call('SADD', idx, unpack(add)) end
   return {1, redis.call('EXISTS', meta), accepted, 0}
 end
 if ARGV[5] ~= '' then
   redis.call('SET', fb, ARGV[5])
-  redis.call('SADD', idx, fb)
+  add[#add + 1] = fb
 end
-if ARGV[6] ~= '' then redis.call('HSET', meta, 'consents', ARGV[6]) end
-if history ~= '' then redis.call('HSET', meta, 'history', history) end
-if ARGV[7] ~= '' then
-  local cur = redis.call('HGET', meta, 'newest_event_ms')
-  if (not cur) or tonumber(cur) < tonumber(ARGV[7]) then
-    redis.call('HSET', meta, 'newest_event_ms', ARGV[7])
-  end
+-- The meta hash in one HSET: what this write sets, and each stamp only when it moves forward.
+local set = {}
+if ARGV[6] ~= '' then set[#set + 1] = 'consents'; set[#set + 1] = ARGV[6] end
+if history ~= '' then set[#set + 1] = 'history'; set[#set + 1] = history end
+if ARGV[7] ~= '' and ((not m[2]) or tonumber(m[2]) < tonumber(ARGV[7])) then
+  set[#set + 1] = 'newest_event_ms'; set[#set + 1] = ARGV[7]
 end
-if ARGV[8] ~= '' then
-  local cur = redis.call('HGET', meta, 'newest_ingest_ms')
-  if (not cur) or tonumber(cur) < tonumber(ARGV[8]) then
-    redis.call('HSET', meta, 'newest_ingest_ms', ARGV[8])
-  end
+if ARGV[8] ~= '' and ((not m[3]) or tonumber(m[3]) < tonumber(ARGV[8])) then
+  set[#set + 1] = 'newest_ingest_ms'; set[#set + 1] = ARGV[8]
 end
-redis.call('HSETNX', meta, 'created_ms', ARGV[9])
-redis.call('SADD', idx, meta)
+if not m[4] then set[#set + 1] = 'created_ms'; set[#set + 1] = ARGV[9] end
+if #set > 0 then redis.call('HSET', meta, unpack(set)) end
+add[#add + 1] = meta
+redis.call('SADD', idx, unpack(add))
 local seen = 0
 if tomb_ms then seen = 1 end
 return {seen, 1, accepted, 0}
