@@ -171,12 +171,11 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
 ) -> None:
     """A bug in an agent (its fold raises for one event): that event is left out of every row,
     the state is rebuilt as it was before it, and every row equals a fresh fold of the history
-    without it; the late event makes a row refold from a checkpoint, through the bad event."""
+    without it; the late events make rows refold from snapshots, one of them through the bad
+    event (whose rebuild then starts from that snapshot)."""
     from features.agents import time_of_day
-    from flows import training_set as module
     from flows.training_set import parse_as_of
 
-    monkeypatch.setattr(module, "CHECKPOINT_EVERY", 2)
     original = time_of_day.Agent.apply
 
     def apply(self: time_of_day.Agent, event: Any, asof: Any) -> bool:
@@ -187,8 +186,8 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
     monkeypatch.setattr(time_of_day.Agent, "apply", apply)
     log = [
         ev("a", "2025-03-01T09:00:00", "task_completed", task_id="t1"),
-        ev("bad", "2025-03-01T10:00:00", "task_completed", task_id="t2"),
         ev("b", "2025-03-01T12:00:00", "task_completed", task_id="t3"),
+        ev("bad", "2025-03-01T10:00:00", "task_completed", task_id="t2"),  # arrives late
         ev("c", "2025-03-01T13:00:00", "task_completed", task_id="t4"),
         ev("d", "2025-03-01T11:00:00", "task_completed", task_id="t5"),  # arrives late
     ]
@@ -201,7 +200,9 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
 
     rows, report = run(log, spine)
 
-    assert report.refolds == 1
+    # 10:30 folds a and bad; 12:30 adds b before bad (refold from a snapshot after a, through
+    # bad); 13:00 adds c before d (refold from a snapshot after bad).
+    assert report.refolds == 2
     assert [r["agents"] for r in rows] == [
         reference_row(without, "u1", parse_as_of(line["as_of"])) for line in spine
     ]
