@@ -207,3 +207,43 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
         reference_row(without, "u1", parse_as_of(line["as_of"])) for line in spine
     ]
     assert rows[0]["agents"]["momentum"]["extras"]["today"] == 4  # a, b, c, d; not bad
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=event_logs(max_users=1), data=st.data())
+def test_many_rows_over_a_late_log_are_exact_and_pickle_only_what_a_refold_restores(
+    log: list[pb.Event], data: st.DataObject
+) -> None:
+    """Issue 12 (speed without losing exactness): many rows of one user over a log with late
+    events. Every row equals a fresh fold of its history, and the state is pickled only for a
+    refold that restores it (at most one snapshot a refold), not every few events."""
+    import pickle
+    from unittest import mock
+
+    from flows import training_set as module
+    from flows.training_set import parse_as_of
+
+    times = sorted({e.occurred_at.ToMilliseconds() for e in log}) or [1_750_000_000_000]
+    instants = st.one_of(st.sampled_from(times), st.integers(times[0], times[-1]))
+    spine = [
+        {"user_id": "u1", "as_of": iso(data.draw(instants))}
+        for _ in range(data.draw(st.integers(10, 40)))
+    ]
+    pickles = 0
+    real_dumps = pickle.dumps
+
+    def dumps(obj: Any, protocol: int | None = None) -> bytes:
+        nonlocal pickles
+        pickles += 1
+        return real_dumps(obj, protocol)
+
+    with mock.patch.object(module.pickle, "dumps", dumps):
+        rows, report = run(log, spine)
+
+    expected = [
+        {"user_id": line["user_id"], "as_of": line["as_of"], "agents": agents}
+        for line in spine
+        if (agents := reference_row(log, line["user_id"], parse_as_of(line["as_of"]))) is not None
+    ]
+    assert rows == expected
+    assert pickles <= report.refolds
