@@ -37,6 +37,7 @@ is not valid raises `SpineError` naming every bad line before any output is writ
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import pickle
@@ -51,6 +52,7 @@ from connectors.codec import USER_ID_PATTERN
 from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
+from features.model import Incoming
 from features.registry import REGISTRY
 from features.state import UserState
 from flows.folding import Pending, whole_write
@@ -102,12 +104,12 @@ class _User:
     occurred: list[int] = field(default_factory=list)
     deleted: bool = False
 
-    def records(self, ingest_ms: int, upto: int) -> list[Accepted]:
-        """The events at log positions `[0, upto)` as the decoder gave them (without the line
-        they came from: a fold that raises leaves the event out)."""
+    def records(self, ingest_ms: int, upto: int) -> list[Incoming]:
+        """The events at log positions `[0, upto)` as the fold takes them (the decoder's
+        record without where it came from: a fold that raises leaves the event out)."""
         parse = pb.Event.FromString
         return [
-            Accepted(parse(blob), ingest_ms, kind, occurred)
+            Incoming(parse(blob), ingest_ms, kind, occurred)
             for blob, kind, occurred in zip(
                 self.blobs[:upto], self.kinds[:upto], self.occurred[:upto], strict=True
             )
@@ -278,11 +280,11 @@ def plan_passes(
     is asked to take (a state that had folded exactly the events before `f` of the history):
     the only pickles taken are those a refold will restore (fresh when `f` is 0).
     """
-    by_time = sorted(range(len(occurred)), key=lambda i: (occurred[i], i))
-    times = [occurred[i] for i in by_time]
-    prefix_max = [-1] * (len(by_time) + 1)  # prefix_max[q]: last log position in by_time[:q]
-    for q, i in enumerate(by_time):
-        prefix_max[q + 1] = i if i > prefix_max[q] else prefix_max[q]
+    # In time order, ties in log order (the sort is stable).
+    by_time = sorted(range(len(occurred)), key=occurred.__getitem__)
+    times = list(map(occurred.__getitem__, by_time))
+    # prefix_max[q]: the last log position in by_time[:q] (-1 for none)
+    prefix_max = list(itertools.accumulate(by_time, max, initial=-1))
     before: list[SpineRow] = []
     passes: list[_Pass] = []
     # The passes whose folded state is still that of the current history, in log order: pass
@@ -328,7 +330,7 @@ def _restore(user_id: str, origin: bytes | None) -> UserState:
 
 def _fold(
     state: UserState,
-    events: list[Accepted],
+    events: list[Incoming],
     chunk: list[int],
     origin: bytes | None,
     since: list[int],
@@ -384,7 +386,11 @@ def user_rows(
             origin = None if restore is None else snapshots[restore]
             state, since = _restore(user_id, origin), []
         limit = step.limit
-        todo = [i for i in range(step.start, step.end) if occurred[i] <= limit]
+        todo = list(
+            itertools.compress(
+                range(step.start, step.end), map(limit.__ge__, occurred[step.start : step.end])
+            )
+        )
         at = 0
         for position in sorted(step.snapshots):
             cut = bisect.bisect_left(todo, position)

@@ -214,12 +214,14 @@ class Agent(AgentBase):
         if len(recent) >= MIN_VALUES:
             tolerance = median(recent)
             by_project: dict[int, list[float]] = {}
-            for index in range(len(self.occ) - 1, -1, -1):
-                project = self.projects[index]
+            # Most recent first: each project's latest RECENT_PER_PROJECT values.
+            for project, ms in zip(reversed(self.projects), reversed(self.late), strict=True):
                 if project:
-                    bucket = by_project.setdefault(project, [])
-                    if len(bucket) < RECENT_PER_PROJECT:
-                        bucket.append(self.late[index] / MS_PER_DAY)
+                    bucket = by_project.get(project)
+                    if bucket is None:
+                        by_project[project] = [ms / MS_PER_DAY]
+                    elif len(bucket) < RECENT_PER_PROJECT:
+                        bucket.append(ms / MS_PER_DAY)
             realness = {
                 self.project_names[project]: 1.0 / (1.0 + max(0.0, median(vals) - tolerance))
                 for project, vals in by_project.items()
