@@ -21,12 +21,17 @@ Contract (docs/features.md, "Training data as of a time"):
   `event_time` is left out: it is when the store last wrote the agent, which depends on how
   the flow happened to batch the events, not on the history.
 
-Speed: a user's rows are taken in `as_of` order and folded incrementally (each row folds
-only the events that became known since the previous one) while the events that became
-known all come after, in log order, the ones already folded; otherwise (an event that
-arrived late in the log) the row goes on from the newest earlier row's checkpoint for which
-that holds, or afresh (`user_rows`). Events of
-users without rows are decoded but not folded. Memory: the events of the spine's users.
+Speed (ADR 0028): the events of the spine's users are kept in their wire form
+(`Event.SerializeToString()`, with the kind and occurrence validation read) and decoded again
+right before a user's rows are made, so they are folded and freed while hot (a million
+protobuf objects kept to the end cost more to free than to parse twice). A user's rows are
+planned before anything is folded (`plan_passes`): taken in `as_of` order, each row folds
+only the events that became known since the previous one while those all come after, in log
+order, the ones already folded; otherwise (an event that arrived late in the log) the row
+refolds from the first new event's log position, from a snapshot of the state there that the
+earlier pass covering that position was asked to pickle. So the only pickles are those a
+refold restores. Rows that add no event share the previous row's agents. Events of users
+without rows are decoded but not folded. Memory: the spine users' events in wire form.
 
 Failure behaviour: an event line that does not decode or validate is written to the rejects
 file with its line number and reason, and the rest go on (as `backfill`). An event whose
