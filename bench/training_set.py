@@ -10,6 +10,13 @@ the log over the whole run: reading, decoding, folding, writing the rows), refol
 peak RSS, then a bare `decode_line` pass and the flow's plain loop (`backfill` into no
 store: decode, fold, write step) over the same log right after; the ratios to those survive
 a loaded machine better than events/s. Target (issue 12): >= 30,000 events/s over 1,000,000 events and 10,000 rows.
+
+    nice -n 19 .venv/bin/python bench/training_set.py --against /tmp/base-worktree --pairs 2
+
+`--against TREE` instead runs `training_set` alone in child processes, this tree (B) and
+TREE (A) alternately (A B, then B A, ...), `--pairs` times each, and prints each run's
+events/s and CPU seconds and the median CPU ratio B/A: a change's effect measured side by
+side, which survives a shared machine better than absolutes.
 """
 
 from __future__ import annotations
@@ -91,6 +98,49 @@ def plain_loop(log: Path) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu0
 
 
+CHILD = r"""
+import io, json, sys, time
+from flows.runtime import tune_gc
+from flows.training_set import training_set
+log, spine = sys.argv[1], sys.argv[2]
+tune_gc()
+started, cpu0 = time.perf_counter(), time.process_time()
+report = training_set(log, spine, io.StringIO(), rejects_path=log + ".ab.rejects.jsonl")
+print(json.dumps({"lines": report.lines, "rows": report.rows,
+                  "wall": time.perf_counter() - started, "cpu": time.process_time() - cpu0}))
+"""
+
+
+def against(tree: Path, log: Path, spine: Path, pairs: int) -> None:
+    """Interleaved child runs of `training_set` in this tree (B) and `tree` (A)."""
+    import statistics
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1]
+    trees = {"A": tree.resolve(), "B": here}
+    cpu: dict[str, list[float]] = {"A": [], "B": []}
+    for i in range(pairs):
+        for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(log.resolve()), str(spine.resolve())],
+                cwd=trees[name],
+                env={**__import__("os").environ, "PYTHONPATH": str(trees[name])},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            cpu[name].append(r["cpu"])
+            print(
+                f"  pair {i} {name}: {r['lines']} events, {r['rows']} rows, {r['wall']:.1f} s, "
+                f"{r['lines'] / r['wall']:,.0f} events/s, CPU {r['cpu']:.1f} s "
+                f"({r['lines'] / r['cpu']:,.0f} events per CPU second)",
+                flush=True,
+            )
+    a, b = statistics.median(cpu["A"]), statistics.median(cpu["B"])
+    print(f"median CPU: A {a:.1f} s, B {b:.1f} s; B/A {b / a:.2f} ({a / b:.2f}x as fast)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
@@ -98,8 +148,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--against", type=Path, help="a tree to compare with (A), interleaved")
+    parser.add_argument("--pairs", type=int, default=2, help="runs per tree with --against")
     args = parser.parse_args()
     log, spine, lines = prepare(args.users, args.days, args.rows, args.seed)
+    if args.against is not None:
+        against(args.against, log, spine, args.pairs)
+        return
     tune_gc()
     print(f"log {log} ({lines} lines), spine {spine} ({args.rows} rows)")
     for run in range(args.runs):

@@ -24,9 +24,12 @@ INFERENCE_ERRORS: Counter[str] = Counter()
 """Per agent id: inferences that raised (exported as `inference_errors{agent}` by the flow)."""
 
 
+_CONTAINERS = (list, dict, set)
+
+
 def _fresh(default: Any) -> Any:
     """A copy of a cold-start default that no caller can share with the manifest."""
-    if isinstance(default, list | dict | set):
+    if isinstance(default, _CONTAINERS):
         return copy.deepcopy(default) if default else type(default)()
     return default
 

@@ -26,7 +26,7 @@ from features.agent import AgentBase, AsOf, Folded
 from features.inference import evaluate
 from features.model import ALLOWED_LATENESS_MS, AgentOutput, Incoming
 from features.registry import REGISTRY
-from features.timeutil import MS_PER_DAY, MS_PER_HOUR, offset_ms
+from features.timeutil import MS_PER_DAY, MS_PER_HOUR, zone_offset
 from proto import events_pb2 as pb
 
 FEEDBACK_KINDS = frozenset({"tip_shown", "tip_reaction"})
@@ -49,6 +49,18 @@ WATERMARK_READERS: tuple[str, ...] = tuple(
 )
 """Agents whose view depends on the watermark within a day (the others ignore its moves)."""
 
+# The hot path names agents by bit (one per registered agent) and says what changed with an
+# `Applied` shared by every event that changed the same agents: no set, no result object built
+# per event.
+_BIT: dict[str, int] = {aid: 1 << i for i, aid in enumerate(REGISTRY)}
+_EVERY_AGENT: tuple[tuple[str, int], ...] = tuple(_BIT.items())
+_READER_BITS: dict[str, tuple[tuple[str, int], ...]] = {
+    kind: tuple((aid, _BIT[aid]) for aid in readers) for kind, readers in READERS.items()
+}
+_WATERMARK_BITS = tuple((aid, _BIT[aid]) for aid in WATERMARK_READERS)
+_FEEDBACK_MASK = sum(_BIT[aid] for aid in FEEDBACK_READERS)
+_FEEDBACK_CHANGED = 1 << len(_BIT)
+
 
 @dataclass(slots=True)
 class Applied:
@@ -68,6 +80,29 @@ class Applied:
 
 _NONE: frozenset[str] = frozenset()
 _ADMITTED_UNCHANGED = Applied(True)
+_SHARED: dict[int, Applied] = {0: _ADMITTED_UNCHANGED}
+"""Agents changed as bits (and the feedback as the bit after them) -> the one `Applied` that
+says so."""
+
+
+def _ids(mask: int) -> set[str]:
+    return {aid for aid, bit in _EVERY_AGENT if mask & bit}
+
+
+def _mask_of(agents: Iterable[str]) -> int:
+    return sum(_BIT[aid] for aid in agents)
+
+
+def _shared(mask: int) -> Applied:
+    """The `Applied` of `mask` (agents changed as bits, `_FEEDBACK_CHANGED`: the feedback)."""
+    applied = _SHARED.get(mask)
+    if applied is None:
+        feedback_changed = bool(mask & _FEEDBACK_CHANGED)
+        applied = Applied(True, frozenset(_ids(mask)), feedback_changed=feedback_changed)
+        _SHARED[mask] = applied
+    return applied
+
+
 _DROPPED_DELETED = Applied(False, dropped="deleted")
 _DROPPED_LATE = Applied(False, dropped="late")
 _DROPPED_DUPLICATE = Applied(False, dropped="duplicate")
@@ -110,13 +145,13 @@ class UserState:
     def apply(self, record: Incoming) -> Applied:
         """Fold one validated event (`record.event`, with its ingest time and the kind and
         occurrence read from it once: `Incoming.of(event, ingest_ms)`). Never raises for a valid
-        event."""
+        event. The `Applied` it returns may be shared with other calls: never change it."""
         # The hot path of the engine (once per event): locals, no per-event helper objects
         # unless an agent reads the event.
-        event = record.event
         kind = record.kind
         occurred = record.occurred_ms
-        if self.tombstone_ms is not None and occurred <= self.tombstone_ms:
+        tombstone = self.tombstone_ms
+        if tombstone is not None and occurred <= tombstone:
             self.counters["deleted_dropped"] += 1
             return _DROPPED_DELETED
         if kind == "user_deleted":
@@ -125,22 +160,25 @@ class UserState:
         if wm is not None and occurred < wm - ALLOWED_LATENESS_MS and kind not in NEVER_LATE:
             self.counters["late_dropped"] += 1
             return _DROPPED_LATE
+        event = record.event
         event_id = event.event_id
-        seen = self.seen.get(event_id)
+        seen = self.seen
+        before = seen.get(event_id)
         # Pruning is lazy, so apply the forgetting rule here: the outcome never depends on when
         # pruning ran.
-        if seen is not None and not self._forgotten(seen):
+        if before is not None and not self._forgotten(before):
             self.counters["duplicates"] += 1
             return _DROPPED_DUPLICATE
-        self.seen[event_id] = (occurred, wm)
+        seen[event_id] = (occurred, wm)
         self.deleted = False
-        self.seq += 1
+        seq = self.seq = self.seq + 1
         ingest_time_ms = record.ingest_ms
         if ingest_time_ms is not None and (
             self.ingest_ms is None or ingest_time_ms > self.ingest_ms
         ):
             self.ingest_ms = ingest_time_ms
-        if self.newest_event_ms is None or occurred > self.newest_event_ms:
+        newest = self.newest_event_ms
+        if newest is None or occurred > newest:
             self.newest_event_ms = occurred
 
         if event.HasField("utc_offset_minutes"):
@@ -148,59 +186,70 @@ class UserState:
         elif self.tz is None:
             local = occurred
         else:
-            local = occurred + offset_ms(occurred, None, self.tz[2])
+            local = occurred + zone_offset(self.tz[2], occurred)
         day = local // MS_PER_DAY
-        changed: set[str] = set()
-        removed: AbstractSet[str] = _NONE
+        mask = 0
         day_moved = watermark_moved = False
-        feedback = kind in FEEDBACK_KINDS
-        if not feedback and (wm is None or occurred > wm):
-            watermark_moved = True
-            day_moved = wm is None or day != self.asof_day
-            self.watermark_ms, self.asof_day = occurred, day
-
-        feedback_changed = False
-        if feedback:
+        control: set[str] | None = None
+        """Agents a consent or a preference changed (None: the event is neither)."""
+        removed: AbstractSet[str] = _NONE
+        if kind in FEEDBACK_KINDS:
             feedback_changed = self._feedback(kind, getattr(event, kind), occurred)
-            if FEEDBACK_READERS:
-                changed.update(aid for aid in FEEDBACK_READERS if aid in self.agents)
-        elif kind == "profile_updated":
-            if self.tz is None or (occurred, self.seq) >= self.tz[:2]:
-                self.tz = (occurred, self.seq, event.profile_updated.tz)
-        elif kind == "consent_changed":
-            removed = set()
-            feedback_changed = self._consent(event.consent_changed, occurred, changed, removed)
-        elif kind == "preference_set":
-            self._preference(event.preference_set, occurred, changed)
+            if _FEEDBACK_MASK:
+                mask = _FEEDBACK_MASK & _mask_of(self.agents)
+        else:
+            feedback_changed = False
+            if wm is None or occurred > wm:
+                watermark_moved = True
+                day_moved = wm is None or day != self.asof_day
+                self.watermark_ms = wm = occurred
+                self.asof_day = day
+            if kind == "profile_updated":
+                if self.tz is None or (occurred, seq) >= self.tz[:2]:
+                    self.tz = (occurred, seq, event.profile_updated.tz)
+            elif kind == "consent_changed":
+                control, removed = set(), set()
+                feedback_changed = self._consent(event.consent_changed, occurred, control, removed)
+            elif kind == "preference_set":
+                control = set()
+                self._preference(event.preference_set, occurred, control)
 
-        readers = READERS.get(kind, ())
-        if self.watermark_ms is not None and (readers or watermark_moved):
-            asof = AsOf(self.asof_day, self.watermark_ms, self.tz[2] if self.tz else None)
+        readers = _READER_BITS.get(kind)
+        if wm is not None and (readers is not None or watermark_moved):
+            tz = self.tz
+            asof = AsOf(self.asof_day, wm, tz[2] if tz is not None else None)
             agents = self.agents
-            if readers:
+            if readers is not None:
                 folded = Folded(
                     kind,
                     event_id,
                     occurred,
                     day,
                     (local % MS_PER_DAY) // MS_PER_HOUR,
-                    self.seq,
+                    seq,
                     getattr(event, kind),
                 )
-                for agent_id in readers:
+                for agent_id, bit in readers:
                     agent = agents.get(agent_id)
                     if agent is not None and agent.apply(folded, asof):
-                        changed.add(agent_id)
+                        mask |= bit
             if day_moved:
-                for agent_id, agent in agents.items():
-                    if agent.on_asof(asof):
-                        changed.add(agent_id)
+                for agent_id, bit in _EVERY_AGENT:
+                    agent = agents.get(agent_id)
+                    if agent is not None and agent.on_asof(asof):
+                        mask |= bit
                 self._prune(asof)
             elif watermark_moved:
-                for agent_id in WATERMARK_READERS:
+                for agent_id, bit in _WATERMARK_BITS:
                     agent = agents.get(agent_id)
                     if agent is not None and agent.on_watermark(asof):
-                        changed.add(agent_id)
+                        mask |= bit
+        if control is None:
+            if feedback_changed:
+                mask |= _FEEDBACK_CHANGED
+            applied = _SHARED.get(mask)
+            return applied if applied is not None else _shared(mask)
+        changed = _ids(mask) | control
         if removed:
             changed &= self.agents.keys()
         elif not changed and not feedback_changed:
@@ -220,8 +269,13 @@ class UserState:
         if kind == "tip_shown":
             agent_ids = tuple(dict.fromkeys(payload.agent_ids))
             self.tips[payload.tip_id] = (occurred, agent_ids)
+            per_agent = self.per_agent_feedback
             for agent_id in agent_ids:
-                self.per_agent_feedback.setdefault(agent_id, [0, 0])[0] += 1
+                counts = per_agent.get(agent_id)
+                if counts is None:
+                    per_agent[agent_id] = [1, 0]
+                else:
+                    counts[0] += 1
         else:
             reaction = payload.reaction
             if reaction in POSITIVE or reaction in NEGATIVE:
@@ -233,8 +287,13 @@ class UserState:
                 self.watermark_ms is None or tip[0] >= self.watermark_ms - ALLOWED_LATENESS_MS
             )
             if reaction in POSITIVE and remembered:
+                per_agent = self.per_agent_feedback
                 for agent_id in tip[1]:  # type: ignore[index]
-                    self.per_agent_feedback.setdefault(agent_id, [0, 0])[1] += 1
+                    counts = per_agent.get(agent_id)
+                    if counts is None:
+                        per_agent[agent_id] = [0, 1]
+                    else:
+                        counts[1] += 1
         return True
 
     def _consent(self, payload: Any, occurred: int, changed: set[str], removed: set[str]) -> bool:

@@ -21,12 +21,17 @@ Contract (docs/features.md, "Training data as of a time"):
   `event_time` is left out: it is when the store last wrote the agent, which depends on how
   the flow happened to batch the events, not on the history.
 
-Speed: a user's rows are taken in `as_of` order and folded incrementally (each row folds
-only the events that became known since the previous one) while the events that became
-known all come after, in log order, the ones already folded; otherwise (an event that
-arrived late in the log) the row goes on from the newest earlier row's checkpoint for which
-that holds, or afresh (`user_rows`). Events of
-users without rows are decoded but not folded. Memory: the events of the spine's users.
+Speed (ADR 0028): the events of the spine's users are kept in their wire form
+(`Event.SerializeToString()`, with the kind and occurrence validation read) and decoded again
+right before a user's rows are made, so they are folded and freed while hot (a million
+protobuf objects kept to the end cost more to free than to parse twice). A user's rows are
+planned before anything is folded (`plan_passes`): taken in `as_of` order, each row folds
+only the events that became known since the previous one while those all come after, in log
+order, the ones already folded; otherwise (an event that arrived late in the log) the row
+refolds from the first new event's log position, from a snapshot of the state there that the
+earlier pass covering that position was asked to pickle. So the only pickles are those a
+refold restores. Rows that add no event share the previous row's agents. Events of users
+without rows are decoded but not folded. Memory: the spine users' events in wire form.
 
 Failure behaviour: an event line that does not decode or validate is written to the rejects
 file with its line number and reason, and the rest go on (as `backfill`). An event whose
@@ -52,9 +57,11 @@ from connectors.codec import USER_ID_PATTERN
 from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
+from features.model import Incoming
 from features.registry import REGISTRY
 from features.state import UserState
 from flows.folding import Pending, whole_write
+from proto import events_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +98,36 @@ class TrainingReport:
 
 @dataclass(slots=True)
 class _User:
-    events: list[Accepted] = field(default_factory=list)
+    """One spine user's accepted events in log order, kept compact until its rows are made:
+    each event in its wire form (`Event.SerializeToString()`), with the kind and occurrence
+    its validation read. Decoded again (`Event.FromString`, as a record crossing a process
+    boundary is) right before they are folded, so a million events cost a few hundred MB
+    rather than a few GB of protobuf objects, and each is folded and freed while it is hot."""
+
+    blobs: list[bytes] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    occurred: list[int] = field(default_factory=list)
     deleted: bool = False
+
+    def records(self, ingest_ms: int, upto: int) -> list[Incoming]:
+        """The events at log positions `[0, upto)` as the fold takes them (the decoder's
+        record without where it came from: a fold that raises leaves the event out)."""
+        parse = pb.Event.FromString
+        return [
+            Incoming(parse(blob), ingest_ms, kind, occurred)
+            for blob, kind, occurred in zip(
+                self.blobs[:upto], self.kinds[:upto], self.occurred[:upto], strict=True
+            )
+        ]
+
+    def records_of(self, kind: str, ingest_ms: int) -> list[Accepted]:
+        """The events of one payload kind, in log order, as `records` gives them."""
+        parse = pb.Event.FromString
+        return [
+            Accepted(parse(self.blobs[i]), ingest_ms, kind, self.occurred[i])
+            for i, k in enumerate(self.kinds)
+            if k == kind
+        ]
 
 
 def parse_as_of(text: Any) -> int:
@@ -150,36 +185,40 @@ def _read_events(
     report: TrainingReport,
     rejects: RejectsFile,
     progress: Callable[[int], None] | None,
+    ingest_ms: int,
+    now_s: float,
 ) -> dict[str, _User]:
     users: dict[str, _User] = {}
-    now_s = time.time()
-    ingest_ms = int(now_s * 1000)
     name = str(path)
     step = line_no = 0
+    accepted = 0
     with path.open("rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
-            if record is not None:
-                if isinstance(record, Rejected):
-                    report.rejected += 1
-                    rejects.add(record)
-                else:
-                    report.accepted += 1
-                    user_id = record.event.user_id
-                    if user_id in wanted:
-                        # Kept until the user's rows are made: drop the line itself (a fold
-                        # that raises leaves the event out; there is no dead letter to write).
-                        record.origin = None
-                        user = users.get(user_id)
-                        if user is None:
-                            user = users[user_id] = _User()
-                        if record.kind == "user_deleted":
-                            user.deleted = True
-                        user.events.append(record)
+            if record is None:
+                pass
+            elif isinstance(record, Rejected):
+                report.rejected += 1
+                rejects.add(record)
+            else:
+                accepted += 1
+                event = record.event
+                user_id = event.user_id
+                if user_id in wanted:
+                    user = users.get(user_id)
+                    if user is None:
+                        user = users[user_id] = _User()
+                    kind = record.kind
+                    if kind == "user_deleted":
+                        user.deleted = True
+                    user.blobs.append(event.SerializeToString())
+                    user.kinds.append(kind)
+                    user.occurred.append(record.occurred_ms)
             step += 1
             if progress is not None and step == 10_000:
                 progress(step)
                 step = 0
+    report.accepted += accepted
     report.lines = line_no
     if progress is not None and step:
         progress(step)
@@ -211,9 +250,83 @@ def agent_row(a: AgentWrite) -> dict[str, Any]:
     }
 
 
-CHECKPOINT_EVERY = 64
-"""A user's state is pickled after every this many folded events (when its log is out of
-time order), so a row that needs an event that arrived late refolds only from before it."""
+_CONTINUE = (-1, -1)
+"""A pass that goes on from the state the previous pass left."""
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One fold of a user's rows: the state (restored from `restore`: a snapshot key, None for
+    a fresh state, `_CONTINUE` for the previous pass's state) folds the events at log
+    positions `[start, end)` with `occurred_ms <= limit`, in log order; the state is pickled
+    on the way at each position of `snapshots` (before folding the events at and after it)
+    for a later pass to restore. The rows of `rows` are then answered from it."""
+
+    start: int
+    end: int
+    limit: int
+    restore: tuple[int, int] | None
+    snapshots: list[int] = field(default_factory=list)
+    rows: list[SpineRow] = field(default_factory=list)
+
+
+def plan_passes(
+    occurred: list[int], rows: list[SpineRow]
+) -> tuple[list[SpineRow], list[_Pass], int]:
+    """The passes that answer `rows` over a user's events (`occurred`: their `occurred_ms` in
+    log order), before anything is folded; with the rows that come before any event (they have
+    no agents) and the number of refolds.
+
+    A row's history is every event with `occurred_ms <= as_of`, in log order. Rows are taken in
+    `as_of` order, each pass going on from the previous row's state: when the events the row
+    adds all come after (in the log) the last event folded, a pass folds them next. Otherwise
+    (an event that arrived late in the log) the pass refolds from the first added event's log
+    position `f`, restoring a snapshot of the state at `f` that the earlier pass covering `f`
+    is asked to take (a state that had folded exactly the events before `f` of the history):
+    the only pickles taken are those a refold will restore (fresh when `f` is 0).
+    """
+    # In time order, ties in log order (the sort is stable).
+    by_time = sorted(range(len(occurred)), key=occurred.__getitem__)
+    times = list(map(occurred.__getitem__, by_time))
+    # prefix_max[q]: the last log position in by_time[:q] (-1 for none)
+    prefix_max = list(itertools.accumulate(by_time, max, initial=-1))
+    before: list[SpineRow] = []
+    passes: list[_Pass] = []
+    # The passes whose folded state is still that of the current history, in log order: pass
+    # `path_ids[k]` holds the state at positions [path_starts[k], path_starts[k + 1]).
+    path_starts: list[int] = []
+    path_ids: list[int] = []
+    known = 0  # the state folded by_time[:known] ...
+    next_pos = 0  # ... and every one of them is at a log position before this one
+    refolds = 0
+    for row in sorted(rows, key=lambda r: (r.as_of_ms, r.index)):
+        upto = bisect.bisect_right(times, row.as_of_ms)
+        if upto <= known:
+            (passes[-1].rows if passes else before).append(row)
+            continue
+        start = next_pos
+        restore: tuple[int, int] | None = _CONTINUE
+        first_new = min(by_time[known:upto])
+        if first_new < next_pos:
+            refolds += 1
+            start = first_new
+            k = bisect.bisect_right(path_starts, first_new) - 1
+            covering = passes[path_ids[k]]
+            if first_new == 0:
+                restore = None
+            elif path_starts[k] == first_new and covering.restore is not _CONTINUE:
+                restore = covering.restore  # that pass started from this very state
+            else:
+                covering.snapshots.append(first_new)  # each position once: f leaves its cover
+                restore = (path_ids[k], first_new)
+            cut = k if path_starts[k] == first_new else k + 1
+            del path_starts[cut:], path_ids[cut:]
+        end = prefix_max[upto] + 1  # past the last event of the row's history
+        passes.append(_Pass(start, end, row.as_of_ms, restore, rows=[row]))
+        path_starts.append(start)
+        path_ids.append(len(passes) - 1)
+        known, next_pos = upto, max(next_pos, end)
+    return before, passes, refolds
 
 
 def _restore(user_id: str, origin: bytes | None) -> UserState:
@@ -222,7 +335,7 @@ def _restore(user_id: str, origin: bytes | None) -> UserState:
 
 def _fold(
     state: UserState,
-    events: list[Accepted],
+    events: list[Incoming],
     chunk: list[int],
     origin: bytes | None,
     since: list[int],
@@ -254,60 +367,54 @@ def _fold(
 
 
 def user_rows(
-    user_id: str, events: list[Accepted], rows: list[SpineRow], report: TrainingReport
+    user_id: str, user: _User, rows: list[SpineRow], report: TrainingReport, ingest_ms: int = 0
 ) -> Iterator[tuple[SpineRow, dict[str, Any]]]:
-    """(row, agents) of each of the user's rows, in `as_of` order (see the module).
+    """(row, agents) of each of the user's rows, in `as_of` order (the passes of `plan_passes`).
 
-    A row's history is every event with `occurred_ms <= as_of`, in log order. Rows are taken
-    in `as_of` order; the state holds the previous row's history folded. When the events the
-    new row adds all come after (in the log) the last event folded, they are folded next.
-    Otherwise the state goes back to the newest checkpoint taken before the first added
-    event's log position (a pickled state that folded the previous history up to there; a
-    fresh state when none) and folds the new row's history from there on, in log order.
-    """
-    allowed = _allowed(final_consents(events))
-    occurred = [e.occurred_ms for e in events]
-    by_time = sorted(range(len(events)), key=lambda i: (occurred[i], i))
-    times = [occurred[i] for i in by_time]
-    in_order = all(a < b for a, b in itertools.pairwise(by_time))
-    prefix_max = [-1] * (len(by_time) + 1)  # prefix_max[q]: last log position in by_time[:q]
-    for q, i in enumerate(by_time):
-        prefix_max[q + 1] = i if i > prefix_max[q] else prefix_max[q]
+    Rows that add no event to the previous row's history share its agents (computed once)."""
+    before, passes, refolds = plan_passes(user.occurred, rows)
+    report.refolds += refolds
+    for row in before:
+        yield row, {}
+    if not passes:
+        return
+    events = user.records(ingest_ms, max(p.end for p in passes))
+    allowed = _allowed(final_consents(user.records_of("consent_changed", ingest_ms)))
+    occurred = user.occurred
     state = UserState(user_id)
-    known = 0  # the state folded by_time[:known] ...
-    next_pos = 0  # ... and every one of them is at a log position before this one
-    checkpoints: list[tuple[int, bytes]] = []  # (next_pos, pickled state), ascending
-    origin: bytes | None = None  # where `state` started: a checkpoint, or None (fresh) ...
+    origin: bytes | None = None  # where `state` started: a snapshot, or None (fresh) ...
     since: list[int] = []  # ... and the events folded into it since, in order
-    agents: dict[str, Any] = {}
-    for row in sorted(rows, key=lambda r: (r.as_of_ms, r.index)):
-        upto = bisect.bisect_right(times, row.as_of_ms)
-        if upto > known:
-            first_new = min(by_time[known:upto])
-            if first_new < next_pos:
-                report.refolds += 1
-                while checkpoints and checkpoints[-1][0] > first_new:
-                    checkpoints.pop()
-                if checkpoints:
-                    next_pos, origin = checkpoints[-1]
-                else:
-                    next_pos, origin = 0, None
-                state, since = _restore(user_id, origin), []
-            end = prefix_max[upto] + 1  # past the last event of the row's history
-            limit = row.as_of_ms
-            todo = [i for i in range(next_pos, end) if occurred[i] <= limit]
-            for at in range(0, len(todo), CHECKPOINT_EVERY):
-                chunk = todo[at : at + CHECKPOINT_EVERY]
-                state = _fold(state, events, chunk, origin, since)
-                if not in_order:
-                    origin, since = pickle.dumps(state, pickle.HIGHEST_PROTOCOL), []
-                    checkpoints.append((chunk[-1] + 1, origin))
-            report.folded += len(todo)
-            known, next_pos = upto, max(next_pos, end)
-            write = whole_write(state, computed_at_ms=COMPUTED_AT_MS)
-            views = {} if write is None else write.agents
-            agents = {a: agent_row(views[a]) for a in sorted(views) if a in allowed}
-        yield row, agents
+    snapshots: dict[tuple[int, int], bytes] = {}
+    for number, step in enumerate(passes):
+        restore = step.restore
+        if restore is not _CONTINUE:
+            origin = None if restore is None else snapshots[restore]
+            state, since = _restore(user_id, origin), []
+        limit = step.limit
+        todo = list(
+            itertools.compress(
+                range(step.start, step.end), map(limit.__ge__, occurred[step.start : step.end])
+            )
+        )
+        at = 0
+        for position in sorted(step.snapshots):
+            cut = bisect.bisect_left(todo, position)
+            state = _fold(state, events, todo[at:cut], origin, since)
+            at = cut
+            origin, since = pickle.dumps(state, pickle.HIGHEST_PROTOCOL), []
+            snapshots[(number, position)] = origin
+        state = _fold(state, events, todo[at:], origin, since)
+        report.folded += len(todo)
+        write = whole_write(state, computed_at_ms=COMPUTED_AT_MS)
+        views = {} if write is None else write.agents
+        agents = {a: agent_row(views[a]) for a in sorted(views) if a in allowed}
+        for row in step.rows:
+            yield row, agents
+
+
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""One encoder for every row (what `json.dumps(..., ensure_ascii=False, separators=...)`
+builds per call)."""
 
 
 def training_set(
@@ -326,23 +433,23 @@ def training_set(
     report = TrainingReport()
     rejects_file = rejects_path_for(source, rejects_path)
     wanted = {row.user_id for row in spine}
+    now_s = time.time()
+    ingest_ms = int(now_s * 1000)
     with RejectsFile(rejects_file) as rejects:
-        users = _read_events(source, wanted, report, rejects, progress)
+        users = _read_events(source, wanted, report, rejects, progress, ingest_ms, now_s)
     per_user: dict[str, list[SpineRow]] = {}
     for row in spine:
         per_user.setdefault(row.user_id, []).append(row)
     lines: list[str | None] = [None] * len(spine)
+    encode = _ROW_JSON.encode
     for user_id, rows in per_user.items():
         user = users.get(user_id, _User())
         if user.deleted:
             report.rows_left_out += len(rows)
             continue
-        for row, agents in user_rows(user_id, user.events, rows, report):
-            lines[row.index] = json.dumps(
-                {"user_id": user_id, "as_of": row.as_of, "agents": agents},
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+        for row, agents in user_rows(user_id, user, rows, report, ingest_ms):
+            lines[row.index] = encode({"user_id": user_id, "as_of": row.as_of, "agents": agents})
+        users.pop(user_id, None)  # its events are folded: free them while they are hot
     for text in lines:
         if text is not None:
             out.write(text + "\n")

@@ -95,15 +95,16 @@ class Agent(AgentBase):
                 active.append(name)
                 since[name] = t
         lo = asof.day - WINDOW_DAYS + 1
+        # Each done event of the window as a probe that sorts after every transition at its time.
+        probes = [(t, _LAST, True) for t, day in self.done if lo <= day <= asof.day]
         counts: dict[str, int] = {}
         for name in sorted(self.transitions):
             runs = self.transitions[name]
             n = 0
-            for t, day in self.done:
-                if lo <= day <= asof.day:
-                    at = bisect_right(runs, (t, _LAST, True))
-                    if at and runs[at - 1][2]:
-                        n += 1
+            for probe in probes:
+                at = bisect_right(runs, probe)
+                if at and runs[at - 1][2]:
+                    n += 1
             if n:
                 counts[name] = n
         values = {"active_contexts": active, "active_since": since, "done_in_context": counts}

@@ -63,9 +63,13 @@ class Agent(AgentBase):
         totals: dict[str, list[int]] = {}
         for (day, project), (count, latest) in self.cells.items():
             if lo <= day <= asof.day:
-                agg = totals.setdefault(project, [0, latest])
-                agg[0] += count
-                agg[1] = max(agg[1], latest)
+                agg = totals.get(project)
+                if agg is None:
+                    totals[project] = [count, latest]
+                else:
+                    agg[0] += count
+                    if latest > agg[1]:
+                        agg[1] = latest
         if sum(agg[0] for agg in totals.values()) < MIN_DONE:
             return Inference(None, {})
         ranked = sorted(totals, key=lambda p: (-totals[p][0], -totals[p][1], p))

@@ -2,8 +2,8 @@
 
 State: done events per local day for the last 28 days (plus margin) and the
 earliest done event ever folded in (its local date starts the baseline).
-The baseline statistics are river's `Mean` and `Var(ddof=1)` over the day
-buckets, recomputed from the buckets so late events land in their own day.
+The baseline statistics are river's `Var(ddof=1)` and its running `Mean` over the
+day buckets, recomputed from the buckets so late events land in their own day.
 
 Readings where docs/features.md is silent: `first_done_date` is the local date of
 the done event with the smallest `occurred_at` (its own offset); `today`,
@@ -75,12 +75,13 @@ class Agent(AgentBase):
         days = range(start, asof.day)
         if len(days) < MIN_BASELINE_DAYS:
             return Inference(None, extras)
-        mean, var = stats.Mean(), stats.Var(ddof=1)
+        # Var keeps the running Mean of the same counts (its `mean`): one pass gives both.
+        var = stats.Var(ddof=1)
+        update = var.update
+        per_day = self.per_day
         for day in days:
-            count = self.per_day.get(day, 0)
-            mean.update(count)
-            var.update(count)
-        baseline = mean.get()
+            update(per_day.get(day, 0))
+        baseline = var.mean.get()
         stdev = max(var.get(), 0.0) ** 0.5
         z = (today - baseline) / stdev if stdev > 0 else 0.0
         trend = "rising" if z >= 1 else "falling" if z <= -1 else "steady"

@@ -54,10 +54,6 @@ MANIFEST = Manifest(
 )
 
 
-def _ts_ms(ts: Any) -> int:
-    return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
-
-
 def median(values: list[float]) -> float:
     """numpy's median: the mean of the two middle values for an even count."""
     return float(statistics.median(values))
@@ -119,12 +115,29 @@ class Agent(AgentBase):
     def apply(self, event: Folded, asof: AsOf) -> bool:
         kind = event.kind
         payload = event.payload
-        if kind == "task_completed" and payload.HasField("due_at"):
-            self._add_lateness(
-                event.occurred_ms, event.occurred_ms - _ts_ms(payload.due_at), payload.project_id
-            )
-        if kind in ("task_created", "task_updated", "task_completed", "task_deleted"):
-            self._track(event)
+        occurred = event.occurred_ms
+        if kind == "task_completed":
+            if payload.HasField("due_at"):
+                due = payload.due_at
+                lateness = occurred - (due.seconds * 1000 + due.nanos // 1_000_000)
+                self._add_lateness(occurred, lateness, payload.project_id)
+            self._track(payload.task_id, occurred, event.seq, False, 0)
+        elif kind == "task_created" or kind == "task_updated":
+            # An update without a due date untracks the task but its time is remembered, so an
+            # older event arriving later cannot reopen it.
+            if payload.HasField("due_at"):
+                due = payload.due_at
+                self._track(
+                    payload.task_id,
+                    occurred,
+                    event.seq,
+                    True,
+                    due.seconds * 1000 + due.nanos // 1_000_000,
+                )
+            else:
+                self._track(payload.task_id, occurred, event.seq, False, 0)
+        elif kind == "task_deleted":
+            self._track(payload.task_id, occurred, event.seq, False, 0)
         return True
 
     def _add_lateness(self, occurred: int, lateness: int, project: str) -> None:
@@ -141,20 +154,18 @@ class Agent(AgentBase):
         if len(self.occ) > RECENT_GLOBAL + RECENT_PER_PROJECT * (len(self.project_names) - 1) + 64:
             self._prune_entries()
 
-    def _track(self, event: Folded) -> None:
-        payload = event.payload
-        task_id = sys.intern(payload.task_id)
-        current = self.tasks.get(task_id)
+    def _track(self, task_id: str, occurred: int, seq: int, is_open: bool, due: int) -> None:
+        """The task's latest event (by `occurred_at`, ties: the later admission) sets its state."""
+        task_id = sys.intern(task_id)
+        tasks = self.tasks
+        current = tasks.get(task_id)
         if current is not None:
-            if (current[0], current[1]) > (event.occurred_ms, event.seq):
+            then = current[0]
+            if then > occurred or (then == occurred and current[1] > seq):
                 return
             if current[2]:
                 self.open_due.remove((current[3], task_id))
-        # An update without a due date untracks the task but its time is remembered, so an
-        # older event arriving later cannot reopen it.
-        is_open = event.kind in ("task_created", "task_updated") and payload.HasField("due_at")
-        due = _ts_ms(payload.due_at) if is_open else 0
-        self.tasks[task_id] = (event.occurred_ms, event.seq, is_open, due)
+        tasks[task_id] = (occurred, seq, is_open, due)
         if is_open:
             bisect.insort(self.open_due, (due, task_id))
             if len(self.open_due) > MAX_OPEN_TASKS:
@@ -203,12 +214,14 @@ class Agent(AgentBase):
         if len(recent) >= MIN_VALUES:
             tolerance = median(recent)
             by_project: dict[int, list[float]] = {}
-            for index in range(len(self.occ) - 1, -1, -1):
-                project = self.projects[index]
+            # Most recent first: each project's latest RECENT_PER_PROJECT values.
+            for project, ms in zip(reversed(self.projects), reversed(self.late), strict=True):
                 if project:
-                    bucket = by_project.setdefault(project, [])
-                    if len(bucket) < RECENT_PER_PROJECT:
-                        bucket.append(self.late[index] / MS_PER_DAY)
+                    bucket = by_project.get(project)
+                    if bucket is None:
+                        by_project[project] = [ms / MS_PER_DAY]
+                    elif len(bucket) < RECENT_PER_PROJECT:
+                        bucket.append(ms / MS_PER_DAY)
             realness = {
                 self.project_names[project]: 1.0 / (1.0 + max(0.0, median(vals) - tolerance))
                 for project, vals in by_project.items()

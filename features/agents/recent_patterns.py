@@ -9,6 +9,8 @@ empty bins included.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any
 
 from features.agent import AgentBase, AsOf, Folded, Inference, drop_below
@@ -67,14 +69,17 @@ class Agent(AgentBase):
 
     def infer(self, asof: AsOf, preferences: dict[str, Any]) -> Inference:
         totals = self.totals
-
-        def done_in(days: int) -> int:
-            lo = asof.day - days + 1
-            return sum(n for day, n in totals.items() if lo <= day <= asof.day)
-
-        if done_in(LOOKBACKS[-1]) < MIN_DONE:
+        # Done events over each lookback (the last L local dates D-L+1..D) in one pass: each
+        # day counts for the shortest lookback that holds it, then the sums run over them.
+        shortest = [0] * len(LOOKBACKS)
+        for day, n in totals.items():
+            age = asof.day - day
+            if 0 <= age < LOOKBACKS[-1]:
+                shortest[bisect_right(LOOKBACKS, age)] += n
+        done_in = dict(zip(LOOKBACKS, accumulate(shortest), strict=True))
+        if done_in[LOOKBACKS[-1]] < MIN_DONE:
             return Inference(None, {})
-        lookback = next((n for n in LOOKBACKS if done_in(n) >= MIN_FOR_LOOKBACK), LOOKBACKS[-1])
+        lookback = next((n for n in LOOKBACKS if done_in[n] >= MIN_FOR_LOOKBACK), LOOKBACKS[-1])
         lo = asof.day - lookback + 1
         weekly = [0] * 7
         daily = [0] * 24

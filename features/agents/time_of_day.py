@@ -116,7 +116,7 @@ class Agent(AgentBase):
         total = sum(hist)
         if total < MIN_DONE:
             return Inference(None, extras, context)
-        preferred = max(range(24), key=lambda h: (hist[h], -h))
+        preferred = hist.index(max(hist))  # the most done; ties: the earliest hour
         values: dict[str, Any] = {"preferred_hour": preferred}
         run = longest_quiet_run(hist, total / 24)
         if run is not None:

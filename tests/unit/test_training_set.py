@@ -171,12 +171,11 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
 ) -> None:
     """A bug in an agent (its fold raises for one event): that event is left out of every row,
     the state is rebuilt as it was before it, and every row equals a fresh fold of the history
-    without it; the late event makes a row refold from a checkpoint, through the bad event."""
+    without it; the late events make rows refold from snapshots, one of them through the bad
+    event (whose rebuild then starts from that snapshot)."""
     from features.agents import time_of_day
-    from flows import training_set as module
     from flows.training_set import parse_as_of
 
-    monkeypatch.setattr(module, "CHECKPOINT_EVERY", 2)
     original = time_of_day.Agent.apply
 
     def apply(self: time_of_day.Agent, event: Any, asof: Any) -> bool:
@@ -187,8 +186,8 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
     monkeypatch.setattr(time_of_day.Agent, "apply", apply)
     log = [
         ev("a", "2025-03-01T09:00:00", "task_completed", task_id="t1"),
-        ev("bad", "2025-03-01T10:00:00", "task_completed", task_id="t2"),
         ev("b", "2025-03-01T12:00:00", "task_completed", task_id="t3"),
+        ev("bad", "2025-03-01T10:00:00", "task_completed", task_id="t2"),  # arrives late
         ev("c", "2025-03-01T13:00:00", "task_completed", task_id="t4"),
         ev("d", "2025-03-01T11:00:00", "task_completed", task_id="t5"),  # arrives late
     ]
@@ -201,8 +200,50 @@ def test_an_event_whose_fold_raises_is_left_out_and_the_rows_stay_exact(
 
     rows, report = run(log, spine)
 
-    assert report.refolds == 1
+    # 10:30 folds a and bad; 12:30 adds b before bad (refold from a snapshot after a, through
+    # bad); 13:00 adds c before d (refold from a snapshot after bad).
+    assert report.refolds == 2
     assert [r["agents"] for r in rows] == [
         reference_row(without, "u1", parse_as_of(line["as_of"])) for line in spine
     ]
     assert rows[0]["agents"]["momentum"]["extras"]["today"] == 4  # a, b, c, d; not bad
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=event_logs(max_users=1), data=st.data())
+def test_many_rows_over_a_late_log_are_exact_and_pickle_only_what_a_refold_restores(
+    log: list[pb.Event], data: st.DataObject
+) -> None:
+    """Issue 12 (speed without losing exactness): many rows of one user over a log with late
+    events. Every row equals a fresh fold of its history, and the state is pickled only for a
+    refold that restores it (at most one snapshot a refold), not every few events."""
+    import pickle
+    from unittest import mock
+
+    from flows import training_set as module
+    from flows.training_set import parse_as_of
+
+    times = sorted({e.occurred_at.ToMilliseconds() for e in log}) or [1_750_000_000_000]
+    instants = st.one_of(st.sampled_from(times), st.integers(times[0], times[-1]))
+    spine = [
+        {"user_id": "u1", "as_of": iso(data.draw(instants))}
+        for _ in range(data.draw(st.integers(10, 40)))
+    ]
+    pickles = 0
+    real_dumps = pickle.dumps
+
+    def dumps(obj: Any, protocol: int | None = None) -> bytes:
+        nonlocal pickles
+        pickles += 1
+        return real_dumps(obj, protocol)
+
+    with mock.patch.object(module.pickle, "dumps", dumps):
+        rows, report = run(log, spine)
+
+    expected = [
+        {"user_id": line["user_id"], "as_of": line["as_of"], "agents": agents}
+        for line in spine
+        if (agents := reference_row(log, line["user_id"], parse_as_of(line["as_of"]))) is not None
+    ]
+    assert rows == expected
+    assert pickles <= report.refolds
