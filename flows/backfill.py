@@ -3,7 +3,8 @@
 Events are taken in file order and decoded in batches of lines as the flow's file source
 reads them; each user's events are folded in file order into that user's `UserState` with
 the flow's own fold (`flows.folding.Pending`). What changed is written once per *span* of
-`SPAN_LINES` lines (ADR 0023), not once per batch: the stored features do not depend on how
+at least `SPAN_LINES` lines (ADR 0023) and `SPAN_LINES_PER_USER` lines per user it touched
+(ADR 0030), not once per batch: the stored features do not depend on how
 events are grouped into writes (the engine's promise, tested), so a user folded many times in
 a span costs one `build_write` and one store write. Writes go to the store in chunks of
 `WRITE_CHUNK` users (one SQLite transaction, one Redis pipeline each). No Bytewax: a plain loop.
@@ -14,8 +15,8 @@ Memory: what a span holds beyond every user's state is one `Pending` per user it
 carried into the next span (`Pending.successor()`) while the events carried stay within
 `CARRY_EVENTS` in all; the others are dropped, and such a user's next fold takes a new base (a
 pickle of its state: ~85 us, once per user per span before ADR 0029, a tenth of the run at
-2,000,000 events of 50,000 users). So at most `SPAN_LINES` + `CARRY_EVENTS` events are held, and one
-base per user.
+2,000,000 events of 50,000 users). So the events held are at most `CARRY_EVENTS` plus the
+span's lines, and never more than `REBASE_EVENTS` per user the span touched; one base per user.
 
 Failure behaviour: a line that is not a valid event, and an event whose fold raised, is a
 reject (line number and reason) and the other lines go on; the state of a user whose fold
@@ -40,7 +41,11 @@ from features.state import UserState
 from flows.folding import Pending, Written, build_write
 
 SPAN_LINES = 200_000
-"""Lines folded between two writes of the users they touched (ADR 0023)."""
+"""Lines folded between two writes of the users they touched (ADR 0023), at least."""
+SPAN_LINES_PER_USER = 16
+"""... and at least this many lines per user the span touched (ADR 0030): with many users of
+few events each, a span of `SPAN_LINES` wrote every user after a handful of events, and
+computing a user's outputs costs about as much as thirty folds."""
 CARRY_EVENTS = SPAN_LINES
 """Events held, in all, by the rebuild bases carried from one span into the next (ADR 0029)."""
 WRITE_CHUNK = 500
@@ -79,11 +84,14 @@ def backfill(
     progress: Callable[[int], None] | None = None,
     partition: tuple[int, int] | None = None,
     span_lines: int = SPAN_LINES,
+    span_lines_per_user: int = SPAN_LINES_PER_USER,
 ) -> BackfillReport:
     """Fold every event of `path` into per-user state and write the features to `store`.
 
-    Each user touched in a span of `span_lines` lines is written once at the end of the span
-    (and at the end of the file); the store ends the same whatever `span_lines` is (>= 1).
+    Each user touched in a span is written once at the end of the span (and at the end of the
+    file). A span ends after a batch of lines once it has at least `span_lines` lines and at
+    least `span_lines_per_user` lines per user it touched; the store ends the same whatever
+    they are (`span_lines` >= 1, `span_lines_per_user` >= 0).
     `progress` is called with the number of lines of each batch read and folded.
 
     With `partition=(i, n)`, only the users of partition `i` of `n` (`user_partition`) are
@@ -94,6 +102,8 @@ def backfill(
     """
     if span_lines < 1:
         raise ValueError(f"span_lines must be >= 1; got {span_lines}")
+    if span_lines_per_user < 0:
+        raise ValueError(f"span_lines_per_user must be >= 0; got {span_lines_per_user}")
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(
@@ -151,7 +161,7 @@ def backfill(
                         rejects.add(record)
             report.lines += len(batch)
             span += len(batch)
-            if span >= span_lines:
+            if span >= span_lines and span >= span_lines_per_user * len(pending):
                 report.writes += _write_span(store, states, written, pending)
                 carried = _carry(carried, pending, CARRY_EVENTS)
                 span = 0

@@ -75,10 +75,42 @@ def test_the_store_and_the_rejects_do_not_depend_on_the_span(
     event_log: Path, tmp_path: Path
 ) -> None:
     # span_lines=1 writes after every batch of lines (what backfill did before spans).
-    per_batch = _run(event_log, tmp_path, "per-batch", span_lines=1)
+    per_batch = _run(event_log, tmp_path, "per-batch", span_lines=1, span_lines_per_user=0)
     assert per_batch[0]["users"] and per_batch[0]["tombstones"]["u00004"] is not None
-    for span in (2_500, 10**9):
-        assert _run(event_log, tmp_path, f"span{span}", span_lines=span) == per_batch, span
+    for span, per_user in ((2_500, 0), (10**9, 0), (1, 40), (2_500, 16), (1, 10**6)):
+        got = _run(
+            event_log,
+            tmp_path,
+            f"span{span}-{per_user}",
+            span_lines=span,
+            span_lines_per_user=per_user,
+        )
+        assert got == per_batch, (span, per_user)
+
+
+def _one_completion_log(path: Path, users: int, each: int) -> Path:
+    lines = (
+        codec.to_json(good_event(f"u{u:05d}", n)) + "\n" for n in range(each) for u in range(users)
+    )
+    path.write_text("".join(lines))
+    return path
+
+
+def test_a_span_has_enough_lines_per_user_it_touched(tmp_path: Path) -> None:
+    # 600 users of 8 events each, interleaved: by lines alone (spans of 1,000) each user would
+    # be computed and written after every batch; a span of 16 lines a user writes each once.
+    path = _one_completion_log(tmp_path / "many-users.jsonl", 600, 8)
+    for per_user, most in ((0, 600 * 5), (16, 600)):
+        store = open_store(f"sqlite:///{tmp_path / f'store{per_user}.db'}", key_prefix="t")
+        try:
+            report = backfill(path, store, span_lines=1_000, span_lines_per_user=per_user)
+        finally:
+            store.close()
+        assert report.accepted == 4_800 and report.users == 600
+        assert (report.writes <= most) and (per_user == 16 or report.writes > 600), (
+            per_user,
+            report.writes,
+        )
 
 
 def test_a_user_is_computed_and_written_once_per_span(
@@ -192,7 +224,7 @@ def test_the_rebuild_base_is_carried_across_spans(
     monkeypatch.setattr(folding.Pending, "_take_base", counting)
     carried = open_store(f"sqlite:///{tmp_path / 'carried.db'}", key_prefix="t")
     try:
-        report = backfill(path, carried, span_lines=1)
+        report = backfill(path, carried, span_lines=1, span_lines_per_user=0)
     finally:
         carried.close()
     assert report.accepted == 600 and report.writes >= 12 * 20
@@ -202,7 +234,7 @@ def test_the_rebuild_base_is_carried_across_spans(
     pickles.clear()
     dropped = open_store(f"sqlite:///{tmp_path / 'dropped.db'}", key_prefix="t")
     try:
-        backfill(path, dropped, span_lines=1)
+        backfill(path, dropped, span_lines=1, span_lines_per_user=0)
         assert _contents(dropped, []) == _contents(open_store(
             f"sqlite:///{tmp_path / 'carried.db'}", key_prefix="t"), [])  # fmt: skip
     finally:
