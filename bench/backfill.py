@@ -96,8 +96,8 @@ def main() -> None:
                 out.write(line + "\n")
         partial.rename(log)
     events = sum(1 for _ in log.open("rb"))
-    print(f"log: {events:,} events of {args.users:,} users ({args.days} days); "
-          f"load {os.getloadavg()[0]:.1f} at start")  # fmt: skip
+    shape = f"{log}" if args.log else f"{args.users:,} users ({args.days} days)"
+    print(f"log: {events:,} events of {shape}; load {os.getloadavg()[0]:.1f} at start")
     redis_url = None if args.skip_redis else _redis_url(args.store_url)
     configs: list[tuple[str, str, int, dict[str, str]]] = [
         ("sqlite-1", "sqlite", 1, {}),
