@@ -136,10 +136,8 @@ def test_a_user_is_computed_and_written_once_per_span(
     assert writes == {"u1": 1}
 
 
-def test_the_rebuild_base_is_not_pickled_for_every_batch(
-    event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Before spans, every user got a new base (a pickle of its state) in every batch of lines.
+def _count_pickles(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Per user, the rebuild bases the fold pickles from now on (a fresh state is not pickled)."""
     pickles = Counter[str]()
     original = folding.Pending._take_base
 
@@ -148,6 +146,14 @@ def test_the_rebuild_base_is_not_pickled_for_every_batch(
         return original(self, state)
 
     monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    return pickles
+
+
+def test_the_rebuild_base_is_not_pickled_for_every_batch(
+    event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before spans, every user got a new base (a pickle of its state) in every batch of lines.
+    pickles = _count_pickles(monkeypatch)
     lines = len(event_log.read_bytes().splitlines())
     _run(event_log, tmp_path, "bases")
     per_user_events = lines / 30
@@ -214,14 +220,7 @@ def test_the_rebuild_base_is_carried_across_spans(
             codec.to_json(good_event(f"u{n % 20}", n, day=1 + n // 100)) + "\n" for n in range(600)
         )
     )
-    pickles = Counter[str]()
-    original = folding.Pending._take_base
-
-    def counting(self: folding.Pending, state: Any) -> Any:
-        pickles[state.user_id] += not folding._fresh(state)
-        return original(self, state)
-
-    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    pickles = _count_pickles(monkeypatch)
     carried = open_store(f"sqlite:///{tmp_path / 'carried.db'}", key_prefix="t")
     try:
         report = backfill(path, carried, span_lines=1, span_lines_per_user=0)
