@@ -91,6 +91,18 @@ return out
 """
 
 
+def _service_pids(bootstrap: str, store_url: str) -> dict[str, int]:
+    """Pids of the local Kafka broker and Redis server when they are the ones measured against
+    (their CPU is part of what a tail-mode event costs the machine)."""
+    from oo_features.services import status
+
+    pids: dict[str, int] = {}
+    for service in status():
+        if service.pid and service.running and service.address in (bootstrap, store_url):
+            pids[service.name] = service.pid
+    return pids
+
+
 def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
     run = uuid.uuid4().hex[:8]
     prefix, kp = f"bfresh{run}.", f"bfresh{run}"
@@ -162,6 +174,9 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
         cycles: list[float] = []
         done: tuple[Any, ...] | None = None
         deadline = None
+        services = _service_pids(bootstrap, store_url)
+        services_cpu0 = {name: _proc_cpu(pid) for name, pid in services.items()}
+        services_cpu: dict[str, float] = {}
         cpu0, wall0, own0 = _proc_cpu(flow.pid), time.perf_counter(), time.process_time()
         poller_cpu = 0.0
         next_poll = time.perf_counter()
@@ -180,6 +195,10 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
                     window = time.perf_counter() - wall0
                     flow_cpu = (_proc_cpu(flow.pid) - cpu0) / window
                     poller_cpu = (time.process_time() - own0) / window
+                    services_cpu = {
+                        name: (_proc_cpu(pid) - services_cpu0[name]) / window
+                        for name, pid in services.items()
+                    }
                     deadline = time.monotonic() + 30
                 else:
                     pending.setdefault(item[0], []).append(item[1])
@@ -229,6 +248,7 @@ def freshness(args: argparse.Namespace, bootstrap: str, store_url: str) -> int:
         f"(max pacing lag {1000 * late_max:.1f} ms; unflushed {left}); flow process used "
         f"{flow_cpu:.2f} cores meanwhile, the producer {producer_cpu_s / elapsed:.2f}, "
         f"this poller {poller_cpu:.2f}"
+        + "".join(f", {name} {cores:.2f}" for name, cores in services_cpu.items())
     )
     print(
         f"  samples: {len(latencies):,} measured, {missing} never seen within 30 s; "
