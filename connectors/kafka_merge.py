@@ -36,6 +36,7 @@ PROOF_RETRY_S = 1.0
 _OCCURRED_BITS = 48
 _RANK_BITS = 4
 _STAMP_SHIFT = _OCCURRED_BITS + _RANK_BITS
+_OCCURRED_MAX = (1 << _OCCURRED_BITS) - 1
 _NO_LIMIT_KEY = 1 << 256
 _NO_LIMIT_COUNT = 1 << 62
 _EOF = KafkaError._PARTITION_EOF
@@ -51,7 +52,7 @@ def merge_key(stamp_ms: int, occurred_ms: int, rank: int) -> int:
     >>> merge_key(2, 0, 0) > merge_key(1, 9_999_999_999_999, 1) > merge_key(1, 5, 0)
     True
     """
-    occurred = min(max(occurred_ms, 0), (1 << _OCCURRED_BITS) - 1)
+    occurred = min(max(occurred_ms, 0), _OCCURRED_MAX)
     return (((stamp_ms << _OCCURRED_BITS) | occurred) << _RANK_BITS) | rank
 
 
@@ -63,10 +64,20 @@ def stamp_of(key: int) -> int:
 class Decoded(NamedTuple):
     records: list[Keyed]
     rejected: int
+    keys: list[int]
+    """`merge_key` of each record."""
+    offsets: list[int]
+    """Kafka offset of each record (-1: the client reported none)."""
+    stamp: int
+    """The Kafka timestamp the next record without a usable one keeps its place behind."""
 
 
-Decoder = Callable[[list[Any], float], Decoded]
-"""Fetched messages and the wall time (s) -> one keyed record per message, in order."""
+Decoder = Callable[[list[Any], float, int, int, tuple[str, int]], Decoded]
+"""(fetched messages of one topic-partition, the wall time (s), the topic's rank, the last
+usable Kafka timestamp before them, (topic, partition)) -> one keyed record per message
+that is not an end of partition, in order, with its merge key and offset. One pass over the
+messages: the merge's bookkeeping costs no second loop (BENCHMARKS.md, "The source's single
+pass")."""
 
 
 class Feed:
@@ -91,6 +102,8 @@ class Feed:
         self.rank = rank
         """Order of this feed's topic among the source's topics (the last tie-break)."""
         self.tp = TopicPartition(topic, partition)
+        self.source = (topic, partition)
+        """What every record of this feed names as its `Accepted.source`."""
         self.consumer = consumer
         self.consumer.assign([TopicPartition(topic, partition, offset)])
         self.offset = offset
@@ -108,6 +121,7 @@ class Feed:
         self.at_end = False
         """The client reported the end of the partition after the last message fetched."""
         self.last_stamp = 0
+        """The last usable Kafka timestamp fetched: a message without one sorts behind it."""
         self.proof_ms = -1
         """Wall time (ms) when a broker query last showed everything here fetched; -1: none."""
         self.proof_counts = [0] * ranks
@@ -135,29 +149,20 @@ class Feed:
             end = last.offset()
             if end is not None and end >= 0:
                 self.fetched = max(self.fetched, end)
-        messages = [m for m in messages if (e := m.error()) is None or e.code() != _EOF]
-        if not messages:
+        # One record per message that is not an end of partition, in order, with its place in
+        # the merge (the decoder's contract).
+        records, rejected, keys, offsets, stamp = self._decode(
+            messages, now_s, self.rank, self.last_stamp, self.source
+        )
+        if not records:
             return
-        # One record per message, in order (the decoder's contract once ends are removed).
-        records, rejected = self._decode(messages, now_s)
         flow_metrics.count_read(self.topic, len(records), rejected)
-        rank = self.rank
-        stamp = self.last_stamp
-        keys = self.keys
-        offsets = self.offsets
-        for msg, (_, record) in zip(messages, records, strict=True):
-            ts = msg.timestamp()[1]
-            if ts > 0:
-                stamp = ts
-            # else: a message without a usable timestamp keeps its place behind the one before.
-            occurred = record.occurred_ms if isinstance(record, Accepted) else 0
-            keys.append(merge_key(stamp, occurred, rank))
-            offset = msg.offset()
-            offsets.append(-1 if offset is None else offset)
         self.last_stamp = stamp
         self.records += records
+        self.keys += keys
+        self.offsets += offsets
         # A client error event carries no offset of its own: look past it.
-        last_offset = max(offsets[-len(messages) :])
+        last_offset = max(offsets)
         if last_offset >= 0:
             self.fetched = max(self.fetched, last_offset + 1)
 

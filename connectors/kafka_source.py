@@ -37,6 +37,9 @@ from connectors.exceptions import ConnectorError
 from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
 from connectors.kafka_merge import (
     _EOF,
+    _OCCURRED_BITS,
+    _OCCURRED_MAX,
+    _RANK_BITS,
     MAX_APPEND_DELAY_MS,
     Decoded,
     Feed,
@@ -63,20 +66,39 @@ __all__ = [
 LAG_EVERY_S = 1.0
 
 
-def decode_messages(messages: list[Any], now_s: float) -> Decoded:
-    """Fetched confluent-kafka messages into keyed records, in order; end-of-partition events
-    are skipped (the feeds track offsets and ends).
+def decode_messages(
+    messages: list[Any],
+    now_s: float,
+    rank: int = 0,
+    stamp: int = 0,
+    source: tuple[str, int] | None = None,
+) -> Decoded:
+    """Fetched confluent-kafka messages into keyed records, in order, each with its merge key
+    (`merge_key`, for the topic of rank `rank`; `stamp`: the last usable Kafka timestamp
+    before these messages) and its offset; end-of-partition events are skipped (the feeds
+    track ends). `source`: the (topic, partition) all the messages come from (a feed's
+    consumer reads one), else read from each message.
 
     Never raises for what a message holds: whatever fails (decoding, validation, a parser's
     own error, a missing or foreign key) makes that message a `Rejected` with its reason."""
     out: list[Keyed] = []
-    append = out.append
+    keys: list[int] = []
+    offsets: list[int] = []
+    append, add_key, add_offset = out.append, keys.append, offsets.append
     rejected = 0
     now_ms = int(now_s * 1000)
     for msg in messages:
         error = msg.error()
         if error is not None and error.code() == _EOF:
             continue
+        ts = msg.timestamp()[1]
+        if ts > 0:
+            stamp = ts
+        # else: a message without a usable timestamp keeps its place behind the one before.
+        offset = msg.offset()
+        if offset is None:
+            offset = -1
+        add_offset(offset)
         value = msg.value() or b""
         if error is None:
             try:
@@ -89,22 +111,25 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                 user_id = event.user_id
                 key = msg.key()
                 if key == user_id.encode():
-                    ts = msg.timestamp()[1]
-                    ingest = ts if ts > 0 else now_ms
                     append(
                         (
                             user_id,
                             Accepted(
                                 event,
-                                ingest,
+                                ts if ts > 0 else now_ms,
                                 kind,
                                 occurred_ms,
                                 msg,
-                                (msg.topic(), msg.partition()),
-                                msg.offset(),
+                                (msg.topic(), msg.partition()) if source is None else source,
+                                offset,
                             ),
                         )
                     )
+                    # merge_key(stamp, occurred_ms, rank), inline (once per event)
+                    place = occurred_ms
+                    if not 0 <= place <= _OCCURRED_MAX:
+                        place = 0 if place < 0 else _OCCURRED_MAX
+                    add_key((((stamp << _OCCURRED_BITS) | place) << _RANK_BITS) | rank)
                     continue
                 if key is None:
                     # Unkeyed, it landed on any partition: it may overtake the user's events.
@@ -119,7 +144,6 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                     )
         else:
             reason = f"in step 'read_events': kafka error {error}"
-        offset = msg.offset()
         partition = msg.partition()
         append(
             (
@@ -129,13 +153,14 @@ def decode_messages(messages: list[Any], now_s: float) -> Decoded:
                     value,
                     msg.topic() or "",
                     -1 if partition is None else partition,
-                    -1 if offset is None else offset,
+                    offset,
                     msg.key(),
                 ),
             )
         )
+        add_key(merge_key(stamp, 0, rank))
         rejected += 1
-    return Decoded(out, rejected)
+    return Decoded(out, rejected, keys, offsets, stamp)
 
 
 class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):
