@@ -32,6 +32,9 @@ from connectors.kafka import ensure_topics, producer_config
 
 # ------------------------------------------------------------------------------- freshness
 
+PACING_TICK_S = 0.002
+"""The paced producer sends what is due at most every this many seconds (in a burst)."""
+
 
 def _paced_producer(
     bootstrap: str,
@@ -65,7 +68,9 @@ def _paced_producer(
         now = time.perf_counter() - started
         due = min(n, int(now * rate) + 1)  # events whose scheduled time has come
         if due <= i:
-            time.sleep(i / rate - now)
+            # Sleep at least PACING_TICK_S: a wake-up per event (every 0.2 ms at 5,000/s)
+            # cost the generator more CPU than producing; events are stamped when sent.
+            time.sleep(max(i / rate - now, PACING_TICK_S))
             continue
         late_max = max(late_max, now - i / rate)
         while i < due:
