@@ -26,11 +26,12 @@ another shape is parsed and re-encoded. Eligibility is `serving.tips`'s rule
 served only while `now_ms < expires_at_ms` and its text is not empty (`serving.tips.is_fresh`).
 
 What is a pure function of the stored bytes is remembered across calls, in bounded
-module-level tables (`_CACHE_LIMIT` entries each, emptied when full): the ISO form of each
-stored time, the JSON literal of each agent id and version, the parsed expiry of each snippet
-tail. A scheduler asks for the same users again and again, and most of their stored times have
-not moved in between: a batch of 100 formatted ~700 distinct times per call, every call
-(ADR 0033). Whether a snippet is fresh is still decided per call, against its `now_ms`.
+module-level tables (emptied when full): the ISO form of each stored time, the JSON literal of
+each agent id and version, the parsed expiry of each snippet tail (`_CACHE_LIMIT` entries
+each) and the answer of each stored snippet (`_SNIPPETS_LIMIT`). A scheduler asks for the
+same users again and again, and most of what they have stored has not moved in between: a
+batch of 100 formatted ~700 distinct times per call, every call (ADR 0033). Whether a snippet
+is fresh is still decided per call, against its `now_ms`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ _STRINGS: dict[bytes, bytes] = {}
 _EXPIRIES: dict[bytes, tuple[int, bytes] | None] = {}
 """A stored snippet's tail (`<expires_at_ms>}`) -> (expires_at_ms, its ISO form); None for
 another shape."""
+_SNIPPETS_LIMIT = 20_000
+"""Entries `_SNIPPETS` may hold (a few hundred bytes each) before it is emptied."""
+_SNIPPETS: dict[bytes, tuple[int, bytes]] = {}
+"""A stored snippet of the writer's shape -> (expires_at_ms, its answer while fresh)."""
 
 
 def _bound_caches() -> None:
@@ -77,6 +82,8 @@ def _bound_caches() -> None:
     for table in (_TIMES, _STRINGS, _EXPIRIES):
         if len(table) > _CACHE_LIMIT:
             table.clear()
+    if len(_SNIPPETS) > _SNIPPETS_LIMIT:
+        _SNIPPETS.clear()
 
 
 class _ModelPath(Exception):
@@ -172,14 +179,20 @@ class BatchWriter:
 
     def _snippet(self, stored: bytes) -> bytes:
         """The answer's snippet object (or `null`) of a stored snippet: its head (`{"text":"..."`,
-        a non-empty text holding no quote) spliced as it is; any other shape parsed."""
+        a non-empty text holding no quote) spliced as it is, remembered across calls; any other
+        shape parsed."""
+        known = _SNIPPETS.get(stored)
+        if known is not None:
+            return known[1] if self._now_ms < known[0] else b"null"
         head, sep, tail = stored.rpartition(_EXPIRES)
         if sep and len(head) > 10 and head[:9] == _TEXT and head.find(b'"', 9) == len(head) - 1:
             expiries = self._expiries
             expiry = expiries[tail] if tail in expiries else self._expiry(tail)
             if expiry is not None:
                 expires, iso = expiry
-                return _SNIPPET % (head, iso, tail) if self._now_ms < expires else b"null"
+                answer = _SNIPPET % (head, iso, tail)
+                _SNIPPETS[stored] = (expires, answer)
+                return answer if self._now_ms < expires else b"null"
         text, expires = snippet_of(stored)
         if self._now_ms >= expires or not text:
             return b"null"
@@ -243,12 +256,16 @@ class BatchWriter:
 
     def _users(self, users: Mapping[str, StoredUserBytes | None]) -> bytes:
         user = self.user
-        parts = [
-            b"%s:%s"
-            % (encode_basestring(user_id).encode(), b"null" if s is None else user(user_id, s))
-            for user_id, s in users.items()
-        ]
-        return b'{"users":{%s}}' % b",".join(parts)
+        parts = [b'{"users":{']
+        add = parts.append
+        for user_id, s in users.items():  # joined once: an answer of 100 users is ~400 kB
+            if len(parts) > 1:
+                add(b",")
+            add(encode_basestring(user_id).encode())
+            add(b":")
+            add(b"null" if s is None else user(user_id, s))
+        add(b"}}")
+        return b"".join(parts)
 
     def batch(self, users: Mapping[str, StoredUserBytes | None]) -> bytes:
         """`{"users": {id: answer or null, ...}}` in the order given (`BatchOut`), UTF-8.
