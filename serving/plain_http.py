@@ -23,6 +23,7 @@ cancelled closes its connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -71,14 +72,30 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"only http:// here; got {url.scheme}://")
-        timeout: dict[str, float | None] = request.extensions.get("timeout", {})
         head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
             request.method.encode(),
             url.raw_path,
             b"".join(b"%s: %s\r\n" % pair for pair in request.headers.raw),
         )
-        body = request.content
-        where = (url.host, url.port or 80)
+        status, headers, content = await self.exchange(
+            (url.host, url.port or 80),
+            head,
+            request.content,
+            request.extensions.get("timeout", {}),
+        )
+        return httpx.Response(status, headers=headers, content=content)
+
+    async def exchange(
+        self,
+        where: tuple[str, int],
+        head: bytes,
+        body: bytes,
+        timeout: Mapping[str, float | None],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One exchange without httpx's request and response objects: `head` (request line
+        and headers, `Content-Length` of `body` among them, ending with the blank line) and
+        `body` to `where` (host, port); (status, headers, body) of the answer. `timeout` as
+        httpx's extension (`connect`, `read`, `write`, `pool` seconds, None: unbounded)."""
         if self._slots.locked():
             try:
                 async with asyncio.timeout(timeout.get("pool")):
@@ -121,10 +138,10 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
         where: tuple[str, int],
         head: bytes,
         body: bytes,
-        timeout: dict[str, Any],
+        timeout: Mapping[str, Any],
         *,
         reused: bool,
-    ) -> httpx.Response:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         keep = False
         got_bytes = False
         try:
@@ -191,7 +208,7 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
                     conn.close()
             elif got_bytes:
                 conn.close()
-        return httpx.Response(status, headers=headers, content=content)
+        return status, headers, content
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
