@@ -114,7 +114,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     http: httpx.AsyncBaseTransport
     if (settings.orchestrator_url or "").startswith("http://"):
-        # Plain HTTP: the lean transport (a third of a recommend's CPU less; ADR 0033).
+        # Plain HTTP: the lean transport (about a quarter of a recommend's CPU less; ADR 0033).
         http = PlainHTTPTransport(max_connections=100, max_keepalive=20)
     else:
         http = httpx.AsyncHTTPTransport(
