@@ -82,6 +82,32 @@ def record_tip(
         log.warning("tip %s of user %s not in the ledger: %s", entry.tip_id, entry.user_id, exc)
 
 
+def record_tips(
+    store: FeatureStore,
+    entries: Sequence[tuple[LedgerEntry, int]],
+    *,
+    retention_ms: int,
+    metrics: Metrics,
+) -> None:
+    """`record_tip` of each (entry, now_ms), in one round trip where the store can
+    (`record_tips`: Redis), else one by one; each failure is logged and counted."""
+    many = getattr(store, "record_tips", None)
+    if many is None or len(entries) == 1:
+        for entry, now_ms in entries:
+            record_tip(store, entry, retention_ms=retention_ms, now_ms=now_ms, metrics=metrics)
+        return
+    try:
+        results = many(entries, retention_ms=retention_ms)
+    except StoreError as exc:
+        results = [exc] * len(entries)
+    for (entry, _), result in zip(entries, results, strict=True):
+        if isinstance(result, StoreError):
+            metrics.ledger_failed.labels("tip").inc()
+            log.warning(
+                "tip %s of user %s not in the ledger: %s", entry.tip_id, entry.user_id, result
+            )
+
+
 def record_reaction(
     store: FeatureStore,
     *,

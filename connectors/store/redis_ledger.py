@@ -16,9 +16,10 @@ are `connectors/store/lua/ledger_*.lua`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from connectors.exceptions import StoreError
 from connectors.store.base import dumps_compact
 from connectors.store.ledger import LedgerEntry, cutoff_ms, render
 
@@ -38,6 +39,7 @@ class RedisLedgerMixin:
     _tomb_key: Callable[[str], str]
     _guard: Callable[..., Any]
     _eval: Callable[[str, list[str], list[Any]], Any]
+    _evalsha_all: Callable[..., list[Any]]
 
     def _ledger_keys(self, user_id: str) -> tuple[str, str]:
         base = self._base(user_id)
@@ -49,9 +51,12 @@ class RedisLedgerMixin:
         """The `ledger_forget` script call for a write that removed `agent_ids`."""
         return "ledger_forget", [self._ledger_keys(user_id)[0]], sorted(agent_ids)
 
-    def record_tip(self, entry: LedgerEntry, *, retention_ms: int, now_ms: int) -> bool:
+    def _record_tip_call(
+        self, entry: LedgerEntry, *, retention_ms: int, now_ms: int
+    ) -> tuple[str, list[str], list[Any]] | None:
+        """The `ledger_record` script call of `entry`; None when it is already past retention."""
         if entry.shown_at_ms < cutoff_ms(now_ms, retention_ms):
-            return False
+            return None
         ledger, at = self._ledger_keys(entry.user_id)
         base = self._base(entry.user_id)
         keys = [ledger, at, f"{base}keys", self._tomb_key(entry.user_id), f"{base}meta"]
@@ -64,8 +69,37 @@ class RedisLedgerMixin:
         ]
         for agent_id, values in entry.values().items():
             args += (agent_id, dumps_compact(values))
-        done = self._guard("record_tip", lambda: self._eval("ledger_record", keys, args))
+        return "ledger_record", keys, args
+
+    def record_tip(self, entry: LedgerEntry, *, retention_ms: int, now_ms: int) -> bool:
+        call = self._record_tip_call(entry, retention_ms=retention_ms, now_ms=now_ms)
+        if call is None:
+            return False
+        done = self._guard("record_tip", lambda: self._eval(*call))
         return bool(done)
+
+    def record_tips(
+        self, entries: Sequence[tuple[LedgerEntry, int]], *, retention_ms: int
+    ) -> list[bool | StoreError]:
+        """`record_tip` of each (entry, now_ms), in one pipelined round trip (one script call
+        each, so each stays atomic on its own): per entry its result, or the `StoreError` of
+        its own call. A failure of the round trip itself raises `StoreError`."""
+        calls = [self._record_tip_call(e, retention_ms=retention_ms, now_ms=n) for e, n in entries]
+        sent = [c for c in calls if c is not None]
+        replies = iter(
+            self._guard("record_tips", lambda: self._evalsha_all(sent, write=False)) if sent else []
+        )
+        out: list[bool | StoreError] = []
+        for call in calls:
+            if call is None:
+                out.append(False)
+                continue
+            reply = next(replies)
+            if isinstance(reply, Exception):
+                out.append(StoreError(f"Redis failed (record_tip): {reply}"))
+            else:
+                out.append(bool(reply))
+        return out
 
     def record_reaction(
         self, user_id: str, tip_id: str, *, reaction: str, reaction_id: str, at_ms: int

@@ -171,3 +171,42 @@ def test_revoking_a_consent_removes_that_agents_values_from_every_entry(backend:
 def test_an_unknown_user_gets_no_entry(backend: Backend) -> None:
     assert not backend.store.record_tip(entry("t1", "nobody"), retention_ms=RETENTION, now_ms=T0)
     assert export(backend) == []
+
+
+def test_tips_recorded_in_one_round_trip_leave_what_one_by_one_leaves(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> None:
+    """Redis `record_tips` (the ledger worker's round trip, ADR 0033): the same export and
+    the same keys as `record_tip` one by one; an old, a deleted and an unknown user's tips
+    answer False, as they do one by one."""
+    tips = [
+        (entry("t1"), T0),
+        (entry("t2", at=T0 + 1), T0 + 1),
+        (entry("t-old", at=T0 - RETENTION - 1), T0),
+        (entry("t3", "u2"), T0),
+        (entry("t4", "gone"), T0 + 200),
+        (entry("t5", "nobody"), T0),
+    ]
+    dumps = []
+    for many in (False, True):
+        with _open("redis", request, tmp_path, f"{key_prefix}-{many}") as b:
+            seed_users(b, "u1", "u2", "gone")
+            b.store.delete_user("gone", deleted_at_ms=T0 + 100)
+            if many:
+                got = b.store.record_tips(tips, retention_ms=RETENTION)
+            else:
+                got = [b.store.record_tip(e, retention_ms=RETENTION, now_ms=n) for e, n in tips]
+            assert got == [True, True, False, True, False, False]
+            assert b.raw is not None
+            dumps.append(
+                (
+                    export(b, now=T0 + 1000),
+                    {
+                        k.removeprefix(b.prefix): sorted(b.raw.hgetall(k).items())
+                        for k in b.keys()  # noqa: SIM118
+                        if k.endswith(":ledger")
+                    },
+                )
+            )
+    assert dumps[0] == dumps[1]
+    assert [line["tip_id"] for line in dumps[1][0]] == ["t1", "t2", "t3"]

@@ -217,3 +217,40 @@ def test_a_stored_snippet_reads_back_exactly(text: str, expires: int) -> None:
 
     assert snippet_of(dumps_compact({"text": text, "expires_at_ms": expires})) == (text, expires)
     assert snippet_of(json.dumps({"expires_at_ms": expires, "text": text})) == (text, expires)
+
+
+def test_what_is_remembered_across_calls_leaves_freshness_to_each_call() -> None:
+    """The ISO forms and snippet expiries kept from one call serve the next (ADR 0033), but a
+    snippet fresh in one call is null in a later call made after it expired, and a full
+    table is emptied, not trusted."""
+    import serving.features_json as fj
+
+    expires = NOW + 1000
+    agent = [
+        b"momentum",
+        b"1.0.0",
+        b'{"z":{"value":1,"source":"inferred"}}',
+        b"{}",
+        b"5",
+        b"6",
+        b"%d" % (NOW - 1),
+        b'{"text":"Go on.","expires_at_ms":%d}' % expires,
+    ]
+    stored = StoredUserBytes(None, None, None, None, [agent])
+
+    def snippet(now_ms: int) -> Any:
+        answer = json.loads(BatchWriter(MANIFESTS, now_ms=now_ms).batch({"u-1": stored}))
+        return answer["users"]["u-1"]["agents"]["momentum"]["snippet"]
+
+    assert snippet(NOW) == {
+        "text": "Go on.",
+        "expires_at": iso_ms(expires),
+        "expires_at_ms": expires,
+    }
+    assert fj._EXPIRIES[b"%d}" % expires] == (expires, iso_ms(expires).encode())
+    assert snippet(expires) is None
+    assert snippet(expires - 1) is not None  # a clock stepping back serves it again
+    for n in range(fj._CACHE_LIMIT + 1):
+        fj._TIMES[b"x%d" % n] = b""
+    assert snippet(NOW) is not None
+    assert len(fj._TIMES) < 10

@@ -165,6 +165,50 @@ def test_a_store_away_loses_ledger_lines_counted_and_never_delays_the_events(
     assert store.calls == []
 
 
+class _BatchStore(_Store):
+    """A store with `record_tips` (as Redis has): one call per round trip; tip `t3` fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trips: list[int] = []
+
+    def record_tips(
+        self, entries: list[tuple[LedgerEntry, int]], *, retention_ms: int
+    ) -> list[bool | StoreError]:
+        self.trips.append(len(entries))
+        out: list[bool | StoreError] = []
+        for entry, _ in entries:
+            if entry.tip_id == "t3":
+                out.append(StoreError("refused"))
+            else:
+                self.calls.append(("tip", entry.tip_id))
+                out.append(True)
+        return out
+
+
+def test_the_tips_of_a_busy_moment_are_recorded_in_one_round_trip(metrics: Metrics) -> None:
+    """ADR 0033: tips queued together go to the store together, in order; a reaction keeps
+    its place after its tip; each failed entry is counted on its own."""
+    store = _BatchStore()
+    after = AfterResponse(
+        sink=_Sink(),
+        store=cast(Any, store),
+        metrics=metrics,
+        ledger_retention_ms=10**9,
+        ledger_linger_s=1.0,  # all of them queued before the first trip, however slow
+    )
+    for i in range(10):
+        after.record_tip(lambda i=i: _entry(f"t{i}"), now_ms=9)
+    after.record_reaction(user_id="u-1", tip_id="t9", reaction="like", reaction_id="r", at_ms=9)
+    after.record_tip(lambda: _entry("t10"), now_ms=9)
+    after.stop(timeout_s=5)
+
+    expected = [("tip", f"t{i}") for i in range(10) if i != 3]
+    assert store.calls == [*expected, ("reaction", "t9"), ("tip", "t10")]
+    assert store.trips == [10]  # t10, alone after the reaction, through record_tip
+    assert _failed(metrics, "oo_ledger_failed_total", "tip") == 1
+
+
 class _ImportWatch(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.names: list[str] = []

@@ -19,6 +19,7 @@ from serving.orchestrator import (
     OrchestratorClient,
     parse_answer,
 )
+from serving.plain_http import PlainHTTPTransport
 from tests.orchestrator_peer import OrchestratorPeer
 
 
@@ -83,6 +84,21 @@ def peer() -> Iterator[OrchestratorPeer]:
         yield running
 
 
+TRANSPORTS: dict[str, Any] = {
+    "httpx": httpx.AsyncHTTPTransport,
+    "plain": PlainHTTPTransport,  # what the app uses for http:// (ADR 0033)
+}
+_transport = ["httpx"]
+
+
+@pytest.fixture(autouse=True, params=sorted(TRANSPORTS))
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs through httpx's transport and through the lean one."""
+    _transport[0] = request.param
+    yield request.param
+    _transport[0] = "httpx"
+
+
 def call(
     url: str,
     breaker: CircuitBreaker | None = None,
@@ -92,7 +108,7 @@ def call(
     outcomes: list[str] | None = None,
 ) -> Answer:
     async def go() -> Answer:
-        async with httpx.AsyncHTTPTransport() as http:
+        async with TRANSPORTS[_transport[0]]() as http:
             client = OrchestratorClient(
                 http,
                 base_url=url,
