@@ -33,7 +33,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import orjson
@@ -41,7 +41,6 @@ import orjson
 from serving import answer
 from serving.answer import TipKind
 from serving.exceptions import BreakerOpenError, OrchestratorError
-from serving.plain_http import PlainHTTPTransport
 
 MAX_ANSWER_BYTES = 64 * 1024
 USER_AGENT = "oo-feature-engine"
@@ -220,31 +219,11 @@ class OrchestratorClient:
         self._observe = observe
         self.structured_output = True
         """Send `response_format`; turned off for good after the peer answers it with a 400."""
-        self._plain: tuple[tuple[str, int], bytes] | None = None
-        if isinstance(transport, PlainHTTPTransport) and self._url.scheme == "http":
-            # The lean transport's own call, with the head httpx would send written once
-            # (its request and response objects were a fifth of the call's CPU; ADR 0033).
-            sample = httpx.Request("POST", self._url, headers=self._headers, content=b"")
-            lines = b"".join(
-                b"%s: %s\r\n" % (name, value)
-                for name, value in sample.headers.raw
-                if name.lower() != b"content-length"
-            )
-            where = (self._url.host, self._url.port or 80)
-            self._plain = (where, b"POST %s HTTP/1.1\r\n%s" % (self._url.raw_path, lines))
 
     async def _post(self, body: dict[str, Any], *, timeout_s: float) -> tuple[int, bytes]:
         """One attempt: (status, the whole answer). httpx's timeout and transport errors
         pass through."""
         timeout = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
-        if self._plain is not None:
-            where, head = self._plain
-            content = orjson.dumps(body)
-            head += b"Content-Length: %d\r\n\r\n" % len(content)
-            status, _, answer = await cast(PlainHTTPTransport, self._transport).exchange(
-                where, head, content, timeout
-            )
-            return status, answer
         request = httpx.Request(
             "POST",
             self._url,

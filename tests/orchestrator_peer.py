@@ -128,7 +128,8 @@ class OrchestratorPeer:
                 body = json.loads(raw or b"{}")
                 with peer._lock:
                     peer.bodies.append(body)
-                    peer.headers.append(dict(self.headers))
+                    # Names in one case: HTTP header names are case-insensitive, clients differ.
+                    peer.headers.append({k.title(): v for k, v in self.headers.items()})
                 if peer.mode == "hang":
                     peer._stopping.wait()
                     return

@@ -19,7 +19,7 @@ from serving.orchestrator import (
     OrchestratorClient,
     parse_answer,
 )
-from serving.plain_http import PlainHTTPTransport
+from serving.orchestrator_transport import OrchestratorTransport
 from tests.orchestrator_peer import OrchestratorPeer
 
 
@@ -86,14 +86,14 @@ def peer() -> Iterator[OrchestratorPeer]:
 
 TRANSPORTS: dict[str, Any] = {
     "httpx": httpx.AsyncHTTPTransport,
-    "plain": PlainHTTPTransport,  # what the app uses for http:// (ADR 0033)
+    "aiohttp": OrchestratorTransport,  # what the app uses (ADR 0034)
 }
 _transport = ["httpx"]
 
 
 @pytest.fixture(autouse=True, params=sorted(TRANSPORTS))
 def transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test here runs through httpx's transport and through the lean one."""
+    """Every test here runs through httpx's transport and through the app's (aiohttp's)."""
     _transport[0] = request.param
     yield request.param
     _transport[0] = "httpx"
