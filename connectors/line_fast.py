@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ from connectors import codec
 from connectors.codec import MAX_EVENT_BYTES
 from proto import events_pb2 as pb
 
-__all__ = ["fast_line"]
+__all__ = ["fast_line", "fast_line_kept"]
 
 # Kinds of payload field the fast path builds; a payload field of any other kind is left to
 # json_format.
@@ -100,6 +100,8 @@ _ENUMS = {
 # Payload kinds whose contract rules `fast_line` leaves to `codec.check_payload` (their
 # timestamps need no check: the only shape built by hand is always within the bounds).
 _PAYLOAD_CHECKED = frozenset({"profile_updated", "preference_set", "mood_logged"})
+# Kinds `fast_line_kept` builds for a user in `horizons` even after its horizon.
+_KEPT_LATE = frozenset({"consent_changed", "user_deleted"})
 
 # The one timestamp shape built by hand, ``YYYY-MM-DDTHH:MM`` + ``:SS[.f{1,9}]Z``, parsed
 # as two memoised halves: events of a log fall in comparatively few minutes, and their
@@ -229,6 +231,7 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
         return _not_built
     strings = len(top) + len(fields)  # keys
     check, build = [], []  # lines of the two halves: read and check, then set
+    refusals: list[str] = []  # what protobuf refuses in `build`, checked by hand
     for key in top:
         if key == "occurredAt":
             check += _stamp_lines(f"obj[{key!r}]", "seconds", "nanos")
@@ -263,6 +266,7 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
         elif field_kind == _INT32:  # json_format also takes 3.0 and "3": the slow path
             check += [f"if type({value}) is not int: return None"]
             build += [f"{target} = {value}"]  # out of range: ValueError
+            refusals += [f"if not -0x80000000 <= {value} <= 0x7FFFFFFF: return None"]
         elif field_kind == _BOOL:  # protobuf would take 0 and 1
             check += [f"if type({value}) is not bool: return None"]
             build += [f"{target} = {value}"]
@@ -275,10 +279,26 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
         else:  # _STRING_LIST; a non-string element: TypeError
             check += [f"if type({value}) is not list: return None", f"listed += len({value})"]
             build += [f"{target}.extend({value})"]
+            refusals += [f"for x in {value}:", "    if type(x) is not str: return None"]
     rules = "check_payload(event, kind)" if kind in _PAYLOAD_CHECKED else "pass"
+    # With `horizons` (`fast_line_kept`), an event its reader would not keep is only checked:
+    # what setting the values would refuse is checked by hand, and no Event is built. A kind
+    # whose rules need the Event is always built; so is a consent change or a deletion of a
+    # user read (the reader keeps those after the horizon too).
+    skip: list[str] = []
+    if kind not in _PAYLOAD_CHECKED:
+        late = "" if kind in _KEPT_LATE else " or occurred_ms > horizon"
+        skip = [
+            "if horizons is not None:",
+            "    occurred_ms = seconds * 1000 + nanos // 1_000_000",
+            "    horizon = horizons.get(user_id)",
+            f"    if horizon is None{late}:",
+            *[f"        {line}" for line in refusals],
+            "        return None, kind, occurred_ms",
+        ]
     source = "\n    ".join(
         [
-            "def build(obj, payload, quotes, now_s, validate):",
+            "def build(obj, payload, quotes, now_s, validate, horizons=None):",
             "event_id = user_id = ''",
             "seconds = nanos = -1",
             "offset = listed = 0",
@@ -291,6 +311,7 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
             "    or not -MAX_OFFSET_MINUTES <= offset <= MAX_OFFSET_MINUTES",
             "    or (user_id not in _good_user_ids and not _good_user_id(user_id))",
             "): return None",
+            *skip,
             "event = _Event()",
             *build,
             "if not validate: return event, '', -1",
@@ -360,5 +381,43 @@ def fast_line(
                 builders.clear()
             build = builders[fields] = _builder(keys, payload_key, fields)
         return build(obj, payload, quotes, now_s, validate)  # type: ignore[no-any-return]
+    except Exception:  # anything unexpected: the slow path decides, and words the reason
+        return None
+
+
+def fast_line_kept(
+    line: bytes | str, now_s: float | None, horizons: Mapping[str, int]
+) -> tuple[pb.Event | None, str, int] | None:
+    """`fast_line(line, now_s, True)` for a reader that keeps only some events: the same
+    answer, except that the Event is None (not built) when the reader would not keep it,
+    that is when its user is not in `horizons` (user id -> the latest `occurred_ms` kept), or
+    its `occurred_ms` is after the user's horizon and it is neither a consent change nor a
+    deletion (`training-set` keeps those, ADR 0032). The line is
+    checked all the same: None still means "not a line built here" (the slow path decides),
+    so a bad line is refused as by `fast_line`. Never raises."""
+    try:
+        if len(line) > MAX_EVENT_BYTES:
+            return None
+        quotes = line.count(b'"' if type(line) is bytes else '"')  # type: ignore[arg-type]
+        obj = _loads(line)
+        if type(obj) is not dict:
+            return None
+        keys = tuple(obj)
+        shape = _shapes.get(keys, _MISSING)
+        if shape is _MISSING:
+            shape = _shapes[keys] = _shape(keys)
+        if shape is None:
+            return None
+        payload_key, builders = shape
+        payload = obj[payload_key]
+        if type(payload) is not dict:
+            return None
+        fields = tuple(payload)
+        build = builders.get(fields)
+        if build is None:
+            if len(builders) >= _MAX_SHAPES:
+                builders.clear()
+            build = builders[fields] = _builder(keys, payload_key, fields)
+        return build(obj, payload, quotes, now_s, True, horizons)  # type: ignore[call-arg,no-any-return]
     except Exception:  # anything unexpected: the slow path decides, and words the reason
         return None

@@ -31,7 +31,11 @@ order, the ones already folded; otherwise (an event that arrived late in the log
 refolds from the first new event's log position, from a snapshot of the state there that the
 earlier pass covering that position was asked to pickle. So the only pickles are those a
 refold restores. Rows that add no event share the previous row's agents. Events of users
-without rows are decoded but not folded. Memory: the spine users' events in wire form.
+without rows are decoded but not kept, nor are a spine user's events after its latest
+`as_of` (but consent changes): they are in no row's history (ADR 0032). The log is read
+through `line_fast.fast_line_kept`, which checks an event not kept without building it
+(`decode_line` for the lines it leaves to the slow path).
+Memory: the spine users' events in wire form.
 
 Failure behaviour: an event line that does not decode or validate is written to the rejects
 file with its line number and reason, and the rest go on (as `backfill`). An event whose
@@ -55,6 +59,7 @@ from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
 from connectors.jsonl import rejects_path_for
+from connectors.line_fast import fast_line_kept
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
 from features.model import Incoming
@@ -181,39 +186,54 @@ def read_spine(path: str | Path) -> list[SpineRow]:
 
 def _read_events(
     path: Path,
-    wanted: set[str],
+    horizons: Mapping[str, int],
     report: TrainingReport,
     rejects: RejectsFile,
     progress: Callable[[int], None] | None,
     ingest_ms: int,
     now_s: float,
 ) -> dict[str, _User]:
-    users: dict[str, _User] = {}
+    """The accepted events of the spine's users (`horizons`: user id -> the latest `as_of_ms`
+    of its rows), each user's in log order; every other line is only decoded and validated,
+    and a bad one goes to `rejects`. An event after its user's horizon is in no row's
+    history, so it is not kept unless it is a consent change (the consents as of now are
+    the fold of them all); a deletion anywhere only sets the user's flag.
+
+    A line goes to `line_fast.fast_line_kept` first: for a line it answers, that is
+    `decode_line`'s answer (`jsonl.read_line` tries `fast_line` first), without the record
+    around it, and without the Event when it is not kept (it is checked all the same).
+    Any other line (line 1 too: its byte-order mark) goes through `decode_line`, which words
+    the reject."""
+    users = {user_id: _User() for user_id in horizons}
     name = str(path)
     step = line_no = 0
     accepted = 0
+    fast = fast_line_kept
     with path.open("rb") as handle:
         for line_no, line in enumerate(handle, start=1):
-            record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
-            if record is None:
-                pass
-            elif isinstance(record, Rejected):
-                report.rejected += 1
-                rejects.add(record)
-            else:
+            got = fast(line, now_s, horizons) if line_no != 1 else None
+            if got is None:
+                record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
+                if record is None:
+                    pass
+                elif isinstance(record, Rejected):
+                    report.rejected += 1
+                    rejects.add(record)
+                else:
+                    got = record.event, record.kind, record.occurred_ms
+            if got is not None:
                 accepted += 1
-                event = record.event
-                user_id = event.user_id
-                if user_id in wanted:
+                event, kind, occurred_ms = got
+                if event is not None:  # None: valid, and not kept (not built)
+                    user_id = event.user_id
                     user = users.get(user_id)
-                    if user is None:
-                        user = users[user_id] = _User()
-                    kind = record.kind
-                    if kind == "user_deleted":
-                        user.deleted = True
-                    user.blobs.append(event.SerializeToString())
-                    user.kinds.append(kind)
-                    user.occurred.append(record.occurred_ms)
+                    if user is not None:
+                        if kind == "user_deleted":
+                            user.deleted = True
+                        if occurred_ms <= horizons[user_id] or kind == "consent_changed":
+                            user.blobs.append(event.SerializeToString())
+                            user.kinds.append(kind)
+                            user.occurred.append(occurred_ms)
             step += 1
             if progress is not None and step == 10_000:
                 progress(step)
@@ -432,11 +452,13 @@ def training_set(
     spine = read_spine(spine_path)
     report = TrainingReport()
     rejects_file = rejects_path_for(source, rejects_path)
-    wanted = {row.user_id for row in spine}
+    horizons: dict[str, int] = {}
+    for row in spine:
+        horizons[row.user_id] = max(row.as_of_ms, horizons.get(row.user_id, row.as_of_ms))
     now_s = time.time()
     ingest_ms = int(now_s * 1000)
     with RejectsFile(rejects_file) as rejects:
-        users = _read_events(source, wanted, report, rejects, progress, ingest_ms, now_s)
+        users = _read_events(source, horizons, report, rejects, progress, ingest_ms, now_s)
     per_user: dict[str, list[SpineRow]] = {}
     for row in spine:
         per_user.setdefault(row.user_id, []).append(row)

@@ -318,3 +318,70 @@ def test_a_good_line_is_checked_without_codec_check(monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()
     bad = read_line(2, GOOD.replace('"e1"', '""').encode(), NOW_S)
     assert isinstance(bad, ConnectorError) and str(bad) == "field 'event_id': must not be empty"
+
+
+# --- fast_line_kept: the same answers, without the Event of a line its reader does not keep ---
+
+
+def assert_kept_agrees(line: bytes | str) -> None:
+    """`fast_line_kept` answers what `fast_line` answers (None or not, kind, time), with the
+    Event exactly when the reader keeps it: a user in `horizons`, and not after its horizon
+    unless a consent change or a deletion (or a kind whose rules need the Event)."""
+    full = line_fast.fast_line(line, NOW_S, True)
+    user = full[0].user_id if full is not None else "u-1"
+    for horizons in ({}, {"other": 1 << 62}, {user: 1 << 62}, {user: -(1 << 62)}):
+        got = line_fast.fast_line_kept(line, NOW_S, horizons)
+        if full is None:
+            assert got is None, (line[:300], horizons)
+            continue
+        assert got is not None, (line[:300], horizons)
+        event, kind, occurred_ms = got
+        assert (kind, occurred_ms) == full[1:], (line[:300], horizons)
+        kept = user in horizons and (
+            occurred_ms <= horizons[user] or kind in ("consent_changed", "user_deleted")
+        )
+        if kept:
+            assert event == full[0] and event is not None, (line[:300], horizons)
+            assert event.SerializeToString() == full[0].SerializeToString()
+        elif event is not None:  # built all the same: its rules need the Event
+            assert kind in ("profile_updated", "preference_set", "mood_logged"), kind
+            assert event == full[0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events(), st.randoms(use_true_random=False))
+def test_kept_lines_are_read_as_fast_line_reads_them(event: pb.Event, rnd: random.Random) -> None:
+    line = codec.to_json(event)
+    assert_kept_agrees(line.encode())
+    assert_kept_agrees(line)
+    for variant in _respell(line, rnd) + _mutations(line, rnd):
+        assert_kept_agrees(variant.encode("utf-8", "surrogatepass"))
+
+
+KEPT_HOSTILE = [
+    *HOSTILE,
+    GOOD.encode().replace(b'"taskCreated"', b'"tipShown"').replace(b'"taskId"', b'"tipId"'),
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"tipShown":{"tipId":"t","agentIds":["a","b"]}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"tipShown":{"tipId":"t","agentIds":["a",1]},"x":"y"}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"tipShown":{"tipId":"t","agentIds":[1,"a\\"b"]}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"tipShown":{"tipId":"t","agentIds":[null,"a","b"]}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"moodLogged":{"score":2147483648}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"moodLogged":{"score":3}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"consentChanged":{"consent":"c","granted":true}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"userDeleted":{}}',
+    b'{"eventId":"e1","userId":"u-1","occurredAt":"2026-01-02T03:04:05Z","source":"s",'
+    b'"tipReaction":{"tipId":"t","reaction":"REACTION_LIKE"}}',
+]
+
+
+@pytest.mark.parametrize("line", KEPT_HOSTILE, ids=range(len(KEPT_HOSTILE)))
+def test_kept_hostile_lines_are_read_as_fast_line_reads_them(line: bytes) -> None:
+    assert_kept_agrees(line)
