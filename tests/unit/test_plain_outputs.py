@@ -162,3 +162,22 @@ def test_build_write_writes_the_cold_text_of_each_context() -> None:
     assert json.loads(writes["b"].params_text())["tz"]["value"] == "Asia/Tokyo"
     assert writes["a"].params_text() is writes["c"].params_text()  # encoded once
     assert writes["a"].params is not writes["c"].params  # built for each write
+
+
+def test_lag_samples_per_agent_clamped_and_spread() -> None:
+    from connectors.store.base import LAG_SAMPLES_PER_WRITE, AgentWrite, UserWrite, lag_samples
+
+    def write(i: int, agents: str, computed: int) -> UserWrite:
+        return UserWrite(
+            f"u{i}",
+            agents={a: AgentWrite(a, "1", {}, {}, None, 1, 5, 1000 + i, computed) for a in agents},
+        )
+
+    n = 2 * LAG_SAMPLES_PER_WRITE
+    writes = [write(i, "ba" if i % 2 else "a", 5000) for i in range(n)]
+    lags = lag_samples(writes)
+    assert list(lags) == ["a", "b"]
+    assert lags["a"] == [4000 - 2 * k for k in range(LAG_SAMPLES_PER_WRITE)]  # evenly spread
+    assert lags["b"] == [4000 - i for i in range(1, n, 2)]  # all of them: not more than kept
+    assert lag_samples([write(9, "a", 5)]) == {"a": [0]}  # computed before ingest: no lag
+    assert lag_samples([]) == {}
