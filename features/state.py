@@ -15,7 +15,7 @@ The interpretations where docs/features.md is silent are listed in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 from river import stats
 
 from features.agent import AgentBase, AsOf, Folded
-from features.inference import evaluate
+from features.inference import PlainOutput, evaluate, evaluate_plain
 from features.model import ALLOWED_LATENESS_MS, AgentOutput, Incoming
 from features.registry import REGISTRY
 from features.timeutil import MS_PER_DAY, MS_PER_HOUR, zone_offset
@@ -392,6 +392,31 @@ class UserState:
             for agent_id in wanted
             if agent_id in self.agents
         }
+
+    def plain_outputs(
+        self, agent_ids: Iterable[str]
+    ) -> Iterator[tuple[str, AgentBase, PlainOutput]]:
+        """`outputs(agent_ids)` as a store write takes them (`features.inference.evaluate_plain`),
+        in the order named: (agent id, agent, its output) of each named enabled agent; the
+        output's event time is the watermark (`asof().watermark_ms`), its version and TTL the
+        manifest's."""
+        asof = self.asof()
+        if asof is None:
+            return
+        agents = self.agents
+        feedback_events = self.feedback_events
+        pinned = self.preferences
+        for agent_id in agent_ids:
+            agent = agents.get(agent_id)
+            if agent is not None:
+                preferences = self.user_preferences(agent_id) if pinned else {}
+                yield (
+                    agent_id,
+                    agent,
+                    evaluate_plain(
+                        agent, asof, preferences=preferences, feedback_events=feedback_events
+                    ),
+                )
 
     def feedback(self) -> dict[str, Any]:
         return {

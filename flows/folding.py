@@ -46,6 +46,7 @@ from connectors import flow_metrics
 from connectors.clock import now_ms
 from connectors.records import Accepted, Rejected
 from connectors.store.base import AgentWrite, FeatureStore, UserWrite, dumps_compact
+from features.inference import ColdKey, cold_params
 from features.state import UserState
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ catching-up flow (windows that take seconds, users with an event or two per wind
 re-pickled nearly every user at every event after 30 s of wall time, the largest part of the
 fault handling's cost (BENCHMARKS.md, "fault handling"). It leaves the bound on what a user
 keeps as it was (fewer than `REBASE_EVENTS` events, plus the batch being folded)."""
+
+COLD_TEXTS_KEPT = 4096
+"""Cold-start parameter texts kept (one per agent and context, e.g. time zone; ADR 0031)."""
+_COLD_TEXTS: dict[ColdKey, str] = {}
+"""Cold key (`features.inference.evaluate_plain`) -> `dumps_compact` of those parameters."""
 
 Written = dict[str, int]
 """One user's write-dedupe bookkeeping: agent id -> digest of the output last handed to the
@@ -321,27 +327,39 @@ def build_write(
             digests.pop(agent_id, None)
     agents = write.agents
     encode = dumps_compact
-    for agent_id, out in state.outputs(live).items():
-        params = {name: param.as_dict() for name, param in out.params.items()}
+    cold_texts = _COLD_TEXTS
+    event_time = state.watermark_ms
+    for agent_id, agent, (params, extras, snippet, cold_key) in state.plain_outputs(live):
+        manifest = agent.MANIFEST
         # Encoded once, here: the digest is of the text the store writes (ADR 0029), and the
-        # store writes this text instead of encoding the same values again.
-        params_json = encode(params)
-        extras_json = encode(out.extras)
+        # store writes this text instead of encoding the same values again. A cold start's
+        # parameters are the same text for every user of the same context (ADR 0031).
+        if cold_key is None:
+            params_json = encode(params)
+        else:
+            text = cold_texts.get(cold_key)
+            if text is None:
+                if len(cold_texts) >= COLD_TEXTS_KEPT:
+                    cold_texts.clear()
+                text = cold_texts[cold_key] = encode(cold_params(cold_key))
+            params_json = text
+        extras_json = "{}" if not extras and type(extras) is dict else encode(extras)
+        version = manifest.version
         if digests is not None:
             # Most events change few agents' outputs (a mood event moves the watermark, rarely
             # the overdue count): an output equal to the last one written is not written again.
-            digest = hash((params_json, extras_json, out.snippet, out.version))
+            digest = hash((params_json, extras_json, snippet, version))
             if digests.get(agent_id) == digest:
                 continue
             digests[agent_id] = digest
         agents[agent_id] = AgentWrite(
             agent_id,
-            out.version,
-            params,
-            out.extras,
-            out.snippet,
-            out.ttl_seconds,
-            out.event_time_ms,
+            version,
+            params if cold_key is None else cold_params(cold_key),  # type: ignore[arg-type]
+            extras,
+            snippet,
+            manifest.ttl_seconds,
+            event_time,  # type: ignore[arg-type]
             ingest,
             computed,
             params_json,

@@ -451,7 +451,11 @@ def lag_samples(writes: Sequence[UserWrite]) -> dict[str, list[int]]:
     lags: dict[str, list[int]] = {}
     for w in writes:
         for agent_id, a in w.agents.items():
-            lags.setdefault(agent_id, []).append(max(a.computed_at_ms - a.ingest_time_ms, 0))
+            lag = a.computed_at_ms - a.ingest_time_ms
+            values = lags.get(agent_id)
+            if values is None:
+                values = lags[agent_id] = []
+            values.append(lag if lag > 0 else 0)
     for agent_id, values in lags.items():
         if len(values) > LAG_SAMPLES_PER_WRITE:
             step = len(values) / LAG_SAMPLES_PER_WRITE
