@@ -340,7 +340,10 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
 
 
 def fast_line(
-    line: bytes | str, now_s: float | None, validate: bool
+    line: bytes | str,
+    now_s: float | None,
+    validate: bool,
+    horizons: Mapping[str, int] | None = None,
 ) -> tuple[pb.Event, str, int] | None:
     """`jsonl.read_line`'s answer for a good line in the usual shape; None: the slow path decides.
 
@@ -351,7 +354,7 @@ def fast_line(
     `validate`, the contract rules of `codec.check` are checked on the values at hand; a line
     that breaks any of them is left to the slow path, so every refusal is worded by `codec`.
     Returns only what `codec.from_json` + `codec.check` would return (the unit tests compare
-    them on generated and hostile lines); never raises.
+    them on generated and hostile lines); never raises. `horizons`: see `fast_line_kept`.
     """
     try:
         if len(line) > MAX_EVENT_BYTES:
@@ -380,7 +383,7 @@ def fast_line(
             if len(builders) >= _MAX_SHAPES:
                 builders.clear()
             build = builders[fields] = _builder(keys, payload_key, fields)
-        return build(obj, payload, quotes, now_s, validate)  # type: ignore[no-any-return]
+        return build(obj, payload, quotes, now_s, validate, horizons)  # type: ignore[no-any-return]
     except Exception:  # anything unexpected: the slow path decides, and words the reason
         return None
 
@@ -395,29 +398,5 @@ def fast_line_kept(
     deletion (`training-set` keeps those, ADR 0032). The line is
     checked all the same: None still means "not a line built here" (the slow path decides),
     so a bad line is refused as by `fast_line`. Never raises."""
-    try:
-        if len(line) > MAX_EVENT_BYTES:
-            return None
-        quotes = line.count(b'"' if type(line) is bytes else '"')  # type: ignore[arg-type]
-        obj = _loads(line)
-        if type(obj) is not dict:
-            return None
-        keys = tuple(obj)
-        shape = _shapes.get(keys, _MISSING)
-        if shape is _MISSING:
-            shape = _shapes[keys] = _shape(keys)
-        if shape is None:
-            return None
-        payload_key, builders = shape
-        payload = obj[payload_key]
-        if type(payload) is not dict:
-            return None
-        fields = tuple(payload)
-        build = builders.get(fields)
-        if build is None:
-            if len(builders) >= _MAX_SHAPES:
-                builders.clear()
-            build = builders[fields] = _builder(keys, payload_key, fields)
-        return build(obj, payload, quotes, now_s, True, horizons)  # type: ignore[call-arg,no-any-return]
-    except Exception:  # anything unexpected: the slow path decides, and words the reason
-        return None
+    # One body with `fast_line` (the builder takes `horizons`); the Event may be None here.
+    return fast_line(line, now_s, True, horizons)  # type: ignore[return-value]
