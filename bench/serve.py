@@ -124,7 +124,7 @@ def main() -> int:
         action="store_true",
         help="issue 12 only: POST /v1/features/batch of 100 users at 20/s, then the tip "
         "ledger's cost on POST /v1/recommend at 200/s (a second API with "
-        "OO_LEDGER_RETENTION_DAYS=0, phases interleaved off/on --rounds times)",
+        "OO_LEDGER_RETENTION_DAYS=0, phases interleaved in ABBA order, --rounds times)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="--loop: off/on pairs (default 3)")
     ap.add_argument(

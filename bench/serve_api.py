@@ -196,7 +196,8 @@ def loop_phases(
     run: Any,
 ) -> dict[str, Any]:
     """Batch of 100 at 20/s (with a /health baseline); then recommend at 200/s on this API
-    (ledger on) and on a second one with the ledger off, interleaved `args.rounds` times."""
+    (ledger on) and on a second one with the ledger off, interleaved `args.rounds` times in
+    ABBA order."""
     out: dict[str, Any] = {}
     print("L1. POST /v1/features/batch, 100 users, 20/s")
     out["health_20"] = run("health", 20, args.duration)
@@ -213,10 +214,19 @@ def loop_phases(
         pairs = []
         rate = args.ledger_rate
         for i in range(args.rounds):
-            c0 = cpu_s(off.pid)
-            r_off = run("recommend", rate, args.duration, url=off_base)
-            r_off["api_cpu_ms_per_req"] = (cpu_s(off.pid) - c0) * 1000 / max(1, r_off["scheduled"])
-            r_on = run("recommend", rate, args.duration)
+            # ABBA: off first in even rounds, on first in odd ones, so that neither arm
+            # always runs right after the other (what one leaves behind, e.g. the broker
+            # still writing its TipShown events, would always fall on the same arm).
+            arms: dict[str, Any] = {}
+            for arm in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                if arm == "off":
+                    c0 = cpu_s(off.pid)
+                    arms[arm] = run("recommend", rate, args.duration, url=off_base)
+                    per_req = (cpu_s(off.pid) - c0) * 1000 / max(1, arms[arm]["scheduled"])
+                    arms[arm]["api_cpu_ms_per_req"] = per_req
+                else:
+                    arms[arm] = run("recommend", rate, args.duration)
+            r_off, r_on = arms["off"], arms["on"]
             pairs.append({"off": r_off, "on": r_on})
             print(
                 f"  round {i + 1}: p99 off {r_off['p99']:.2f} ms, on {r_on['p99']:.2f} ms; API CPU "
