@@ -60,7 +60,7 @@ from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
 from connectors.jsonl import rejects_path_for
-from connectors.line_fast import fast_line_kept
+from connectors.line_fast import fast_line_user, light_event
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
 from features.inference import cold_params
@@ -104,12 +104,14 @@ class TrainingReport:
 @dataclass(slots=True)
 class _User:
     """One spine user's accepted events in log order, kept compact until its rows are made:
-    each event in its wire form (`Event.SerializeToString()`), with the kind and occurrence
-    its validation read. Decoded again (`Event.FromString`, as a record crossing a process
-    boundary is) right before they are folded, so a million events cost a few hundred MB
+    each event as the tuple of values `line_fast.fast_line_user` checked (made a light event
+    by `line_fast.light_event` right before it is folded, ADR 0035) or, for a line the slow
+    path decoded, in its wire form (`Event.SerializeToString()` bytes, parsed again by
+    `Event.FromString`, ADR 0028); with the kind and occurrence its validation read. So a
+    million events cost a few hundred MB of objects the garbage collector does not track,
     rather than a few GB of protobuf objects, and each is folded and freed while it is hot."""
 
-    blobs: list[bytes] = field(default_factory=list)
+    blobs: list[tuple[Any, ...] | bytes] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     occurred: list[int] = field(default_factory=list)
     deleted: bool = False
@@ -117,9 +119,14 @@ class _User:
     def records(self, ingest_ms: int, upto: int) -> list[Incoming]:
         """The events at log positions `[0, upto)` as the fold takes them (the decoder's
         record without where it came from: a fold that raises leaves the event out)."""
-        parse = pb.Event.FromString
+        light, parse = light_event, pb.Event.FromString
         return [
-            Incoming(parse(blob), ingest_ms, kind, occurred)
+            Incoming(
+                light(blob) if type(blob) is tuple else parse(blob),  # type: ignore[arg-type]
+                ingest_ms,
+                kind,
+                occurred,
+            )
             for blob, kind, occurred in zip(
                 self.blobs[:upto], self.kinds[:upto], self.occurred[:upto], strict=True
             )
@@ -127,10 +134,15 @@ class _User:
 
     def records_of(self, kind: str, ingest_ms: int) -> list[Accepted]:
         """The events of one payload kind, in log order, as `records` gives them."""
-        parse = pb.Event.FromString
+        light, parse = light_event, pb.Event.FromString
         return [
-            Accepted(parse(self.blobs[i]), ingest_ms, kind, self.occurred[i])
-            for i, k in enumerate(self.kinds)
+            Accepted(
+                light(blob) if type(blob) is tuple else parse(blob),  # type: ignore[arg-type]
+                ingest_ms,
+                kind,
+                self.occurred[i],
+            )
+            for i, (blob, k) in enumerate(zip(self.blobs, self.kinds, strict=True))
             if k == kind
         ]
 
@@ -208,11 +220,23 @@ def _read_events(
     name = str(path)
     step = line_no = 0
     accepted = 0
-    fast = fast_line_kept
+    fast = fast_line_user
     with path.open("rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             got = fast(line, now_s, horizons) if line_no != 1 else None
-            if got is None:
+            if got is not None:
+                accepted += 1
+                user_id, kind, occurred_ms, values = got
+                if user_id is not None:  # None: valid, and not kept (not built)
+                    user = users.get(user_id)
+                    if user is not None:
+                        if kind == "user_deleted":
+                            user.deleted = True
+                        if occurred_ms <= horizons[user_id] or kind == "consent_changed":
+                            user.blobs.append(values)  # type: ignore[arg-type]
+                            user.kinds.append(kind)
+                            user.occurred.append(occurred_ms)
+            else:
                 record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
                 if record is None:
                     pass
@@ -220,17 +244,13 @@ def _read_events(
                     report.rejected += 1
                     rejects.add(record)
                 else:
-                    got = record.event, record.kind, record.occurred_ms
-            if got is not None:
-                accepted += 1
-                event, kind, occurred_ms = got
-                if event is not None:  # None: valid, and not kept (not built)
-                    user_id = event.user_id
-                    user = users.get(user_id)
+                    accepted += 1
+                    event, kind, occurred_ms = record.event, record.kind, record.occurred_ms
+                    user = users.get(event.user_id)
                     if user is not None:
                         if kind == "user_deleted":
                             user.deleted = True
-                        if occurred_ms <= horizons[user_id] or kind == "consent_changed":
+                        if occurred_ms <= horizons[event.user_id] or kind == "consent_changed":
                             user.blobs.append(event.SerializeToString())
                             user.kinds.append(kind)
                             user.occurred.append(occurred_ms)
