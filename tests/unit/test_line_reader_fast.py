@@ -385,3 +385,83 @@ KEPT_HOSTILE = [
 @pytest.mark.parametrize("line", KEPT_HOSTILE, ids=range(len(KEPT_HOSTILE)))
 def test_kept_hostile_lines_are_read_as_fast_line_reads_them(line: bytes) -> None:
     assert_kept_agrees(line)
+
+
+# --- fast_line_user and light_event: the kept Event as checked values, read as the Event ---
+
+
+def assert_reads_as(light: Any, real: Any) -> None:
+    """Every field of `light` reads as the field of `real` (presence, values, sub-messages)."""
+    for field in real.DESCRIPTOR.fields:
+        name = field.name
+        if field.message_type is not None or field.has_presence:
+            assert light.HasField(name) == real.HasField(name), name
+        mine, theirs = getattr(light, name), getattr(real, name)
+        if field.message_type is not None and not field.is_repeated:
+            assert_reads_as(mine, theirs)
+        elif field.is_repeated:
+            assert list(mine) == list(theirs), name
+        else:
+            assert type(mine) is type(theirs) and mine == theirs, name
+    for oneof in real.DESCRIPTOR.oneofs:
+        assert light.WhichOneof(oneof.name) == real.WhichOneof(oneof.name)
+    assert light.SerializeToString(deterministic=True) == real.SerializeToString(deterministic=True)
+
+
+def assert_user_agrees(line: bytes | str) -> None:
+    """`fast_line_user` answers what `fast_line_kept` answers (None or not, kind, time), with the
+    user id and the values tuple where that gives a kept Event, and `light_event` of the
+    values reads as that Event; the tuple holds only values the GC does not track."""
+    full = line_fast.fast_line(line, NOW_S, True)
+    user = full[0].user_id if full is not None else "u-1"
+    for horizons in ({}, {"other": 1 << 62}, {user: 1 << 62}, {user: -(1 << 62)}):
+        kept = line_fast.fast_line_kept(line, NOW_S, horizons)
+        got = line_fast.fast_line_user(line, NOW_S, horizons)
+        if kept is None:
+            assert got is None, (line[:300], horizons)
+            continue
+        assert got is not None, (line[:300], horizons)
+        user_id, kind, occurred_ms, values = got
+        assert (kind, occurred_ms) == kept[1:], (line[:300], horizons)
+        if kept[0] is None:
+            assert user_id is None and values is None
+            continue
+        assert user_id == kept[0].user_id and values is not None
+        assert all(
+            type(v) in (str, int, bool) or (type(v) is tuple and all(type(x) is str for x in v))
+            for v in values
+        ), values
+        light = line_fast.light_event(values)
+        assert_reads_as(light, kept[0])
+        assert_reads_as(line_fast.light_event(values), kept[0])  # read before any real one
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events(), st.randoms(use_true_random=False))
+def test_user_lines_are_read_as_fast_line_kept_reads_them(
+    event: pb.Event, rnd: random.Random
+) -> None:
+    line = codec.to_json(event)
+    assert_user_agrees(line.encode())
+    assert_user_agrees(line)
+    for variant in _respell(line, rnd) + _mutations(line, rnd):
+        assert_user_agrees(variant.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("line", KEPT_HOSTILE, ids=range(len(KEPT_HOSTILE)))
+def test_user_hostile_lines_are_read_as_fast_line_kept_reads_them(line: bytes) -> None:
+    assert_user_agrees(line)
+
+
+def test_a_light_event_answers_what_it_does_not_hold_from_the_real_message() -> None:
+    line = GOOD.encode()
+    got = line_fast.fast_line_user(line, NOW_S, {"u-1": 1 << 62})
+    assert got is not None and got[3] is not None
+    light, real = line_fast.light_event(got[3]), line_fast.fast_line(line, NOW_S, True)
+    assert real is not None
+    assert light.WhichOneof("payload") == real[0].WhichOneof("payload") == "task_created"
+    assert light.tip_shown.tip_id == ""  # another payload: the default, from the real message
+    assert not light.HasField("tip_shown") and light.HasField("task_created")
+    assert light.occurred_at.ToMilliseconds() == real[0].occurred_at.ToMilliseconds()
+    with pytest.raises(AttributeError):
+        light.no_such_field  # noqa: B018
