@@ -27,7 +27,7 @@ from connectors import codec
 from connectors.codec import MAX_EVENT_BYTES
 from proto import events_pb2 as pb
 
-__all__ = ["fast_line", "fast_line_kept", "fast_line_user", "light_event"]
+__all__ = ["fast_line", "fast_line_kept"]
 
 # Kinds of payload field the fast path builds; a payload field of any other kind is left to
 # json_format.
@@ -231,24 +231,20 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
         return _not_built
     strings = len(top) + len(fields)  # keys
     check, build = [], []  # lines of the two halves: read and check, then set
-    values: list[str] = [str(_light_id(top, payload_key, fields))]  # `light_event`'s tuple
     refusals: list[str] = []  # what protobuf refuses in `build`, checked by hand
     for key in top:
         if key == "occurredAt":
             check += _stamp_lines(f"obj[{key!r}]", "seconds", "nanos")
             build += ["occurred_at = event.occurred_at", "occurred_at.seconds = seconds"]
             build += ["if nanos: occurred_at.nanos = nanos"]
-            values += ["seconds", "nanos"]
             strings += 1
         elif key == "utcOffsetMinutes":
             check += [f"offset = obj[{key!r}]", "if type(offset) is not int: return None"]
             build += ["event.utc_offset_minutes = offset"]
-            values += ["offset"]
         elif key != payload_key:
             name = _ENVELOPE[key]
             check += [f"{name} = obj[{key!r}]", f"if type({name}) is not str: return None"]
             build += [f"event.{name} = {name}"]
-            values += [name]
             strings += 1
     # setting any field, even to its default, sets the payload; an empty one is set apart
     build += [f"payload_message = event.{kind}"]
@@ -258,7 +254,6 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
         name, field_kind, _ = table[key]
         value, target = f"v{n}", f"payload_message.{name}"
         check += [f"{value} = payload[{key!r}]"]
-        values += [f"tuple({value})" if field_kind == _STRING_LIST else value]
         if field_kind == _STRING:
             check += [f"if type({value}) is not str: return None"]
             build += [f"{target} = {value}"]
@@ -267,7 +262,6 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
             check += _stamp_lines(value, f"{value}s", f"{value}n")
             # setting `seconds`, even to 0, marks the timestamp present; nanos 0 is the default
             build += [f"m = {target}", f"m.seconds = {value}s", f"if {value}n: m.nanos = {value}n"]
-            values[-1:] = [f"{value}s", f"{value}n"]
             strings += 1
         elif field_kind == _INT32:  # json_format also takes 3.0 and "3": the slow path
             check += [f"if type({value}) is not int: return None"]
@@ -291,8 +285,6 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
     # what setting the values would refuse is checked by hand, and no Event is built. A kind
     # whose rules need the Event is always built; so is a consent change or a deletion of a
     # user read (the reader keeps those after the horizon too).
-    # With `users_only` (`fast_line_user`), a kept event is not built either: its user id
-    # stands for it (the reader keeps the line and `light_event` reads it later).
     skip: list[str] = []
     if kind not in _PAYLOAD_CHECKED:
         late = "" if kind in _KEPT_LATE else " or occurred_ms > horizon"
@@ -303,13 +295,10 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
             f"    if horizon is None{late}:",
             *[f"        {line}" for line in refusals],
             "        return None, kind, occurred_ms",
-            "    if users_only:",
-            *[f"        {line}" for line in refusals],
-            f"        return user_id, kind, occurred_ms, ({', '.join(values)},)",
         ]
     source = "\n    ".join(
         [
-            "def build(obj, payload, quotes, now_s, validate, horizons=None, users_only=False):",
+            "def build(obj, payload, quotes, now_s, validate, horizons=None):",
             "event_id = user_id = ''",
             "seconds = nanos = -1",
             "offset = listed = 0",
@@ -327,12 +316,6 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
             *build,
             "if not validate: return event, '', -1",
             rules,
-            "if users_only: return (",
-            "    user_id,",
-            "    kind,",
-            "    seconds * 1000 + nanos // 1_000_000,",
-            f"    ({', '.join(values)},),",
-            ")",
             "return event, kind, seconds * 1000 + nanos // 1_000_000",
         ]
     )
@@ -361,7 +344,6 @@ def fast_line(
     now_s: float | None,
     validate: bool,
     horizons: Mapping[str, int] | None = None,
-    users_only: bool = False,
 ) -> tuple[pb.Event, str, int] | None:
     """`jsonl.read_line`'s answer for a good line in the usual shape; None: the slow path decides.
 
@@ -372,8 +354,7 @@ def fast_line(
     `validate`, the contract rules of `codec.check` are checked on the values at hand; a line
     that breaks any of them is left to the slow path, so every refusal is worded by `codec`.
     Returns only what `codec.from_json` + `codec.check` would return (the unit tests compare
-    them on generated and hostile lines); never raises. `horizons`: see `fast_line_kept`;
-    `users_only`: see `fast_line_user`.
+    them on generated and hostile lines); never raises. `horizons`: see `fast_line_kept`.
     """
     try:
         if len(line) > MAX_EVENT_BYTES:
@@ -402,7 +383,7 @@ def fast_line(
             if len(builders) >= _MAX_SHAPES:
                 builders.clear()
             build = builders[fields] = _builder(keys, payload_key, fields)
-        return build(obj, payload, quotes, now_s, validate, horizons, users_only)  # type: ignore[no-any-return]
+        return build(obj, payload, quotes, now_s, validate, horizons)  # type: ignore[no-any-return]
     except Exception:  # anything unexpected: the slow path decides, and words the reason
         return None
 
@@ -419,196 +400,3 @@ def fast_line_kept(
     so a bad line is refused as by `fast_line`. Never raises."""
     # One body with `fast_line` (the builder takes `horizons`); the Event may be None here.
     return fast_line(line, now_s, True, horizons)  # type: ignore[return-value]
-
-
-def fast_line_user(
-    line: bytes | str, now_s: float | None, horizons: Mapping[str, int]
-) -> tuple[str | None, str, int, tuple[Any, ...] | None] | None:
-    """`fast_line_kept(line, now_s, horizons)` without building any Event: where
-    `fast_line_kept` gives a kept Event, this gives its user id and the event's values as a
-    tuple of plain values (`light_event` reads it later; ADR 0035); where it gives None (not
-    kept), None and None. The line is checked as by `fast_line_kept` (what setting the values
-    would refuse is checked by hand); a kind whose rules need the Event is built for them, and
-    answered the same way. None: not a line built here (the slow path decides). Never raises.
-
-    The values tuple holds only strings, numbers and tuples of strings, so the garbage
-    collector stops tracking it: a reader can keep a million of them at little cost."""
-    got = fast_line(line, now_s, True, horizons, True)
-    if got is not None and len(got) == 3:  # not kept
-        return None, got[1], got[2], None
-    return got  # type: ignore[return-value]
-
-
-# -- Light events: an Event's read API over the values of a checked line (ADR 0035) ----------
-#
-# A reader that folds an event read through `fast_line_user` needs the Event's values, not
-# upb's message: `light_event(values)` gives an object with the Event's fields as plain
-# attributes (slots), set by code generated per line shape from the values the shape's
-# builder checked. Field presence (`HasField`) follows the protobuf rules for the fields
-# built here (message fields and `optional` scalars are present when the line had them);
-# anything else (a method such as `WhichOneof` or `ListFields`, a field of a kind the fast
-# path does not build) is answered by the real message, built from the light one on first
-# use, so every read gives what the Event would give.
-
-
-class _LightMessage:
-    """Base of the generated light messages: reads what the slots do not hold from the real
-    message (an unset slot: the protobuf default; any other name: the message's own). No
-    light message refers to itself, so each is freed by reference counting, not by the GC."""
-
-    __slots__ = ("_real_cache",)
-    _real_cache: Any
-    _PRESENCE: dict[str, Any] = {}
-    """Field name -> its slot, for the fields with presence."""
-    _FIELDS: tuple[tuple[str, Any], ...] = ()
-    """(field name, its slot) of every field."""
-    _REAL: Any = None
-    """The protobuf class."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(_real_of(self), name)
-
-    def HasField(self, name: str) -> bool:  # protobuf's name
-        slot = self._PRESENCE.get(name)
-        if slot is None:
-            return bool(_real_of(self).HasField(name))
-        try:
-            slot.__get__(self)
-        except AttributeError:
-            return False
-        return True
-
-    def __repr__(self) -> str:
-        return f"light {_real_of(self)!r}"
-
-
-def _real_of(light: _LightMessage) -> Any:
-    """The protobuf message a light message stands for (built once, from its slots)."""
-    try:
-        real = light._real_cache
-    except AttributeError:
-        real = None
-    if real is None:
-        real = light._REAL()
-        for name, slot in light._FIELDS:
-            try:
-                value = slot.__get__(light)
-            except AttributeError:
-                continue  # unset: the default
-            if isinstance(value, _LightMessage):
-                sub = getattr(real, name)
-                sub.SetInParent()
-                sub.MergeFrom(_real_of(value))
-            elif type(value) is list:
-                getattr(real, name).extend(value)
-            else:
-                setattr(real, name, value)
-        light._real_cache = real
-    return real
-
-
-def _light_class(message: Any) -> type[_LightMessage]:
-    descriptor = message.DESCRIPTOR
-    names = tuple(f.name for f in descriptor.fields)
-    cls: Any = type(f"Light{descriptor.name}", (_LightMessage,), {"__slots__": names})
-    cls._FIELDS = tuple((name, getattr(cls, name)) for name in names)
-    cls._PRESENCE = {
-        f.name: getattr(cls, f.name)
-        for f in descriptor.fields
-        if f.message_type is not None or f.has_presence
-    }
-    cls._REAL = message
-    made: type[_LightMessage] = cls
-    return made
-
-
-_Timestamp = type(pb.Event().occurred_at)
-_LightTimestamp = _light_class(_Timestamp)
-_LightEvent = _light_class(pb.Event)
-_LIGHT_PAYLOADS = {
-    payload.name: _light_class(type(getattr(pb.Event(), payload.name)))
-    for payload in pb.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
-}
-# Default of each scalar field kind built here (a message field absent is left unset).
-_DEFAULTS = {_STRING: "''", _INT32: "0", _BOOL: "False", _ENUM: "0", _STRING_LIST: "[]"}
-# Light builders by id, and the ids by shape. Never emptied: a values tuple names its
-# builder by id for as long as a reader keeps it; the shapes built are bounded by the
-# descriptor (envelope keys, one payload and its keys, each at most once).
-_LIGHT_BUILDERS: list[Callable[[tuple[Any, ...]], Any]] = []
-_LIGHT_IDS: dict[tuple[tuple[str, ...], str, tuple[str, ...]], int] = {}
-
-
-def _light_id(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) -> int:
-    shape = (top, payload_key, fields)
-    found = _LIGHT_IDS.get(shape)
-    if found is None:
-        found = _LIGHT_IDS[shape] = len(_LIGHT_BUILDERS)
-        _LIGHT_BUILDERS.append(_light_builder(top, payload_key, fields))
-    return found
-
-
-def _light_builder(
-    top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]
-) -> Callable[[tuple[Any, ...]], Any]:
-    """The generated `light(v)` for lines of this shape: the light Event of the values tuple
-    its `_builder` returns (index 0 is the id), with the values `_builder` sets."""
-    kind, table = _PAYLOADS[payload_key]
-    lines = ["e = _new(_LightEvent)"]
-    at = 1
-
-    def stamp(target: str) -> list[str]:
-        return [
-            "m = _new(_LightTimestamp)",
-            f"m.seconds = v[{at}]",
-            f"m.nanos = v[{at + 1}]",
-            f"{target} = m",
-        ]
-
-    envelope = {"event_id", "user_id", "source"}
-    for key in top:
-        if key == "occurredAt":
-            lines += stamp("e.occurred_at")
-            at += 2
-        elif key == "utcOffsetMinutes":
-            lines += [f"e.utc_offset_minutes = v[{at}]"]
-            at += 1
-        elif key != payload_key:
-            name = _ENVELOPE[key]
-            lines += [f"e.{name} = v[{at}]"]
-            envelope.discard(name)
-            at += 1
-    lines += [f"e.{name} = ''" for name in sorted(envelope)]
-    lines += [f"p = _new(_LIGHT_PAYLOADS[{kind!r}])"]
-    for key in fields:
-        name, field_kind, _ = table[key]
-        if field_kind == _TIMESTAMP:
-            lines += stamp(f"p.{name}")
-            at += 2
-        elif field_kind == _STRING_LIST:
-            lines += [f"p.{name} = list(v[{at}])"]
-            at += 1
-        else:
-            lines += [f"p.{name} = v[{at}]"]
-            at += 1
-    for key, (name, field_kind, _) in table.items():
-        if key not in fields and field_kind != _TIMESTAMP:
-            lines += [f"p.{name} = {_DEFAULTS[field_kind]}"]
-    lines += [f"e.{kind} = p", "return e"]
-    source = "\n    ".join(["def light(v):", *lines])
-    namespace: dict[str, Any] = {
-        "_new": object.__new__,
-        "_LightEvent": _LightEvent,
-        "_LightTimestamp": _LightTimestamp,
-        "_LIGHT_PAYLOADS": _LIGHT_PAYLOADS,
-    }
-    exec(source, namespace)  # names from the descriptor only, never text of a line
-    built: Callable[[tuple[Any, ...]], Any] = namespace["light"]
-    return built
-
-
-def light_event(values: tuple[Any, ...]) -> pb.Event:
-    """The Event whose values `fast_line_user` gave, as a light event: each field reads as the
-    Event's (typed as one; ADR 0035)."""
-    return _LIGHT_BUILDERS[values[0]](values)  # type: ignore[no-any-return]

@@ -62,7 +62,7 @@ from typing import Any, TextIO
 
 from connectors.codec import USER_ID_PATTERN
 from connectors.jsonl import rejects_path_for
-from connectors.line_fast import fast_line_user, light_event
+from connectors.line_fast import fast_line_kept
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
 from features.inference import cold_params
@@ -106,14 +106,12 @@ class TrainingReport:
 @dataclass(slots=True)
 class _User:
     """One spine user's accepted events in log order, kept compact until its rows are made:
-    each event as the tuple of values `line_fast.fast_line_user` checked (made a light event
-    by `line_fast.light_event` right before it is folded, ADR 0035) or, for a line the slow
-    path decoded, in its wire form (`Event.SerializeToString()` bytes, parsed again by
-    `Event.FromString`, ADR 0028); with the kind and occurrence its validation read. So a
-    million events cost a few hundred MB of objects the garbage collector does not track,
+    each event in its wire form (`Event.SerializeToString()`), with the kind and occurrence
+    its validation read. Decoded again (`Event.FromString`, as a record crossing a process
+    boundary is) right before they are folded, so a million events cost a few hundred MB
     rather than a few GB of protobuf objects, and each is folded and freed while it is hot."""
 
-    blobs: list[tuple[Any, ...] | bytes] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     occurred: list[int] = field(default_factory=list)
     deleted: bool = False
@@ -121,14 +119,9 @@ class _User:
     def records(self, ingest_ms: int, upto: int) -> list[Incoming]:
         """The events at log positions `[0, upto)` as the fold takes them (the decoder's
         record without where it came from: a fold that raises leaves the event out)."""
-        light, parse = light_event, pb.Event.FromString
+        parse = pb.Event.FromString
         return [
-            Incoming(
-                light(blob) if type(blob) is tuple else parse(blob),  # type: ignore[arg-type]
-                ingest_ms,
-                kind,
-                occurred,
-            )
+            Incoming(parse(blob), ingest_ms, kind, occurred)
             for blob, kind, occurred in zip(
                 self.blobs[:upto], self.kinds[:upto], self.occurred[:upto], strict=True
             )
@@ -136,15 +129,10 @@ class _User:
 
     def records_of(self, kind: str, ingest_ms: int) -> list[Accepted]:
         """The events of one payload kind, in log order, as `records` gives them."""
-        light, parse = light_event, pb.Event.FromString
+        parse = pb.Event.FromString
         return [
-            Accepted(
-                light(blob) if type(blob) is tuple else parse(blob),  # type: ignore[arg-type]
-                ingest_ms,
-                kind,
-                self.occurred[i],
-            )
-            for i, (blob, k) in enumerate(zip(self.blobs, self.kinds, strict=True))
+            Accepted(parse(self.blobs[i]), ingest_ms, kind, self.occurred[i])
+            for i, k in enumerate(self.kinds)
             if k == kind
         ]
 
@@ -223,23 +211,11 @@ def _read_events(
     name = str(path)
     step = line_no = 0
     accepted = 0
-    fast = fast_line_user
+    fast = fast_line_kept
     with path.open("rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             got = fast(line, now_s, horizons) if line_no != 1 else None
-            if got is not None:
-                accepted += 1
-                user_id, kind, occurred_ms, values = got
-                if user_id is not None:  # None: valid, and not kept (not built)
-                    user = users.get(user_id)
-                    if user is not None:
-                        if kind == "user_deleted":
-                            user.deleted = True
-                        if occurred_ms <= horizons[user_id] or kind == "consent_changed":
-                            user.blobs.append(values)  # type: ignore[arg-type]
-                            user.kinds.append(kind)
-                            user.occurred.append(occurred_ms)
-            else:
+            if got is None:
                 record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
                 if record is None:
                     pass
@@ -247,13 +223,17 @@ def _read_events(
                     report.rejected += 1
                     rejects.add(record)
                 else:
-                    accepted += 1
-                    event, kind, occurred_ms = record.event, record.kind, record.occurred_ms
-                    user = users.get(event.user_id)
+                    got = record.event, record.kind, record.occurred_ms
+            if got is not None:
+                accepted += 1
+                event, kind, occurred_ms = got
+                if event is not None:  # None: valid, and not kept (not built)
+                    user_id = event.user_id
+                    user = users.get(user_id)
                     if user is not None:
                         if kind == "user_deleted":
                             user.deleted = True
-                        if occurred_ms <= horizons[event.user_id] or kind == "consent_changed":
+                        if occurred_ms <= horizons[user_id] or kind == "consent_changed":
                             user.blobs.append(event.SerializeToString())
                             user.kinds.append(kind)
                             user.occurred.append(occurred_ms)
