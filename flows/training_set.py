@@ -21,23 +21,21 @@ Contract (docs/features.md, "Training data as of a time"):
   `event_time` is left out: it is when the store last wrote the agent, which depends on how
   the flow happened to batch the events, not on the history.
 
-Speed (ADR 0028, ADR 0032, ADR 0035): the log is read through `line_fast.fast_line_user`,
-which checks every line as the reader does but builds no Event: an event of a spine user that
-can be in a row comes back as a tuple of its checked values, kept (with its kind and
-occurrence) until the user's rows are made, then made a light Event (`line_fast.light_event`:
-the Event's fields as plain attributes, read as the Event reads) right before it is folded,
-so it is folded and freed while hot. A line the fast path leaves to `decode_line` (line 1 too:
-its byte-order mark) is kept in its wire form (`Event.SerializeToString()`) and parsed again
-(`Event.FromString`). A user's rows are
+Speed (ADR 0028): the events of the spine's users are kept in their wire form
+(`Event.SerializeToString()`, with the kind and occurrence validation read) and decoded again
+right before a user's rows are made, so they are folded and freed while hot (a million
+protobuf objects kept to the end cost more to free than to parse twice). A user's rows are
 planned before anything is folded (`plan_passes`): taken in `as_of` order, each row folds
 only the events that became known since the previous one while those all come after, in log
 order, the ones already folded; otherwise (an event that arrived late in the log) the row
 refolds from the first new event's log position, from a snapshot of the state there that the
 earlier pass covering that position was asked to pickle. So the only pickles are those a
 refold restores. Rows that add no event share the previous row's agents. Events of users
-without rows are checked but not kept, nor are a spine user's events after its latest
-`as_of` (but consent changes): they are in no row's history (ADR 0032).
-Memory: the spine users' events as values tuples (the GC does not track them).
+without rows are decoded but not kept, nor are a spine user's events after its latest
+`as_of` (but consent changes): they are in no row's history (ADR 0032). The log is read
+through `line_fast.fast_line_kept`, which checks an event not kept without building it
+(`decode_line` for the lines it leaves to the slow path).
+Memory: the spine users' events in wire form.
 
 Failure behaviour: an event line that does not decode or validate is written to the rejects
 file with its line number and reason, and the rest go on (as `backfill`). An event whose
@@ -201,12 +199,11 @@ def _read_events(
     history, so it is not kept unless it is a consent change (the consents as of now are
     the fold of them all); a deletion anywhere only sets the user's flag.
 
-    A line goes to `line_fast.fast_line_user` first: for a line it answers, that is
+    A line goes to `line_fast.fast_line_kept` first: for a line it answers, that is
     `decode_line`'s answer (`jsonl.read_line` tries `fast_line` first), without the record
-    around it and without building the Event: the checked values of an event kept, nothing
-    of one not kept (it is checked all the same). Any other line (line 1 too: its
-    byte-order mark) goes through `decode_line`, which words the reject, and is kept in wire
-    form."""
+    around it, and without the Event when it is not kept (it is checked all the same).
+    Any other line (line 1 too: its byte-order mark) goes through `decode_line`, which words
+    the reject."""
     users = {user_id: _User() for user_id in horizons}
     name = str(path)
     step = line_no = 0
