@@ -12,9 +12,9 @@ Contract (docs/features.md, "Training data as of a time"):
 - **One code path**: events are decoded by `connectors.records.decode_line` (as `backfill`
   and the flow's file source), folded by `features.state.UserState.apply` (an event whose
   fold raises is left out and the state is as before it, the flow's rule, ADR 0011), and
-  turned into writes by `flows.folding.build_write`
-  (without dedupe), which are applied to the row's view as the store applies them (an agent
-  write replaces, a removed agent goes). Nothing here computes a feature.
+  the row's agents are what `flows.folding.whole_write` of that state writes (`row_agents`
+  reads the same outputs, `UserState.plain_outputs`, without building the write: ADR 0035).
+  Nothing here computes a feature.
 - `agents[agent_id]` has the shape of `GET /v1/users/{id}/features` minus its wall-clock
   and write-time fields: `version`, `params` (name -> `{"value", "source"[,
   "inferred_value"]}`), `extras`, and `snippet` (`{"text"}` or null). The stored
@@ -52,6 +52,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,16 +63,15 @@ from connectors.jsonl import rejects_path_for
 from connectors.line_fast import fast_line_kept
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import AgentWrite
+from features.inference import cold_params
 from features.model import Incoming
 from features.registry import REGISTRY
 from features.state import UserState
-from flows.folding import Pending, whole_write
+from flows.folding import Pending
 from proto import events_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-COMPUTED_AT_MS = 0
-"""Training rows carry no wall-clock time: `build_write` is given this fixed one."""
 MAX_SPINE_ERRORS = 20
 
 
@@ -262,12 +262,37 @@ def _allowed(consents: Mapping[str, bool]) -> set[str]:
 
 
 def agent_row(a: AgentWrite) -> dict[str, Any]:
+    """The row's view of one agent write (what `row_agents` gives for it)."""
     return {
         "version": a.version,
         "params": a.params,
         "extras": a.extras,
         "snippet": None if a.snippet is None or a.ttl_seconds <= 0 else {"text": a.snippet},
     }
+
+
+def row_agents(state: UserState, allowed: AbstractSet[str]) -> dict[str, dict[str, Any]]:
+    """`agent_row` of each agent of `flows.folding.whole_write(state)` in `allowed`, by agent id.
+
+    The same values from the same outputs (`UserState.plain_outputs`, which `build_write` reads),
+    without what only a store needs: a row has no use for the parameters' and extras' JSON
+    text, the digests or the `AgentWrite` objects (`tests/unit/test_training_set.py` compares
+    the two on every row of generated logs)."""
+    if state.deleted:
+        return {}  # `build_write` writes no agent for a deleted user
+    agents: dict[str, dict[str, Any]] = {}
+    live = [agent_id for agent_id in sorted(state.agents) if agent_id in allowed]
+    for agent_id, agent, (params, extras, snippet, cold_key) in state.plain_outputs(live):
+        manifest = agent.MANIFEST
+        agents[agent_id] = {
+            "version": manifest.version,
+            "params": params if cold_key is None else cold_params(cold_key),
+            "extras": extras,
+            "snippet": (
+                None if snippet is None or manifest.ttl_seconds <= 0 else {"text": snippet}
+            ),
+        }
+    return agents
 
 
 _CONTINUE = (-1, -1)
@@ -425,9 +450,7 @@ def user_rows(
             snapshots[(number, position)] = origin
         state = _fold(state, events, todo[at:], origin, since)
         report.folded += len(todo)
-        write = whole_write(state, computed_at_ms=COMPUTED_AT_MS)
-        views = {} if write is None else write.agents
-        agents = {a: agent_row(views[a]) for a in sorted(views) if a in allowed}
+        agents = row_agents(state, allowed)
         for row in step.rows:
             yield row, agents
 

@@ -247,3 +247,26 @@ def test_many_rows_over_a_late_log_are_exact_and_pickle_only_what_a_refold_resto
     ]
     assert rows == expected
     assert pickles <= report.refolds
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=event_logs(), data=st.data())
+def test_row_agents_are_the_whole_write_of_the_state(
+    log: list[pb.Event], data: st.DataObject
+) -> None:
+    """`row_agents` gives `agent_row` of each allowed agent of `whole_write`, at every prefix
+    (cold starts, pinned preferences, revoked consents and deletions included)."""
+    from flows.folding import whole_write
+    from flows.training_set import row_agents
+
+    allowed = set(data.draw(st.sets(st.sampled_from(sorted(REGISTRY)))))
+    states: dict[str, UserState] = {}
+    for event in log:
+        state = states.setdefault(event.user_id, UserState(event.user_id))
+        Pending().fold(state, [Accepted.of(event, 0)])
+        write = whole_write(state, computed_at_ms=0)
+        views = {} if write is None else write.agents
+        expected = {a: agent_row(views[a]) for a in sorted(views) if a in allowed}
+        got = row_agents(state, allowed)
+        assert got == expected
+        assert list(got) == list(expected)
