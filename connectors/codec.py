@@ -14,6 +14,7 @@ import time
 import zoneinfo
 from collections.abc import Callable
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf import json_format
@@ -234,36 +235,32 @@ def _check_mood(event: pb.Event) -> None:
 def _stamps_checker(kind: str, names: tuple[str, ...]) -> Callable[[pb.Event], None]:
     """The check of `kind`'s timestamps: integer compares on the raw fields (an unset one
     reads as 0 s 0 ns, within the bounds), the worded check only when one is out of them."""
+    stamps = tuple((f"{kind}.{name}", attrgetter(f"{kind}.{name}")) for name in names)
 
     def check_stamps(event: pb.Event) -> None:
-        payload = getattr(event, kind)
-        for name in names:
-            ts = getattr(payload, name)
+        for field, read in stamps:
+            ts = read(event)
             if not (
                 MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S and 0 <= ts.nanos <= MAX_NANOS
             ):
-                _check_timestamp(f"{kind}.{name}", ts)
+                _check_timestamp(field, ts)
 
-    return check_stamps
-
-
-def _check_task_due(kind: str) -> Callable[[pb.Event], None]:
-    def check_due(event: pb.Event) -> None:
-        ts = getattr(event, kind).due_at
+    def check_stamp(event: pb.Event) -> None:
+        ts = read_one(event)
         if not (MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S and 0 <= ts.nanos <= MAX_NANOS):
-            _check_timestamp(f"{kind}.due_at", ts)
+            _check_timestamp(field_one, ts)
 
-    return check_due
+    if len(stamps) != 1:
+        return check_stamps
+    ((field_one, read_one),) = stamps
+    return check_stamp
 
 
 _PAYLOAD_CHECKS: dict[str, Callable[[pb.Event], None]] = {
     "profile_updated": _check_profile,
     "preference_set": _check_preference,
     "mood_logged": _check_mood,
-    **{
-        kind: _check_task_due(kind) if names == ("due_at",) else _stamps_checker(kind, names)
-        for kind, names in PAYLOAD_TIMESTAMPS.items()
-    },
+    **{kind: _stamps_checker(kind, names) for kind, names in PAYLOAD_TIMESTAMPS.items()},
 }
 """Payload kind -> its own contract rules (kinds without any have none here)."""
 
