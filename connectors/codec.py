@@ -12,7 +12,9 @@ import math
 import re
 import time
 import zoneinfo
+from collections.abc import Callable
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf import json_format
@@ -53,17 +55,20 @@ def known_time_zones() -> frozenset[str]:
 
 
 _PARSE = pb.Event.FromString
+_PARSE_ERRORS = (_PbDecodeError, RuntimeError, ValueError, RecursionError, MemoryError)
 
 
 def decode(data: bytes) -> pb.Event:
     """Parse serialized protobuf bytes into an Event (not yet validated)."""
     try:
         event = _PARSE(data)
-    except (_PbDecodeError, RuntimeError, ValueError, RecursionError, MemoryError) as exc:
-        raise DecodeError(
-            f"expected an oo.events.v1.Event; got {len(data)} bytes that do not parse"
-        ) from exc
+    except _PARSE_ERRORS as exc:
+        raise _undecodable(data) from exc
     return event
+
+
+def _undecodable(data: bytes) -> DecodeError:
+    return DecodeError(f"expected an oo.events.v1.Event; got {len(data)} bytes that do not parse")
 
 
 def from_json(line: str | bytes) -> pb.Event:
@@ -128,6 +133,10 @@ def check(
     The flow hands both to `UserState.apply`, which would otherwise read them again.
     `encoded_size` is the length of what the event was parsed from (protobuf bytes or a JSON
     line): only beyond `MAX_EVENT_BYTES` is the event's own serialized size computed.
+
+    Once per event in the flow, so the common case is a few integer compares: every bound is
+    checked in one expression and only a failure goes on to `_refuse`, which runs the rules
+    in their documented order and words the first that fails (ADR 0037).
     """
     if encoded_size is not None and encoded_size > MAX_EVENT_BYTES:
         size = event.ByteSize()
@@ -135,10 +144,51 @@ def check(
             raise ValidationError(
                 "event", f"expected at most {MAX_EVENT_BYTES} bytes serialized; got {size}"
             )
+    user_id = event.user_id
+    occurred_at = event.occurred_at
+    seconds = occurred_at.seconds
+    nanos = occurred_at.nanos
+    offset = event.utc_offset_minutes  # 0 when unset
+    now = time.time() if now_s is None else now_s
+    if (
+        not event.event_id
+        or (user_id not in _GOOD_USER_IDS and not _good_user_id(user_id))
+        or not MIN_OCCURRED_AT_S <= seconds <= now + MAX_FUTURE_S
+        or not 0 <= nanos <= MAX_NANOS
+        or not -MAX_OFFSET_MINUTES <= offset <= MAX_OFFSET_MINUTES
+    ):
+        _refuse(event, now)
+    kind = event.WhichOneof("payload")
+    rule = _PAYLOAD_CHECKS.get(kind)  # type: ignore[arg-type]
+    if rule is not None:
+        rule(event)
+    elif kind is None:
+        raise ValidationError("payload", "exactly one payload must be set; got none")
+    return kind, seconds * 1000 + nanos // 1_000_000
+
+
+_GOOD_USER_IDS: set[str] = set()
+"""User ids already seen to match `USER_ID_PATTERN` (a user sends many events): a set lookup
+instead of the regular expression. Emptied when full."""
+_GOOD_USER_IDS_KEPT = 100_000
+
+
+def _good_user_id(user_id: str) -> bool:
+    # fullmatch: `$` alone would let a trailing newline through.
+    if _USER_ID_RE.fullmatch(user_id) is None:
+        return False
+    if len(_GOOD_USER_IDS) >= _GOOD_USER_IDS_KEPT:
+        _GOOD_USER_IDS.clear()
+    _GOOD_USER_IDS.add(user_id)
+    return True
+
+
+def _refuse(event: pb.Event, now: float) -> None:
+    """The envelope's rules in order, each worded: raises `ValidationError` for the first
+    that fails (`check` calls it only when one does)."""
     if not event.event_id:
         raise ValidationError("event_id", "must not be empty")
     user_id = event.user_id
-    # fullmatch: `$` alone would let a trailing newline through.
     if not _USER_ID_RE.fullmatch(user_id):
         raise ValidationError(
             "user_id", f"expected to match {USER_ID_PATTERN}; got {user_id!r:.150}"
@@ -151,7 +201,6 @@ def check(
         raise ValidationError(
             "occurred_at", f"must not be before 2000-01-01; got {timestamp_text(occurred_at)}"
         )
-    now = time.time() if now_s is None else now_s
     if seconds > now + MAX_FUTURE_S:
         raise ValidationError(
             "occurred_at",
@@ -160,40 +209,68 @@ def check(
     nanos = occurred_at.nanos
     if nanos < 0 or nanos > MAX_NANOS:
         raise ValidationError("occurred_at", f"expected nanos within 0..{MAX_NANOS}; got {nanos}")
-    offset = event.utc_offset_minutes  # 0 when unset
+    offset = event.utc_offset_minutes
     if offset and abs(offset) > MAX_OFFSET_MINUTES:
         raise ValidationError("utc_offset_minutes", f"expected within ±1080 (18 h); got {offset}")
-    kind = event.WhichOneof("payload")
-    if kind is None:
-        raise ValidationError("payload", "exactly one payload must be set; got none")
-    if kind in _PAYLOAD_RULES:
-        check_payload(event, kind)
-    return kind, seconds * 1000 + nanos // 1_000_000
 
 
-_PAYLOAD_RULES = frozenset({"profile_updated", "preference_set", "mood_logged"}) | frozenset(
-    PAYLOAD_TIMESTAMPS
-)
+def _check_profile(event: pb.Event) -> None:
+    if event.profile_updated.tz not in known_time_zones():
+        raise ValidationError(
+            "profile_updated.tz",
+            f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}",
+        )
+
+
+def _check_preference(event: pb.Event) -> None:
+    if event.preference_set.value_json:
+        check_json_value("preference_set.value_json", event.preference_set.value_json)
+
+
+def _check_mood(event: pb.Event) -> None:
+    if not 1 <= event.mood_logged.score <= 5:
+        raise ValidationError("mood_logged.score", f"expected 1-5; got {event.mood_logged.score}")
+
+
+def _stamps_checker(kind: str, names: tuple[str, ...]) -> Callable[[pb.Event], None]:
+    """The check of `kind`'s timestamps: integer compares on the raw fields (an unset one
+    reads as 0 s 0 ns, within the bounds), the worded check only when one is out of them."""
+    stamps = tuple((f"{kind}.{name}", attrgetter(f"{kind}.{name}")) for name in names)
+
+    def check_stamps(event: pb.Event) -> None:
+        for field, read in stamps:
+            ts = read(event)
+            if not (
+                MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S and 0 <= ts.nanos <= MAX_NANOS
+            ):
+                _check_timestamp(field, ts)
+
+    def check_stamp(event: pb.Event) -> None:
+        ts = read_one(event)
+        if not (MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S and 0 <= ts.nanos <= MAX_NANOS):
+            _check_timestamp(field_one, ts)
+
+    if len(stamps) != 1:
+        return check_stamps
+    ((field_one, read_one),) = stamps
+    return check_stamp
+
+
+_PAYLOAD_CHECKS: dict[str, Callable[[pb.Event], None]] = {
+    "profile_updated": _check_profile,
+    "preference_set": _check_preference,
+    "mood_logged": _check_mood,
+    **{kind: _stamps_checker(kind, names) for kind, names in PAYLOAD_TIMESTAMPS.items()},
+}
+"""Payload kind -> its own contract rules (kinds without any have none here)."""
 
 
 def check_payload(event: pb.Event, kind: str) -> None:
     """The payload's own contract rules (`check` runs them; so does the JSONL reader's fast
     path); raises `ValidationError` naming the field. `kind` is the event's payload name."""
-    if kind == "profile_updated" and event.profile_updated.tz not in known_time_zones():
-        raise ValidationError(
-            "profile_updated.tz",
-            f"expected a known IANA time zone; got {event.profile_updated.tz!r:.80}",
-        )
-    if kind == "preference_set" and event.preference_set.value_json:
-        check_json_value("preference_set.value_json", event.preference_set.value_json)
-    stamps = PAYLOAD_TIMESTAMPS.get(kind)
-    if stamps:
-        payload = getattr(event, kind)
-        for name in stamps:
-            if payload.HasField(name):
-                _check_timestamp(f"{kind}.{name}", getattr(payload, name))
-    if kind == "mood_logged" and not 1 <= event.mood_logged.score <= 5:
-        raise ValidationError("mood_logged.score", f"expected 1-5; got {event.mood_logged.score}")
+    rule = _PAYLOAD_CHECKS.get(kind)
+    if rule is not None:
+        rule(event)
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -261,6 +338,9 @@ def check_json_value(field: str, text: str) -> Any:
 
 def parse_and_check(data: bytes, *, now_s: float | None = None) -> tuple[pb.Event, str, int]:
     """`decode` then `check`: (event, payload kind, occurred_at in ms)."""
-    event = decode(data)
+    try:
+        event = _PARSE(data)
+    except _PARSE_ERRORS as exc:
+        raise _undecodable(data) from exc
     kind, occurred_ms = check(event, now_s=now_s, encoded_size=len(data))
     return event, kind, occurred_ms

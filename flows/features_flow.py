@@ -25,7 +25,7 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from connectors import bytewax_io, tombstones, topics
 from connectors.batching import KAFKA_BATCH_SIZE
 from connectors.jsonl import rejects_path_for
-from connectors.kafka_source import KafkaEventSource, Keyed
+from connectors.kafka_source import KafkaEventSource
 from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
@@ -208,20 +208,21 @@ def _build_logic(
 
 
 def _tombstone_message(
-    write: UserWrite, *, topic_prefix: str
+    item: tuple[str, UserWrite], *, topic_prefix: str
 ) -> KafkaSinkMessage[bytes, bytes] | None:
+    write = item[1]
     if write.deleted_at_ms is None:
         return None
     key, value = tombstones.record(write.user_id, write.deleted_at_ms)
     return KafkaSinkMessage(key=key, value=value, topic=tombstones.topic_name(topic_prefix))
 
 
-def _record(item: Keyed) -> Any:
+def _record(item: tuple[str, Any]) -> Any:
     return item[1]
 
 
-def _is_write(item: UserWrite | Rejected) -> bool:
-    return item.__class__ is not Rejected
+def _is_write(item: tuple[str, UserWrite | Rejected]) -> bool:
+    return item[1].__class__ is not Rejected
 
 
 def build_flow(
@@ -285,11 +286,13 @@ def build_flow(
         keyed,
         partial(_build_logic, flush_interval, catchup_interval, recovery, dedupe_writes),
     )
-    outputs = op.branch("split_fold_failures", op.key_rm("drop_user_key", folded), _is_write)
+    # Still keyed by user: the store sink takes `(user_id, UserWrite)` as the fold emits them,
+    # so a write crosses no step that only drops its key or puts it back (ADR 0037).
+    outputs = op.branch("split_fold_failures", folded, _is_write)
     # Events whose fold raised join the records that did not decode or validate.
     rejected = cast(
         Stream[Rejected],
-        op.merge("all_rejects", op.map("unkey_rejects", split.falses, _record), outputs.falses),
+        op.map("unkey_rejects", op.merge("all_rejects", split.falses, outputs.falses), _record),
     )
     if not dead_letters:
         pass  # `rejected` leads nowhere: dropped
@@ -302,10 +305,10 @@ def build_flow(
     else:
         path = rejects_path_for(str(event_log), rejects_path)
         op.output("deadletter", rejected, bytewax_io.RejectsFileSink(path))
-    user_writes = cast(Stream[UserWrite], outputs.trues)
+    user_writes = cast(KeyedStream[UserWrite], outputs.trues)
     op.output(
         "store",
-        op.key_on("key_writes", user_writes, _user_of),
+        user_writes,
         bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
     )
     if kafka_bootstrap is not None:
@@ -314,10 +317,6 @@ def build_flow(
         )
         op.output("tombstones", deletions, tombstones.sink(kafka_bootstrap))
     return flow
-
-
-def _user_of(write: UserWrite) -> str:
-    return write.user_id
 
 
 __all__ = ["Rejected", "UserLogic", "build_flow"]

@@ -8,6 +8,7 @@ here on every payload type, on odd-but-valid spellings, and on broken lines.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -426,3 +427,142 @@ def test_check_returns_the_kind_and_time_the_event_itself_carries(seed: int) -> 
         # the same through bytes, as the Kafka source decodes
         data = event.SerializeToString()
         assert codec.parse_and_check(data, now_s=4_000_000_000) == (event, kind, occurred_ms)
+
+
+# --- check's single-expression fast path against the rules in their documented order -------
+
+
+def _rules_in_order(event: pb.Event, now_s: float) -> tuple[str, int] | tuple[str, str]:
+    """`codec.check` as it was written before its fast path (ADR 0037): each rule in turn,
+    the first that fails worded. (kind, occurred_ms), or ("refused", "field: reason")."""
+    try:
+        if not event.event_id:
+            raise ValidationError("event_id", "must not be empty")
+        if not re.fullmatch(codec.USER_ID_PATTERN, event.user_id):
+            raise ValidationError(
+                "user_id", f"expected to match {codec.USER_ID_PATTERN}; got {event.user_id!r:.150}"
+            )
+        ts = event.occurred_at
+        if ts.seconds < codec.MIN_OCCURRED_AT_S:
+            if not event.HasField("occurred_at"):
+                raise ValidationError("occurred_at", "must be set")
+            raise ValidationError(
+                "occurred_at", f"must not be before 2000-01-01; got {codec.timestamp_text(ts)}"
+            )
+        if ts.seconds > now_s + codec.MAX_FUTURE_S:
+            raise ValidationError(
+                "occurred_at",
+                f"must not be more than 1 day in the future; got {codec.timestamp_text(ts)}",
+            )
+        if not 0 <= ts.nanos <= codec.MAX_NANOS:
+            raise ValidationError(
+                "occurred_at", f"expected nanos within 0..{codec.MAX_NANOS}; got {ts.nanos}"
+            )
+        offset = event.utc_offset_minutes
+        if offset and abs(offset) > codec.MAX_OFFSET_MINUTES:
+            raise ValidationError(
+                "utc_offset_minutes", f"expected within ±1080 (18 h); got {offset}"
+            )
+        kind = event.WhichOneof("payload")
+        if kind is None:
+            raise ValidationError("payload", "exactly one payload must be set; got none")
+        for name in codec.PAYLOAD_TIMESTAMPS.get(kind, ()):
+            payload = getattr(event, kind)
+            if payload.HasField(name):
+                stamp = getattr(payload, name)
+                if not (
+                    codec.MIN_TIMESTAMP_S <= stamp.seconds <= codec.MAX_TIMESTAMP_S
+                    and 0 <= stamp.nanos <= codec.MAX_NANOS
+                ):
+                    raise ValidationError(
+                        f"{kind}.{name}",
+                        "expected a timestamp within 0001-01-01T00:00:00Z..9999-12-31T23:59:59"
+                        f".999999999Z; got {codec.timestamp_text(stamp)}",
+                    )
+        if kind == "mood_logged" and not 1 <= event.mood_logged.score <= 5:
+            raise ValidationError(
+                "mood_logged.score", f"expected 1-5; got {event.mood_logged.score}"
+            )
+    except ValidationError as exc:
+        return "refused", str(exc)
+    return kind, ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+_CHECK_SECONDS = st.sampled_from(
+    [
+        *(0, -1, codec.MIN_OCCURRED_AT_S - 1, codec.MIN_OCCURRED_AT_S, NOW_S, NOW_S + 86_400),
+        *(NOW_S + 86_401, codec.MIN_TIMESTAMP_S - 1, codec.MAX_TIMESTAMP_S + 1),
+    ]
+)
+_CHECK_NANOS = st.sampled_from([0, 1, codec.MAX_NANOS, codec.MAX_NANOS + 1, -1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["task_created", "calendar_event_observed", "mood_logged", "habit"]),
+    event_id=st.sampled_from(["", "e1"]),
+    user_id=st.sampled_from(["u1", "u1\n", "", "a b", "u" * 128, "u" * 129]),
+    seconds=_CHECK_SECONDS,
+    nanos=_CHECK_NANOS,
+    offset=st.sampled_from([None, 0, 1080, -1080, 1081, -1081]),
+    stamp=st.none() | st.tuples(_CHECK_SECONDS, _CHECK_NANOS),
+    second_stamp=st.none() | st.tuples(_CHECK_SECONDS, _CHECK_NANOS),
+    score=st.integers(min_value=-1, max_value=6),
+)
+def test_check_refuses_as_the_rules_in_order_do(
+    kind: str,
+    event_id: str,
+    user_id: str,
+    seconds: int,
+    nanos: int,
+    offset: int | None,
+    stamp: tuple[int, int] | None,
+    second_stamp: tuple[int, int] | None,
+    score: int,
+) -> None:
+    event = pb.Event(event_id=event_id, user_id=user_id)
+    if seconds or nanos:
+        event.occurred_at.seconds, event.occurred_at.nanos = seconds, nanos
+    if offset is not None:
+        event.utc_offset_minutes = offset
+    if kind == "task_created":
+        event.task_created.task_id = "t1"
+        if stamp is not None:
+            event.task_created.due_at.seconds, event.task_created.due_at.nanos = stamp
+    elif kind == "calendar_event_observed":
+        observed = event.calendar_event_observed
+        observed.calendar_event_id = "c1"
+        if stamp is not None:
+            observed.starts_at.seconds, observed.starts_at.nanos = stamp
+        if second_stamp is not None:
+            observed.ends_at.seconds, observed.ends_at.nanos = second_stamp
+    elif kind == "mood_logged":
+        event.mood_logged.score = score
+    else:
+        event.habit_checked.habit_id = "h1"
+    expected = _rules_in_order(event, NOW_S)
+    try:
+        got: tuple[str, int] | tuple[str, str] = codec.check(event, now_s=NOW_S)
+    except ValidationError as exc:
+        got = ("refused", str(exc))
+    assert got == expected
+    # The same through bytes, as the Kafka source reads them.
+    try:
+        parsed = codec.parse_and_check(event.SerializeToString(), now_s=NOW_S)
+        got = parsed[1:]
+    except ValidationError as exc:
+        got = ("refused", str(exc))
+    assert got == expected
+
+
+def test_a_user_id_seen_valid_does_not_let_an_invalid_one_through() -> None:
+    assert codec.check(_with(user_id="u1"), now_s=NOW_S)
+    for bad in ("u1\n", "u1 ", " u1"):
+        with pytest.raises(ValidationError, match="user_id"):
+            codec.check(_with(user_id=bad), now_s=NOW_S)
+    # Full (whatever earlier tests left in it): the next new id empties it first.
+    codec._GOOD_USER_IDS.clear()
+    codec._GOOD_USER_IDS.update(f"x{i}" for i in range(codec._GOOD_USER_IDS_KEPT))
+    assert codec.check(_with(user_id="not-seen-yet"), now_s=NOW_S)
+    assert sorted(codec._GOOD_USER_IDS) == ["not-seen-yet"]
+    codec._GOOD_USER_IDS.clear()
