@@ -32,6 +32,13 @@ each) and the answer of each stored snippet (`_SNIPPETS_LIMIT`). A scheduler ask
 same users again and again, and most of what they have stored has not moved in between: a
 batch of 100 formatted ~700 distinct times per call, every call (ADR 0033). Whether a snippet
 is fresh is still decided per call, against its `now_ms`.
+
+Those tables hold users' data (snippet texts, the times of their events) without their ids, so
+a deleted user's entries cannot be picked out: `forget_stored()` empties them all, and the
+delete route calls it once the store has deleted the user (deletes are rare; refilling the
+tables costs the next batch call a millisecond or two). A user deleted elsewhere (another API
+process, a `UserDeleted` event through the flow) is covered by age: the tables are emptied
+at least every `_CACHE_MAX_AGE_S` seconds (ADR 0036).
 """
 
 from __future__ import annotations
@@ -40,13 +47,14 @@ import json
 from collections.abc import Mapping
 from json.encoder import encode_basestring
 from operator import itemgetter
+from time import monotonic
 
 from connectors.store.base import StoredUserBytes, snippet_of
 from features.model import Manifest
 from serving.api.models import iso_ms
 from serving.tips import consent_granted
 
-__all__ = ["BatchWriter", "features_json"]
+__all__ = ["BatchWriter", "features_json", "forget_stored"]
 
 _NOT_JSON = (b"NaN", b"Infinity")
 """Tokens Python's encoder writes for non-finite floats; JSON has none (pydantic: null)."""
@@ -76,9 +84,33 @@ _SNIPPETS: dict[bytes, tuple[int, bytes]] = {}
 """A stored snippet of the writer's shape -> (expires_at_ms, its answer while fresh)."""
 
 
+_CACHE_MAX_AGE_S = 60.0
+"""The cross-call tables are emptied at least this often, so that what they hold of a user
+deleted without this process knowing (another API process took the delete, or the flow
+applied a `UserDeleted` event) leaves memory within a minute. Refilling them costs one call
+a millisecond or two."""
+_born = monotonic()
+"""When the cross-call tables were last emptied (`forget_stored`)."""
+
+
+def forget_stored() -> None:
+    """Drop everything the cross-call tables remember of stored values (users' snippet texts
+    and times among them): called when a user is deleted, and by age.
+
+    The tables are replaced, not emptied in place: a `BatchWriter` made before the call (its
+    store read may have fetched the deleted user just before the deletion) keeps filling the
+    old tables, which go with it, so nothing read before a delete survives it here."""
+    global _TIMES, _STRINGS, _EXPIRIES, _SNIPPETS, _born
+    _TIMES, _STRINGS, _EXPIRIES, _SNIPPETS = {}, {}, {}, {}
+    _born = monotonic()
+
+
 def _bound_caches() -> None:
     """Empty a cross-call table that has grown past `_CACHE_LIMIT` (a call adds at most a
-    few thousand entries to each)."""
+    few thousand entries to each); empty them all once they are `_CACHE_MAX_AGE_S` old."""
+    if monotonic() - _born > _CACHE_MAX_AGE_S:
+        forget_stored()
+        return
     for table in (_TIMES, _STRINGS, _EXPIRIES):
         if len(table) > _CACHE_LIMIT:
             table.clear()
@@ -131,6 +163,7 @@ class BatchWriter:
         self._times = _TIMES
         self._strings = _STRINGS
         self._expiries = _EXPIRIES
+        self._snippets = _SNIPPETS
         self._check = False
         """Check each user's stored JSON for non-finite floats (set after a whole-answer hit)."""
 
@@ -181,7 +214,7 @@ class BatchWriter:
         """The answer's snippet object (or `null`) of a stored snippet: its head (`{"text":"..."`,
         a non-empty text holding no quote) spliced as it is, remembered across calls; any other
         shape parsed."""
-        known = _SNIPPETS.get(stored)
+        known = self._snippets.get(stored)
         if known is not None:
             return known[1] if self._now_ms < known[0] else b"null"
         head, sep, tail = stored.rpartition(_EXPIRES)
@@ -191,7 +224,7 @@ class BatchWriter:
             if expiry is not None:
                 expires, iso = expiry
                 answer = _SNIPPET % (head, iso, tail)
-                _SNIPPETS[stored] = (expires, answer)
+                self._snippets[stored] = (expires, answer)
                 return answer if self._now_ms < expires else b"null"
         text, expires = snippet_of(stored)
         if self._now_ms >= expires or not text:

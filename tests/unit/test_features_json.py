@@ -254,3 +254,35 @@ def test_what_is_remembered_across_calls_leaves_freshness_to_each_call() -> None
         fj._TIMES[b"x%d" % n] = b""
     assert snippet(NOW) is not None
     assert len(fj._TIMES) < 10
+
+
+def test_what_is_forgotten_stays_forgotten() -> None:
+    """`forget_stored` (a user deleted) empties the cross-call tables, and a writer made
+    before it (its store read may have fetched the user just before the delete) does not
+    put anything back; by age alone the tables are emptied too (a delete this process did
+    not see)."""
+    import serving.features_json as fj
+
+    agent = [
+        b"momentum",
+        b"1.0.0",
+        b'{"z":{"value":1,"source":"inferred"}}',
+        b"{}",
+        b"5",
+        b"6",
+        b"%d" % (NOW - 1),
+        b'{"text":"Private words.","expires_at_ms":%d}' % (NOW + 1000),
+    ]
+    stored = StoredUserBytes(None, None, None, None, [agent])
+    in_flight = BatchWriter(MANIFESTS, now_ms=NOW)
+    fj.forget_stored()
+    answer = in_flight.batch({"u-1": stored})
+    assert b"Private words." in answer
+    assert not fj._SNIPPETS and not fj._TIMES and not fj._EXPIRIES and not fj._STRINGS
+
+    BatchWriter(MANIFESTS, now_ms=NOW).batch({"u-1": stored})
+    assert fj._SNIPPETS and fj._TIMES
+    fj._born -= fj._CACHE_MAX_AGE_S + 1
+    later = BatchWriter(MANIFESTS, now_ms=NOW)
+    assert not fj._SNIPPETS and not fj._TIMES
+    assert later.batch({"u-1": stored}) == answer
