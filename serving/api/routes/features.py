@@ -26,7 +26,9 @@ async def read_features_batch(
     # Made before the read: a user deleted meanwhile leaves nothing in the cross-call tables
     # (`forget_stored` replaces the ones this writer fills).
     writer = BatchWriter(manifests, now_ms=now_ms)
-    users = await guard.call(store.read_users_bytes, body.user_ids, now_ms=now_ms)
+    # Only the agents the answer can hold (registered, not shadows): Redis reads nothing else.
+    live = [agent_id for agent_id, m in manifests.items() if m.shadows is None]
+    users = await guard.call(store.read_users_bytes, body.user_ids, now_ms=now_ms, agents=live)
     # Spliced from the stored bytes (serving/features_json.py): what `BatchOut` documents,
     # without decoding or re-validating what the store's write path wrote (ADR 0025, 0027).
     answer = writer.batch(users)
