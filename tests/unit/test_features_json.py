@@ -286,3 +286,43 @@ def test_what_is_forgotten_stays_forgotten() -> None:
     later = BatchWriter(MANIFESTS, now_ms=NOW)
     assert not fj._SNIPPETS and not fj._TIMES
     assert later.batch({"u-1": stored}) == answer
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.tuples(user_writes("u-1"), user_writes("u-1")),
+    st.lists(
+        st.tuples(
+            st.integers(0, 1),
+            st.sampled_from([-(10**9), 0, 30_000, 90_000, 10**9]),
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_a_remembered_answer_is_the_answer_written_afresh(
+    writes: tuple[UserWrite, UserWrite], calls: list[tuple[int, int, bool, bool]]
+) -> None:
+    """Whatever a user's stored bytes, the call's `now_ms`, registry and shadow choice, an
+    answer served from the cross-call tables (`_ANSWERS` above all, ADR 0036) equals the one
+    written with every table emptied first."""
+    import serving.features_json as fj
+
+    states = []
+    for w in writes:
+        store = _stored([w])
+        states.append(store.read_users_bytes(["u-1"], now_ms=NOW)["u-1"])
+        store.close()
+    fj.forget_stored()
+    for state, offset, live_only, shadow in calls:
+        manifests = LIVE if live_only else MANIFESTS
+        users = {"u-1": states[state], "u-2": None}
+        now = NOW + offset
+        kept = BatchWriter(manifests, now_ms=now, include_shadow=shadow).batch(users)
+        saved = (fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS, fj._ANSWERS, fj._born)
+        fj.forget_stored()
+        afresh = BatchWriter(manifests, now_ms=now, include_shadow=shadow).batch(users)
+        fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS, fj._ANSWERS, fj._born = saved
+        assert kept == afresh
