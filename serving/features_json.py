@@ -90,9 +90,11 @@ _SNIPPETS: dict[bytes, tuple[int, bytes]] = {}
 """A stored snippet of the writer's shape -> (expires_at_ms, its answer while fresh)."""
 _ANSWERS_LIMIT = 5_000
 """Users `_ANSWERS` may hold (their stored bytes and answer, ~8 kB each) before it is emptied."""
-_ANSWERS: dict[str, tuple[Any, ...]] = {}
-"""User id -> (valid until now_ms, manifests, include_shadow, consents JSON, feedback JSON,
-agent rows, answer): the user's answer while its stored bytes and the call's registry match."""
+_ANSWERS: dict[tuple[int, bool], tuple[Mapping[str, Manifest], dict[str, tuple[Any, ...]]]] = {}
+"""(id of the registry, include_shadow) -> (that registry, user id -> (valid until now_ms,
+consents JSON, feedback JSON, agent rows as a tuple, answer)): a user's answer while its stored
+bytes match. The registry is held, so its id is not reused while its answers are here; the
+entries hold only bytes, ints and tuples of them, which the garbage collector stops tracking."""
 _FOREVER = 1 << 62
 
 
@@ -128,7 +130,7 @@ def _bound_caches() -> None:
             table.clear()
     if len(_SNIPPETS) > _SNIPPETS_LIMIT:
         _SNIPPETS.clear()
-    if len(_ANSWERS) > _ANSWERS_LIMIT:
+    if len(_ANSWERS) > 8 or sum(len(held[1]) for held in _ANSWERS.values()) > _ANSWERS_LIMIT:
         _ANSWERS.clear()
 
 
@@ -178,7 +180,10 @@ class BatchWriter:
         self._strings = _STRINGS
         self._expiries = _EXPIRIES
         self._snippets = _SNIPPETS
-        self._answers = _ANSWERS
+        held = _ANSWERS.get((id(manifests), include_shadow))
+        if held is None or held[0] is not manifests:
+            held = _ANSWERS[id(manifests), include_shadow] = (manifests, {})
+        self._answers = held[1]
         self._until = _FOREVER
         """The earliest expiry of the snippets the user being written holds (fresh)."""
         self._lasting = True
@@ -274,32 +279,23 @@ class BatchWriter:
             except _ModelPath:
                 return self._through_model(user_id, stored)
         consents, feedback, agents = stored.consents_json, stored.feedback_json, stored.agents
+        rows = tuple(agents)
         known = self._answers.get(user_id)
         if (
             known is not None
             and self._now_ms < known[0]
-            and known[1] is self._manifests
-            and known[2] == self._include_shadow
-            and known[3] == consents
-            and known[4] == feedback
-            and known[5] == agents
+            and known[1] == consents
+            and known[2] == feedback
+            and known[3] == rows
         ):
-            return known[6]  # type: ignore[no-any-return]
+            return known[4]  # type: ignore[no-any-return]
         self._until, self._lasting = _FOREVER, True
         try:
             answer = self._user(user_id, stored)
         except _ModelPath:
             return self._through_model(user_id, stored)
         if self._lasting:
-            self._answers[user_id] = (
-                self._until,
-                self._manifests,
-                self._include_shadow,
-                consents,
-                feedback,
-                agents,
-                answer,
-            )
+            self._answers[user_id] = (self._until, consents, feedback, rows, answer)
         return answer
 
     def _user(self, user_id: str, stored: StoredUserBytes) -> bytes:

@@ -223,7 +223,7 @@ class StoredUserJSON:
     def as_bytes(self) -> StoredUserBytes:
         """The `StoredUserBytes` a store that keeps this user's JSON as text answers (each
         snippet as `dumps_compact({"text", "expires_at_ms"})`, as Redis stores it)."""
-        agents: list[list[Any]] = [
+        agents: list[Sequence[Any]] = [
             [
                 a.agent_id.encode(),
                 a.version.encode(),
@@ -324,7 +324,7 @@ class StoredUserBytes:
     feedback_json: bytes | None
     newest_event_ms: bytes | None
     newest_ingest_ms: bytes | None
-    agents: list[list[Any]]
+    agents: list[Sequence[Any]]
 
     def decoded(self, user_id: str, now_ms: int) -> StoredUserJSON:
         """The `StoredUserJSON` of these bytes (snippets expired at `now_ms` dropped)."""

@@ -343,10 +343,13 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         return dict(zip(wanted, users, strict=True))
 
     @staticmethod
-    def _users_of(reply: list[Any]) -> list[StoredUserBytes | None]:
-        """The users of one `read` script reply (bytes, flat: `lua/read.lua`), in order."""
+    def _users_of(reply: Sequence[Any]) -> list[StoredUserBytes | None]:
+        """The users of one `read` script reply (bytes, flat: `lua/read.lua`), in order; each
+        agent row a tuple (of bytes and None: the garbage collector stops tracking it, so
+        answers kept across calls, `serving/features_json.py`, cost full collections nothing)."""
         users: list[StoredUserBytes | None] = []
         add = users.append
+        reply = tuple(reply)
         i, end = 0, len(reply)
         while i < end:
             if reply[i] is None:
@@ -355,7 +358,7 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
                 continue
             n, consents, newest_event, newest_ingest, feedback = reply[i : i + 5]
             i += 5
-            rows = [reply[j : j + 8] for j in range(i, i + 8 * n, 8)]
+            rows: list[Sequence[Any]] = [reply[j : j + 8] for j in range(i, i + 8 * n, 8)]
             i += 8 * n
             add(StoredUserBytes(consents, feedback, newest_event, newest_ingest, rows))
         return users

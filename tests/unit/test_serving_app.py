@@ -148,7 +148,7 @@ def _remembered() -> bytes:
     """Everything the batch writer's cross-call tables hold, keys and values, as bytes."""
     import serving.features_json as fj
 
-    tables = (fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS)
+    tables = (fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS, fj._ANSWERS)
     return repr([list(table.items()) for table in tables]).encode()
 
 
