@@ -18,7 +18,10 @@ its own, with its own code (`sys.path[0]` = that tree):
 Per child: process CPU (`time.process_time`, every thread: the store threads' decoding
 included) per call, and per-call wall times: to the response's last byte (`response`) and
 to the end of the ASGI call (`total`: background tasks, e.g. the ledger's store call,
-included). Medians over rounds, and each tree's CPU ratio to the first tree's, per round.
+included). Medians over rounds, and each tree's CPU ratio to the first tree's, per round. On
+Redis also the server's own CPU per call (`INFO cpu`: only meaningful on a Redis nobody else
+uses meanwhile) and a digest of all the child's answers (equal digests: byte-identical
+answers; the batch calls and the seeded users are the same for every tree).
 
     eval "$(.venv/bin/oo-features services up)"
     git worktree add /tmp/serve-base 08e11c2
