@@ -18,7 +18,10 @@ its own, with its own code (`sys.path[0]` = that tree):
 Per child: process CPU (`time.process_time`, every thread: the store threads' decoding
 included) per call, and per-call wall times: to the response's last byte (`response`) and
 to the end of the ASGI call (`total`: background tasks, e.g. the ledger's store call,
-included). Medians over rounds, and each tree's CPU ratio to the first tree's, per round.
+included). Medians over rounds, and each tree's CPU ratio to the first tree's, per round. On
+Redis also the server's own CPU per call (`INFO cpu`: only meaningful on a Redis nobody else
+uses meanwhile) and a digest of all the child's answers (equal digests: byte-identical
+answers; the batch calls and the seeded users are the same for every tree).
 
     eval "$(.venv/bin/oo-features services up)"
     git worktree add /tmp/serve-base 08e11c2
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -160,6 +164,8 @@ async def _child_run(args: argparse.Namespace) -> dict[str, Any]:
 
             profiler = cProfile.Profile()
             profiler.enable()
+        digest = hashlib.sha256()
+        server0 = _redis_cpu_s(args.store_url)
         cpu0 = time.process_time()
         for method, path, body in requests[args.warmup :]:
             status, out, response_s, total_s = await _asgi_call(app, method, path, body)
@@ -167,7 +173,9 @@ async def _child_run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"{method} {path} answered {status}: {out[:300]!r}")
             responses.append(response_s * 1000)
             totals.append(total_s * 1000)
+            digest.update(out)
         cpu = time.process_time() - cpu0
+        server = _redis_cpu_s(args.store_url) - server0
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -178,7 +186,24 @@ async def _child_run(args: argparse.Namespace) -> dict[str, Any]:
         "total_p50": statistics.median(totals),
         "total_p99": _pct(totals, 99),
         "answer_bytes": len(out),
+        "redis_cpu_ms_per_call": server * 1000 / args.calls,
+        "answers_sha256": digest.hexdigest()[:16],
     }
+
+
+def _redis_cpu_s(store_url: str) -> float:
+    """The Redis server's own CPU so far (`INFO cpu`, user + sys; main thread and children),
+    0 for a store that is not Redis. Only meaningful on a Redis nobody else uses meanwhile."""
+    if not store_url.startswith("redis://"):
+        return 0.0
+    import redis
+
+    client = redis.Redis.from_url(store_url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -351,7 +376,9 @@ def main() -> int:
                     f"  round {r + 1} {tree} ledger {ledger}: CPU {got['cpu_ms_per_call']:.3f} "
                     f"ms/call; response p50 {got['response_p50']:.2f} p99 "
                     f"{got['response_p99']:.2f} ms; total p50 {got['total_p50']:.2f} p99 "
-                    f"{got['total_p99']:.2f} ms; {got['answer_bytes']} B; {got['versions']}",
+                    f"{got['total_p99']:.2f} ms; Redis CPU {got['redis_cpu_ms_per_call']:.2f} "
+                    f"ms/call; {got['answer_bytes']} B, answers {got['answers_sha256']}; "
+                    f"{got['versions']}",
                     flush=True,
                 )
     finally:
@@ -368,7 +395,11 @@ def main() -> int:
     first = results[arms[0]]
     for arm in arms:
         rows = results[arm]
-        med = {k: statistics.median(x[k] for x in rows) for k in rows[0] if k != "versions"}
+        med = {
+            k: statistics.median(x[k] for x in rows)
+            for k in rows[0]
+            if k not in ("versions", "answers_sha256")
+        }
         ratios = [
             x["cpu_ms_per_call"] / f["cpu_ms_per_call"] for x, f in zip(rows, first, strict=True)
         ]
@@ -377,7 +408,8 @@ def main() -> int:
             f"(ratio to first, per round: {', '.join(f'{x:.2f}' for x in ratios)}; median "
             f"{statistics.median(ratios):.2f}); response p50 {med['response_p50']:.2f} p99 "
             f"{med['response_p99']:.2f} ms; total p50 {med['total_p50']:.2f} p99 "
-            f"{med['total_p99']:.2f} ms"
+            f"{med['total_p99']:.2f} ms; Redis CPU {med['redis_cpu_ms_per_call']:.2f} ms/call; "
+            f"answers {sorted({x['answers_sha256'] for x in rows})}"
         )
     if args.profile and Path(args.profile).exists():
         import pstats

@@ -31,7 +31,19 @@ each agent id and version, the parsed expiry of each snippet tail (`_CACHE_LIMIT
 each) and the answer of each stored snippet (`_SNIPPETS_LIMIT`). A scheduler asks for the
 same users again and again, and most of what they have stored has not moved in between: a
 batch of 100 formatted ~700 distinct times per call, every call (ADR 0033). Whether a snippet
-is fresh is still decided per call, against its `now_ms`.
+is fresh is still decided per call, against its `now_ms`. Each user's whole answer is kept too
+(`_ANSWERS`, by user id, `_ANSWERS_LIMIT` users) with what it was written from, and served
+again only when the stored bytes it depends on are equal, for the same registry object and
+shadow choice, and while every snippet it holds is still fresh (one it left out as expired
+keeps it out of the table): writing a user costs ~40 µs, comparing its stored bytes a few
+(ADR 0036).
+
+Those tables hold users' data (snippet texts, the times of their events) without their ids, so
+a deleted user's entries cannot be picked out: `forget_stored()` empties them all, and the
+delete route calls it once the store has deleted the user (deletes are rare; refilling the
+tables costs the next batch call a millisecond or two). A user deleted elsewhere (another API
+process, a `UserDeleted` event through the flow) is covered by age: the tables are emptied
+at least every `_CACHE_MAX_AGE_S` seconds (ADR 0036).
 """
 
 from __future__ import annotations
@@ -40,13 +52,15 @@ import json
 from collections.abc import Mapping
 from json.encoder import encode_basestring
 from operator import itemgetter
+from time import monotonic
+from typing import Any
 
 from connectors.store.base import StoredUserBytes, snippet_of
 from features.model import Manifest
 from serving.api.models import iso_ms
 from serving.tips import consent_granted
 
-__all__ = ["BatchWriter", "features_json"]
+__all__ = ["BatchWriter", "features_json", "forget_stored"]
 
 _NOT_JSON = (b"NaN", b"Infinity")
 """Tokens Python's encoder writes for non-finite floats; JSON has none (pydantic: null)."""
@@ -74,16 +88,50 @@ _SNIPPETS_LIMIT = 20_000
 """Entries `_SNIPPETS` may hold (a few hundred bytes each) before it is emptied."""
 _SNIPPETS: dict[bytes, tuple[int, bytes]] = {}
 """A stored snippet of the writer's shape -> (expires_at_ms, its answer while fresh)."""
+_ANSWERS_LIMIT = 5_000
+"""Users `_ANSWERS` may hold (their stored bytes and answer, ~8 kB each) before it is emptied."""
+_ANSWERS: dict[tuple[int, bool], tuple[Mapping[str, Manifest], dict[str, tuple[Any, ...]]]] = {}
+"""(id of the registry, include_shadow) -> (that registry, user id -> (valid until now_ms,
+consents JSON, feedback JSON, agent rows as a tuple, answer)): a user's answer while its stored
+bytes match. The registry is held, so its id is not reused while its answers are here; the
+entries hold only bytes, ints and tuples of them, which the garbage collector stops tracking."""
+_FOREVER = 1 << 62
+
+
+_CACHE_MAX_AGE_S = 60.0
+"""The cross-call tables are emptied at least this often, so that what they hold of a user
+deleted without this process knowing (another API process took the delete, or the flow
+applied a `UserDeleted` event) leaves memory within a minute. Refilling them costs one call
+a millisecond or two."""
+_born = monotonic()
+"""When the cross-call tables were last emptied (`forget_stored`)."""
+
+
+def forget_stored() -> None:
+    """Drop everything the cross-call tables remember of stored values (users' snippet texts
+    and times among them): called when a user is deleted, and by age.
+
+    The tables are replaced, not emptied in place: a `BatchWriter` made before the call (its
+    store read may have fetched the deleted user just before the deletion) keeps filling the
+    old tables, which go with it, so nothing read before a delete survives it here."""
+    global _TIMES, _STRINGS, _EXPIRIES, _SNIPPETS, _ANSWERS, _born
+    _TIMES, _STRINGS, _EXPIRIES, _SNIPPETS, _ANSWERS = {}, {}, {}, {}, {}
+    _born = monotonic()
 
 
 def _bound_caches() -> None:
     """Empty a cross-call table that has grown past `_CACHE_LIMIT` (a call adds at most a
-    few thousand entries to each)."""
+    few thousand entries to each); empty them all once they are `_CACHE_MAX_AGE_S` old."""
+    if monotonic() - _born > _CACHE_MAX_AGE_S:
+        forget_stored()
+        return
     for table in (_TIMES, _STRINGS, _EXPIRIES):
         if len(table) > _CACHE_LIMIT:
             table.clear()
     if len(_SNIPPETS) > _SNIPPETS_LIMIT:
         _SNIPPETS.clear()
+    if len(_ANSWERS) > 8 or sum(len(held[1]) for held in _ANSWERS.values()) > _ANSWERS_LIMIT:
+        _ANSWERS.clear()
 
 
 class _ModelPath(Exception):
@@ -131,6 +179,15 @@ class BatchWriter:
         self._times = _TIMES
         self._strings = _STRINGS
         self._expiries = _EXPIRIES
+        self._snippets = _SNIPPETS
+        held = _ANSWERS.get((id(manifests), include_shadow))
+        if held is None or held[0] is not manifests:
+            held = _ANSWERS[id(manifests), include_shadow] = (manifests, {})
+        self._answers = held[1]
+        self._until = _FOREVER
+        """The earliest expiry of the snippets the user being written holds (fresh)."""
+        self._lasting = True
+        """False once the user being written left a snippet out as expired: not kept."""
         self._check = False
         """Check each user's stored JSON for non-finite floats (set after a whole-answer hit)."""
 
@@ -181,9 +238,14 @@ class BatchWriter:
         """The answer's snippet object (or `null`) of a stored snippet: its head (`{"text":"..."`,
         a non-empty text holding no quote) spliced as it is, remembered across calls; any other
         shape parsed."""
-        known = _SNIPPETS.get(stored)
+        known = self._snippets.get(stored)
         if known is not None:
-            return known[1] if self._now_ms < known[0] else b"null"
+            if self._now_ms < known[0]:
+                if known[0] < self._until:
+                    self._until = known[0]
+                return known[1]
+            self._lasting = False
+            return b"null"
         head, sep, tail = stored.rpartition(_EXPIRES)
         if sep and len(head) > 10 and head[:9] == _TEXT and head.find(b'"', 9) == len(head) - 1:
             expiries = self._expiries
@@ -191,20 +253,50 @@ class BatchWriter:
             if expiry is not None:
                 expires, iso = expiry
                 answer = _SNIPPET % (head, iso, tail)
-                _SNIPPETS[stored] = (expires, answer)
-                return answer if self._now_ms < expires else b"null"
+                self._snippets[stored] = (expires, answer)
+                if self._now_ms < expires:
+                    if expires < self._until:
+                        self._until = expires
+                    return answer
+                self._lasting = False
+                return b"null"
         text, expires = snippet_of(stored)
-        if self._now_ms >= expires or not text:
+        if not text:
             return b"null"
+        if self._now_ms >= expires:
+            self._lasting = False
+            return b"null"
+        if expires < self._until:
+            self._until = expires
         head = b'{"text":' + encode_basestring(text).encode()
         return _SNIPPET % (head, self._time(b"%d" % expires), b"%d}" % expires)
 
     def user(self, user_id: str, stored: StoredUserBytes) -> bytes:
         """One user's answer, as `GET /v1/users/{id}/features` gives it (JSON, UTF-8)."""
+        if self._check:  # the rare second pass: every user written and checked again
+            try:
+                return self._user(user_id, stored)
+            except _ModelPath:
+                return self._through_model(user_id, stored)
+        consents, feedback, agents = stored.consents_json, stored.feedback_json, stored.agents
+        rows = tuple(agents)
+        known = self._answers.get(user_id)
+        if (
+            known is not None
+            and self._now_ms < known[0]
+            and known[1] == consents
+            and known[2] == feedback
+            and known[3] == rows
+        ):
+            return known[4]  # type: ignore[no-any-return]
+        self._until, self._lasting = _FOREVER, True
         try:
-            return self._user(user_id, stored)
+            answer = self._user(user_id, stored)
         except _ModelPath:
             return self._through_model(user_id, stored)
+        if self._lasting:
+            self._answers[user_id] = (self._until, consents, feedback, rows, answer)
+        return answer
 
     def _user(self, user_id: str, stored: StoredUserBytes) -> bytes:
         ids = self._eligible_ids(stored.consents_json)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Protocol
@@ -223,7 +223,7 @@ class StoredUserJSON:
     def as_bytes(self) -> StoredUserBytes:
         """The `StoredUserBytes` a store that keeps this user's JSON as text answers (each
         snippet as `dumps_compact({"text", "expires_at_ms"})`, as Redis stores it)."""
-        agents: list[list[Any]] = [
+        agents: list[Sequence[Any]] = [
             [
                 a.agent_id.encode(),
                 a.version.encode(),
@@ -324,7 +324,7 @@ class StoredUserBytes:
     feedback_json: bytes | None
     newest_event_ms: bytes | None
     newest_ingest_ms: bytes | None
-    agents: list[list[Any]]
+    agents: list[Sequence[Any]]
 
     def decoded(self, user_id: str, now_ms: int) -> StoredUserJSON:
         """The `StoredUserJSON` of these bytes (snippets expired at `now_ms` dropped)."""
@@ -505,11 +505,16 @@ class FeatureStore(TipLedger, Protocol):
         keys in the order asked, duplicates once."""
 
     def read_users_bytes(
-        self, user_ids: Sequence[str], *, now_ms: int | None = None
+        self,
+        user_ids: Sequence[str],
+        *,
+        now_ms: int | None = None,
+        agents: Collection[str] | None = None,
     ) -> dict[str, StoredUserBytes | None]:
         """`read_users_json` with nothing decoded (`StoredUserBytes`): the same users, the
         same round trip; keys in the order asked, duplicates once, None for an unknown or
-        deleted user."""
+        deleted user. `agents`: only those agents' rows (the batch read asks for the
+        registered ones; Redis then reads nothing else); None: every stored agent."""
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Remove every key of the user at once and leave a tombstone."""

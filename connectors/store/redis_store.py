@@ -28,7 +28,7 @@ cross-user: their own hash tag puts them in one cluster slot, so each freshness 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -270,17 +270,20 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         base = self._base(user_id)
         return [f"{base}meta", f"{base}feedback", f"{base}keys"]
 
-    def _read_replies(self, what: str, user_ids: list[str]) -> list[Any]:
-        """The `read` script's reply (bytes) of each user, in order (None: unknown or deleted),
-        in one pipelined round trip: one script call per `READ_CHUNK` users (one per user on a
-        cluster, where a call's keys must share a slot)."""
+    def _read_replies(
+        self, what: str, user_ids: list[str], agents: Collection[str] | None = None
+    ) -> list[StoredUserBytes | None]:
+        """Each user as stored (None: unknown or deleted), in order, in one pipelined round
+        trip: one `read` script call per `READ_CHUNK` users (one per user on a cluster, where a
+        call's keys must share a slot); only `agents` when given, else every stored agent."""
         if self._conn.cluster:
             groups = [[u] for u in user_ids]
         else:
             groups = [user_ids[i : i + READ_CHUNK] for i in range(0, len(user_ids), READ_CHUNK)]
         read_keys = self._read_keys
+        args = [] if agents is None else list(agents)
         calls: list[tuple[str, list[str], list[Any]]] = [
-            ("read", [k for u in group for k in read_keys(u)], []) for group in groups
+            ("read", [k for u in group for k in read_keys(u)], args) for group in groups
         ]
 
         def run() -> list[Any]:
@@ -290,12 +293,13 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
                     raise r
             return replies
 
-        return [user for reply in self._guard(what, run) for user in reply]
+        users_of = self._users_of
+        return [user for reply in self._guard(what, run) for user in users_of(reply)]
 
     def read_user(self, user_id: str, *, now_ms: int | None = None) -> StoredUser | None:
         keys = self._read_keys(user_id)
         reply = self._guard("read_user", lambda: self._eval("read", keys, [], decode=False))
-        user = self._bytes_of(reply[0])
+        [user] = self._users_of(reply)
         if user is None:
             return None
         return user.decoded(user_id, _now_ms() if now_ms is None else now_ms).parsed()
@@ -323,24 +327,41 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         }
 
     def read_users_bytes(
-        self, user_ids: Sequence[str], *, now_ms: int | None = None
+        self,
+        user_ids: Sequence[str],
+        *,
+        now_ms: int | None = None,
+        agents: Collection[str] | None = None,
     ) -> dict[str, StoredUserBytes | None]:
         """Every user as stored (`StoredUserBytes`; None: unknown or deleted) in one pipelined
-        round trip (`_read_replies`); `now_ms` is unused (the reader checks snippet expiry)."""
+        round trip (`_read_replies`), only `agents` when given; `now_ms` is unused (the reader
+        checks snippet expiry)."""
         wanted = list(dict.fromkeys(user_ids))
         if not wanted:
             return {}
-        replies = self._read_replies("read_users", wanted)
-        bytes_of = self._bytes_of
-        return {user_id: bytes_of(r) for user_id, r in zip(wanted, replies, strict=True)}
+        users = self._read_replies("read_users", wanted, agents)
+        return dict(zip(wanted, users, strict=True))
 
     @staticmethod
-    def _bytes_of(reply: Any) -> StoredUserBytes | None:
-        """A user's reply of the `read` script (bytes) as `StoredUserBytes`; None: unknown."""
-        if not reply:
-            return None
-        (consents, newest_event, newest_ingest), feedback = reply[0], reply[1]
-        return StoredUserBytes(consents, feedback, newest_event, newest_ingest, reply[2:])
+    def _users_of(reply: Sequence[Any]) -> list[StoredUserBytes | None]:
+        """The users of one `read` script reply (bytes, flat: `lua/read.lua`), in order; each
+        agent row a tuple (of bytes and None: the garbage collector stops tracking it, so
+        answers kept across calls, `serving/features_json.py`, cost full collections nothing)."""
+        users: list[StoredUserBytes | None] = []
+        add = users.append
+        reply = tuple(reply)
+        i, end = 0, len(reply)
+        while i < end:
+            if reply[i] is None:
+                add(None)
+                i += 1
+                continue
+            n, consents, newest_event, newest_ingest, feedback = reply[i : i + 5]
+            i += 5
+            rows: list[Sequence[Any]] = [reply[j : j + 8] for j in range(i, i + 8 * n, 8)]
+            i += 8 * n
+            add(StoredUserBytes(consents, feedback, newest_event, newest_ingest, rows))
+        return users
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Delete every key of the user atomically and leave a tombstone; one round trip."""

@@ -26,7 +26,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -378,11 +378,21 @@ class SQLiteStore(SQLiteSchema, SQLiteLedgerMixin):
         return self._guard("read_users", read_all)
 
     def read_users_bytes(
-        self, user_ids: Sequence[str], *, now_ms: int | None = None
+        self,
+        user_ids: Sequence[str],
+        *,
+        now_ms: int | None = None,
+        agents: Collection[str] | None = None,
     ) -> dict[str, StoredUserBytes | None]:
         """`read_users_json`'s rows as the bytes Redis would hold (`StoredUserBytes`: each
-        snippet as `dumps_compact({"text", "expires_at_ms"})`), in one read transaction."""
+        snippet as `dumps_compact({"text", "expires_at_ms"})`), in one read transaction;
+        only `agents` when given."""
         users = self.read_users_json(user_ids, now_ms=now_ms)
+        if agents is not None:
+            keep = set(agents)
+            for user in users.values():
+                if user is not None:
+                    user.agents = {a: v for a, v in user.agents.items() if a in keep}
         return {
             user_id: None if user is None else user.as_bytes() for user_id, user in users.items()
         }

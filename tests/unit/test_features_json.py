@@ -254,3 +254,75 @@ def test_what_is_remembered_across_calls_leaves_freshness_to_each_call() -> None
         fj._TIMES[b"x%d" % n] = b""
     assert snippet(NOW) is not None
     assert len(fj._TIMES) < 10
+
+
+def test_what_is_forgotten_stays_forgotten() -> None:
+    """`forget_stored` (a user deleted) empties the cross-call tables, and a writer made
+    before it (its store read may have fetched the user just before the delete) does not
+    put anything back; by age alone the tables are emptied too (a delete this process did
+    not see)."""
+    import serving.features_json as fj
+
+    agent = [
+        b"momentum",
+        b"1.0.0",
+        b'{"z":{"value":1,"source":"inferred"}}',
+        b"{}",
+        b"5",
+        b"6",
+        b"%d" % (NOW - 1),
+        b'{"text":"Private words.","expires_at_ms":%d}' % (NOW + 1000),
+    ]
+    stored = StoredUserBytes(None, None, None, None, [agent])
+    in_flight = BatchWriter(MANIFESTS, now_ms=NOW)
+    fj.forget_stored()
+    answer = in_flight.batch({"u-1": stored})
+    assert b"Private words." in answer
+    assert not fj._SNIPPETS and not fj._TIMES and not fj._EXPIRIES and not fj._STRINGS
+
+    BatchWriter(MANIFESTS, now_ms=NOW).batch({"u-1": stored})
+    assert fj._SNIPPETS and fj._TIMES
+    fj._born -= fj._CACHE_MAX_AGE_S + 1
+    later = BatchWriter(MANIFESTS, now_ms=NOW)
+    assert not fj._SNIPPETS and not fj._TIMES
+    assert later.batch({"u-1": stored}) == answer
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.tuples(user_writes("u-1"), user_writes("u-1")),
+    st.lists(
+        st.tuples(
+            st.integers(0, 1),
+            st.sampled_from([-(10**9), 0, 30_000, 90_000, 10**9]),
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_a_remembered_answer_is_the_answer_written_afresh(
+    writes: tuple[UserWrite, UserWrite], calls: list[tuple[int, int, bool, bool]]
+) -> None:
+    """Whatever a user's stored bytes, the call's `now_ms`, registry and shadow choice, an
+    answer served from the cross-call tables (`_ANSWERS` above all, ADR 0036) equals the one
+    written with every table emptied first."""
+    import serving.features_json as fj
+
+    states = []
+    for w in writes:
+        store = _stored([w])
+        states.append(store.read_users_bytes(["u-1"], now_ms=NOW)["u-1"])
+        store.close()
+    fj.forget_stored()
+    for state, offset, live_only, shadow in calls:
+        manifests = LIVE if live_only else MANIFESTS
+        users = {"u-1": states[state], "u-2": None}
+        now = NOW + offset
+        kept = BatchWriter(manifests, now_ms=now, include_shadow=shadow).batch(users)
+        saved = (fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS, fj._ANSWERS, fj._born)
+        fj.forget_stored()
+        afresh = BatchWriter(manifests, now_ms=now, include_shadow=shadow).batch(users)
+        fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS, fj._ANSWERS, fj._born = saved
+        assert kept == afresh

@@ -144,6 +144,39 @@ def test_feedback_and_deletion_go_to_the_log(
     assert logged[1]["occurredAt"].startswith(deleted.json()["deleted_at"][:19])
 
 
+def _remembered() -> bytes:
+    """Everything the batch writer's cross-call tables hold, keys and values, as bytes."""
+    import serving.features_json as fj
+
+    tables = (fj._TIMES, fj._STRINGS, fj._EXPIRIES, fj._SNIPPETS, fj._ANSWERS)
+    return repr([list(table.items()) for table in tables]).encode()
+
+
+def test_a_deleted_users_snippet_leaves_the_batch_writers_memory(
+    api: httpx.Client, store: FeatureStore
+) -> None:
+    """Regression (privacy): the batch writer remembered each stored snippet's answer across
+    calls, so a deleted user's text stayed in the API's memory until the table filled up."""
+    seed(store, "u-1")
+    seed(store, "u-2")
+    [stored] = store.read_users_bytes(["u-1"]).values()
+    assert stored is not None
+    times = [t for t in stored.agents[0][4:7]]
+
+    batch = api.post("/v1/features/batch", json={"user_ids": ["u-1", "u-2"]})
+    assert batch.json()["users"]["u-1"]["agents"]["momentum"]["snippet"] is not None
+    assert b"So far today: 6 tasks done." in _remembered()
+
+    assert api.delete("/v1/users/u-1").status_code == 202
+
+    remembered = _remembered()
+    assert b"So far today" not in remembered
+    assert not [t for t in times if t in remembered]
+    again = api.post("/v1/features/batch", json={"user_ids": ["u-1", "u-2"]}).json()
+    assert again["users"]["u-1"] is None
+    assert again["users"]["u-2"]["agents"]["momentum"]["snippet"] is not None
+
+
 def test_features_shape(api: httpx.Client, store: FeatureStore) -> None:
     seed(store)
 

@@ -23,8 +23,13 @@ async def read_features_batch(
     manifests: ManifestsDep,
     now_ms: NowMsDep,
 ) -> Response:
-    users = await guard.call(store.read_users_bytes, body.user_ids, now_ms=now_ms)
+    # Made before the read: a user deleted meanwhile leaves nothing in the cross-call tables
+    # (`forget_stored` replaces the ones this writer fills).
+    writer = BatchWriter(manifests, now_ms=now_ms)
+    # Only the agents the answer can hold (registered, not shadows): Redis reads nothing else.
+    live = [agent_id for agent_id, m in manifests.items() if m.shadows is None]
+    users = await guard.call(store.read_users_bytes, body.user_ids, now_ms=now_ms, agents=live)
     # Spliced from the stored bytes (serving/features_json.py): what `BatchOut` documents,
     # without decoding or re-validating what the store's write path wrote (ADR 0025, 0027).
-    answer = BatchWriter(manifests, now_ms=now_ms).batch(users)
+    answer = writer.batch(users)
     return Response(answer, media_type="application/json")

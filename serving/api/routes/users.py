@@ -31,6 +31,7 @@ from serving.api.models import (
     SnippetOut,
     iso_ms,
 )
+from serving.features_json import forget_stored
 from serving.tips import eligible_agents, is_fresh
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,13 @@ async def delete_user(
     # then keeps the user deleted through any refill or replay; the event makes the flow
     # drop its state (and every event up to now_ms, also on replay). Neither must be lost,
     # so both are confirmed; a retry of the whole call is harmless.
-    await guard.call(store.delete_user, user_id, deleted_at_ms=now_ms)
+    try:
+        await guard.call(store.delete_user, user_id, deleted_at_ms=now_ms)
+    finally:
+        # The batch writer's cross-call tables hold snippet texts and times without user ids:
+        # emptied whole, after the store's delete (a batch read made before it fills tables
+        # of its own, dropped with it). Even when the delete failed: it may have applied.
+        forget_stored()
     event = events.user_deleted(user_id, now_ms)
     try:
         if tombstones is not None:
