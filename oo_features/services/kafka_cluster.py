@@ -53,7 +53,14 @@ from oo_features.services.processes import (
     _tail,
     _terminate,
 )
-from oo_features.services.state import HOST, STOP_TIMEOUT_S, ServicesError, ServiceStatus, _locked
+from oo_features.services.state import (
+    HOST,
+    STOP_TIMEOUT_S,
+    ServicesError,
+    ServiceStatus,
+    _locked,
+    _ports_locked,
+)
 from oo_features.services.tls import make_certificates
 
 log = logging.getLogger(__name__)
@@ -250,7 +257,7 @@ def up(
 ) -> KafkaCluster:
     """Start the brokers not running, wait for all three, create the engine's topics."""
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
+    with _locked(root), _ports_locked():
         data = _load(root)
         alive = {
             n: data is not None and _is_ours(data["brokers"][str(n)].get("pid"), _marker(root, n))

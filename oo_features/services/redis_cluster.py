@@ -41,7 +41,7 @@ from oo_features.services.processes import (
     _terminate,
 )
 from oo_features.services.redis_node import _redis_binary, _redis_marker, redis_argv
-from oo_features.services.state import HOST, STOP_TIMEOUT_S, ServicesError, _locked
+from oo_features.services.state import HOST, STOP_TIMEOUT_S, ServicesError, _locked, _ports_locked
 
 __all__ = ["NODES", "ClusterNode", "down", "master_of", "status", "store_url", "up"]
 
@@ -202,7 +202,7 @@ def up(root: Path, *, base_port: int | None = None, echo: Callable[[str], None] 
     """
     root = Path(root).resolve()
     _dir(root).mkdir(parents=True, exist_ok=True)
-    with _locked(root):
+    with _locked(root), _ports_locked():
         state = _load(root)
         if not state or (base_port is not None and state["ports"][0] != base_port):
             if state and any(_is_ours(p, _redis_marker(port)) for port, p in _pids(state)):

@@ -53,6 +53,7 @@ from oo_features.services.state import (
     _initial_state,
     _load_state,
     _locked,
+    _ports_locked,
     _save_state,
     state_dir,
 )
@@ -73,7 +74,7 @@ def up(
     """
     root = state_dir(directory)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
+    with _locked(root), _ports_locked():
         state = _load_state(root) or _initial_state()
         kafka_alive = _is_ours(state.kafka_pid, _kafka_marker(root))
         redis_alive = _is_ours(state.redis_pid, _redis_marker(state.redis_port))

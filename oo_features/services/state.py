@@ -2,7 +2,9 @@
 
 Contract: `state_dir` resolves the folder (explicit, else `$OO_SERVICES_DIR`, else
 `./.oo/services`); `_load_state` / `_save_state` read and atomically replace `services.json`;
-`_locked` holds an flock on `lock` so two `up`s never both start a service. A state file that
+`_locked` holds an flock on `lock` so two `up`s never both start a service; `_ports_locked`
+holds one for the whole machine, from choosing free ports until the services started on them
+have bound them, so that `up`s in two state folders never pick the same ones. A state file that
 cannot be read raises `ServicesError` naming the file.
 """
 
@@ -12,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +27,8 @@ DEFAULT_KAFKA_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
 DEFAULT_REDIS_PORT = 16379
 STOP_TIMEOUT_S = 30.0
+PORTS_LOCK = Path(tempfile.gettempdir()) / "oo-services-ports.lock"
+"""The machine-wide lock of `_ports_locked` (every state folder's `up` takes it)."""
 
 
 class ServicesError(RuntimeError):
@@ -147,6 +152,20 @@ def _endpoints(root: Path, state: ServicesState) -> Endpoints:
 def _locked(root: Path) -> Iterator[None]:
     # Two `up`s at once (two terminals, two test sessions) must not both start a broker.
     with open(root / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _ports_locked() -> Iterator[None]:
+    """Held from choosing free ports until the services on them are up. A port is free only
+    until someone binds it: two `up`s in two state folders at once (`make test` beside `make
+    chaos`, two worktrees) both found the same ports free before either broker had bound them,
+    and the second broker died on "Address already in use"."""
+    with open(PORTS_LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -137,3 +137,51 @@ def test_up_status_down_in_a_separate_state_dir(services: Services, tmp_path: Pa
     assert not any(s.running or s.healthy for s in oo_services.status(state_dir))
     # The session's own services are untouched.
     assert oo_services.running_endpoints(services.state_dir) is not None
+
+
+def test_two_state_dirs_started_at_once_get_ports_of_their_own(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `up`s in two fresh state folders at the same moment (say `make test` and `make
+    chaos` started together): both see the same free ports before either broker binds them.
+    Each must still come up, on ports of its own. The ports both would try first are free
+    ports chosen here (the session's services hold the defaults)."""
+    import threading
+
+    from oo_features.services import single
+    from oo_features.services.processes import _any_free_port
+    from oo_features.services.state import ServicesState
+
+    first = _any_free_port(set())
+    ports = (first, _any_free_port({first}))
+    redis_port = _any_free_port(set(ports))
+    monkeypatch.setattr(
+        single,
+        "_initial_state",
+        lambda: ServicesState(kafka_port=ports[0], controller_port=ports[1], redis_port=redis_port),
+    )
+    dirs = [tmp_path / f"race-{n}" for n in (1, 2)]
+    results: dict[int, object] = {}
+
+    def start(n: int) -> None:
+        try:
+            results[n] = oo_services.up(dirs[n])
+        except Exception as exc:  # reported below, with which one failed
+            results[n] = exc
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in (0, 1)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(240)
+        failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
+        assert not failed, failed
+        one, two = (results[0], results[1])
+        assert one.kafka_bootstrap != two.kafka_bootstrap  # type: ignore[attr-defined]
+        assert one.redis_url != two.redis_url  # type: ignore[attr-defined]
+        for state_dir in dirs:
+            assert all(s.running and s.healthy for s in oo_services.status(state_dir))
+    finally:
+        for state_dir in dirs:
+            oo_services.down(state_dir)
