@@ -46,6 +46,20 @@ params = st.dictionaries(
 times = st.integers(min_value=0, max_value=NOW + 10**10)
 
 
+def momentum_row(snippet: bytes, event_time: bytes = b"5") -> list[bytes]:
+    """A stored `momentum` row as the store's readers give it (bytes per field)."""
+    return [
+        b"momentum",
+        b"1.0.0",
+        b'{"z":{"value":1,"source":"inferred"}}',
+        b"{}",
+        event_time,
+        b"6",
+        b"%d" % (NOW - 1),
+        snippet,
+    ]
+
+
 @st.composite
 def agent_writes(draw: st.DrawFn, agent_id: str) -> AgentWrite:
     return AgentWrite(
@@ -181,16 +195,7 @@ def test_a_non_finite_stored_value_takes_the_model_path() -> None:
 def test_stored_values_of_another_shape_are_rendered_exactly() -> None:
     """Times that are not plain integer digits go through the model path; a snippet stored in
     another shape is parsed and encoded again (neither is what the store's writer writes)."""
-    agent = [
-        b"momentum",
-        b"1.0.0",
-        b'{"z":{"value":1,"source":"inferred"}}',
-        b"{}",
-        b"0005",
-        b"6",
-        b"%d" % (NOW - 1),
-        b'{"expires_at_ms":%d,"text":"Go \\"on\\"."}' % (NOW + 1000),
-    ]
+    agent = momentum_row(b'{"expires_at_ms":%d,"text":"Go \\"on\\"."}' % (NOW + 1000), b"0005")
     stored = StoredUserBytes(None, None, None, None, [agent])
     model = features_out(stored.decoded("u-1", NOW).parsed(), MANIFESTS, now_ms=NOW)
     answer = json.loads(features_json("u-1", stored, MANIFESTS, now_ms=NOW))
@@ -226,16 +231,7 @@ def test_what_is_remembered_across_calls_leaves_freshness_to_each_call() -> None
     import serving.features_json as fj
 
     expires = NOW + 1000
-    agent = [
-        b"momentum",
-        b"1.0.0",
-        b'{"z":{"value":1,"source":"inferred"}}',
-        b"{}",
-        b"5",
-        b"6",
-        b"%d" % (NOW - 1),
-        b'{"text":"Go on.","expires_at_ms":%d}' % expires,
-    ]
+    agent = momentum_row(b'{"text":"Go on.","expires_at_ms":%d}' % expires)
     stored = StoredUserBytes(None, None, None, None, [agent])
 
     def snippet(now_ms: int) -> Any:
@@ -263,16 +259,7 @@ def test_what_is_forgotten_stays_forgotten() -> None:
     not see)."""
     import serving.features_json as fj
 
-    agent = [
-        b"momentum",
-        b"1.0.0",
-        b'{"z":{"value":1,"source":"inferred"}}',
-        b"{}",
-        b"5",
-        b"6",
-        b"%d" % (NOW - 1),
-        b'{"text":"Private words.","expires_at_ms":%d}' % (NOW + 1000),
-    ]
+    agent = momentum_row(b'{"text":"Private words.","expires_at_ms":%d}' % (NOW + 1000))
     stored = StoredUserBytes(None, None, None, None, [agent])
     in_flight = BatchWriter(MANIFESTS, now_ms=NOW)
     fj.forget_stored()
