@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow_loops import _events  # noqa: E402
+from bench.flow_loops import preload  # noqa: E402
 from bench.flow_run import _flow_cmd  # noqa: E402
 from connectors import topics  # noqa: E402
 from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
@@ -67,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex[:8]
     prefix, empty = f"bab{run}.", f"bab{run}empty."
     try:
-        producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
-        for event in _events(args.events, args.users, args.seed):
-            producer.publish(event, validate=False)
-        assert producer.flush().published == args.events
-        producer.close()
-        ensure_topics(bootstrap, [prefix + topics.DEADLETTER], 4)
+        preload(bootstrap, prefix, args.events, args.users, args.seed)
         EventProducer(bootstrap=bootstrap, topic_prefix=empty).close()
         ensure_topics(bootstrap, [empty + topics.DEADLETTER], 4)
         fixed = {

@@ -35,6 +35,19 @@ def _events(n: int, users: int, seed: int) -> Iterator[Any]:
     return itertools.islice(generate_events(users, days, seed), n)
 
 
+def preload(bootstrap: str, prefix: str, n: int, users: int, seed: int) -> None:
+    """Publish `n` generator events of `users` users to the topics under `prefix` (checked
+    to be all published) and create its dead-letter topic: the input of a flow A/B run."""
+    from connectors.kafka import EventProducer, ensure_topics
+
+    producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
+    for event in _events(n, users, seed):
+        producer.publish(event, validate=False)
+    assert producer.flush().published == n
+    producer.close()
+    ensure_topics(bootstrap, [prefix + topics.DEADLETTER], 4)
+
+
 def _consumer(bootstrap: str, prefix: str) -> tuple[Consumer, int]:
     """One consumer assigned to every partition of both event topics, from the beginning."""
     consumer = Consumer(

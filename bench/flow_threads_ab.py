@@ -27,10 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flow_loops import _events  # noqa: E402
+from bench.flow_loops import preload  # noqa: E402
 from bench.flow_run import _flow_cmd  # noqa: E402
-from connectors import topics  # noqa: E402
-from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from oo_features import services as oo_services  # noqa: E402
 from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
@@ -86,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"bth{run}."
     rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
     try:
-        producer = EventProducer(bootstrap=bootstrap, topic_prefix=prefix)
-        for event in _events(args.events, args.users, args.seed):
-            producer.publish(event, validate=False)
-        assert producer.flush().published == args.events
-        producer.close()
-        ensure_topics(bootstrap, [prefix + topics.DEADLETTER], 4)
+        preload(bootstrap, prefix, args.events, args.users, args.seed)
         names = list(trees)
         with tempfile.TemporaryDirectory() as tmp:
             launcher = Path(tmp) / "launch.py"
