@@ -123,7 +123,7 @@ def main() -> int:
         "--loop",
         action="store_true",
         help="issue 12 only: POST /v1/features/batch of 100 users at 20/s, then the tip "
-        "ledger's cost on POST /v1/recommend at 200/s (bench/serve_ledger.py: this API "
+        "ledger's cost on POST /v1/recommend at 200/s (bench/serve_ledger.py: a fresh API "
         "with the ledger on against two with OO_LEDGER_RETENTION_DAYS=0, one of them the "
         "control, in many short interleaved phases)",
     )

@@ -196,7 +196,7 @@ def loop_phases(
     run: Any,
 ) -> dict[str, Any]:
     """Batch of 100 at 20/s (with a /health baseline); then recommend at `args.ledger_rate`
-    on this API (ledger on) and on two with the ledger off (`bench.serve_ledger`)."""
+    on three fresh APIs, one with the ledger on and two with it off (`bench.serve_ledger`)."""
     from bench.serve_ledger import ledger_phases
 
     out: dict[str, Any] = {}
@@ -205,18 +205,22 @@ def loop_phases(
     out["batch_20"] = run("batch", 20, args.duration)
     if args.rounds == 0:
         return out
+    # Three fresh APIs, started and warmed up alike, so that the arms differ in their
+    # configuration only (not in what the batch phases left in one process's heap).
     off_env = {**env, "OO_LEDGER_RETENTION_DAYS": "0"}
     apis: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        urls, pids = {"on": base}, {"on": api.pid}
-        for arm in ("off", "ctl"):
+        urls, pids = {}, {}
+        for arm in ("on", "off", "ctl"):
             port = free_port()
-            apis[arm] = start_api(off_env, port, tmp / f"api-ledger-{arm}.log")
+            arm_env = env if arm == "on" else off_env
+            apis[arm] = start_api(arm_env, port, tmp / f"api-ledger-{arm}.log")
             urls[arm], pids[arm] = f"http://127.0.0.1:{port}", apis[arm].pid
+        for arm in ("on", "off", "ctl"):
             run("recommend", 100, 3, url=urls[arm], pid=pids[arm])  # warm-up
 
         def ledger_cpu_s() -> tuple[float, float, float, float]:
-            m = scrape(base)
+            m = scrape(urls["on"])
             return (
                 m.get("oo_ledger_worker_batch_cpu_seconds_sum", 0.0),
                 m.get("oo_ledger_worker_tips_total", 0.0),

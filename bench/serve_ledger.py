@@ -1,9 +1,10 @@
 """`bench/serve.py --loop`'s tip-ledger phases: what the ledger adds to `POST /v1/recommend`
 p99, measured finely enough to resolve a millisecond (issue 12; ADR 0040).
 
-Three API processes of the same tree answer recommends: "on" (the ledger on), "off" and
-"ctl" (both with `OO_LEDGER_RETENTION_DAYS=0`: "ctl" is the same-config control, so "ctl -
-off" shows what two identical APIs differ by in this very run). The load runs in many short
+Three API processes of the same tree, started fresh for these phases and warmed up alike,
+answer recommends: "on" (the ledger on), "off" and "ctl" (both with
+`OO_LEDGER_RETENTION_DAYS=0`: "ctl" is the same-config control, so "ctl - off" shows what two
+identical APIs differ by in this very run). The load runs in many short
 phases (`--ledger-phase-s`, 2 s by default): `--ledger-blocks` blocks, each one phase of
 every arm, in the 6 orders of the three arms in turn, so every arm runs equally often before
 and after every other one and the machine's slow drift falls on all arms alike.
