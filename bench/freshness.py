@@ -136,6 +136,8 @@ def main() -> None:
         print(f"seeded in {seed_s:.1f} s")
 
         store = open_store(args.store_url, key_prefix=key_prefix)
+        server = redis.Redis.from_url(args.store_url)
+        server.config_resetstat()
         direct = []
         for i in range(50 + args.requests):
             t = time.perf_counter()
@@ -150,7 +152,18 @@ def main() -> None:
             f"stale {summary.stale_users}  lag samples "
             f"{ {a: s.samples for a, s in summary.lag.items()} }"
         )
-        print(f"store.freshness_summary (one script call): {percentiles(direct)}")
+        print(f"store.freshness_summary (in this process): {percentiles(direct)}")
+        # Redis's own time per command of the summary (ADR 0040: no step may hold the
+        # single-threaded server long; a request's read waits behind the longest one).
+        stats = server.info("commandstats")
+        server.close()
+        for name in ("cmdstat_evalsha", "cmdstat_xrevrange"):
+            if name in stats:
+                got = stats[name]
+                print(
+                    f"  Redis {name[8:]}: {got['calls'] / (50 + args.requests):.1f} a summary, "
+                    f"{got['usec_per_call']:.1f} us of server time each"
+                )
 
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("OO_")}

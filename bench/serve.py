@@ -123,10 +123,29 @@ def main() -> int:
         "--loop",
         action="store_true",
         help="issue 12 only: POST /v1/features/batch of 100 users at 20/s, then the tip "
-        "ledger's cost on POST /v1/recommend at 200/s (a second API with "
-        "OO_LEDGER_RETENTION_DAYS=0, phases interleaved in ABBA order, --rounds times)",
+        "ledger's cost on POST /v1/recommend at 200/s (bench/serve_ledger.py: a fresh API "
+        "with the ledger on against two with OO_LEDGER_RETENTION_DAYS=0, one of them the "
+        "control, in many short interleaved phases)",
     )
-    ap.add_argument("--rounds", type=int, default=3, help="--loop: off/on pairs (default 3)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="--loop: 0 skips the ledger phases (bench/serve_ab.py); any other value runs them",
+    )
+    ap.add_argument(
+        "--ledger-blocks",
+        type=int,
+        default=18,
+        help="--loop: blocks of ledger phases, one phase of each of the three APIs a block "
+        "(default 18: each of the 6 orders 3 times)",
+    )
+    ap.add_argument(
+        "--ledger-phase-s",
+        type=float,
+        default=2.0,
+        help="--loop: seconds of each ledger phase (default 2)",
+    )
     ap.add_argument(
         "--ledger-rate", type=float, default=200.0, help="--loop: recommend rate (default 200/s)"
     )
@@ -190,11 +209,23 @@ def main() -> int:
         api = start_api(env, port, tmp / "api.log", args.profile)
         print(f"API pid {api.pid} on {base}; peer {peer_url}; log {tmp / 'api.log'}")
 
-        def run(kind: str, rate: float, duration: float, url: str = base) -> dict[str, Any]:
-            c0 = cpu_s(api.pid)
-            r = phase(url, kind, rate, duration, ids, token, args.procs, args.conns, args.client)
-            r["api_cpu_ms_per_req"] = (cpu_s(api.pid) - c0) * 1000 / max(1, r["scheduled"])
-            print("  " + show(r), flush=True)
+        def run(
+            kind: str,
+            rate: float,
+            duration: float,
+            url: str = base,
+            pid: int | None = None,
+            keep_lat: bool = False,
+        ) -> dict[str, Any]:
+            """One phase against `url`; CPU per request of the process `pid` (the API)."""
+            pid = api.pid if pid is None else pid
+            c0 = cpu_s(pid)
+            r = phase(
+                url, kind, rate, duration, ids, token, args.procs, args.conns, args.client, keep_lat
+            )
+            r["api_cpu_ms_per_req"] = (cpu_s(pid) - c0) * 1000 / max(1, r["scheduled"])
+            if not keep_lat:
+                print("  " + show(r), flush=True)
             return r
 
         print("warm-up (discarded)")

@@ -195,58 +195,68 @@ def loop_phases(
     api: subprocess.Popen[bytes],
     run: Any,
 ) -> dict[str, Any]:
-    """Batch of 100 at 20/s (with a /health baseline); then recommend at 200/s on this API
-    (ledger on) and on a second one with the ledger off, interleaved `args.rounds` times in
-    ABBA order."""
+    """Batch of 100 at 20/s (with a /health baseline); then recommend at `args.ledger_rate`
+    on three fresh APIs, one with the ledger on and two with it off (`bench.serve_ledger`)."""
+    from bench.serve_ledger import ledger_phases
+
     out: dict[str, Any] = {}
     print("L1. POST /v1/features/batch, 100 users, 20/s")
     out["health_20"] = run("health", 20, args.duration)
     out["batch_20"] = run("batch", 20, args.duration)
     if args.rounds == 0:
         return out
-    port = free_port()
+    # Three fresh APIs, started and warmed up alike, so that the arms differ in their
+    # configuration only (not in what the batch phases left in one process's heap).
     off_env = {**env, "OO_LEDGER_RETENTION_DAYS": "0"}
-    off = start_api(off_env, port, tmp / "api-ledger-off.log")
-    off_base = f"http://127.0.0.1:{port}"
+    apis: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        run("recommend", 100, 3, url=off_base)  # warm-up
-        print(f"L2. POST /v1/recommend {args.ledger_rate}/s, ledger off / on, interleaved")
-        pairs = []
-        rate = args.ledger_rate
-        for i in range(args.rounds):
-            # ABBA: off first in even rounds, on first in odd ones, so that neither arm
-            # always runs right after the other (what one leaves behind, e.g. the broker
-            # still writing its TipShown events, would always fall on the same arm).
-            arms: dict[str, Any] = {}
-            for arm in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                if arm == "off":
-                    c0 = cpu_s(off.pid)
-                    arms[arm] = run("recommend", rate, args.duration, url=off_base)
-                    per_req = (cpu_s(off.pid) - c0) * 1000 / max(1, arms[arm]["scheduled"])
-                    arms[arm]["api_cpu_ms_per_req"] = per_req
-                else:
-                    arms[arm] = run("recommend", rate, args.duration)
-            r_off, r_on = arms["off"], arms["on"]
-            pairs.append({"off": r_off, "on": r_on})
-            print(
-                f"  round {i + 1}: p99 off {r_off['p99']:.2f} ms, on {r_on['p99']:.2f} ms; API CPU "
-                f"per request off {r_off['api_cpu_ms_per_req']:.2f} ms, "
-                f"on {r_on['api_cpu_ms_per_req']:.2f} ms"
+        urls, pids = {}, {}
+        for arm in ("on", "off", "ctl"):
+            port = free_port()
+            arm_env = env if arm == "on" else off_env
+            apis[arm] = start_api(arm_env, port, tmp / f"api-ledger-{arm}.log")
+            urls[arm], pids[arm] = f"http://127.0.0.1:{port}", apis[arm].pid
+        for arm in ("on", "off", "ctl"):
+            run("recommend", 100, 3, url=urls[arm], pid=pids[arm])  # warm-up
+
+        def ledger_cpu_s() -> tuple[float, float, float, float]:
+            m = scrape(urls["on"])
+            return (
+                m.get("oo_ledger_worker_batch_cpu_seconds_sum", 0.0),
+                m.get("oo_ledger_worker_tips_total", 0.0),
+                m.get("oo_ledger_worker_batch_cpu_seconds_count", 0.0),
+                m.get('oo_ledger_worker_batch_cpu_seconds_bucket{le="0.001"}', 0.0),
             )
-        out["ledger_pairs"] = pairs
-        med = statistics.median
-        p99_off = med(p["off"]["p99"] for p in pairs)
-        p99_on = med(p["on"]["p99"] for p in pairs)
-        out["ledger_p99_median_off_on"] = (p99_off, p99_on)
+
+        print(
+            f"L2. POST /v1/recommend {args.ledger_rate:.0f}/s: ledger on / off / off (control), "
+            f"{args.ledger_blocks} blocks of {args.ledger_phase_s:g} s phases"
+        )
+        out["ledger"] = ledger_phases(
+            rate=args.ledger_rate,
+            blocks=args.ledger_blocks,
+            phase_s=args.ledger_phase_s,
+            urls=urls,
+            pids=pids,
+            run=run,
+            ledger_cpu_s=ledger_cpu_s,
+        )
+        d = out["ledger"]["ledger"]
         print(
             f"summary: batch p99 {out['batch_20']['p99']:.2f} ms (health baseline p99 "
-            f"{out['health_20']['p99']:.2f}); recommend p99 median off {p99_off:.2f} ms, on "
-            f"{p99_on:.2f} ms, ledger adds {p99_on - p99_off:+.2f} ms"
+            f"{out['health_20']['p99']:.2f}); the ledger adds {d['p99_diff_ms']:+.2f} ms to "
+            f"recommend p99 (95 % CI over blocks {d['ci95_blocks'][0]:+.2f} to "
+            f"{d['ci95_blocks'][1]:+.2f}; median of per-block differences "
+            f"{d['median_block_diff_ms']:+.2f}); the control differs by "
+            f"{out['ledger']['control']['p99_diff_ms']:+.2f} ms (median of per-block "
+            f"differences {out['ledger']['control']['median_block_diff_ms']:+.2f})"
         )
     finally:
-        off.send_signal(signal.SIGTERM)
-        try:
-            off.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            off.kill()
+        for proc in apis.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in apis.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return out

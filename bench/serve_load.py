@@ -250,7 +250,9 @@ def phase(
     procs: int,
     conns: int,
     client: str = "raw",
+    keep_lat: bool = False,
 ) -> dict[str, Any]:
+    """One open-loop phase's figures; with `keep_lat`, also every request's latency ("lat")."""
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     start_wall = time.time() + 0.5 + 0.2 * procs
@@ -289,7 +291,7 @@ def phase(
             statuses[k] = statuses.get(k, 0) + v
     scheduled = sum(p["scheduled"] for p in parts)
     ok = statuses.get("200", 0)
-    return {
+    out = {
         "kind": kind,
         "rate": rate,
         "duration": duration,
@@ -305,6 +307,9 @@ def phase(
         "lag_p99": pct(lag, 99),
         "lag_max": max(lag or [0]),
     }
+    if keep_lat:
+        out["lat"] = lat
+    return out
 
 
 def show(r: dict[str, Any]) -> str:

@@ -118,9 +118,11 @@ class _LedgerWorker(_Worker):
         on_dropped: Callable[[str], None],
         record: Callable[[list[tuple[LedgerEntry, int]]], None],
         linger_s: float,
+        on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
         self._record = record
         self._linger_s = linger_s
+        self._on_batch = on_batch
         super().__init__(name, capacity=capacity, on_dropped=on_dropped)
 
     def put_tip(self, tip: _TipRecord) -> None:
@@ -147,7 +149,11 @@ class _LedgerWorker(_Worker):
                     stop = True
                     break
                 batch.append(item)
+            cpu = time.thread_time()
             self._run_batch(batch)
+            if self._on_batch is not None:
+                tips = sum(1 for _, job in batch if isinstance(job, _TipRecord))
+                self._on_batch(time.thread_time() - cpu, tips)
             if stop:
                 return
 
@@ -210,7 +216,12 @@ class AfterResponse:
                 store, tips, retention_ms=ledger_retention_ms, metrics=metrics
             ),
             linger_s=ledger_linger_s,
+            on_batch=self._count_ledger_work,
         )
+
+    def _count_ledger_work(self, cpu_s: float, tips: int) -> None:
+        self._metrics.ledger_worker_cpu.observe(cpu_s)
+        self._metrics.ledger_worker_tips.inc(tips)
 
     @property
     def ledger_on(self) -> bool:

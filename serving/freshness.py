@@ -6,9 +6,9 @@ engine took (`computed_at - ingest_time`), *age* how old what we serve is
 (0 when it is up to date). An agent's *compliance* is the share of active users whose
 staleness is below the agent's `freshness_sla_seconds`; it *breaches* below the objective.
 
-`FreshnessMonitor.check` asks the store for a summary (one script call on Redis), records a
-history point, sets the Prometheus gauges and the breaching set that `/ready` and
-`GET /v1/freshness` report. It reads only; it never changes what is served.
+`FreshnessMonitor.check` asks the store for a summary (on Redis one short script call and a few
+bounded reads, ADR 0040), records a history point, sets the Prometheus gauges and the
+breaching set that `/ready` and `GET /v1/freshness` report. It reads only; it never changes what is served.
 """
 
 from __future__ import annotations

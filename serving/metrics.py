@@ -17,6 +17,10 @@ Series (labels in braces):
 - `oo_events_failed_total{kind}`: feedback or deletion events the sink could not deliver;
 - `oo_ledger_failed_total{what}`: tips or reactions (`tip`, `reaction`) not recorded in the
   tip ledger (store away);
+- `oo_ledger_worker_batch_cpu_seconds` (histogram, one sample per batch) and
+  `oo_ledger_worker_tips_total`: CPU time of the tip ledger's worker thread (building and
+  recording entries, off the request path, but holding the GIL meanwhile) and the tips it
+  handled, so the ledger's own cost per tip and per batch can be read off a running API;
 - `oo_freshness_compliance{agent}`: share of active users within the agent's freshness SLA,
   `oo_freshness_breaching{agent}` (1 while below `OO_FRESHNESS_OBJECTIVE`) and
   `oo_freshness_lag_p99_ms{agent}`, set by the background freshness check;
@@ -76,6 +80,17 @@ class Metrics:
             "oo_ledger_failed",
             "Tips or reactions not recorded in the tip ledger, by what.",
             ["what"],
+            registry=self.registry,
+        )
+        self.ledger_worker_cpu = Histogram(
+            "oo_ledger_worker_batch_cpu_seconds",
+            "CPU time of the tip ledger's worker thread per batch it records.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+            registry=self.registry,
+        )
+        self.ledger_worker_tips = Counter(
+            "oo_ledger_worker_tips",
+            "Tips handled by the tip ledger's worker thread (recorded or failed).",
             registry=self.registry,
         )
         self.tips = Counter(

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from connectors.store import RedisStore, UserWrite
-from connectors.store.base import LAG_SAMPLES_PER_WRITE, nearest_rank
+from connectors.store.base import (
+    LAG_SAMPLES_PER_WRITE,
+    LAG_SAMPLES_READ,
+    LagStats,
+    nearest_rank,
+)
+from connectors.store.redis_freshness import LAG_ENTRIES_PER_STEP
 from tests.integration.test_store import T0, Backend, agent, user
 from tests.integration.test_store import backend as backend  # a fixture
 from tests.integration.test_store import redis_backend as redis_backend  # a fixture
@@ -172,14 +178,37 @@ def test_deletion_leaves_no_freshness_trace(backend: Backend) -> None:
                 assert backend.raw.zrange(key, 0, -1) == [], key
 
 
-def test_summary_and_stamp_are_one_round_trip_each(
+def test_summary_holds_redis_only_in_short_steps(
     redis_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """ADR 0040: one script call for the counts, then the lag samples in XREVRANGE steps of
+    bounded length; no step sorts or parses samples inside Redis."""
     backend = redis_backend
     s = backend.store
     assert isinstance(s, RedisStore)
     s.stamp_ingest({"u1": T0})
     summary(backend, T0)  # loads the script
+    sent: list[tuple[Any, ...]] = []
+    original = s._r.execute_command
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        sent.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(s._r, "execute_command", recording)
+    summary(backend, T0)
+    monkeypatch.undo()
+    names = [str(a[0]).upper() for a in sent]
+    assert names[0] == "EVALSHA" and names.count("EVALSHA") == 1
+    assert names[1:] == ["XREVRANGE"] * len(SLA)
+    for args in sent[1:]:
+        assert int(args[-1]) <= LAG_ENTRIES_PER_STEP  # COUNT
+
+
+def test_stamp_is_one_round_trip(redis_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    s.stamp_ingest({"u1": T0})
     conn_class = s._r.connection_pool.connection_class
     original = conn_class.send_packed_command
     calls: list[int] = []
@@ -189,10 +218,45 @@ def test_summary_and_stamp_are_one_round_trip_each(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(conn_class, "send_packed_command", counting)
-    summary(backend, T0)
     s.stamp_ingest({f"u{i}": T0 + i for i in range(500)})
     monkeypatch.undo()
-    assert len(calls) == 2
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [LAG_SAMPLES_PER_WRITE] * 40,  # full entries: the first step suffices
+        [1] * 5_200,  # one sample an entry: several steps, the last one capped
+        [(i * 37) % LAG_SAMPLES_PER_WRITE + 1 for i in range(120)],  # mixed; crosses mid-entry
+        [3] * 10,  # fewer samples than kept: all of them
+    ],
+    ids=["full", "single", "mixed", "few"],
+)
+def test_lag_steps_read_what_one_script_read(redis_backend: Backend, sizes: list[int]) -> None:
+    """The lag percentiles read in steps are those of the rule the summary always had: whole
+    stream entries in the window, newest first, until at least `LAG_SAMPLES_READ` samples."""
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    raw = redis_backend.raw
+    key = s._lag_prefix + "fast"
+    now = int(time.time() * 1000)
+    raw.xadd(key, {"l": "999999"}, id=f"{now - 2 * HOUR}-0")  # outside the window
+    pipe = raw.pipeline(transaction=False)
+    value = 0
+    for n, size in enumerate(sizes):
+        lags = [(value + 7919 * k) % 100_003 for k in range(size)]
+        value += size
+        pipe.xadd(key, {"l": ",".join(map(str, lags))}, id=f"{now - HOUR + 1_000 + n}-0")
+    pipe.execute()
+    expected: list[int] = []
+    for _entry_id, fields in raw.xrevrange(key, "+", now - HOUR + 1):
+        expected += map(int, fields["l"].split(","))
+        if len(expected) >= LAG_SAMPLES_READ:
+            break
+    expected.sort()
+    got = summary(redis_backend, now + 1).lag["fast"]
+    assert got == LagStats(len(expected), nearest_rank(expected, 0.5), nearest_rank(expected, 0.99))
 
 
 def test_lost_freshness_scripts_are_reloaded(redis_backend: Backend) -> None:

@@ -209,6 +209,25 @@ def test_the_tips_of_a_busy_moment_are_recorded_in_one_round_trip(metrics: Metri
     assert _failed(metrics, "oo_ledger_failed_total", "tip") == 1
 
 
+def test_the_ledger_worker_counts_its_own_work(metrics: Metrics) -> None:
+    """ADR 0040: the worker's CPU per batch and its tips are on /metrics, so a bench can read
+    the ledger's own cost off a running API."""
+    after = AfterResponse(
+        sink=_Sink(),
+        store=cast(Any, _BatchStore()),
+        metrics=metrics,
+        ledger_retention_ms=10**9,
+        ledger_linger_s=1.0,
+    )
+    for i in range(5):
+        after.record_tip(lambda i=i: _entry(f"t{i}"), now_ms=9)
+    after.stop(timeout_s=5)
+    registry = metrics.registry
+    assert registry.get_sample_value("oo_ledger_worker_tips_total") == 5
+    assert registry.get_sample_value("oo_ledger_worker_batch_cpu_seconds_count") == 1
+    assert registry.get_sample_value("oo_ledger_worker_batch_cpu_seconds_sum") is not None
+
+
 class _ImportWatch(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.names: list[str] = []
