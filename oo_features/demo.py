@@ -76,13 +76,25 @@ def _replay_kafka(
 
     from connectors.codec import from_json
     from connectors.kafka import EventProducer
+    from oo_features.errors import CommandError
 
     producer = EventProducer(bootstrap=bootstrap, topic_prefix=topic_prefix)
+    queued = 0
     with event_log.open() as handle:
         for line in handle:
             producer.publish(from_json(line))
-    report = producer.flush(30)
+            queued += 1
+    # Waits while delivery reports keep coming (a loaded broker is slow, not gone), and the
+    # flow runs only over a history Kafka confirmed whole: a demo that went on without some
+    # events would show features of another history than the one it wrote.
+    report = producer.flush()
     producer.close()
+    if report.failed or report.published != queued:
+        event_id, reason = report.failed[0] if report.failed else ("?", "no delivery report")
+        raise CommandError(
+            f"Kafka did not confirm {queued - report.published} of {queued} events "
+            f"(first: {event_id}: {reason}); nothing was computed"
+        )
     _say(f"  published {report.published} events to Kafka at {bootstrap}")
     cmd = [
         sys.executable,
@@ -101,7 +113,7 @@ def _replay_kafka(
     ]
     # 1: some events were rejected (they are in the dead letters); 2: it could not run.
     if subprocess.run(cmd, check=False).returncode not in (0, 1):
-        raise RuntimeError("the flow did not run; see its error above")
+        raise CommandError("the flow did not run; see its error above")
 
 
 def _pick_user(store: Any, user_ids: list[str]) -> str:
