@@ -261,14 +261,22 @@ def _allowed(consents: Mapping[str, bool]) -> set[str]:
     }
 
 
+def _row(
+    version: str, params: Any, extras: Any, snippet: str | None, ttl_seconds: int
+) -> dict[str, Any]:
+    """A row's view of one agent's outputs: the snippet as the store keeps it (an agent whose
+    snippets live no time has none)."""
+    return {
+        "version": version,
+        "params": params,
+        "extras": extras,
+        "snippet": None if snippet is None or ttl_seconds <= 0 else {"text": snippet},
+    }
+
+
 def agent_row(a: AgentWrite) -> dict[str, Any]:
     """The row's view of one agent write (what `row_agents` gives for it)."""
-    return {
-        "version": a.version,
-        "params": a.params,
-        "extras": a.extras,
-        "snippet": None if a.snippet is None or a.ttl_seconds <= 0 else {"text": a.snippet},
-    }
+    return _row(a.version, a.params, a.extras, a.snippet, a.ttl_seconds)
 
 
 def row_agents(state: UserState, allowed: AbstractSet[str]) -> dict[str, dict[str, Any]]:
@@ -284,14 +292,9 @@ def row_agents(state: UserState, allowed: AbstractSet[str]) -> dict[str, dict[st
     live = [agent_id for agent_id in sorted(state.agents) if agent_id in allowed]
     for agent_id, agent, (params, extras, snippet, cold_key) in state.plain_outputs(live):
         manifest = agent.MANIFEST
-        agents[agent_id] = {
-            "version": manifest.version,
-            "params": params if cold_key is None else cold_params(cold_key),
-            "extras": extras,
-            "snippet": (
-                None if snippet is None or manifest.ttl_seconds <= 0 else {"text": snippet}
-            ),
-        }
+        if cold_key is not None:
+            params = cold_params(cold_key)
+        agents[agent_id] = _row(manifest.version, params, extras, snippet, manifest.ttl_seconds)
     return agents
 
 
