@@ -139,6 +139,12 @@ class Pending:
         in memory beyond the base's pickle)."""
         return 0 if self._since is None else len(self._since)
 
+    def forget_base(self) -> None:
+        """Drop the rebuild base and the events held for it (memory): the next `fold` takes a
+        new one (a pickle of the state as it is then)."""
+        self._base = None
+        self._since = None
+
     def rebase(self, pickled: bytes) -> None:
         """Take `pickled` (a pickled tuple whose first item is the state as it is now, e.g. the
         flow's recovery snapshot of `(state, pending)`) as the rebuild base."""
