@@ -18,7 +18,9 @@ exceed it, the users holding the most drop their bases (`Pending.forget_base()`)
 `HELD_AFTER_TRIM` are held, and such a user's next fold takes a new base (a pickle of its
 state, ~85 us; the users dropped first hold the most events, so they were nearest to renewing
 their base anyway). So the events held are at most `HELD_EVENTS` plus one batch of lines;
-one base per user.
+one base per user. A base is renewed after `REBASE_EVENTS` events, never for its age in
+wall-clock seconds (`Pending(renew_aged=False)`): that rule bounds a quiet user in the flow,
+and in a backfill it only made a slow run pickle more.
 
 Failure behaviour: a line that is not a valid event, and an event whose fold raised, is a
 reject (line number and reason) and the other lines go on; the state of a user whose fold
@@ -157,7 +159,7 @@ def backfill(
                 if user is None:
                     user = carried.pop(user_id, None)
                     if user is None:
-                        user = Pending()
+                        user = Pending(renew_aged=False)
                     pending[user_id] = user
                     if user_id not in states:
                         states[user_id] = UserState(user_id)
