@@ -132,8 +132,10 @@ def backfill(
     span = 0 if partition is None else -(span_lines * partition[0] // partition[1])
     held_at_most = 0  # events the rebuild bases may hold: an upper bound, exact after a trim
     with RejectsFile(rejects_file) as rejects:
+        name = str(source)
         for batch in _batches(source):
             now_s = time.time()
+            ingest_ms = int(now_s * 1000)
             per_user: dict[str, list[Accepted]] = {}
             owner: int | None = None
             for line_no, line in batch:
@@ -141,9 +143,7 @@ def backfill(
                     owner = line_owner(line, partition[1])
                     if owner is not None and owner != partition[0]:
                         continue
-                record = decode_line(
-                    str(source), line_no, line, ingest_ms=int(now_s * 1000), now_s=now_s
-                )
+                record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
                 if record is None:
                     continue
                 if partition is not None and not _mine(record, owner, partition):
