@@ -30,10 +30,12 @@ writes the same again).
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +133,7 @@ def backfill(
     # (the stored result does not depend on where spans end).
     span = 0 if partition is None else -(span_lines * partition[0] // partition[1])
     held_at_most = 0  # events the rebuild bases may hold: an upper bound, exact after a trim
-    with RejectsFile(rejects_file) as rejects:
+    with _cyclic_gc_off(), RejectsFile(rejects_file) as rejects:
         name = str(source)
         for batch in _batches(source):
             now_s = time.time()
@@ -185,6 +187,21 @@ def backfill(
         report.writes += _write_span(store, states, written, pending)
     report.users = len(states)
     return report
+
+
+@contextmanager
+def _cyclic_gc_off() -> Iterator[None]:
+    """The cyclic garbage collector off for the run (ADR 0038): what a backfill builds (states,
+    pendings, decoded events) is acyclic and freed by reference counting, and every container
+    it keeps was otherwise scanned once by a young-generation collection (3.5 % of the CPU on a
+    quarter of issue 13's log). A test checks that a backfill leaves no cyclic garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _write_span(

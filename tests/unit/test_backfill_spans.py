@@ -269,3 +269,16 @@ def test_the_events_held_for_rebuilds_stay_within_their_budget(
     assert bounded == unbounded
     assert len(seen) > 5 and sum(pickles.values()) > 0
     assert all(before <= 400 + 100 and after <= 150 for before, after in seen), seen
+
+
+def test_a_backfill_leaves_no_cyclic_garbage(event_log: Path, tmp_path: Path) -> None:
+    # ADR 0038: the backfill runs with the cyclic collector off, which is sound only while what
+    # it builds is freed by reference counting. The log has rejects, duplicates, late events
+    # and a deletion; a failing fold is covered by the test above (a rare path).
+    import gc
+
+    assert gc.isenabled()
+    gc.collect()
+    _run(event_log, tmp_path, "acyclic")
+    assert gc.isenabled(), "the collector is on again after the run"
+    assert gc.collect() == 0
