@@ -110,7 +110,8 @@ def backfill(
     folded and written, and a line that is not an event is a reject of partition 0 only:
     `n` such runs over one file write what one run writes (flows/backfill_processes.py).
     Partition `i`'s first span is `i / n` of a span longer, so the partitions' writes do not
-    all start on the same line.
+    all start on the same line, and its spans need `n * span_lines_per_user` lines read per
+    user touched (it folds about one line in `n`).
     """
     if span_lines < 1:
         raise ValueError(f"span_lines must be >= 1; got {span_lines}")
@@ -133,6 +134,9 @@ def backfill(
     # (the stored result does not depend on where spans end).
     span = 0 if partition is None else -(span_lines * partition[0] // partition[1])
     held_at_most = 0  # events the rebuild bases may hold: an upper bound, exact after a trim
+    # A span counts every line read, but partition i of n folds about 1/n of them: without the
+    # factor, each process of `--processes n` wrote its users n times as often as one process.
+    per_user_lines = span_lines_per_user * (1 if partition is None else partition[1])
     with _cyclic_gc_off(), RejectsFile(rejects_file) as rejects:
         name = str(source)
         for batch in _batches(source):
@@ -175,7 +179,7 @@ def backfill(
             report.lines += len(batch)
             span += len(batch)
             held_at_most += len(batch)
-            if span >= span_lines and span >= span_lines_per_user * len(pending):
+            if span >= span_lines and span >= per_user_lines * len(pending):
                 report.writes += _write_span(store, states, written, pending)
                 carried.update((user_id, user.successor()) for user_id, user in pending.items())
                 pending.clear()

@@ -282,3 +282,21 @@ def test_a_backfill_leaves_no_cyclic_garbage(event_log: Path, tmp_path: Path) ->
     _run(event_log, tmp_path, "acyclic")
     assert gc.isenabled(), "the collector is on again after the run"
     assert gc.collect() == 0
+
+
+def test_a_partition_counts_its_lines_per_user_among_every_line_it_reads(tmp_path: Path) -> None:
+    # `--processes 2`: each process reads every line but folds about half of them; a span of 8
+    # lines a user must not write its users twice as often as one process does.
+    path = _one_completion_log(tmp_path / "many-users.jsonl", 600, 8)
+    writes, users = 0, 0
+    for index in (0, 1):
+        store = open_store(f"sqlite:///{tmp_path / f'part{index}.db'}", key_prefix="t")
+        try:
+            report = backfill(
+                path, store, span_lines=1_000, span_lines_per_user=8, partition=(index, 2)
+            )
+        finally:
+            store.close()
+        writes += report.writes
+        users += report.users
+    assert users == 600 and writes == 600, writes
