@@ -12,11 +12,15 @@ a span costs one `build_write` and one store write. Writes go to the store in ch
 Memory: what a span holds beyond every user's state is one `Pending` per user it touched
 (what changed, and the fold's rebuild base: one pickle of the state plus at most
 `REBASE_EVENTS` events, ADR 0011). When the span is written, each user's rebuild base is
-carried into the next span (`Pending.successor()`) while the events carried stay within
-`CARRY_EVENTS` in all; the others are dropped, and such a user's next fold takes a new base (a
-pickle of its state: ~85 us, once per user per span before ADR 0029, a tenth of the run at
-2,000,000 events of 50,000 users). So the events held are at most `CARRY_EVENTS` plus the
-span's lines, and never more than `REBASE_EVENTS` per user the span touched; one base per user.
+carried into the next span (`Pending.successor()`). The events held by all the rebuild bases,
+carried or not, are bounded by `HELD_EVENTS`, not by when spans end (ADR 0038): once they may
+exceed it, the users holding the most drop their bases (`Pending.forget_base()`) until at most
+`HELD_AFTER_TRIM` are held, and such a user's next fold takes a new base (a pickle of its
+state, ~85 us; the users dropped first hold the most events, so they were nearest to renewing
+their base anyway). So the events held are at most `HELD_EVENTS` plus one batch of lines;
+one base per user. A base is renewed after `REBASE_EVENTS` events, never for its age in
+wall-clock seconds (`Pending(renew_aged=False)`): that rule bounds a quiet user in the flow,
+and in a backfill it only made a slow run pickle more.
 
 Failure behaviour: a line that is not a valid event, and an event whose fold raised, is a
 reject (line number and reason) and the other lines go on; the state of a user whose fold
@@ -26,10 +30,12 @@ writes the same again).
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +48,18 @@ from flows.folding import Pending, Written, build_write
 
 SPAN_LINES = 200_000
 """Lines folded between two writes of the users they touched (ADR 0023), at least."""
-SPAN_LINES_PER_USER = 16
-"""... and at least this many lines per user the span touched (ADR 0030): with many users of
-few events each, a span of `SPAN_LINES` wrote every user after a handful of events, and
-computing a user's outputs costs about as much as thirty folds."""
-CARRY_EVENTS = SPAN_LINES
-"""Events held, in all, by the rebuild bases carried from one span into the next (ADR 0029)."""
+SPAN_LINES_PER_USER = 64
+"""... and at least this many lines per user the span touched (ADR 0030, ADR 0038): with many
+users of few events each, a span of `SPAN_LINES` wrote every user after a handful of events, and
+computing and writing a user's outputs costs about as much as thirty folds. 16 wrote each user
+of issue 13's log (2,000,000 events of 50,000 users) three times; 64 writes each once. What a
+span holds does not grow with its length (`HELD_EVENTS`)."""
+HELD_EVENTS = 600_000
+"""Events held, in all, by the users' rebuild bases (ADR 0011), carried or not, before the
+largest holders drop theirs (ADR 0038; about 1.5 KB an event decoded: ~0.9 GB at most)."""
+HELD_AFTER_TRIM = HELD_EVENTS // 2
+"""... down to this many: a trim scans every user's `Pending`, so it runs at most once per
+`HELD_EVENTS - HELD_AFTER_TRIM` events folded."""
 WRITE_CHUNK = 500
 """Users per `write_batch` call: one SQLite transaction / one Redis pipeline each. Small enough
 that `--processes N` sharing one SQLite file never hold its writer lock for long (the store's
@@ -98,7 +110,8 @@ def backfill(
     folded and written, and a line that is not an event is a reject of partition 0 only:
     `n` such runs over one file write what one run writes (flows/backfill_processes.py).
     Partition `i`'s first span is `i / n` of a span longer, so the partitions' writes do not
-    all start on the same line.
+    all start on the same line, and its spans need `n * span_lines_per_user` lines read per
+    user touched (it folds about one line in `n`).
     """
     if span_lines < 1:
         raise ValueError(f"span_lines must be >= 1; got {span_lines}")
@@ -120,9 +133,15 @@ def backfill(
     # sharing one SQLite file then take its writer lock in turn, not all at the same line
     # (the stored result does not depend on where spans end).
     span = 0 if partition is None else -(span_lines * partition[0] // partition[1])
-    with RejectsFile(rejects_file) as rejects:
+    held_at_most = 0  # events the rebuild bases may hold: an upper bound, exact after a trim
+    # A span counts every line read, but partition i of n folds about 1/n of them: without the
+    # factor, each process of `--processes n` wrote its users n times as often as one process.
+    per_user_lines = span_lines_per_user * (1 if partition is None else partition[1])
+    with _cyclic_gc_off(), RejectsFile(rejects_file) as rejects:
+        name = str(source)
         for batch in _batches(source):
             now_s = time.time()
+            ingest_ms = int(now_s * 1000)
             per_user: dict[str, list[Accepted]] = {}
             owner: int | None = None
             for line_no, line in batch:
@@ -130,9 +149,7 @@ def backfill(
                     owner = line_owner(line, partition[1])
                     if owner is not None and owner != partition[0]:
                         continue
-                record = decode_line(
-                    str(source), line_no, line, ingest_ms=int(now_s * 1000), now_s=now_s
-                )
+                record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
                 if record is None:
                     continue
                 if partition is not None and not _mine(record, owner, partition):
@@ -148,7 +165,7 @@ def backfill(
                 if user is None:
                     user = carried.pop(user_id, None)
                     if user is None:
-                        user = Pending()
+                        user = Pending(renew_aged=False)
                     pending[user_id] = user
                     if user_id not in states:
                         states[user_id] = UserState(user_id)
@@ -161,15 +178,34 @@ def backfill(
                         rejects.add(record)
             report.lines += len(batch)
             span += len(batch)
-            if span >= span_lines and span >= span_lines_per_user * len(pending):
+            held_at_most += len(batch)
+            if span >= span_lines and span >= per_user_lines * len(pending):
                 report.writes += _write_span(store, states, written, pending)
-                carried = _carry(carried, pending, CARRY_EVENTS)
+                carried.update((user_id, user.successor()) for user_id, user in pending.items())
+                pending.clear()
                 span = 0
+            if held_at_most > HELD_EVENTS:
+                held_at_most = _trim(pending, carried, HELD_AFTER_TRIM)
             if progress is not None:
                 progress(len(batch))
         report.writes += _write_span(store, states, written, pending)
     report.users = len(states)
     return report
+
+
+@contextmanager
+def _cyclic_gc_off() -> Iterator[None]:
+    """The cyclic garbage collector off for the run (ADR 0038): what a backfill builds (states,
+    pendings, decoded events) is acyclic and freed by reference counting, and every container
+    it keeps was otherwise scanned once by a young-generation collection (3.5 % of the CPU on a
+    quarter of issue 13's log). A test checks that a backfill leaves no cyclic garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _write_span(
@@ -195,21 +231,25 @@ def _write_span(
     return count
 
 
-def _carry(
-    carried: dict[str, Pending], pending: dict[str, Pending], budget: int
-) -> dict[str, Pending]:
-    """The next span's carried rebuild bases, holding at most `budget` events: the written
-    span's users first (their `successor()`), then what is left of the ones carried before;
-    `pending` is emptied."""
-    out: dict[str, Pending] = {}
-    for source in (pending, carried):
-        for user_id, user in source.items():
-            held = user.held()
-            if held <= budget and user_id not in out:
-                out[user_id] = user.successor()
-                budget -= held
-    pending.clear()
-    return out
+def _trim(pending: dict[str, Pending], carried: dict[str, Pending], budget: int) -> int:
+    """Drop rebuild bases, the largest holders first, until those of `pending` and `carried`
+    hold at most `budget` events; return the events they then hold. A carried base dropped is
+    its whole entry (a carried `Pending` holds nothing else in the backfill)."""
+    held = {user_id: user.held() for user_id, user in pending.items()}
+    held.update((user_id, user.held()) for user_id, user in carried.items())
+    total = sum(held.values())
+    if total <= budget:
+        return total
+    for user_id in sorted(held, key=held.__getitem__, reverse=True):
+        user = pending.get(user_id)
+        if user is None:
+            del carried[user_id]
+        else:
+            user.forget_base()
+        total -= held[user_id]
+        if total <= budget:
+            break
+    return total
 
 
 _USER_ID = re.compile(rb'"userId"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')

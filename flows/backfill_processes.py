@@ -11,8 +11,10 @@ merged into one file in line order.
 Cost (ADR 0023): reading every line in every process costs a regex on its bytes, nothing
 measurable against decoding; the processes share one SQLite file's writer lock only when they
 write, once per 500 users at the end of each span, and process i's spans end i/N of a span
-after process 0's, so they rarely ask for it at once (ADR 0029); N processes do the CPU work
-of one split N ways (BENCHMARKS.md, "Backfill in spans").
+after process 0's, so they rarely ask for it at once (ADR 0029); with few lines per user the
+only span is the whole file (ADR 0038) and they take the lock in turn, one chunk each. N
+processes do the CPU work of one split N ways, plus each reading every line's bytes (a regex:
+about 1.3 us a line, ADR 0038) (BENCHMARKS.md, "Backfill in spans").
 
 Processes are forked (the caller must hold no open store connection or running threads:
 `oo-features backfill` closes its store first). Failure behaviour: a process that fails (store unreachable, a crash) makes the whole run

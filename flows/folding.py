@@ -126,18 +126,32 @@ class Pending:
     """Events folded into the state since `_base` (None: no base yet)."""
     _base_at: float = 0.0
     """`time.monotonic()` when `_base` was taken."""
+    renew_aged: bool = True
+    """Whether a base older than `REBASE_AGE_S` is renewed (bounding what a slowly active user
+    keeps in the flow). The backfill bounds the events its bases hold in all instead, and an
+    age in wall-clock seconds would only make a slow run pickle more (ADR 0038)."""
 
     def successor(self) -> Pending:
         """An empty Pending for the same user that keeps the history marker and the rebuild
         base (a cache of this process, never pickled)."""
         return Pending(
-            history=self.history, _base=self._base, _since=self._since, _base_at=self._base_at
+            history=self.history,
+            _base=self._base,
+            _since=self._since,
+            _base_at=self._base_at,
+            renew_aged=self.renew_aged,
         )
 
     def held(self) -> int:
         """Events kept for the rebuild base (what carrying this Pending's `successor()` costs
         in memory beyond the base's pickle)."""
         return 0 if self._since is None else len(self._since)
+
+    def forget_base(self) -> None:
+        """Drop the rebuild base and the events held for it (memory): the next `fold` takes a
+        new one (a pickle of the state as it is then)."""
+        self._base = None
+        self._since = None
 
     def rebase(self, pickled: bytes) -> None:
         """Take `pickled` (a pickled tuple whose first item is the state as it is now, e.g. the
@@ -171,6 +185,7 @@ class Pending:
         self._base = None
         self._since = None
         self._base_at = 0.0
+        self.renew_aged = True
 
     def take_failed(self) -> list[Rejected]:
         """The dead letters of the events whose fold raised, once."""
@@ -187,7 +202,9 @@ class Pending:
             since is None
             or len(since) >= REBASE_EVENTS
             or (
-                len(since) >= REBASE_AGED_EVENTS and time.monotonic() - self._base_at > REBASE_AGE_S
+                len(since) >= REBASE_AGED_EVENTS
+                and self.renew_aged
+                and time.monotonic() - self._base_at > REBASE_AGE_S
             )
         ):
             since = self._take_base(state)

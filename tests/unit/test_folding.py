@@ -98,3 +98,26 @@ def test_an_old_rebuild_base_is_renewed_only_after_rebase_aged_events(
         pending = pending.successor()
         assert pending._since is not None and len(pending._since) <= folding.REBASE_AGED_EVENTS
     assert pickles <= 64 // folding.REBASE_AGED_EVENTS
+
+
+def test_a_pending_that_does_not_renew_aged_bases_renews_after_rebase_events_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The backfill bounds what its bases hold in all (ADR 0038): a slow run must not pickle
+    # more because its bases grow old in wall-clock seconds.
+    monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
+    takes = 0
+    original = folding.Pending._take_base
+
+    def counting(self: Pending, state: UserState) -> list[Accepted]:
+        nonlocal takes
+        takes += 1
+        return original(self, state)
+
+    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    state, pending = UserState("u1"), Pending(renew_aged=False)
+    for n in range(2 * folding.REBASE_EVENTS + 1):
+        pending.fold(state, [Accepted.of(good_event("u1", n), 1_000 + n)])
+        pending = pending.successor()
+        assert not pending.renew_aged
+    assert takes == 3  # the first (fresh) base, then one after each REBASE_EVENTS events
