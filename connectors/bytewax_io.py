@@ -167,8 +167,12 @@ def _coalesce(items: list[UserWrite]) -> list[UserWrite]:
     return list(by_user.values())
 
 
-STORE_QUEUE_BATCHES = 8
-"""Batches the flow may hand the store writer ahead of the store (bounded memory)."""
+STORE_QUEUE_WRITES = 20_000
+"""User writes the flow may hand the store writer ahead of the store (bounded memory; about
+4 s of a tail-mode flow at 5,000 events/s). A bound in writes, not batches (ADR 0039): a
+tail-mode batch holds a dozen writes, and 8 of them filled a bound of 8 batches while the
+writer waited on one round trip, stopping the worker (no fetch, no fold, no due write) for
+as long."""
 _STOP = object()
 
 
@@ -182,23 +186,37 @@ class _OverlappedStorePartition(StatefulSinkPartition[UserWrite, None]):
     Durability at epochs (ADR 0026): Bytewax calls `snapshot` at the end of every epoch in
     which this partition took writes, before that epoch can be committed to the recovery store;
     `snapshot` returns only once every batch handed over so far is in the store, so a resumed
-    flow never skips a write it made before its snapshot. Backpressure: at most
-    `STORE_QUEUE_BATCHES` batches wait; then `write_batch` blocks, as the direct write did.
+    flow never skips a write it made before its snapshot. Backpressure: once
+    `STORE_QUEUE_WRITES` writes wait for the writer, `write_batch` blocks until it takes them
+    (a batch larger than the bound is taken alone), as the direct write did.
     Failure: store outages are retried by the `RetryingWriter` inside the thread (unchanged);
     any other exception in the thread is raised in the worker at its next `write_batch`,
     `snapshot` or `close`, so the flow fails as it did when it wrote directly.
     """
 
-    def __init__(self, writer: _StorePartition, depth: int = STORE_QUEUE_BATCHES) -> None:
+    def __init__(self, writer: _StorePartition, max_writes: int = STORE_QUEUE_WRITES) -> None:
         self._writer = writer
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._max_writes = max_writes
+        self._waiting = 0
+        """Writes handed over and not yet taken by the writer thread."""
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
     def write_batch(self, items: list[UserWrite]) -> None:
         self._raise_failure()
+        with self._room:
+            while self._waiting and self._waiting + len(items) > self._max_writes:
+                self._room.wait()
+            self._waiting += len(items)
         self._queue.put(items)
+
+    def _taken(self, items: list[UserWrite]) -> None:
+        with self._room:
+            self._waiting -= len(items)
+            self._room.notify()
 
     def snapshot(self) -> None:
         self._queue.join()
@@ -221,6 +239,7 @@ class _OverlappedStorePartition(StatefulSinkPartition[UserWrite, None]):
             try:
                 if items is _STOP:
                     return
+                self._taken(items)
                 batch = list(items)
                 # Whatever else waits goes in the same round trip (order kept).
                 while True:
@@ -234,6 +253,7 @@ class _OverlappedStorePartition(StatefulSinkPartition[UserWrite, None]):
                         taken -= 1
                         self._queue.task_done()
                         break
+                    self._taken(more)
                     batch += more
                 if self._error is None:
                     self._writer.write_batch(batch)
@@ -253,7 +273,7 @@ class StoreSink(FixedPartitionedSink[UserWrite, None]):
     (`_OverlappedStorePartition`), and the end of every epoch waits until they are all in the
     store. A batch the store refuses (unreachable, stopped, restarting) is retried, whole and
     in order, with capped jittered backoff until the store takes it
-    (`connectors.store_retry`); meanwhile at most `STORE_QUEUE_BATCHES` more wait and then the
+    (`connectors.store_retry`); meanwhile at most `STORE_QUEUE_WRITES` more writes wait and then the
     worker reads nothing more. The flow never crashes on a store outage. Items are
     `(user_id, UserWrite)`.
     """

@@ -14,14 +14,20 @@ A missing or unreadable file is an `OSError` naming it at import time, not a fai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["SCRIPT_NAMES", "SOURCES", "RedisScriptsMixin", "Scripts"]
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # redis-py without hiredis: the client's own pipeline
+    _pack_command = None
+
+__all__ = ["SCRIPT_NAMES", "SOURCES", "STREAM_CHUNK", "RedisScriptsMixin", "Scripts"]
 
 SCRIPT_NAMES = (
     "identity_create",
@@ -43,6 +49,11 @@ def _read(name: str) -> str:
 
 SOURCES = {name: _read(name) for name in SCRIPT_NAMES}
 """Script name -> Lua source."""
+
+
+STREAM_CHUNK = 64
+"""Commands of a streamed write (`RedisScriptsMixin._stream`) packed and sent at a time: Redis
+applies the first ones while the client packs the rest."""
 
 
 class Scripts:
@@ -95,7 +106,10 @@ class RedisScriptsMixin:
             return ("EVALSHA", self._sha(name), len(keys), *keys, *args)
 
         scripts = [command(*c) for c in calls]
-        replies = self._conn.pipeline([*before, *scripts, *after], write=write, decode=decode)
+        if write and decode and _pack_command is not None and not self._conn.cluster:
+            replies = self._stream([*before, *scripts, *after])
+        else:
+            replies = self._conn.pipeline([*before, *scripts, *after], write=write, decode=decode)
         first = len(before)
         retry = [i for i in range(len(calls)) if isinstance(replies[first + i], NoScriptError)]
         if retry:
@@ -107,6 +121,26 @@ class RedisScriptsMixin:
                 replies[first + i] = r
         return replies
 
+    def _stream(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Replies of `commands` (errors as values) on one standalone server, in one round trip
+        like the client's pipeline, but sent `STREAM_CHUNK` commands at a time as they are
+        packed (hiredis, with no per-argument Python pass), so the server applies the first
+        writes of a large batch while the rest are packed. The client's retry policy applies to
+        the whole call, as to its pipeline (resent whole after a connection error)."""
+        pool = self._r.connection_pool
+        conn = pool.get_connection()
+        try:
+            return list(
+                conn.retry.call_with_retry(
+                    lambda: _send_and_read(conn, commands), lambda _error: conn.disconnect()
+                )
+            )
+        except BaseException:
+            conn.disconnect()  # replies may still be on their way: never reuse it
+            raise
+        finally:
+            pool.release(conn)
+
     def _eval(self, name: str, keys: list[str], args: list[Any], *, decode: bool = True) -> Any:
         """One script call; `decode=False` leaves the reply as bytes."""
         options: dict[str, Any] = {} if decode else {NEVER_DECODE: True}
@@ -116,3 +150,21 @@ class RedisScriptsMixin:
         except NoScriptError:
             self._load_scripts()
             return self._r.execute_command("EVALSHA", self._sha(name), *command[2:], **options)
+
+
+def _send_and_read(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    assert _pack_command is not None
+    pack = _pack_command
+    for start in range(0, len(commands), STREAM_CHUNK):
+        conn.send_packed_command(
+            [pack(tuple(c)) for c in commands[start : start + STREAM_CHUNK]],
+            check_health=start == 0,
+        )
+    replies: list[Any] = []
+    read = conn.read_response
+    for _ in commands:
+        try:
+            replies.append(read())
+        except ResponseError as exc:  # an error reply: the caller decides, as with a pipeline
+            replies.append(exc)
+    return replies

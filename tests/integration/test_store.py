@@ -31,6 +31,7 @@ from connectors.store import (
     open_store,
 )
 from connectors.store.redis_client import cluster_nodes_of
+from connectors.store.redis_scripts import STREAM_CHUNK
 
 T0 = 1_750_000_000_000  # a fixed "now" (ms) for tests that pass now_ms explicitly
 
@@ -380,12 +381,23 @@ def test_batch_of_1000_users_is_one_round_trip(
             else s._r.connection_pool.connection_class
         )
         original = conn_class.send_packed_command
+        original_read = conn_class.read_response
+        last: dict[int, str] = {}
 
+        # A round trip starts with a send after the replies of the previous one were read
+        # (a streamed write sends its commands in several chunks before reading any reply).
         def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(f"send {self.port}")
+            if last.get(self.port) != "send":
+                calls.append(f"send {self.port}")
+            last[self.port] = "send"
             return original(self, *args, **kwargs)
 
+        def reading(self: Any, *args: Any, **kwargs: Any) -> Any:
+            last[self.port] = "read"
+            return original_read(self, *args, **kwargs)
+
         monkeypatch.setattr(conn_class, "send_packed_command", counting)
+        monkeypatch.setattr(conn_class, "read_response", reading)
     else:
         assert isinstance(s, SQLiteStore)
         s._conn.set_trace_callback(
@@ -441,6 +453,23 @@ def test_lost_scripts_are_reloaded(redis_backend: Backend) -> None:
     backend.raw.script_flush()
     s.delete_user("u2", deleted_at_ms=T0 + 1)
     assert s.read_user("u2") is None
+
+
+def test_a_streamed_batch_larger_than_a_chunk_survives_lost_scripts(redis_backend: Backend) -> None:
+    """A write batch is sent `STREAM_CHUNK` commands at a time: every reply is matched to its
+    command, and scripts the server lost are reloaded and only the refused calls re-run."""
+    backend = redis_backend
+    assert backend.raw is not None
+    s = backend.store
+    n = 3 * STREAM_CHUNK + 5
+    s.write_batch([user(f"s{i}", agent(et=T0)) for i in range(n)], now_ms=T0)
+    backend.raw.script_flush()
+    refused = s.write_batch([user(f"s{i}", agent(et=T0 + 1, value=i)) for i in range(n)], now_ms=T0)
+    assert refused == []
+    for i in (0, STREAM_CHUNK - 1, STREAM_CHUNK, n - 1):
+        got = s.read_user(f"s{i}", now_ms=T0)
+        assert got is not None
+        assert got.agents["mood"].params["p"]["value"] == i
 
 
 def test_ping(backend: Backend) -> None:

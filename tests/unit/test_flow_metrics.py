@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Message
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Histogram
 
 from connectors import flow_metrics
 from connectors.codec import from_json
@@ -64,6 +65,30 @@ def test_drops_by_reason_and_lag_by_agent() -> None:
     assert write is not None and "momentum" in write.agents
     flow_metrics.observe_writes([write])
     assert value("oo_flow_feature_lag_seconds_count", agent="momentum") - lag_before == 1
+
+
+def test_lags_of_a_batch_land_in_the_buckets_observe_picks() -> None:
+    """ADR 0039: a batch's lags update each bucket once; counts and sum as one `observe` each."""
+    bounds = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+    lags = [0.0, 0.005, 0.0051, 0.01, 0.3, 1.0, 2.5, 299.999, 300.0, 301.0, 1e6, 0.005]
+    bulk = Histogram("bulk_lag_test", "t", ["agent"], buckets=bounds, registry=None)
+    one_by_one = Histogram("one_by_one_lag_test", "t", ["agent"], buckets=bounds, registry=None)
+    flow_metrics._observe_all(bulk.labels("a"), lags)
+    for lag in lags:
+        one_by_one.labels("a").observe(lag)
+
+    def samples(h: Histogram) -> dict[tuple[str, str], float]:
+        return {
+            (s.name.rsplit("_", 1)[-1], s.labels.get("le", "")): s.value
+            for metric in h.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = samples(bulk), samples(one_by_one)
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        assert got[key] == pytest.approx(expected), key
 
 
 def _listening(port: int) -> set[str]:

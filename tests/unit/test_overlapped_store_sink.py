@@ -53,8 +53,8 @@ def _write(user: str, event_ms: int) -> UserWrite:
     return UserWrite(user_id=user, agents={"momentum": agent}, newest_event_ms=event_ms)
 
 
-def _partition(recorder: Recorder, depth: int = 8) -> _OverlappedStorePartition:
-    return _OverlappedStorePartition(recorder, depth)  # type: ignore[arg-type]
+def _partition(recorder: Recorder, max_writes: int = 8) -> _OverlappedStorePartition:
+    return _OverlappedStorePartition(recorder, max_writes)  # type: ignore[arg-type]
 
 
 def test_snapshot_returns_only_once_every_batch_handed_over_is_written() -> None:
@@ -94,7 +94,7 @@ def test_batches_that_waited_together_go_in_one_write_in_their_order() -> None:
 def test_a_full_queue_blocks_the_worker() -> None:
     recorder = Recorder()
     recorder.gate.clear()
-    part = _partition(recorder, depth=2)
+    part = _partition(recorder, max_writes=2)
     part.write_batch([_write("u1", 1)])
     assert recorder.entered.wait(5)
     part.write_batch([_write("u1", 2)])
@@ -114,6 +114,33 @@ def test_a_full_queue_blocks_the_worker() -> None:
     assert returned.wait(5)
     part.close()
     assert [w.newest_event_ms for b in recorder.batches for w in b] == [1, 2, 3, 4]
+
+
+def test_the_bound_counts_writes_and_a_larger_batch_is_taken_alone() -> None:
+    """ADR 0039: backpressure counts the writes waiting, not the batches; a batch larger than
+    the bound waits only for the writer to take what waits before it."""
+    recorder = Recorder()
+    recorder.gate.clear()
+    part = _partition(recorder, max_writes=3)
+    part.write_batch([_write("u0", 1)])
+    assert recorder.entered.wait(5)  # taken: the writer holds it, nothing waits
+    part.write_batch([_write("u1", 1), _write("u2", 1)])  # 2 of 3 wait
+    returned = threading.Event()
+
+    def more(batch: list[UserWrite]) -> None:
+        part.write_batch(batch)
+        returned.set()
+
+    threading.Thread(target=more, args=([_write("u3", 1), _write("u4", 1)],), daemon=True).start()
+    assert not returned.wait(0.3), "4 writes waited beyond a bound of 3"
+    recorder.gate.set()
+    assert returned.wait(5)
+    big = [_write(f"b{i}", 1) for i in range(5)]
+    part.write_batch(big)  # nothing waits once the writer took the rest: taken alone
+    part.snapshot()
+    part.close()
+    written = [w.user_id for b in recorder.batches for w in b]
+    assert sorted(written) == sorted(["u0", "u1", "u2", "u3", "u4", *(w.user_id for w in big)])
 
 
 def test_a_failure_in_the_writer_stops_the_worker_at_its_next_call() -> None:
