@@ -77,27 +77,34 @@ def test_without_dedupe_every_touched_agent_is_written_again() -> None:
     assert write.agents, "a new day moves every agent's as-of date: some are touched"
 
 
+def _aged_base_takes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Every rebuild base made old at once (`REBASE_AGE_S` 0), and a count of the bases taken:
+    "all", and "pickled" (of a state that had folded something)."""
+    monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
+    takes = {"all": 0, "pickled": 0}
+    original = folding.Pending._take_base
+
+    def counting(self: Pending, state: UserState) -> list[Accepted]:
+        takes["all"] += 1
+        takes["pickled"] += not folding._fresh(state)
+        return original(self, state)
+
+    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    return takes
+
+
 def test_an_old_rebuild_base_is_renewed_only_after_rebase_aged_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A loaded or catching-up flow sees every base as old (windows take seconds): it must not
     # pickle the user's state again for every event or two (issue 10, "Speed").
-    monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
-    pickles = 0
-    original = folding.Pending._take_base
-
-    def counting(self: Pending, state: UserState) -> list[Accepted]:
-        nonlocal pickles
-        pickles += not folding._fresh(state)
-        return original(self, state)
-
-    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    takes = _aged_base_takes(monkeypatch)
     state, pending = UserState("u1"), Pending()
     for n in range(64):
         pending.fold(state, [Accepted.of(good_event("u1", n), 1_000 + n)])
         pending = pending.successor()
         assert pending._since is not None and len(pending._since) <= folding.REBASE_AGED_EVENTS
-    assert pickles <= 64 // folding.REBASE_AGED_EVENTS
+    assert takes["pickled"] <= 64 // folding.REBASE_AGED_EVENTS
 
 
 def test_a_pending_that_does_not_renew_aged_bases_renews_after_rebase_events_only(
@@ -105,19 +112,10 @@ def test_a_pending_that_does_not_renew_aged_bases_renews_after_rebase_events_onl
 ) -> None:
     # The backfill bounds what its bases hold in all (ADR 0038): a slow run must not pickle
     # more because its bases grow old in wall-clock seconds.
-    monkeypatch.setattr(folding, "REBASE_AGE_S", 0.0)
-    takes = 0
-    original = folding.Pending._take_base
-
-    def counting(self: Pending, state: UserState) -> list[Accepted]:
-        nonlocal takes
-        takes += 1
-        return original(self, state)
-
-    monkeypatch.setattr(folding.Pending, "_take_base", counting)
+    takes = _aged_base_takes(monkeypatch)
     state, pending = UserState("u1"), Pending(renew_aged=False)
     for n in range(2 * folding.REBASE_EVENTS + 1):
         pending.fold(state, [Accepted.of(good_event("u1", n), 1_000 + n)])
         pending = pending.successor()
         assert not pending.renew_aged
-    assert takes == 3  # the first (fresh) base, then one after each REBASE_EVENTS events
+    assert takes["all"] == 3  # the first (fresh) base, then one after each REBASE_EVENTS events
