@@ -13,7 +13,8 @@ Loaded from `tests/conftest.py` (`pytest_plugins`), so any test under `tests/` c
 - `redis_client` (function): a `redis.Redis` on the services' Redis (bytes in, bytes out).
 - `kafka_admin` (function): a `confluent_kafka.admin.AdminClient` on the services' Kafka.
 - `oo_env` (function): sets `OO_KAFKA_BOOTSTRAP`, `OO_STORE_URL`, `OO_TOPIC_PREFIX`,
-  `OO_KEY_PREFIX` for the test (and its subprocesses) and returns them as a dict.
+  `OO_KEY_PREFIX` for the test (and its subprocesses) and returns them as a dict;
+  `service_env` builds the same dict without setting it, for a subprocess's `env`.
 
 A service that cannot be started or does not answer is a test failure with the reason and
 the service's log tail, never a skip.
@@ -126,16 +127,24 @@ def kafka_admin(services: Services) -> AdminClient:
     return AdminClient(client_config(None, "admin", bootstrap=services.kafka_bootstrap))
 
 
+def service_env(
+    services: Services, topic_prefix: str, key_prefix: str, store_url: str | None = None
+) -> dict[str, str]:
+    """The engine's settings for one test's namespace on these services (Redis unless
+    `store_url` names another store), for a subprocess's `env`."""
+    return {
+        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "OO_STORE_URL": store_url or services.redis_url,
+        "OO_TOPIC_PREFIX": topic_prefix,
+        "OO_KEY_PREFIX": key_prefix,
+    }
+
+
 @pytest.fixture
 def oo_env(
     services: Services, topic_prefix: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -40,6 +40,7 @@ from serving.app import create_app
 from serving.settings import Settings
 from tests.browser.chromium import HeadlessChromium
 from tests.cli import oo_features
+from tests.fixtures_services import service_env
 from tests.orchestrator_peer import ApiServer
 
 TOKEN = "e2e-dashboard-token-0123456789"
@@ -232,12 +233,7 @@ def test_dashboard_shows_real_freshness_and_a_breach_within_one_check_interval(
     services: Any, topic_prefix: str, key_prefix: str, api: tuple[ApiServer, Any], tmp_path: Path
 ) -> None:
     server, _app = api
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     http = httpx.Client(
         base_url=server.url,
         headers={"Authorization": f"Bearer {TOKEN}"},

@@ -37,6 +37,7 @@ from connectors.store import open_store
 from connectors.topics import FEEDBACK, SIGNALS, topic_for
 from flows.backfill import backfill
 from oo_features.generate import generate_lines
+from tests.fixtures_services import service_env
 
 USERS, DAYS, SEED = 10, 14, 7
 NAMESPACE_LINE = re.compile(r"in a namespace of its own: topics (\S+)\*, store keys (\S+):\*")
@@ -129,12 +130,7 @@ def test_two_demo_runs_on_real_services_show_the_same_features_and_leave_the_res
     stores: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     # Other data in the default namespace, for the same users: on the topics and in the store.
     other_log = tmp_path / "other.jsonl"
     other_log.write_text("".join(line + "\n" for line in generate_lines(USERS, 3, SEED + 1)))

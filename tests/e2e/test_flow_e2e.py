@@ -23,7 +23,7 @@ from connectors.exceptions import ConnectorError
 from connectors.store import open_store
 from tests.cli import oo_features
 from tests.compare import differences, view_differences
-from tests.fixtures_services import _delete_keys, _delete_topics
+from tests.fixtures_services import _delete_keys, _delete_topics, service_env
 from tests.reference import reference_features
 
 USERS, DAYS, SEED = 300, 10, 20261125
@@ -133,12 +133,7 @@ def streamed(
 
     prefix = f"e{uuid.uuid4().hex[:8]}."
     key_prefix = prefix.rstrip(".")
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, prefix, key_prefix)
     produced = cli("produce", str(event_log), env=env, check=False)
     # `produce` keeps invalid lines out of Kafka; an integration that skips validation would not.
     # Publish them anyway, so the flow must dead-letter them while the rest go on.
@@ -315,12 +310,7 @@ def test_garbage_on_the_topic_goes_to_dead_letter_and_the_rest_go_on(
     producer.produce(names[0], key=b"u1", value=bad_mood.SerializeToString())
     producer.produce(names[0], key=b"u1", value=good.SerializeToString())
     producer.flush(10)
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     cli("flow", "--stop-at-end", env=env, rejects_ok=True)
     store = open_store(services.redis_url, key_prefix=key_prefix)
     user = store.read_user("u1")

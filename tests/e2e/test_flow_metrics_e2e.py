@@ -13,6 +13,7 @@ import httpx
 
 from connectors.codec import from_json
 from connectors.kafka import EventProducer
+from tests.fixtures_services import service_env
 
 
 def free_port() -> int:
@@ -33,13 +34,7 @@ def test_flow_serves_metrics_while_running(
     services: Any, topic_prefix: str, key_prefix: str
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = {**os.environ, **service_env(services, topic_prefix, key_prefix)}
     producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
     flow = subprocess.Popen(
         [sys.executable, "-m", "oo_features.cli", "flow", "--metrics-port", str(port)],

@@ -38,7 +38,7 @@ from connectors.store.base import FeatureStore, nearest_rank
 from features.registry import manifests
 from serving.app import create_app
 from serving.settings import Settings
-from tests.fixtures_services import Services
+from tests.fixtures_services import Services, service_env
 from tests.orchestrator_peer import ApiServer
 
 TOKEN = "e2e-freshness-token-0123456789"
@@ -166,12 +166,7 @@ def own_stale_counts(store: FeatureStore, at_ms: int) -> tuple[int, dict[str, in
 
 @pytest.fixture
 def env(services: Services, topic_prefix: str, key_prefix: str) -> dict[str, str]:
-    return {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    return service_env(services, topic_prefix, key_prefix)
 
 
 @pytest.fixture

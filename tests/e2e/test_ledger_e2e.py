@@ -28,6 +28,7 @@ from serving.prompt import PROMPT_VERSION
 from serving.settings import Settings
 from tests.cli import oo_features
 from tests.e2e.test_privacy_e2e import history
+from tests.fixtures_services import service_env
 from tests.orchestrator_peer import ApiServer, OrchestratorPeer
 
 TOKEN = "e2e-ledger-token-0123456789"
@@ -49,12 +50,7 @@ def test_the_ledger_carries_what_each_tip_was_built_from(
     services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path, backend: str
 ) -> None:
     store_url = services.redis_url if backend == "redis" else f"sqlite:///{tmp_path}/f.db"
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": store_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix, store_url=store_url)
     producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
     for event in history("keep") + history("gone") + history("private"):
         producer.publish(event)

@@ -21,6 +21,7 @@ from connectors.codec import from_json, to_json
 from connectors.kafka import ensure_topics
 from tests.cli import oo_features
 from tests.e2e.test_flow_e2e import stored_view, valid_events
+from tests.fixtures_services import service_env
 
 USERS, DAYS, SEED = 12, 45, 20261202
 BURST = 2_000
@@ -74,12 +75,7 @@ def publish(bootstrap: str, prefix: str, path: Path, stamps: list[int]) -> None:
 
 
 def env_for(services: Any, prefix: str, key_prefix: str) -> dict[str, str]:
-    return {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    return service_env(services, prefix, key_prefix)
 
 
 def test_a_burst_gives_the_same_store_as_a_slow_publication(

@@ -35,7 +35,7 @@ import pytest
 from tests.cli import oo_features
 from tests.compare import view_differences
 from tests.e2e.test_flow_e2e import inject_invalid, reborn_users, stored_view, valid_events
-from tests.fixtures_services import _delete_keys, _delete_topics
+from tests.fixtures_services import _delete_keys, _delete_topics, service_env
 from tests.reference import reference_features
 
 
@@ -137,12 +137,7 @@ def one_loaded_run(services: Any, log: Path, tmp_path: Path, seed: int) -> None:
     users = sorted({e.user_id for e in events})
     prefix = f"l{uuid.uuid4().hex[:8]}."
     key_prefix = prefix.rstrip(".")
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, prefix, key_prefix)
     try:
         with cpu_hog():
             oo_features("produce", str(log), env=env, check=False)

@@ -22,6 +22,7 @@ from connectors.codec import to_json
 from connectors.kafka import ensure_topics
 from tests.cli import oo_features
 from tests.e2e.test_flow_e2e import stored_view
+from tests.fixtures_services import service_env
 from tests.poison import file_lines, good_event, kafka_shapes, preference
 
 USERS = ["pz-u1", "pz-u2", "pz-u3"]
@@ -41,12 +42,7 @@ def good_events() -> list[Any]:
 
 
 def _env(services: Any, topic_prefix: str, key_prefix: str) -> dict[str, str]:
-    return {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    return service_env(services, topic_prefix, key_prefix)
 
 
 def _reference(services: Any, tmp_path: Path, key_prefix: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from connectors.kafka import EventProducer
 from serving.app import create_app
 from serving.settings import Settings
 from tests.cli import oo_features
+from tests.fixtures_services import service_env
 from tests.orchestrator_peer import ApiServer
 
 TOKEN = "e2e-token-0123456789abcdef"
@@ -44,12 +45,7 @@ def run_flow(env: dict[str, str]) -> None:
 def test_deletion_and_consent_revocation_end_to_end(
     services: Any, topic_prefix: str, key_prefix: str
 ) -> None:
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
     for event in history("gone") + history("private"):
         producer.publish(event)

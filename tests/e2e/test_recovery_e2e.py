@@ -16,6 +16,7 @@ from connectors.store import open_store
 from oo_features.generate import generate_lines
 from tests.cli import oo_features
 from tests.compare import differences
+from tests.fixtures_services import service_env
 from tests.reference import reference_features
 
 
@@ -40,12 +41,7 @@ def test_resume_from_the_recovery_directory(
 ) -> None:
     events = [from_json(line) for line in generate_lines(40, 12, 31)]
     half = len(events) // 2
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     recovery = tmp_path / "recovery"
     producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
     for event in events[:half]:
@@ -101,12 +97,7 @@ def test_a_flow_killed_while_creating_its_recovery_directory_starts_again(
     init_db_dir(recovery, 64)
     for n in range(40, 64):  # what the killed process had not written yet
         (recovery / f"part-{n}.sqlite3").unlink()
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     oo_features("flow", "--stop-at-end", "--recovery-dir", str(recovery), env=env)
     assert len(list(recovery.glob("part-*.sqlite3"))) == 64
     store = open_store(services.redis_url, key_prefix=key_prefix)

@@ -26,6 +26,7 @@ from connectors.store.base import StoredUser
 from oo_features.generate import generate_lines
 from proto import events_pb2 as pb
 from tests.cli import oo_features
+from tests.fixtures_services import service_env
 
 NOW = 4_000_000_000_000  # one fixed read time (ms): snippets compare without expiring between reads
 
@@ -128,12 +129,7 @@ def test_restart_over_cut_topics_keeps_features_of_cut_histories(
     producer.close()
 
     url = services.redis_url if backend == "redis" else f"sqlite:///{tmp_path}/features.db"
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix, store_url=url)
     oo_features("flow", "--stop-at-end", env=env)
     first, deletions = _first_offsets(services.kafka_bootstrap, topic_prefix)
     users = sorted(first)
@@ -193,12 +189,7 @@ def test_retention_advancing_in_steps_with_two_workers(
         producer.publish(event)
     assert producer.flush(120).published == len(events) + len(late)
     producer.close()
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     flags = ("flow", "--stop-at-end", "--workers", "2")
     oo_features(*flags, env=env)
     first, deletions = _first_offsets(services.kafka_bootstrap, topic_prefix)

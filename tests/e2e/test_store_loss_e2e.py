@@ -35,6 +35,7 @@ from oo_features.services import delete_keys
 from serving.app import create_app
 from serving.settings import Settings
 from tests.cli import oo_features
+from tests.fixtures_services import service_env
 from tests.orchestrator_peer import ApiServer
 
 DEADLINE_S = 240.0
@@ -137,12 +138,7 @@ def wait_until(what: str, check: Any, proc: subprocess.Popen[bytes] | None, log:
 def test_a_deleted_user_is_never_served_during_a_replay_into_a_wiped_store(
     services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     others = [f"u{i:02d}" for i in range(30)]
     # The deleted user's history first, then many other events before its deletion: a replay
     # meets the deleted user's data long before the deletion event.
@@ -199,12 +195,7 @@ def test_a_deleted_user_is_never_served_during_a_replay_into_a_wiped_store(
 def _run_wipe_case(
     services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path, *, mid_processing: bool
 ) -> None:
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     lines = list(generate_lines(40 if mid_processing else 20, 12, 11))
     events = [from_json(line) for line in lines]
     user_ids = sorted({e.user_id for e in events})
@@ -304,12 +295,7 @@ def test_refill_command_rewrites_a_wiped_store_with_its_tombstones(
     from connectors.tombstones import read_tombstones
     from serving.events import user_deleted
 
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     events = [from_json(line) for line in generate_lines(12, 8, 3)]
     user_ids = sorted({e.user_id for e in events})
     # A deletion that reaches the flow as an event (not through the API).
@@ -368,12 +354,7 @@ def _recovered_run(
     services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path
 ) -> tuple[dict[str, str], tuple[str, ...], list[str], dict[str, Any]]:
     """A small log run once with a recovery directory: (env, flow flags, users, store dump)."""
-    env = {
-        "OO_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "OO_STORE_URL": services.redis_url,
-        "OO_TOPIC_PREFIX": topic_prefix,
-        "OO_KEY_PREFIX": key_prefix,
-    }
+    env = service_env(services, topic_prefix, key_prefix)
     events = [from_json(line) for line in generate_lines(8, 6, 5)]
     user_ids = sorted({e.user_id for e in events})
     publish(services.kafka_bootstrap, topic_prefix, events)
