@@ -165,9 +165,11 @@ def _send_and_read(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         commands[start : start + STREAM_CHUNK] for start in range(0, len(commands), STREAM_CHUNK)
     ]
     for i, chunk in enumerate(chunks):
-        conn.send_packed_command(
-            [multi, *[pack(tuple(c)) for c in chunk], exec_], check_health=i == 0
-        )
+        # One buffer, one `sendall`: the client sends each item of a list on its own, and
+        # every send gives up the GIL, which a busy flow worker then holds for up to a switch
+        # interval (5 ms) before the writer thread gets it back.
+        packed = b"".join([multi, *[pack(tuple(c)) for c in chunk], exec_])
+        conn.send_packed_command([packed], check_health=i == 0)
     replies: list[Any] = []
     read = conn.read_response
     for chunk in chunks:
