@@ -52,8 +52,10 @@ SOURCES = {name: _read(name) for name in SCRIPT_NAMES}
 
 
 STREAM_CHUNK = 64
-"""Commands of a streamed write (`RedisScriptsMixin._stream`) packed and sent at a time: Redis
-applies the first ones while the client packs the rest."""
+"""Commands of a streamed write (`RedisScriptsMixin._stream`) packed and sent at a time, each
+chunk in one MULTI/EXEC: Redis applies the first chunks while the client packs the rest, and
+with `appendfsync always` (ADR 0010) fsyncs its append-only file once per chunk instead of
+once per event-loop pass (about 20 commands, one 16 KB read): ADR 0042."""
 
 
 class Scripts:
@@ -125,8 +127,11 @@ class RedisScriptsMixin:
         """Replies of `commands` (errors as values) on one standalone server, in one round trip
         like the client's pipeline, but sent `STREAM_CHUNK` commands at a time as they are
         packed (hiredis, with no per-argument Python pass), so the server applies the first
-        writes of a large batch while the rest are packed. The client's retry policy applies to
-        the whole call, as to its pipeline (resent whole after a connection error)."""
+        writes of a large batch while the rest are packed. Each chunk is one MULTI/EXEC: one
+        append-only-file write and fsync per chunk (ADR 0042); a command refused before it ran
+        (EXECABORT: nothing of its chunk ran) comes back as its error, like a script's error.
+        The client's retry policy applies to the whole call, as to its pipeline (resent whole
+        after a connection error; a chunk the server had not executed is discarded whole)."""
         pool = self._r.connection_pool
         conn = pool.get_connection()
         try:
@@ -155,16 +160,29 @@ class RedisScriptsMixin:
 def _send_and_read(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     assert _pack_command is not None
     pack = _pack_command
-    for start in range(0, len(commands), STREAM_CHUNK):
-        conn.send_packed_command(
-            [pack(tuple(c)) for c in commands[start : start + STREAM_CHUNK]],
-            check_health=start == 0,
-        )
+    multi, exec_ = pack(("MULTI",)), pack(("EXEC",))
+    chunks = [
+        commands[start : start + STREAM_CHUNK] for start in range(0, len(commands), STREAM_CHUNK)
+    ]
+    for i, chunk in enumerate(chunks):
+        # One buffer, one `sendall`: the client sends each item of a list on its own, and
+        # every send gives up the GIL, which a busy flow worker then holds for up to a switch
+        # interval (5 ms) before the writer thread gets it back.
+        packed = b"".join([multi, *[pack(tuple(c)) for c in chunk], exec_])
+        conn.send_packed_command([packed], check_health=i == 0)
     replies: list[Any] = []
     read = conn.read_response
-    for _ in commands:
+    for chunk in chunks:
+        read()  # MULTI's OK
+        refused: list[ResponseError | None] = []
+        for _ in chunk:
+            try:
+                read()  # QUEUED
+                refused.append(None)
+            except ResponseError as exc:  # refused before it ran (arity, OOM, ...)
+                refused.append(exc)
         try:
-            replies.append(read())
-        except ResponseError as exc:  # an error reply: the caller decides, as with a pipeline
-            replies.append(exc)
+            replies.extend(read())  # an error reply inside is a value, as with a pipeline
+        except ResponseError as exc:  # EXECABORT: nothing of the chunk ran
+            replies.extend(exc if r is None else r for r in refused)
     return replies

@@ -472,6 +472,38 @@ def test_a_streamed_batch_larger_than_a_chunk_survives_lost_scripts(redis_backen
         assert got.agents["mood"].params["p"]["value"] == i
 
 
+def _execs(raw: Any) -> int:
+    """EXEC commands the server has run so far."""
+    return int(raw.info("commandstats").get("cmdstat_exec", {}).get("calls", 0))
+
+
+def test_a_streamed_write_runs_each_chunk_in_one_transaction(redis_backend: Backend) -> None:
+    """Each `STREAM_CHUNK` commands of a streamed write are one MULTI/EXEC (one append-only-file
+    fsync each, ADR 0042): replies stay matched to their commands, and a command the server
+    refuses before running it (wrong arity here) discards its chunk only, every command of
+    which answers with an error; the other chunks apply."""
+    assert redis_backend.raw is not None
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    p = redis_backend.prefix
+    commands: list[tuple[str, ...]] = [
+        ("SET", f"{p}:k{i}", str(i)) for i in range(2 * STREAM_CHUNK + 3)
+    ]
+    bad = STREAM_CHUNK + 1
+    commands[bad] = ("SET", f"{p}:k{bad}")  # wrong arity: refused while queued
+    execs = _execs(redis_backend.raw)
+    replies = s._stream(commands)
+    assert _execs(redis_backend.raw) == execs + 3
+    assert len(replies) == len(commands)
+    for i, reply in enumerate(replies):
+        if STREAM_CHUNK <= i < 2 * STREAM_CHUNK:
+            assert isinstance(reply, redis.ResponseError), (i, reply)
+            assert redis_backend.raw.get(f"{p}:k{i}") is None
+        else:
+            assert reply is True or reply == "OK", (i, reply)
+            assert redis_backend.raw.get(f"{p}:k{i}") == str(i)
+
+
 def test_ping(backend: Backend) -> None:
     backend.store.ping()
 
