@@ -51,27 +51,41 @@ def _reader(conn: Any) -> Any:
     return getattr(getattr(conn, "_parser", None), "_reader", None)
 
 
+def _pieces(tokens: Sequence[bytes | tuple[bytes]], base_len: int) -> list[bytes]:
+    """RESP of `tokens` (bytes as they are; `(suffix,)` a bulk key `<base><suffix>`) split where
+    the base goes, for bases of `base_len` bytes: `base.join(pieces)` is the RESP of one user."""
+    pieces, current = [], b""
+    for token in tokens:
+        if isinstance(token, tuple):
+            pieces.append(current + b"$%d\r\n" % (base_len + len(token[0])))
+            current = token[0] + b"\r\n"
+        else:
+            current += token
+    pieces.append(current)
+    return pieces
+
+
 def _request(bases: Sequence[bytes], agents: Sequence[bytes]) -> tuple[bytes, int]:
-    """The RESP of the transaction for users of key prefixes `bases`, and its reply count."""
-    meta_cmd = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_META_FIELDS))
-    meta_tail = b"".join(_bulk(f) for f in _META_FIELDS)
-    agent_cmd = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_AGENT_FIELDS))
+    """The RESP of the transaction for users of key prefixes `bases`, and its reply count.
+    Each user's commands are one `bytes.join` of pieces made once per length of base."""
+    commands: list[bytes | tuple[bytes]] = [b"*2\r\n$6\r\nEXISTS\r\n", (b"meta",)]
+    commands += [b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_META_FIELDS)), (b"meta",)]
+    commands += [_bulk(f) for f in _META_FIELDS]
     agent_tail = b"".join(_bulk(f) for f in _AGENT_FIELDS)
-    agent_keys = [b"agent:" + a for a in agents]
-    snippet_keys = [b"snippet:" + a for a in agents]
-    parts = [_MULTI]
-    strings: list[bytes] = []
-    add, add_string = parts.append, strings.append
+    for a in agents:
+        commands += [b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_AGENT_FIELDS)), (b"agent:" + a,)]
+        commands.append(agent_tail)
+    strings: list[bytes | tuple[bytes]] = [(b"feedback",), *((b"snippet:" + a,) for a in agents)]
+    by_len: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    parts, keys = [_MULTI], []
     for base in bases:
-        meta = _bulk(base + b"meta")
-        add(b"*2\r\n$6\r\nEXISTS\r\n" + meta)
-        add(meta_cmd + meta + meta_tail)
-        add_string(_bulk(base + b"feedback"))
-        for key, snippet in zip(agent_keys, snippet_keys, strict=True):
-            add(agent_cmd + _bulk(base + key) + agent_tail)
-            add_string(_bulk(base + snippet))
-    add(b"*%d\r\n$4\r\nMGET\r\n" % (len(strings) + 1))
-    parts.extend(strings)
+        made = by_len.get(len(base))
+        if made is None:
+            made = by_len[len(base)] = (_pieces(commands, len(base)), _pieces(strings, len(base)))
+        parts.append(base.join(made[0]))
+        keys.append(base.join(made[1]))
+    parts.append(b"*%d\r\n$4\r\nMGET\r\n" % (len(bases) * (1 + len(agents)) + 1))
+    parts += keys
     parts.append(_EXEC)
     return b"".join(parts), len(bases) * (2 + len(agents)) + 3
 
