@@ -118,7 +118,10 @@ def read_users_in_transaction(
     and timeouts are redis-py's, retried by the connection's policy as a pipeline is; an error
     reply is raised."""
     conn = pool.get_connection()
-    if NOT_ENOUGH_DATA is None or _reader(conn) is None:
+    reader = _reader(conn)
+    # An idle connection's reader has nothing buffered: it answers the sentinel it was made
+    # with, which must be the one this module waits on (else the script reads).
+    if NOT_ENOUGH_DATA is None or reader is None or reader.gets(False) is not NOT_ENOUGH_DATA:
         pool.release(conn)
         return None
     names = [a.encode() for a in agents]

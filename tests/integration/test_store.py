@@ -600,6 +600,7 @@ def test_the_batch_read_in_a_transaction_answers_what_the_read_script_answers(
     asked = ["u1", "nobody", "u2", "gone", "u3", "u1"]
     named = ["focus", "mood", "unknown-agent"]
     via_transaction = s.read_users_bytes(asked, agents=named)
+    assert s._transaction_reads  # read in a transaction, not fallen back to the script
     s._transaction_reads = False  # the script, as on a cluster
     via_script = s.read_users_bytes(asked, agents=named)
     assert via_transaction == via_script
