@@ -89,10 +89,16 @@ class _Worker:
                 self._on_dropped(item[0])
 
 
-LEDGER_LINGER_S = 0.05
+LEDGER_LINGER_S = 0.25
 """How long the ledger worker lets tips gather after the first before it records them, so
 that the tips of a busy moment go to the store in one round trip (`record_tips`): at 200
-tips/s about ten a trip, each one call of the same script, recorded that much later."""
+tips/s about fifty a trip, each one call of the same script, recorded that much later.
+On Redis with `appendfsync always` every round trip costs one AOF fsync (~2.3 ms on this
+project's machine) that every other client waits behind, so round trips a second, not only
+tips, are what the ledger costs the feature reads: 0.25 s and one transaction a trip
+(`RedisStore.record_tips`) make it ~4 fsyncs a second instead of ~30 (ADR 0041). It is also
+the longest a tip waits in this process's memory before it is sent: what an API process that
+dies hard loses (plus what its queue held)."""
 LEDGER_BATCH = 200
 """Tips recorded in one round trip, at most."""
 
@@ -136,8 +142,10 @@ class _LedgerWorker(_Worker):
             first = self._queue.get()
             if first is None:
                 return
-            if self._linger_s > 0:
-                time.sleep(self._linger_s)  # not woken by each tip that arrives meanwhile
+            if self._linger_s > 0 and self._queue.qsize() < LEDGER_BATCH:
+                # Not woken by each tip that arrives meanwhile; not at all behind a full
+                # batch, so the worker keeps up with LEDGER_BATCH tips per round trip.
+                time.sleep(self._linger_s)
             batch = [first]
             stop = False
             while len(batch) < LEDGER_BATCH:

@@ -48,6 +48,7 @@ from connectors.store.base import (
     encode_history,
     new_identity_id,
 )
+from connectors.store.redis_batch_read import read_users_in_transaction
 from connectors.store.redis_client import RedisConnection
 from connectors.store.redis_freshness import RedisFreshnessMixin
 from connectors.store.redis_ledger import RedisLedgerMixin
@@ -112,6 +113,7 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
             raise StoreError(f"invalid Redis URL {url!r}: {exc}") from exc
         self._where = self._conn.where
         self._scripts = Scripts()
+        self._transaction_reads = True
 
     @property
     def _r(self) -> Any:
@@ -276,6 +278,14 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         """Each user as stored (None: unknown or deleted), in order, in one pipelined round
         trip: one `read` script call per `READ_CHUNK` users (one per user on a cluster, where a
         call's keys must share a slot); only `agents` when given, else every stored agent."""
+        if agents is not None and not self._conn.cluster and self._transaction_reads:
+            # One MULTI/EXEC of plain commands (`redis_batch_read.py`, ADR 0041); None: this
+            # client has no hiredis reader, so the script reads from now on.
+            pool, bases, names = self._r.connection_pool, [self._base(u) for u in user_ids], agents
+            users = self._guard(what, lambda: read_users_in_transaction(pool, bases, list(names)))
+            if users is not None:
+                return users
+            self._transaction_reads = False
         if self._conn.cluster:
             groups = [[u] for u in user_ids]
         else:

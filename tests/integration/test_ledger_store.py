@@ -210,3 +210,18 @@ def test_tips_recorded_in_one_round_trip_leave_what_one_by_one_leaves(
             )
     assert dumps[0] == dumps[1]
     assert [line["tip_id"] for line in dumps[1][0]] == ["t1", "t2", "t3"]
+
+
+def test_tips_recorded_together_survive_a_server_that_lost_its_scripts(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> None:
+    """Redis `record_tips` sends its calls in one `MULTI`/`EXEC` (ADR 0041): after a
+    `SCRIPT FLUSH` (a restarted server) the refused calls are sent again, and every tip is
+    recorded once."""
+    with _open("redis", request, tmp_path, key_prefix) as b:
+        seed_users(b, "u1", "u2")
+        assert b.raw is not None
+        b.raw.script_flush()
+        tips = [(entry("t1"), T0), (entry("t2", "u2"), T0), (entry("t3", "nobody"), T0)]
+        assert b.store.record_tips(tips, retention_ms=RETENTION) == [True, True, False]
+        assert [line["tip_id"] for line in export(b)] == ["t1", "t2"]

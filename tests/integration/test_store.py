@@ -609,3 +609,33 @@ def test_restore_tombstones_deletes_what_the_store_lost_and_nothing_else(
     s.write_batch([user("back", agent("mood", et=T0 + 5))])
     assert s.read_user("back") is None
     assert s.restore_tombstones({"back": T0 + 10}) == 0
+
+
+def test_the_batch_read_in_a_transaction_answers_what_the_read_script_answers(
+    redis_backend: Backend,
+) -> None:
+    """Named agents on one Redis are read as plain commands in one MULTI/EXEC (ADR 0041): the
+    same `StoredUserBytes` as the `read` script's, for users with and without feedback,
+    snippets, some of the named agents, a deleted user, an unknown user and an unknown agent."""
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    s.write_batch(
+        [
+            user("u1", agent("mood"), agent("focus", snippet=None), consents={"mood": True}),
+            user("u2", agent("focus", snippet='He said "go".')),
+            user("u3", agent("mood"), feedback={"shown": 2}),
+            user("gone", agent("mood")),
+        ],
+        now_ms=T0,
+    )
+    s.delete_user("gone", deleted_at_ms=T0 + 1)
+    asked = ["u1", "nobody", "u2", "gone", "u3", "u1"]
+    named = ["focus", "mood", "unknown-agent"]
+    via_transaction = s.read_users_bytes(asked, agents=named)
+    assert s._transaction_reads  # read in a transaction, not fallen back to the script
+    s._transaction_reads = False  # the script, as on a cluster
+    via_script = s.read_users_bytes(asked, agents=named)
+    assert via_transaction == via_script
+    assert [u is None for u in via_transaction.values()] == [False, True, False, True, False]
+    u1 = via_transaction["u1"]
+    assert u1 is not None and [row[0] for row in u1.agents] == [b"focus", b"mood"]

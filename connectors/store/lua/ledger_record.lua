@@ -15,10 +15,13 @@ if #old > 0 then
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], ARGV[3])
+-- One HSET for the header and every agent's values (a call from Lua costs more than a field).
+local fields = {'h:' .. ARGV[1], ARGV[3]}
 for i = 6, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], 'a:' .. ARGV[1] .. ':' .. ARGV[i], ARGV[i + 1])
+  fields[#fields + 1] = 'a:' .. ARGV[1] .. ':' .. ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 for k = 1, 2 do
   if redis.call('PTTL', KEYS[k]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
