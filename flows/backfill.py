@@ -37,6 +37,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -46,7 +47,7 @@ from typing import Any
 from connectors.bytewax_io import LINES_PER_BATCH
 from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
-from connectors.store.base import FeatureStore
+from connectors.store.base import FeatureStore, UserWrite
 from features.state import UserState
 from flows.folding import Pending, Written, build_write
 
@@ -229,17 +230,28 @@ def _write_span(
     written: dict[str, Written],
     pending: dict[str, Pending],
 ) -> int:
-    """Write every user touched in the span, `WRITE_CHUNK` users a call; empty `pending`."""
-    writes = []
+    """Write every user touched in the span, `WRITE_CHUNK` users a call.
+
+    A chunk is written by a writer thread while this one builds the next (ADR 0043): the store
+    call waits for Redis or runs SQLite's statements without the GIL, so that wait overlaps
+    `build_write`. Chunks still land one after the other, in the same order; a store error
+    is raised here, at the latest when the next chunk is handed over."""
+    writes: list[UserWrite] = []
     count = 0
-    for user_id, user in pending.items():
-        write = build_write(states[user_id], user, written=written[user_id])
-        if write is not None:
-            writes.append(write)
-            if len(writes) == WRITE_CHUNK:
-                store.write_batch(writes)
-                count += len(writes)
-                writes = []
+    with ThreadPoolExecutor(1, thread_name_prefix="backfill-write") as writer:
+        landing: Future[list[str]] | None = None
+        for user_id, user in pending.items():
+            write = build_write(states[user_id], user, written=written[user_id])
+            if write is not None:
+                writes.append(write)
+                if len(writes) == WRITE_CHUNK:
+                    if landing is not None:
+                        landing.result()
+                    landing = writer.submit(store.write_batch, writes)
+                    count += len(writes)
+                    writes = []
+        if landing is not None:
+            landing.result()
     if writes:
         store.write_batch(writes)
         count += len(writes)

@@ -334,3 +334,48 @@ def test_a_backfill_holds_lines_and_pickles_no_base_within_its_budget(
     assert len(held) == 300 and all(isinstance(item[1][2], bytes) for item in held)
     again = backfill_module._line_again(held[7])
     assert again.event == codec.from_json(path.read_text().splitlines()[7])
+
+
+def test_the_writer_thread_lands_chunks_in_order_and_raises_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ADR 0043: a chunk of writes goes to the store from a writer thread while the next is
+    # built. Chunks land in the order they were built, one at a time, and a store error is
+    # raised by the backfill itself.
+    import threading
+
+    import flows.backfill as backfill_module
+    from connectors.exceptions import StoreError
+
+    monkeypatch.setattr(backfill_module, "WRITE_CHUNK", 7)
+    path = _one_completion_log(tmp_path / "users.jsonl", 60, 1)
+    store = open_store(f"sqlite:///{tmp_path / 'order.db'}", key_prefix="t")
+    assert isinstance(store, SQLiteStore)
+    landed: list[list[str]] = []
+    busy = threading.Lock()
+    original = store.write_batch
+
+    def write_batch(writes: list[UserWrite], **kwargs: Any) -> list[str]:
+        assert busy.acquire(blocking=False), "two chunks were written at once"
+        try:
+            landed.append([w.user_id for w in writes])
+            if len(landed) == 5 and fail:
+                raise StoreError("the store went away")
+            return original(writes, **kwargs)
+        finally:
+            busy.release()
+
+    monkeypatch.setattr(store, "write_batch", write_batch)
+    try:
+        fail = False
+        report = backfill(path, store)
+        assert report.writes == 60 and [len(c) for c in landed] == [7] * 8 + [4]
+        expected = sorted(u for chunk in landed for u in chunk)
+        assert sorted(store.user_ids()) == expected
+        fail = True
+        landed.clear()
+        with pytest.raises(StoreError, match="went away"):
+            backfill(path, store)
+        assert len(landed) == 5
+    finally:
+        store.close()
