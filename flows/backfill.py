@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -86,17 +87,14 @@ class BackfillReport:
     writes: int = 0
 
 
-def _batches(path: Path) -> Iterator[list[tuple[int, bytes]]]:
-    # Bytes, like the flow's file source: a line that is not UTF-8 is that line's reject.
+def _batches(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, the lines) of each batch of `LINES_PER_BATCH` lines. Bytes,
+    like the flow's file source: a line that is not UTF-8 is that line's reject."""
     with path.open("rb") as handle:
-        batch: list[tuple[int, bytes]] = []
-        for line_no, line in enumerate(handle, start=1):
-            batch.append((line_no, line))
-            if len(batch) == LINES_PER_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        first = 1
+        while lines := list(islice(handle, LINES_PER_BATCH)):
+            yield first, lines
+            first += len(lines)
 
 
 def backfill(
@@ -150,12 +148,12 @@ def backfill(
     per_user_lines = span_lines_per_user * (1 if partition is None else partition[1])
     with _cyclic_gc_off(), RejectsFile(rejects_file) as rejects:
         name = str(source)
-        for batch in _batches(source):
+        for first_line_no, batch in _batches(source):
             now_s = time.time()
             ingest_ms = int(now_s * 1000)
             per_user: dict[str, list[Accepted]] = {}
             owner: int | None = None
-            for line_no, line in batch:
+            for line_no, line in enumerate(batch, first_line_no):
                 if partition is not None:
                     owner = line_owner(line, partition[1])
                     if owner is not None and owner != partition[0]:
