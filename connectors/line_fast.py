@@ -113,9 +113,6 @@ _TAIL_SHAPE = re.compile(r":([0-5][0-9])(?:\.([0-9]{1,9}))?Z").fullmatch
 _CACHE_SIZE = 100_000
 _minute_starts: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch seconds
 _tails: dict[str, tuple[int, int]] = {}  # ":SS.fffZ" -> (seconds, nanos)
-# User ids already seen to match `codec.USER_ID_PATTERN` (a set lookup instead of a regex).
-_good_user_ids: set[str] = set()
-_user_id_ok = codec._USER_ID_RE.fullmatch
 
 
 def _minute_start(prefix: str) -> int | None:
@@ -166,17 +163,6 @@ def _timestamp(value: object) -> tuple[int, int] | None:
         if parsed is None:
             return None
     return start + parsed[0], parsed[1]
-
-
-def _good_user_id(user_id: str) -> bool:
-    if user_id in _good_user_ids:
-        return True
-    if _user_id_ok(user_id) is None:
-        return False
-    if len(_good_user_ids) >= _CACHE_SIZE:
-        _good_user_ids.clear()
-    _good_user_ids.add(user_id)
-    return True
 
 
 # A builder per shape: the Event of one line is built by straight-line code generated for the
@@ -324,8 +310,10 @@ def _builder(top: tuple[str, ...], payload_key: str, fields: tuple[str, ...]) ->
         "_ENUMS": _ENUMS,
         "_Event": _Event,
         "_now": _now,
-        "_good_user_id": _good_user_id,
-        "_good_user_ids": _good_user_ids,
+        # codec's memo of user ids seen valid (one set for both paths; codec empties it in
+        # place, so this reference stays the set codec fills)
+        "_good_user_id": codec._good_user_id,
+        "_good_user_ids": codec._GOOD_USER_IDS,
         "_minute_starts": _minute_starts,
         "_tails": _tails,
         "check_payload": codec.check_payload,

@@ -181,8 +181,9 @@ class UserState:
         if newest is None or occurred > newest:
             self.newest_event_ms = occurred
 
-        if event.HasField("utc_offset_minutes"):
-            local = occurred + event.utc_offset_minutes * 60_000
+        offset = event.utc_offset_minutes  # 0 when unset; a value other than 0 is set
+        if offset or event.HasField("utc_offset_minutes"):
+            local = occurred + offset * 60_000
         elif self.tz is None:
             local = occurred
         else:

@@ -16,11 +16,12 @@ carried into the next span (`Pending.successor()`). The events held by all the r
 carried or not, are bounded by `HELD_EVENTS`, not by when spans end (ADR 0038): once they may
 exceed it, the users holding the most drop their bases (`Pending.forget_base()`) until at most
 `HELD_AFTER_TRIM` are held, and such a user's next fold takes a new base (a pickle of its
-state, ~85 us; the users dropped first hold the most events, so they were nearest to renewing
-their base anyway). So the events held are at most `HELD_EVENTS` plus one batch of lines;
-one base per user. A base is renewed after `REBASE_EVENTS` events, never for its age in
-wall-clock seconds (`Pending(renew_aged=False)`): that rule bounds a quiet user in the flow,
-and in a backfill it only made a slow run pickle more.
+state, ~85 us; the users dropped first hold the most events). So the events held are at most
+`HELD_EVENTS` plus one batch of lines; one base per user. An event is held as its line, not
+decoded (`_held_line`; decoded again only to rebuild, ADR 0043), and a base is renewed only by
+a trim, never for the events behind it nor for its age in wall-clock seconds
+(`Pending(renew_aged=False)`: that rule bounds a quiet user in the flow, and in a backfill it
+only made a slow run pickle more).
 
 Failure behaviour: a line that is not a valid event, and an event whose fold raised, is a
 reject (line number and reason) and the other lines go on; the state of a user whose fold
@@ -32,17 +33,22 @@ from __future__ import annotations
 
 import gc
 import re
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 from connectors.bytewax_io import LINES_PER_BATCH
 from connectors.jsonl import rejects_path_for
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
-from connectors.store.base import FeatureStore
+from connectors.store.base import FeatureStore, UserWrite
 from features.state import UserState
 from flows.folding import Pending, Written, build_write
 
@@ -54,9 +60,15 @@ users of few events each, a span of `SPAN_LINES` wrote every user after a handfu
 computing and writing a user's outputs costs about as much as thirty folds. 16 wrote each user
 of issue 13's log (2,000,000 events of 50,000 users) three times; 64 writes each once. What a
 span holds does not grow with its length (`HELD_EVENTS`)."""
-HELD_EVENTS = 600_000
+HELD_EVENTS = 2_000_000
 """Events held, in all, by the users' rebuild bases (ADR 0011), carried or not, before the
-largest holders drop theirs (ADR 0038; about 1.5 KB an event decoded: ~0.9 GB at most)."""
+largest holders drop theirs (ADR 0038). An event is held as its line (`_held_line`, ADR 0043:
+about 400 bytes with its line number and ingest time, against about 1.5 KB decoded): ~0.8 GB
+at most."""
+REBASE_EVENTS = sys.maxsize
+"""A user's base is never renewed for the events held since it (ADR 0043): the first is a
+fresh state (free), and only a trim (`HELD_EVENTS`) makes a user take a new one, a pickle.
+Holding a line costs less than pickling the state to hold fewer."""
 HELD_AFTER_TRIM = HELD_EVENTS // 2
 """... down to this many: a trim scans every user's `Pending`, so it runs at most once per
 `HELD_EVENTS - HELD_AFTER_TRIM` events folded."""
@@ -75,17 +87,14 @@ class BackfillReport:
     writes: int = 0
 
 
-def _batches(path: Path) -> Iterator[list[tuple[int, bytes]]]:
-    # Bytes, like the flow's file source: a line that is not UTF-8 is that line's reject.
+def _batches(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, the lines) of each batch of `LINES_PER_BATCH` lines. Bytes,
+    like the flow's file source: a line that is not UTF-8 is that line's reject."""
     with path.open("rb") as handle:
-        batch: list[tuple[int, bytes]] = []
-        for line_no, line in enumerate(handle, start=1):
-            batch.append((line_no, line))
-            if len(batch) == LINES_PER_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        first = 1
+        while lines := list(islice(handle, LINES_PER_BATCH)):
+            yield first, lines
+            first += len(lines)
 
 
 def backfill(
@@ -139,12 +148,12 @@ def backfill(
     per_user_lines = span_lines_per_user * (1 if partition is None else partition[1])
     with _cyclic_gc_off(), RejectsFile(rejects_file) as rejects:
         name = str(source)
-        for batch in _batches(source):
+        for first_line_no, batch in _batches(source):
             now_s = time.time()
             ingest_ms = int(now_s * 1000)
             per_user: dict[str, list[Accepted]] = {}
             owner: int | None = None
-            for line_no, line in batch:
+            for line_no, line in enumerate(batch, first_line_no):
                 if partition is not None:
                     owner = line_owner(line, partition[1])
                     if owner is not None and owner != partition[0]:
@@ -165,7 +174,12 @@ def backfill(
                 if user is None:
                     user = carried.pop(user_id, None)
                     if user is None:
-                        user = Pending(renew_aged=False)
+                        user = Pending(
+                            renew_aged=False,
+                            rebase_events=REBASE_EVENTS,
+                            hold=_held_line,
+                            unhold=_line_again,
+                        )
                     pending[user_id] = user
                     if user_id not in states:
                         states[user_id] = UserState(user_id)
@@ -214,21 +228,51 @@ def _write_span(
     written: dict[str, Written],
     pending: dict[str, Pending],
 ) -> int:
-    """Write every user touched in the span, `WRITE_CHUNK` users a call; empty `pending`."""
-    writes = []
+    """Write every user touched in the span, `WRITE_CHUNK` users a call.
+
+    A chunk is written by a writer thread while this one builds the next (ADR 0043): the store
+    call waits for Redis or runs SQLite's statements without the GIL, so that wait overlaps
+    `build_write`. Chunks still land one after the other, in the same order; a store error
+    is raised here, at the latest when the next chunk is handed over."""
+    writes: list[UserWrite] = []
     count = 0
-    for user_id, user in pending.items():
-        write = build_write(states[user_id], user, written=written[user_id])
-        if write is not None:
-            writes.append(write)
-            if len(writes) == WRITE_CHUNK:
-                store.write_batch(writes)
-                count += len(writes)
-                writes = []
+    with ThreadPoolExecutor(1, thread_name_prefix="backfill-write") as writer:
+        landing: Future[list[str]] | None = None
+        for user_id, user in pending.items():
+            write = build_write(states[user_id], user, written=written[user_id])
+            if write is not None:
+                writes.append(write)
+                if len(writes) == WRITE_CHUNK:
+                    if landing is not None:
+                        landing.result()
+                    landing = writer.submit(store.write_batch, writes)
+                    count += len(writes)
+                    writes = []
+        if landing is not None:
+            landing.result()
     if writes:
         store.write_batch(writes)
         count += len(writes)
     return count
+
+
+_held_line: Callable[[Accepted], Any] = attrgetter("ingest_ms", "origin")
+"""What the backfill holds of an event folded since a rebuild base: its ingest time and its
+origin (path, line number, line bytes: made by the decoder anyway), not the decoded event.
+The decoded event is then freed right after its fold, while it is still in the CPU's caches,
+instead of long after (ADR 0038 measured about 5 us an event freed late), and a held event
+costs about a quarter of the memory."""
+
+
+def _line_again(held: tuple[int, tuple[str, int, bytes]]) -> Accepted:
+    """The `Accepted` of a held line (`_held_line`), decoded again for a rebuild (rare: only
+    after a fold raised). The line was accepted with an earlier clock, and the only rule that
+    depends on the clock (not more than a day in the future) only accepts more as it moves:
+    the same event, kind and time."""
+    ingest_ms, (path, line_no, line) = held
+    record = decode_line(path, line_no, line, ingest_ms=ingest_ms)
+    assert isinstance(record, Accepted), record
+    return record
 
 
 def _trim(pending: dict[str, Pending], carried: dict[str, Pending], budget: int) -> int:

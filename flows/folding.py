@@ -38,7 +38,7 @@ import logging
 import pickle
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,14 +122,22 @@ class Pending:
     _base: bytes | None = None
     """The rebuild base: a pickled tuple whose first item is the state as it was before the
     events in `_since`; None with `_since` set: a fresh state."""
-    _since: list[Accepted] | None = None
-    """Events folded into the state since `_base` (None: no base yet)."""
+    _since: list[Any] | None = None
+    """Events folded into the state since `_base`, as `hold` keeps them (None: no base yet)."""
     _base_at: float = 0.0
     """`time.monotonic()` when `_base` was taken."""
     renew_aged: bool = True
     """Whether a base older than `REBASE_AGE_S` is renewed (bounding what a slowly active user
     keeps in the flow). The backfill bounds the events its bases hold in all instead, and an
     age in wall-clock seconds would only make a slow run pickle more (ADR 0038)."""
+    rebase_events: int | None = None
+    """A new base is taken once this many events are held since the last one (None:
+    `REBASE_EVENTS`)."""
+    hold: Callable[[Accepted], Any] | None = None
+    """How an event folded since the base is held (None: the `Accepted` itself). With it,
+    `unhold` must give the `Accepted` back from what `hold` kept, for a rebuild (the backfill
+    keeps each event's line and decodes it again only to rebuild, ADR 0043)."""
+    unhold: Callable[[Any], Accepted] | None = None
 
     def successor(self) -> Pending:
         """An empty Pending for the same user that keeps the history marker and the rebuild
@@ -140,6 +148,9 @@ class Pending:
             _since=self._since,
             _base_at=self._base_at,
             renew_aged=self.renew_aged,
+            rebase_events=self.rebase_events,
+            hold=self.hold,
+            unhold=self.unhold,
         )
 
     def held(self) -> int:
@@ -186,6 +197,8 @@ class Pending:
         self._since = None
         self._base_at = 0.0
         self.renew_aged = True
+        self.rebase_events = None
+        self.hold = self.unhold = None
 
     def take_failed(self) -> list[Rejected]:
         """The dead letters of the events whose fold raised, once."""
@@ -200,7 +213,7 @@ class Pending:
         since = self._since
         if (
             since is None
-            or len(since) >= REBASE_EVENTS
+            or len(since) >= (REBASE_EVENTS if self.rebase_events is None else self.rebase_events)
             or (
                 len(since) >= REBASE_AGED_EVENTS
                 and self.renew_aged
@@ -209,6 +222,7 @@ class Pending:
         ):
             since = self._take_base(state)
         remember = since.append
+        hold = self.hold
         drops: Counter[str] | None = None
         newest = self.seen_ingest_ms
         touched = self.touched
@@ -223,7 +237,7 @@ class Pending:
             except Exception as exc:
                 self._rebuild(state, item, exc)
                 continue
-            remember(item)
+            remember(item if hold is None else hold(item))
             if not applied.admitted:
                 if drops is None:
                     drops = Counter()
@@ -245,11 +259,11 @@ class Pending:
         if drops:
             flow_metrics.count_drops(drops)
 
-    def _take_base(self, state: UserState) -> list[Accepted]:
+    def _take_base(self, state: UserState) -> list[Any]:
         # At most once per REBASE_AGED_EVENTS events, not per event or window.
         self._base = None if _fresh(state) else pickle.dumps((state,), pickle.HIGHEST_PROTOCOL)
         self._base_at = time.monotonic()
-        since: list[Accepted] = []
+        since: list[Any] = []
         self._since = since
         return since
 
@@ -265,9 +279,10 @@ class Pending:
         )
         base = self._base
         restored = UserState(state.user_id) if base is None else pickle.loads(base)[0]
+        unhold = self.unhold
         for item in self._since or ():
             # These folded before without raising: folding is deterministic, so again.
-            restored.apply(item)
+            restored.apply(item if unhold is None else unhold(item))
         vars(state).clear()
         vars(state).update(vars(restored))
         self.failed.append(failed.rejected(reason))

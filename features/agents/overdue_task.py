@@ -116,17 +116,19 @@ class Agent(AgentBase):
         kind = event.kind
         payload = event.payload
         occurred = event.occurred_ms
+        # A due date whose seconds read other than 0 is set: its presence is asked only for 0
+        # (reading an unset message field does not set it).
         if kind == "task_completed":
-            if payload.HasField("due_at"):
-                due = payload.due_at
+            due = payload.due_at
+            if due.seconds or payload.HasField("due_at"):
                 lateness = occurred - (due.seconds * 1000 + due.nanos // 1_000_000)
                 self._add_lateness(occurred, lateness, payload.project_id)
             self._track(payload.task_id, occurred, event.seq, False, 0)
         elif kind == "task_created" or kind == "task_updated":
             # An update without a due date untracks the task but its time is remembered, so an
             # older event arriving later cannot reopen it.
-            if payload.HasField("due_at"):
-                due = payload.due_at
+            due = payload.due_at
+            if due.seconds or payload.HasField("due_at"):
                 self._track(
                     payload.task_id,
                     occurred,

@@ -18,7 +18,7 @@ from connectors.store.base import UserWrite
 from connectors.store.sqlite_store import SQLiteStore
 from features.agents import overdue_task
 from flows import folding
-from flows.backfill import backfill
+from flows.backfill import BackfillReport, backfill
 from oo_features.generate import ChaosOptions, generate_lines
 from tests.poison import good_event
 
@@ -127,13 +127,18 @@ def test_a_user_is_computed_and_written_once_per_span(
         return original(self, batch, **kwargs)
 
     monkeypatch.setattr(SQLiteStore, "write_batch", counting)
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", key_prefix="t")
-    try:
-        report = backfill(path, store)
-    finally:
-        store.close()
+    report = _backfilled(path, tmp_path / "store.db")
     assert report.accepted == 3_500 and report.writes == 1
     assert writes == {"u1": 1}
+
+
+def _backfilled(path: Path, db: Path) -> BackfillReport:
+    """`backfill` of `path` into a SQLite store at `db` (closed afterwards)."""
+    store = open_store(f"sqlite:///{db}", key_prefix="t")
+    try:
+        return backfill(path, store)
+    finally:
+        store.close()
 
 
 def _count_pickles(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
@@ -205,21 +210,33 @@ def test_a_fold_exception_deep_in_a_span_leaves_the_store_as_without_the_event(
     assert (tmp_path / "with-bug.jsonl.rejects.jsonl").read_text().count("agent bug") == 1
 
 
+def _round_robin_log(path: Path, *, users: int, events: int, per_day: int) -> Path:
+    """`events` good events of `users` users in turn, `per_day` events a day."""
+    path.write_text(
+        "".join(
+            codec.to_json(good_event(f"u{n % users}", n, day=1 + n // per_day)) + "\n"
+            for n in range(events)
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def backfill_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`flows.backfill`, reading batches of 50 lines."""
+    import flows.backfill as module
+
+    monkeypatch.setattr(module, "LINES_PER_BATCH", 50)
+    return module
+
+
 def test_the_rebuild_base_is_carried_across_spans(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backfill_module: Any
 ) -> None:
     # Issue 13 / ADR 0029: every user's first fold in every span pickled its state (a tenth of
     # the run at 2,000,000 events of 50,000 users). 20 users of 30 events each (fewer than
     # REBASE_EVENTS), round robin, written after every 50-line batch: 12 spans, no pickle.
-    import flows.backfill as backfill_module
-
-    monkeypatch.setattr(backfill_module, "LINES_PER_BATCH", 50)
-    path = tmp_path / "round-robin.jsonl"
-    path.write_text(
-        "".join(
-            codec.to_json(good_event(f"u{n % 20}", n, day=1 + n // 100)) + "\n" for n in range(600)
-        )
-    )
+    path = _round_robin_log(tmp_path / "round-robin.jsonl", users=20, events=600, per_day=100)
     pickles = _count_pickles(monkeypatch)
     carried = open_store(f"sqlite:///{tmp_path / 'carried.db'}", key_prefix="t")
     try:
@@ -300,3 +317,72 @@ def test_a_partition_counts_its_lines_per_user_among_every_line_it_reads(tmp_pat
         writes += report.writes
         users += report.users
     assert users == 600 and writes == 600, writes
+
+
+def test_a_backfill_holds_lines_and_pickles_no_base_within_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backfill_module: Any
+) -> None:
+    # ADR 0043: the backfill holds each event folded since a user's base as its line (decoded
+    # again only to rebuild) and never renews a base for the events behind it: one user of
+    # 300 events (past the flow's REBASE_EVENTS) takes no pickle, and a rebuild from the lines
+    # is exact (test_a_fold_exception_deep_in_a_span_... above covers it).
+    path = _round_robin_log(tmp_path / "one-user.jsonl", users=1, events=300, per_day=30)
+    pickles = _count_pickles(monkeypatch)
+    held: list[Any] = []
+    original = backfill_module._write_span
+
+    def spying(store: Any, states: Any, written: Any, pending: dict[str, Any]) -> int:
+        held.extend(item for user in pending.values() for item in user._since or ())
+        return original(store, states, written, pending)
+
+    monkeypatch.setattr(backfill_module, "_write_span", spying)
+    report = _backfilled(path, tmp_path / "one.db")
+    assert report.accepted == 300 and sum(pickles.values()) == 0, pickles
+    assert len(held) == 300 and all(isinstance(item[1][2], bytes) for item in held)
+    again = backfill_module._line_again(held[7])
+    assert again.event == codec.from_json(path.read_text().splitlines()[7])
+
+
+def test_the_writer_thread_lands_chunks_in_order_and_raises_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ADR 0043: a chunk of writes goes to the store from a writer thread while the next is
+    # built. Chunks land in the order they were built, one at a time, and a store error is
+    # raised by the backfill itself.
+    import threading
+
+    import flows.backfill as backfill_module
+    from connectors.exceptions import StoreError
+
+    monkeypatch.setattr(backfill_module, "WRITE_CHUNK", 7)
+    path = _one_completion_log(tmp_path / "users.jsonl", 60, 1)
+    store = open_store(f"sqlite:///{tmp_path / 'order.db'}", key_prefix="t")
+    assert isinstance(store, SQLiteStore)
+    landed: list[list[str]] = []
+    busy = threading.Lock()
+    original = store.write_batch
+
+    def write_batch(writes: list[UserWrite], **kwargs: Any) -> list[str]:
+        assert busy.acquire(blocking=False), "two chunks were written at once"
+        try:
+            landed.append([w.user_id for w in writes])
+            if len(landed) == 5 and fail:
+                raise StoreError("the store went away")
+            return original(writes, **kwargs)
+        finally:
+            busy.release()
+
+    monkeypatch.setattr(store, "write_batch", write_batch)
+    try:
+        fail = False
+        report = backfill(path, store)
+        assert report.writes == 60 and [len(c) for c in landed] == [7] * 8 + [4]
+        expected = sorted(u for chunk in landed for u in chunk)
+        assert sorted(store.user_ids()) == expected
+        fail = True
+        landed.clear()
+        with pytest.raises(StoreError, match="went away"):
+            backfill(path, store)
+        assert len(landed) == 5
+    finally:
+        store.close()
