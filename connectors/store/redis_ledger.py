@@ -19,8 +19,6 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from redis.exceptions import NoScriptError
-
 from connectors.exceptions import StoreError
 from connectors.store.base import dumps_compact
 from connectors.store.ledger import LedgerEntry, cutoff_ms, render
@@ -42,8 +40,6 @@ class RedisLedgerMixin:
     _guard: Callable[..., Any]
     _eval: Callable[[str, list[str], list[Any]], Any]
     _evalsha_all: Callable[..., list[Any]]
-    _sha: Callable[[str], str]
-    _load_scripts: Callable[[], None]
 
     def _ledger_keys(self, user_id: str) -> tuple[str, str]:
         base = self._base(user_id)
@@ -90,7 +86,9 @@ class RedisLedgerMixin:
         its own call. A failure of the round trip itself raises `StoreError`."""
         calls = [self._record_tip_call(e, retention_ms=retention_ms, now_ms=n) for e, n in entries]
         sent = [c for c in calls if c is not None]
-        replies = iter(self._guard("record_tips", lambda: self._record_all(sent)) if sent else [])
+        replies = iter(
+            self._guard("record_tips", lambda: self._evalsha_all(sent, write=False)) if sent else []
+        )
         out: list[bool | StoreError] = []
         for call in calls:
             if call is None:
@@ -102,34 +100,6 @@ class RedisLedgerMixin:
             else:
                 out.append(bool(reply))
         return out
-
-    def _record_all(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Replies of the `ledger_record` calls (errors as values), in one round trip.
-
-        Standalone Redis: inside one `MULTI`/`EXEC`. Under `appendfsync always` (ADR 0010)
-        Redis fsyncs its AOF after every event-loop turn that ran a write, and it reads at most
-        16 kB of a client's pipeline a turn: ~13 tips of ~1.3 kB sent as a plain pipeline ran
-        over two turns and cost two fsyncs, each blocking every other client (the feature reads
-        of `POST /v1/recommend`) for ~2.3 ms. Queued in a transaction they all run in the turn
-        that reads `EXEC`: one fsync a round trip, whatever its size (ADR 0041). Each call
-        still answers on its own (a failing script does not undo the others: Redis has no
-        rollback). A cluster keeps one plain pipeline per node: its users' keys live in
-        different slots, which one transaction may not span."""
-        if self._conn.cluster:
-            return self._evalsha_all(calls, write=False)
-        replies = self._transaction(calls)
-        retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if retry:  # a restarted server lost the scripts; the refused calls did nothing
-            self._load_scripts()
-            for i, r in zip(retry, self._transaction([calls[i] for i in retry]), strict=True):
-                replies[i] = r
-        return replies
-
-    def _transaction(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        pipe = self._r.pipeline(transaction=True)
-        for name, keys, args in calls:
-            pipe.execute_command("EVALSHA", self._sha(name), len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
 
     def record_reaction(
         self, user_id: str, tip_id: str, *, reaction: str, reaction_id: str, at_ms: int

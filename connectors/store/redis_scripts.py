@@ -102,13 +102,16 @@ class RedisScriptsMixin:
         """Replies of `before` commands, script calls (name, keys, args) and `after` commands,
         in one pipeline (one per server on a cluster); a NOSCRIPT reloads the scripts and
         re-runs only the refused calls. Errors come back as values; `decode=False` leaves
-        replies as bytes."""
+        replies as bytes. On one standalone server decoded replies are streamed (`_stream`),
+        each chunk one MULTI/EXEC: the store's writes and the tip ledger's records cost one
+        AOF fsync a chunk under `appendfsync always` (ADRs 0041, 0042). `write` asks a
+        cluster to wait for replicas after the calls."""
 
         def command(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
             return ("EVALSHA", self._sha(name), len(keys), *keys, *args)
 
         scripts = [command(*c) for c in calls]
-        if write and decode and _pack_command is not None and not self._conn.cluster:
+        if decode and _pack_command is not None and not self._conn.cluster:
             replies = self._stream([*before, *scripts, *after])
         else:
             replies = self._conn.pipeline([*before, *scripts, *after], write=write, decode=decode)
