@@ -7,8 +7,8 @@ source reads at once is the source's own default (`connectors.batching.KAFKA_BAT
 from __future__ import annotations
 
 CATCHUP_SHARE = 0.25
-FLUSH_INTERVAL_S = 0.1
-"""Default coalescing of a user's changes while keeping up (`--flush-interval`)."""
+FLUSH_INTERVAL_S = 0.03
+"""Default coalescing of a user's changes while keeping up (`--flush-interval`, ADR 0044)."""
 CATCHUP_FLUSH_INTERVAL_S = 10.0
 """Default upper bound of the coalescing while catching up (`--catchup-flush-interval`)."""
 
@@ -22,11 +22,11 @@ def flush_delay_s(behind_s: float, *, flush_s: float, catchup_max_s: float) -> f
     hold a user's first write in a process this way (`UserLogic`): after a restart the store
     learns at once that the flow is back.
 
-    >>> flush_delay_s(0.2, flush_s=0.1, catchup_max_s=10)
-    0.1
-    >>> flush_delay_s(8, flush_s=0.1, catchup_max_s=10)
+    >>> flush_delay_s(0.2, flush_s=0.03, catchup_max_s=10)
+    0.03
+    >>> flush_delay_s(8, flush_s=0.03, catchup_max_s=10)
     2.0
-    >>> flush_delay_s(600, flush_s=0.1, catchup_max_s=10)
+    >>> flush_delay_s(600, flush_s=0.03, catchup_max_s=10)
     10
     """
     if behind_s <= 1.0:
