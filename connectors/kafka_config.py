@@ -78,6 +78,14 @@ Scalar = str | int | float | bool
 _PRODUCER_REQUIRED: dict[str, tuple[Scalar, str]] = {
     "enable.idempotence": (True, "no duplicates or reordering on retries"),
     "acks": ("all", "an event counts as published only once every in-sync replica has it"),
+    # librdkafka confirms a refused request's events when a later request to the same
+    # partition succeeds ("implicitly acked"); a broker that has just become the leader (a new
+    # topic, a leader change) can refuse the first and take the second: events confirmed but
+    # never written (tests/e2e/test_poison_e2e.py, ADR 0048).
+    "max.in.flight.requests.per.connection": (
+        1,
+        "a refused request is retried before the next is sent: no event is confirmed unwritten",
+    ),
     # Java clients hash keys with murmur2: the same user lands on the same partition
     # whichever client published, and both event topics agree (the flow merges by index).
     "partitioner": ("murmur2_random", "a user's events land on the same partition index"),

@@ -68,7 +68,14 @@ def test_a_sasl_ssl_client_produces_with_acks_all_and_consumes_back(
     cluster_config: dict[str, Any], cluster_prefix: str
 ) -> None:
     topic = _topics_with(cluster_config, cluster_prefix)[0]
-    producer = Producer({**cluster_config, "acks": "all", "enable.idempotence": True})
+    producer = Producer(
+        {
+            **cluster_config,
+            "acks": "all",
+            "enable.idempotence": True,
+            "max.in.flight.requests.per.connection": 1,
+        }
+    )
     acked: list[bytes] = []
 
     def on_delivery(err: Any, msg: Any) -> None:
@@ -153,7 +160,13 @@ def test_a_broker_killed_mid_produce_loses_nothing_acknowledged(
 ) -> None:
     topic = _topics_with(cluster_config, cluster_prefix)[0]
     producer = Producer(
-        {**cluster_config, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        {
+            **cluster_config,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "max.in.flight.requests.per.connection": 1,
+        }
     )
     acked: list[bytes] = []
     failed: list[str] = []

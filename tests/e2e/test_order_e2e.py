@@ -61,6 +61,9 @@ def publish(bootstrap: str, prefix: str, path: Path, stamps: list[int]) -> None:
             "linger.ms": 50,
             # Retries while a new topic gets its leader must not reorder a partition.
             "enable.idempotence": True,
+            # One request at a time: a retried request never lets a later one confirm it
+            # unwritten (ADR 0048).
+            "max.in.flight.requests.per.connection": 1,
         }
     )
     for line, stamp in zip(path.read_text().splitlines(), stamps, strict=True):

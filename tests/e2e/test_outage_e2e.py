@@ -67,6 +67,9 @@ def publish_in_order(bootstrap: str, prefix: str, events: list[pb.Event], first_
         {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
+            # One request at a time: a retried request never lets a later one confirm it
+            # unwritten (ADR 0048).
+            "max.in.flight.requests.per.connection": 1,
             "acks": "all",
             "partitioner": "murmur2_random",
             "linger.ms": 20,

@@ -231,6 +231,8 @@ def test_precedence_defaults_file_json_overrides(tmp_path: Path) -> None:
     [
         ("producer", "acks", "1"),
         ("producer", "enable.idempotence", "false"),
+        ("producer", "max.in.flight.requests.per.connection", 5),
+        ("dead_letter", "max.in.flight.requests.per.connection", 2),
         ("dead_letter", "message.timeout.ms", "300000"),
         ("consumer", "enable.auto.commit", "true"),
         ("source", "isolation.level", "read_uncommitted"),
