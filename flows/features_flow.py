@@ -31,6 +31,7 @@ from connectors.store.base import UserWrite
 from features.state import UserState
 from flows.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, flush_delay_s
 from flows.folding import (
+    HELD_REBASE_EVENTS,
     HistoryStart,
     Pending,
     Written,
@@ -180,8 +181,10 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
 
 def _holding(pending: Pending) -> Pending:
     """`pending`, holding each event folded since its rebuild base as its ingest time and
-    origin rather than as the decoded event (ADR 0045; a resumed `Pending` comes without)."""
+    origin rather than as the decoded event, `HELD_REBASE_EVENTS` of them at most (ADR 0045;
+    a resumed `Pending` comes without)."""
     pending.hold, pending.unhold = hold_origin, accepted_again
+    pending.rebase_events = HELD_REBASE_EVENTS
     return pending
 
 

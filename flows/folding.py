@@ -20,9 +20,10 @@ events folded since, folded again. The base lives across write windows (`success
 it): it is the flow's own recovery snapshot when there is one (`Pending.rebase`, no extra
 pickling), else a pickle taken when the base has `REBASE_EVENTS` events behind it, or is
 older than `REBASE_AGE_S` with at least `REBASE_AGED_EVENTS` behind it: at most one pickle per
-`REBASE_AGED_EVENTS` events of a user after its first, and fewer than `REBASE_EVENTS` events kept per user
-(plus the batch being folded). The
-event becomes a `Rejected` in `Pending.failed` (for the dead letters), is counted in
+`REBASE_AGED_EVENTS` events of a user after its first, and fewer than `REBASE_EVENTS` events
+kept per user (plus the batch being folded). The flow keeps each event as its ingest time and
+bytes (`hold_origin`), `HELD_REBASE_EVENTS` at most, and decodes them again for a rebuild
+(ADR 0045). The event becomes a `Rejected` in `Pending.failed` (for the dead letters), is counted in
 `oo_flow_fold_errors_total`, and folding goes on with the next event.
 
 History marker (ADR 0009): a `Pending` made with `history=HistoryStart()` records, for each
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 
 REBASE_EVENTS = 64
 """A new rebuild base is taken once this many events were folded since the last one."""
+HELD_REBASE_EVENTS = 128
+"""`REBASE_EVENTS` for a `Pending` holding origins (`hold_origin`: the flow, ADR 0045): an
+event held costs about a sixth of a decoded one, so twice as many held cost a third of the
+memory, and a user with many events is pickled half as often."""
 REBASE_AGE_S = 30.0
 """... or once the base is this old (seconds) and has at least `REBASE_AGED_EVENTS` events
 behind it, so a slowly active user keeps few events."""
@@ -292,13 +297,17 @@ class Pending:
 
 def hold_origin(item: Accepted) -> Any:
     """What the flow holds of an event folded since a rebuild base (`Pending(hold=)`, ADR
-    0045): its ingest time and its origin (the Kafka message or the file line, which the
-    record carries anyway for a dead letter), not the decoded event. The decoded event is then
-    freed right after its fold, while it is still in the CPU's caches, instead of up to
-    `REBASE_EVENTS` events later (about 420 bytes an event less held, ADR 0038's late freeing).
-    A record without an origin is held itself."""
+    0045): its ingest time and what it was decoded from (a Kafka message's value, or the
+    file line's origin tuple, which the record carries anyway), not the decoded event nor the
+    Kafka message. Both are then freed right after the fold, while still in the CPU's caches,
+    instead of up to `REBASE_EVENTS` events later (ADR 0038's late freeing): about 150 bytes
+    held an event instead of about 900. A record without an origin is held itself."""
     origin = item.origin
-    return item if origin is None else (item.ingest_ms, origin)
+    if origin is None:
+        return item
+    if origin.__class__ is tuple:
+        return item.ingest_ms, origin
+    return item.ingest_ms, origin.value()  # a confluent-kafka message
 
 
 def accepted_again(held: Any) -> Accepted:
@@ -309,18 +318,18 @@ def accepted_again(held: Any) -> Accepted:
     if held.__class__ is Accepted:
         return held  # type: ignore[no-any-return]
     ingest_ms, origin = held
-    if isinstance(origin, tuple):
-        if len(origin) == 5:  # resolved when it crossed a process boundary (`Accepted.where`)
-            where, partition, position, raw, _ = origin
-            if partition >= 0:
-                return Accepted.of(pb.Event.FromString(raw), ingest_ms)
-            origin = (where, position, raw)
-        path, line_no, line = origin
-        record = decode_line(path, line_no, line, ingest_ms=ingest_ms)
-        if not isinstance(record, Accepted):
-            raise RuntimeError(f"line {line_no} of {path} was accepted, now refused: {record}")
-        return record
-    return Accepted.of(pb.Event.FromString(origin.value()), ingest_ms)
+    if origin.__class__ is bytes:
+        return Accepted.of(pb.Event.FromString(origin), ingest_ms)
+    if len(origin) == 5:  # resolved when it crossed a process boundary (`Accepted.where`)
+        where, partition, position, raw, _ = origin
+        if partition >= 0:
+            return Accepted.of(pb.Event.FromString(raw), ingest_ms)
+        origin = (where, position, raw)
+    path, line_no, line = origin
+    record = decode_line(path, line_no, line, ingest_ms=ingest_ms)
+    if not isinstance(record, Accepted):
+        raise RuntimeError(f"line {line_no} of {path} was accepted, now refused: {record}")
+    return record
 
 
 def _fresh(state: UserState) -> bool:
