@@ -115,7 +115,8 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
             self.frozen = None
 
     def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite | Rejected], bool]:
-        self._thaw()
+        if self.frozen is not None:
+            self._thaw()
         if self.state is None:
             self.state = UserState(values[0].event.user_id)
         self.pending.fold(self.state, values)

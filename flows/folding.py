@@ -93,14 +93,16 @@ class HistoryStart:
 
     def mark(self, batch: list[Accepted]) -> None:
         first = self.first
-        added = False
         for item in batch:
             source = item.source
-            if source is not None and source not in first:
-                first[source] = item.offset
-                added = True
-        if added:
-            self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
+            if source not in first and source is not None:
+                self.add(source, item.offset)
+
+    def add(self, source: tuple[str, int], offset: int) -> None:
+        """`source`'s first message folded is at `offset` (`source` is not in `first` yet)."""
+        first = self.first
+        first[source] = offset
+        self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
 
     def __getstate__(self) -> dict[tuple[str, int], int]:
         return self.first
@@ -212,10 +214,9 @@ class Pending:
         return failed
 
     def fold(self, state: UserState, batch: Iterable[Accepted]) -> None:
-        if self.history is not None:
-            if not isinstance(batch, list):
-                batch = list(batch)
-            self.history.mark(batch)
+        history = self.history
+        # Marked in the fold's own loop (ADR 0045): `HistoryStart.mark`, without a second pass.
+        first = None if history is None else history.first
         since = self._since
         if (
             since is None
@@ -234,6 +235,10 @@ class Pending:
         touched = self.touched
         apply = state.apply
         for item in batch:
+            if first is not None:
+                source = item.source
+                if source not in first and source is not None:
+                    history.add(source, item.offset)  # type: ignore[union-attr]
             ingest = item.ingest_ms
             if newest is None or ingest > newest:
                 newest = ingest
