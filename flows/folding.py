@@ -23,8 +23,8 @@ older than `REBASE_AGE_S` with at least `REBASE_AGED_EVENTS` behind it: at most 
 `REBASE_AGED_EVENTS` events of a user after its first, and fewer than `REBASE_EVENTS` events
 kept per user (plus the batch being folded). The flow keeps each event as its ingest time and
 bytes (`hold_origin`), `HELD_REBASE_EVENTS` at most, and decodes them again for a rebuild
-(ADR 0045). The event becomes a `Rejected` in `Pending.failed` (for the dead letters), is counted in
-`oo_flow_fold_errors_total`, and folding goes on with the next event.
+(ADR 0045). The event becomes a `Rejected` in `Pending.failed` (for the dead letters), is
+counted in `oo_flow_fold_errors_total`, and folding goes on with the next event.
 
 History marker (ADR 0009): a `Pending` made with `history=HistoryStart()` records, for each
 Kafka topic-partition, the offset of the first message of the user it folded, and its writes
