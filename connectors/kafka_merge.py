@@ -66,8 +66,6 @@ class Decoded(NamedTuple):
     rejected: int
     keys: list[int]
     """`merge_key` of each record."""
-    offsets: list[int]
-    """Kafka offset of each record (-1: the client reported none)."""
     stamp: int
     """The Kafka timestamp the next record without a usable one keeps its place behind."""
 
@@ -75,7 +73,8 @@ class Decoded(NamedTuple):
 Decoder = Callable[[list[Any], float, int, int, tuple[str, int]], Decoded]
 """(fetched messages of one topic-partition, the wall time (s), the topic's rank, the last
 usable Kafka timestamp before them, (topic, partition)) -> one keyed record per message
-that is not an end of partition, in order, with its merge key and offset. One pass over the
+that is not an end of partition, in order, with its merge key; each record carries its own
+Kafka offset (`Accepted.offset`, `Rejected.offset`; -1: none). One pass over the
 messages: the merge's bookkeeping costs no second loop (BENCHMARKS.md, "The source's single
 pass")."""
 
@@ -110,8 +109,7 @@ class Feed:
         """Next offset to emit (the resume point): fetched but unemitted messages are re-read."""
         self.records: list[Keyed] = []
         self.keys: list[int] = []
-        """`merge_key` of each record."""
-        self.offsets: list[int] = []
+        """`merge_key` of each record (its offset is the record's own)."""
         self.pos = 0
         """Index of the head: the first record not emitted yet."""
         self.base = 0
@@ -151,7 +149,7 @@ class Feed:
                 self.fetched = max(self.fetched, end)
         # One record per message that is not an end of partition, in order, with its place in
         # the merge (the decoder's contract).
-        records, rejected, keys, offsets, stamp = self._decode(
+        records, rejected, keys, stamp = self._decode(
             messages, now_s, self.rank, self.last_stamp, self.source
         )
         if not records:
@@ -160,9 +158,8 @@ class Feed:
         self.last_stamp = stamp
         self.records += records
         self.keys += keys
-        self.offsets += offsets
         # A client error event carries no offset of its own: look past it.
-        last_offset = max(offsets)
+        last_offset = _last_offset(records, len(records))
         if last_offset >= 0:
             self.fetched = max(self.fetched, last_offset + 1)
 
@@ -230,18 +227,18 @@ class Feed:
 
     def take(self, end: int) -> list[Keyed]:
         """Emit the waiting records up to index `end`."""
-        taken = self.records[self.pos : end]
-        for i in range(end - 1, self.pos - 1, -1):
-            if self.offsets[i] >= 0:
-                self.offset = self.offsets[i] + 1
-                break
+        records = self.records
+        taken = records[self.pos : end]
+        last_offset = _last_offset(taken, len(taken))
+        if last_offset >= 0:
+            self.offset = last_offset + 1
         self.pos = end
         return taken
 
     def compact(self) -> None:
         pos = self.pos
         if pos:
-            del self.records[:pos], self.keys[:pos], self.offsets[:pos]
+            del self.records[:pos], self.keys[:pos]
             self.base += pos
             self.pos = 0
 
@@ -249,6 +246,15 @@ class Feed:
         _, high = self._high_watermark()
         if high >= 0 and self.offset >= 0:
             self.lag.set(max(0, high - self.offset))
+
+
+def _last_offset(records: list[Keyed], end: int) -> int:
+    """The Kafka offset of the last of `records[:end]` that has one; -1 when none has."""
+    for i in range(end - 1, -1, -1):
+        offset = records[i][1].offset
+        if offset >= 0:
+            return offset
+    return -1
 
 
 def merge_records(feeds: list[Feed], final_end: bool) -> tuple[list[Keyed], Feed | None, int]:

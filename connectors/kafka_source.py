@@ -75,7 +75,8 @@ def decode_messages(
 ) -> Decoded:
     """Fetched confluent-kafka messages into keyed records, in order, each with its merge key
     (`merge_key`, for the topic of rank `rank`; `stamp`: the last usable Kafka timestamp
-    before these messages) and its offset; end-of-partition events are skipped (the feeds
+    before these messages); each record carries the message's offset (-1: none).
+    End-of-partition events are skipped (the feeds
     track ends). `source`: the (topic, partition) all the messages come from (a feed's
     consumer reads one), else read from each message.
 
@@ -83,8 +84,7 @@ def decode_messages(
     own error, a missing or foreign key) makes that message a `Rejected` with its reason."""
     out: list[Keyed] = []
     keys: list[int] = []
-    offsets: list[int] = []
-    append, add_key, add_offset = out.append, keys.append, offsets.append
+    append, add_key = out.append, keys.append
     rejected = 0
     now_ms = int(now_s * 1000)
     for msg in messages:
@@ -98,7 +98,6 @@ def decode_messages(
         offset = msg.offset()
         if offset is None:
             offset = -1
-        add_offset(offset)
         value = msg.value() or b""
         if error is None:
             try:
@@ -160,7 +159,7 @@ def decode_messages(
         )
         add_key(merge_key(stamp, 0, rank))
         rejected += 1
-    return Decoded(out, rejected, keys, offsets, stamp)
+    return Decoded(out, rejected, keys, stamp)
 
 
 class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):

@@ -30,7 +30,15 @@ from connectors.records import Accepted, Rejected
 from connectors.store.base import UserWrite
 from features.state import UserState
 from flows.coalescing import CATCHUP_FLUSH_INTERVAL_S, FLUSH_INTERVAL_S, flush_delay_s
-from flows.folding import HistoryStart, Pending, Written, build_write
+from flows.folding import (
+    HELD_REBASE_EVENTS,
+    HistoryStart,
+    Pending,
+    Written,
+    accepted_again,
+    build_write,
+    hold_origin,
+)
 
 _PENDING, _SETTLED = b"P", b"S"
 """First byte of a snapshot: the user has folded changes not written yet (due at once after a
@@ -70,7 +78,7 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
         self.snapshots = snapshots
         self.written: Written | None = {} if dedupe else None
         """What this process last handed the store per agent (None: no dedupe)."""
-        self.pending = pending or Pending(history=HistoryStart())
+        self.pending = _holding(pending or Pending(history=HistoryStart()))
         self.flush_interval = flush_interval
         self.catchup_interval = catchup_interval or flush_interval
         self.due: datetime | None = None
@@ -102,11 +110,13 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
 
     def _thaw(self) -> None:
         if self.frozen is not None:
-            self.state, self.pending = _thaw(self.frozen[1:])
+            self.state, pending = _thaw(self.frozen[1:])
+            self.pending = _holding(pending)
             self.frozen = None
 
     def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite | Rejected], bool]:
-        self._thaw()
+        if self.frozen is not None:
+            self._thaw()
         if self.state is None:
             self.state = UserState(values[0].event.user_id)
         self.pending.fold(self.state, values)
@@ -168,6 +178,15 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
             # The snapshot is also the fold's rebuild base (ADR 0011): no pickle of its own.
             self.pending.rebase(pickled)
         return mark + pickled
+
+
+def _holding(pending: Pending) -> Pending:
+    """`pending`, holding each event folded since its rebuild base as its ingest time and
+    origin rather than as the decoded event, `HELD_REBASE_EVENTS` of them at most (ADR 0045;
+    a resumed `Pending` comes without)."""
+    pending.hold, pending.unhold = hold_origin, accepted_again
+    pending.rebase_events = HELD_REBASE_EVENTS
+    return pending
 
 
 _MOVED = {"connectors.folding": "flows.folding"}

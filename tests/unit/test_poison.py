@@ -315,6 +315,69 @@ def test_the_rebuild_base_is_renewed_after_rebase_events(monkeypatch: pytest.Mon
     assert pending._base is not base and pending._since == [_good("u1", 50)]
 
 
+def _with_origin(accepted: Accepted, how: str, offset: int) -> Accepted:
+    """`accepted` as a source hands it over: a Kafka message, a file line, or either one
+    resolved after crossing a process boundary (`Accepted.where`)."""
+    event = accepted.event
+    if how in ("kafka", "kafka resolved"):
+        [(_, record)] = decode_messages(
+            [kafka_msg(event.SerializeToString(), offset, event.user_id.encode())], NOW_S
+        ).records
+    else:
+        record = decode_line("f.jsonl", offset, codec.to_json(event).encode() + b"\n", ingest_ms=5)
+    assert isinstance(record, Accepted)
+    if how.endswith("resolved"):
+        record = pickle.loads(pickle.dumps(record))
+    return record
+
+
+@pytest.mark.parametrize("how", ["kafka", "file", "kafka resolved", "file resolved"])
+def test_the_flow_holds_origins_for_its_rebuilds_and_rebuilds_exactly(
+    buggy_overdue: None, how: str
+) -> None:
+    """ADR 0045: the flow's `UserLogic` holds an event folded since the rebuild base as its
+    ingest time and origin, not the decoded event, and a rebuild decodes the origins again."""
+    from datetime import timedelta
+
+    from flows.features_flow import UserLogic
+    from flows.folding import HELD_REBASE_EVENTS, hold_origin
+
+    logic = UserLogic(None, None, timedelta(0))
+    twin = UserState("u1")
+    good = [_with_origin(_good("u1", i, day=1 + i), how, i + 1) for i in range(5)]
+    bug = _with_origin(_bug("u1", 50, day=7), how, 50)
+    logic.on_batch(good[:3])
+    held = logic.pending._since
+    assert held == [hold_origin(g) for g in good[:3]]
+    # Neither the decoded event nor the Kafka message: their bytes, or the file line
+    kept = [item[1] for item in held]
+    originals = [g.origin.value() if how == "kafka" else g.origin for g in good[:3]]
+    assert kept == originals
+    out, _ = logic.on_batch([good[3], bug, good[4]])
+    Pending().fold(twin, good)
+    assert logic.state == twin
+    letters = [r for r in out if isinstance(r, Rejected)]
+    assert [r.offset for r in letters] == [50]
+    # A resumed user holds origins too
+    resumed = UserLogic.resumed(logic.snapshot(), timedelta(0))
+    resumed.on_batch([good[0]])
+    assert resumed.pending.hold is hold_origin
+    assert logic.pending.rebase_events == resumed.pending.rebase_events == HELD_REBASE_EVENTS
+
+
+def test_a_record_without_origin_is_held_itself(buggy_overdue: None) -> None:
+    from flows.folding import accepted_again, hold_origin
+
+    state, twin = UserState("u1"), UserState("u1")
+    pending = Pending(hold=hold_origin, unhold=accepted_again)
+    good = [_good("u1", i) for i in range(3)]
+    pending.fold(state, good)
+    assert pending._since == good
+    pending.fold(state, [_bug("u1", 9)])
+    Pending().fold(twin, good)
+    assert state == twin
+
+
 def test_a_fold_exception_in_a_backfill_is_a_reject(buggy_overdue: None, tmp_path: Path) -> None:
     from connectors.store import open_store
 
