@@ -249,7 +249,8 @@ def loop_phases(
             f"{d['ci95_blocks'][1]:+.2f}; median of per-block differences "
             f"{d['median_block_diff_ms']:+.2f}); the control differs by "
             f"{out['ledger']['control']['p99_diff_ms']:+.2f} ms (median of per-block "
-            f"differences {out['ledger']['control']['median_block_diff_ms']:+.2f})"
+            f"differences {out['ledger']['control']['median_block_diff_ms']:+.2f}); "
+            f"verdict: {out['ledger']['verdict']}"
         )
     finally:
         for proc in apis.values():

@@ -79,6 +79,50 @@ def p99_difference(
     }
 
 
+TARGET_MS = 1.0
+"""Issue 12: the ledger adds at most this to `POST /v1/recommend` p99 at 200/s."""
+
+
+def verdict(ledger: dict[str, Any], control: dict[str, Any], target_ms: float = TARGET_MS) -> str:
+    """Whether this run decides the target, from the 95 % intervals of the median of per-block
+    p99 differences (paired block bootstrap; robust to one stalled phase): "meets" when the
+    ledger's whole interval is at most `target_ms`, "misses" when it is all above it, else
+    "undecided" (the interval straddles the target: more blocks or a quieter machine). A
+    control whose own interval lies entirely beyond `target_ms` from zero means the machine,
+    not the ledger, moved this run's numbers: also "undecided".
+
+    >>> d = {"median_block_diff_ms": 0.4, "median_block_diff_ci95": [-0.2, 0.9]}
+    >>> c = {"median_block_diff_ms": 0.1, "median_block_diff_ci95": [-0.5, 0.6]}
+    >>> verdict(d, c).split(":")[0]
+    'meets'
+    >>> verdict({**d, "median_block_diff_ci95": [0.3, 1.6]}, c).split(":")[0]
+    'undecided'
+    >>> verdict({**d, "median_block_diff_ci95": [1.2, 2.6]}, c).split(":")[0]
+    'misses'
+    >>> verdict(d, {**c, "median_block_diff_ci95": [1.1, 3.0]}).split(":")[0]
+    'undecided'
+    """
+    lo, hi = ledger["median_block_diff_ci95"]
+    c_lo, c_hi = control["median_block_diff_ci95"]
+    span = (
+        f"median of per-block differences {ledger['median_block_diff_ms']:+.2f} ms, "
+        f"95 % CI [{lo:+.2f}, {hi:+.2f}]"
+    )
+    if c_lo > target_ms or c_hi < -target_ms:
+        return (
+            f"undecided: the control differs from 'off' by more than {target_ms:g} ms on its own "
+            f"(CI [{c_lo:+.2f}, {c_hi:+.2f}]): the machine's noise, not the ledger; {span}"
+        )
+    if hi <= target_ms:
+        return f"meets: at most {target_ms:g} ms ({span})"
+    if lo > target_ms:
+        return f"misses: more than {target_ms:g} ms ({span})"
+    return (
+        f"undecided: the CI straddles {target_ms:g} ms ({span}); more blocks or a quieter "
+        "machine can decide it"
+    )
+
+
 def show_difference(name: str, d: dict[str, Any]) -> str:
     def span(lo_hi: list[float]) -> str:
         return f"[{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
@@ -144,13 +188,16 @@ def ledger_phases(
     )
     print(show_difference("ledger on - off", out["ledger"]))
     print(show_difference("control ctl - off", out["control"]))
+    out["verdict"] = verdict(out["ledger"], out["control"])
+    print(f"  verdict: {out['verdict']}")
     print(
         "  API CPU per request (median of phases): "
         + ", ".join(f"{a} {out['api_cpu_ms_per_req'][a]:.2f} ms" for a in ARMS)
     )
     w = out["ledger_worker"]
     print(
-        f"  the ledger worker's own CPU (holding the GIL): {w['cpu_ms_per_tip']:.3f} ms a tip, "
+        f"  the ledger worker's own CPU (it lets go of the GIL every 4 tips: ADR 0046): "
+        f"{w['cpu_ms_per_tip']:.3f} ms a tip, "
         f"{w['cpu_ms_per_batch']:.2f} ms a batch ({w['tips']:.0f} tips in {w['batches']:.0f} "
         f"batches; {w['batches_within_1ms_cpu']:.0%} of batches within 1 ms)"
     )

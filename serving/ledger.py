@@ -47,6 +47,7 @@ def tip_entry(
                 version=stored.version,
                 params=stored.params,
                 snippet=texts.get(agent_id),
+                params_json=stored.params_json,
             )
         )
     return LedgerEntry(

@@ -162,6 +162,9 @@ class StoredAgent:
     snippet: str | None
     """Only while unexpired; None otherwise."""
     snippet_expires_at_ms: int | None
+    params_json: str | None = field(default=None, compare=False, repr=False)
+    """`params` as the store holds it (`dumps_compact` of them) when the reader had the text:
+    the tip ledger splices it instead of encoding `params` again (ADR 0046). Not compared."""
 
 
 @dataclass(slots=True)
@@ -205,6 +208,7 @@ class StoredAgentJSON:
             computed_at_ms=self.computed_at_ms,
             snippet=self.snippet,
             snippet_expires_at_ms=self.snippet_expires_at_ms,
+            params_json=self.params_json,
         )
 
 

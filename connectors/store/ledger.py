@@ -38,6 +38,9 @@ class LedgerAgent:
     version: str
     params: dict[str, dict[str, Any]]
     snippet: str | None
+    params_json: str | None = field(default=None, compare=False, repr=False)
+    """`params` as the feature store holds them (`dumps_compact`), when the reader had the
+    text: spliced into the stored values instead of encoding `params` again (ADR 0046)."""
 
 
 @dataclass(slots=True)
@@ -57,6 +60,9 @@ class LedgerEntry:
     model: str | None
     orchestrator_latency_ms: float | None
     extra: dict[str, Any] = field(default_factory=dict)
+    _encoded: tuple[str, list[tuple[str, str]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def header(self) -> dict[str, Any]:
         """The stored header: everything but the agents' values (and a fallback's text)."""
@@ -85,6 +91,31 @@ class LedgerEntry:
                 values["tip_text"] = self.text
             out[a.agent_id] = values
         return out
+
+    def encoded(self) -> tuple[str, list[tuple[str, str]]]:
+        """The stored JSON of `header()` and of each agent's `values()` (agent id, JSON), as
+        `dumps_compact` writes them; worked out once per entry (the ledger worker encodes
+        entries as it builds them, in short pieces: ADR 0046). An agent's stored `params`
+        text is spliced as it is (it is `dumps_compact` of the same parameters)."""
+        if self._encoded is None:
+            from connectors.store.base import dumps_compact  # base imports this module
+
+            values: list[tuple[str, str]] = []
+            fallback_text = self.fallback_reason is not None
+            for a in self.agents:
+                params = a.params_json if a.params_json is not None else dumps_compact(a.params)
+                tail = ""
+                if fallback_text:
+                    tail = ',"tip_text":' + dumps_compact(self.text)
+                    fallback_text = False
+                values.append(
+                    (
+                        a.agent_id,
+                        f'{{"params":{params},"snippet":{dumps_compact(a.snippet)}{tail}}}',
+                    )
+                )
+            self._encoded = (dumps_compact(self.header()), values)
+        return self._encoded
 
 
 def iso_ms(ms: int) -> str:

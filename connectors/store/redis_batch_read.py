@@ -9,7 +9,7 @@ threaded: every other client waits meanwhile. Here each user is `EXISTS meta`, `
 and one `HMGET` per named agent, and one `MGET` of every feedback and snippet key at the end;
 `MULTI`/`EXEC` keeps the read atomic, as the script's was, so a user is never half old and
 half new. The commands are written as RESP directly (key names vary, the rest is constant per
-call) and the ~800 `QUEUED` replies are skipped in the hiredis reader without redis-py's
+call) and the ~800 `QUEUED` replies are checked as bytes, in one comparison, without redis-py's
 per-reply layer, which alone would cost more than Redis saves.
 
 The answer is exactly the script's: for each user `None` when its meta key does not exist,
@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis import exceptions as redis_errors
+from redis._parsers.socket import SERVER_CLOSED_CONNECTION_ERROR
 from redis.exceptions import ResponseError
 
 from connectors.store.base import StoredUserBytes
@@ -65,9 +67,18 @@ def _pieces(tokens: Sequence[bytes | tuple[bytes]], base_len: int) -> list[bytes
     return pieces
 
 
-def _request(bases: Sequence[bytes], agents: Sequence[bytes]) -> tuple[bytes, int]:
-    """The RESP of the transaction for users of key prefixes `bases`, and its reply count.
-    Each user's commands are one `bytes.join` of pieces made once per length of base."""
+_PIECES_KEPT = 64
+"""(agents, base length) pairs whose request pieces `_request` keeps across calls."""
+_pieces_kept: dict[tuple[tuple[bytes, ...], int], tuple[list[bytes], list[bytes]]] = {}
+
+
+def _user_pieces(agents: tuple[bytes, ...], base_len: int) -> tuple[list[bytes], list[bytes]]:
+    """The pieces of one user's commands and of its `MGET` keys for bases of `base_len` bytes,
+    made once per process for each (agents, length): a batch of 100 users then costs its
+    requests 100 `bytes.join`s, not a rebuild of every command."""
+    made = _pieces_kept.get((agents, base_len))
+    if made is not None:
+        return made
     commands: list[bytes | tuple[bytes]] = [b"*2\r\n$6\r\nEXISTS\r\n", (b"meta",)]
     commands += [b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_META_FIELDS)), (b"meta",)]
     commands += [_bulk(f) for f in _META_FIELDS]
@@ -76,28 +87,95 @@ def _request(bases: Sequence[bytes], agents: Sequence[bytes]) -> tuple[bytes, in
         commands += [b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_AGENT_FIELDS)), (b"agent:" + a,)]
         commands.append(agent_tail)
     strings: list[bytes | tuple[bytes]] = [(b"feedback",), *((b"snippet:" + a,) for a in agents)]
-    by_len: dict[int, tuple[list[bytes], list[bytes]]] = {}
-    parts, keys = [_MULTI], []
+    if len(_pieces_kept) >= _PIECES_KEPT:  # never more than a few in practice: bounded anyway
+        _pieces_kept.clear()
+    made = _pieces_kept[(agents, base_len)] = (
+        _pieces(commands, base_len),
+        _pieces(strings, base_len),
+    )
+    return made
+
+
+def _request(bases: Sequence[bytes], agents: Sequence[bytes]) -> tuple[bytes, int]:
+    """The RESP of the transaction for users of key prefixes `bases`, and the number of
+    commands queued in it (`QUEUED` replies). Each user's commands are one `bytes.join` of
+    pieces kept across calls (`_user_pieces`)."""
+    named = tuple(agents)
+    parts: list[bytes] = [_MULTI]
+    keys: list[bytes] = []
+    add_part, add_key = parts.append, keys.append
+    made: tuple[list[bytes], list[bytes]] | None = None
+    made_len = -1
     for base in bases:
-        made = by_len.get(len(base))
-        if made is None:
-            made = by_len[len(base)] = (_pieces(commands, len(base)), _pieces(strings, len(base)))
-        parts.append(base.join(made[0]))
-        keys.append(base.join(made[1]))
+        if len(base) != made_len:
+            made_len = len(base)
+            made = _user_pieces(named, made_len)
+        assert made is not None
+        add_part(base.join(made[0]))
+        add_key(base.join(made[1]))
     parts.append(b"*%d\r\n$4\r\nMGET\r\n" % (len(bases) * (1 + len(agents)) + 1))
     parts += keys
     parts.append(_EXEC)
-    return b"".join(parts), len(bases) * (2 + len(agents)) + 3
+    return b"".join(parts), len(bases) * (2 + len(agents)) + 1
 
 
-def _exec_reply(conn: Any, replies: int) -> Any:
-    """Read `replies` replies from `conn` and answer the last (`EXEC`'s); an error reply
-    before it (a command Redis refused to queue: `EXECABORT` then) is raised once all are read."""
+_acks_kept: dict[int, bytes] = {}
+
+
+def _acks(queued: int) -> bytes:
+    """What Redis answers `MULTI` and `queued` commands it queues, before `EXEC`'s reply."""
+    acks = _acks_kept.get(queued)
+    if acks is None:
+        if len(_acks_kept) >= _PIECES_KEPT:
+            _acks_kept.clear()
+        acks = _acks_kept[queued] = b"+OK\r\n" + b"+QUEUED\r\n" * queued
+    return acks
+
+
+def _recv(parser: Any) -> bytes:
+    """The next bytes on the parser's socket, not fed to its reader; errors as redis-py's
+    parser raises them (so the connection's retry policy sees the same exceptions)."""
+    sock, buffer = parser._sock, parser._buffer
+    if sock is None:  # disconnected meanwhile by another thread
+        raise redis_errors.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+    try:
+        got = sock.recv_into(buffer)
+    except TimeoutError as exc:  # the socket's timeout (`socket.timeout`)
+        raise redis_errors.TimeoutError("Timeout reading from socket") from exc
+    except OSError as exc:
+        raise redis_errors.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
+    if got == 0:
+        raise redis_errors.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+    return bytes(memoryview(buffer)[:got])
+
+
+def _exec_reply(conn: Any, queued: int) -> Any:
+    """Read the replies of `MULTI`, `queued` commands and `EXEC` from `conn` and answer
+    `EXEC`'s. The acknowledgements (`+OK`, then `+QUEUED` each) are checked as bytes, in one
+    comparison instead of a reply object each (~800 a batch of 100 users); when they are not
+    all acknowledgements (a command Redis refused to queue: `EXECABORT` then) every reply is
+    parsed and the first error raised once all are read."""
+    parser = conn._parser
     reader = _reader(conn)
-    fill: Callable[[], Any] = conn._parser.read_from_socket
+    fill: Callable[[], Any] = parser.read_from_socket
+    acks = _acks(queued)
+    head = b""
+    while len(head) < len(acks):
+        head += _recv(parser)
+        if head[: len(acks)] != acks[: len(head)]:
+            break
+    if head[: len(acks)] == acks:
+        if len(head) > len(acks):
+            reader.feed(head, len(acks))
+        reply = reader.gets(False)
+        while reply is NOT_ENOUGH_DATA:
+            fill()
+            reply = reader.gets(False)
+        return reply
+    reader.feed(head)
     refused: Any = None
-    reply: Any = None
-    for _ in range(replies):
+    reply = None
+    for _ in range(queued + 2):
         reply = reader.gets(False)
         while reply is NOT_ENOUGH_DATA:
             fill()
@@ -125,11 +203,11 @@ def read_users_in_transaction(
         pool.release(conn)
         return None
     names = [a.encode() for a in agents]
-    request, replies = _request([b.encode() for b in bases], names)
+    request, queued = _request([b.encode() for b in bases], names)
 
     def send_and_read() -> Any:
         conn.send_packed_command([request])
-        return _exec_reply(conn, replies)
+        return _exec_reply(conn, queued)
 
     try:
         reply = conn.retry.call_with_retry(send_and_read, lambda _error: conn.disconnect())

@@ -51,50 +51,88 @@ class RedisLedgerMixin:
         """The `ledger_forget` script call for a write that removed `agent_ids`."""
         return "ledger_forget", [self._ledger_keys(user_id)[0]], sorted(agent_ids)
 
-    def _record_tip_call(
+    def _tip_keys_and_args(
         self, entry: LedgerEntry, *, retention_ms: int, now_ms: int
-    ) -> tuple[str, list[str], list[Any]] | None:
-        """The `ledger_record` script call of `entry`; None when it is already past retention."""
+    ) -> tuple[list[str], list[Any]] | None:
+        """The `ledger_record` script's keys and arguments of `entry` (one tip's group); None
+        when it is already past retention."""
         if entry.shown_at_ms < cutoff_ms(now_ms, retention_ms):
             return None
         ledger, at = self._ledger_keys(entry.user_id)
         base = self._base(entry.user_id)
         keys = [ledger, at, f"{base}keys", self._tomb_key(entry.user_id), f"{base}meta"]
+        header, values = entry.encoded()
         args: list[Any] = [
             entry.tip_id,
             entry.shown_at_ms,
-            dumps_compact(entry.header()),
+            header,
             cutoff_ms(now_ms, retention_ms),
             max(retention_ms - (now_ms - entry.shown_at_ms), 1),
         ]
-        for agent_id, values in entry.values().items():
-            args += (agent_id, dumps_compact(values))
+        for agent_id, data in values:
+            args += (agent_id, data)
+        return keys, args
+
+    @staticmethod
+    def _record_call(
+        tips: Sequence[tuple[list[str], list[Any]]],
+    ) -> tuple[str, list[str], list[Any]]:
+        """One `ledger_record` script call recording `tips` (their keys and arguments)."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for tip_keys, tip_args in tips:
+            keys += tip_keys
+            args.append(len(tip_args))
+            args += tip_args
         return "ledger_record", keys, args
 
     def record_tip(self, entry: LedgerEntry, *, retention_ms: int, now_ms: int) -> bool:
-        call = self._record_tip_call(entry, retention_ms=retention_ms, now_ms=now_ms)
-        if call is None:
+        tip = self._tip_keys_and_args(entry, retention_ms=retention_ms, now_ms=now_ms)
+        if tip is None:
             return False
-        done = self._guard("record_tip", lambda: self._eval(*call))
-        return bool(done)
+        call = self._record_call([tip])
+
+        def run() -> Any:
+            [reply] = self._eval(*call)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+        return bool(self._guard("record_tip", run))
 
     def record_tips(
         self, entries: Sequence[tuple[LedgerEntry, int]], *, retention_ms: int
     ) -> list[bool | StoreError]:
-        """`record_tip` of each (entry, now_ms), in one pipelined round trip (one script call
-        each, so each stays atomic on its own): per entry its result, or the `StoreError` of
-        its own call. A failure of the round trip itself raises `StoreError`."""
-        calls = [self._record_tip_call(e, retention_ms=retention_ms, now_ms=n) for e, n in entries]
-        sent = [c for c in calls if c is not None]
-        replies = iter(
-            self._guard("record_tips", lambda: self._evalsha_all(sent, write=False)) if sent else []
-        )
+        """`record_tip` of each (entry, now_ms), in one round trip: on one server one
+        `ledger_record` call for them all (each tip in its own pcall, so each stays atomic on
+        its own and fails alone: ADR 0046), on a cluster one call a tip (a call's keys must
+        share a slot), pipelined. Per entry its result, or the `StoreError` of its own
+        failure. A failure of the round trip itself raises `StoreError`."""
+        tips = [self._tip_keys_and_args(e, retention_ms=retention_ms, now_ms=n) for e, n in entries]
+        sent = [t for t in tips if t is not None]
+        replies: list[Any] = []
+        if sent:
+            if self._conn.cluster:
+                calls = [self._record_call([t]) for t in sent]
+            else:
+                calls = [self._record_call(sent)]
+
+            def run() -> list[Any]:
+                out: list[Any] = []
+                for reply in self._evalsha_all(calls, write=False):
+                    if isinstance(reply, Exception):  # the call failed: each of its tips
+                        reply = [reply] * (len(sent) if len(calls) == 1 else 1)
+                    out += reply
+                return out
+
+            replies = self._guard("record_tips", run)
+        got = iter(replies)
         out: list[bool | StoreError] = []
-        for call in calls:
-            if call is None:
+        for tip in tips:
+            if tip is None:
                 out.append(False)
                 continue
-            reply = next(replies)
+            reply = next(got)
             if isinstance(reply, Exception):
                 out.append(StoreError(f"Redis failed (record_tip): {reply}"))
             else:

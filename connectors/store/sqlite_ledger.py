@@ -81,18 +81,16 @@ class SQLiteLedgerMixin:
             if now_ms - self._last_ledger_trim_ms >= _TRIM_EVERY_MS:
                 self._trim_ledger(c, cutoff_ms(now_ms, retention_ms))
                 self._last_ledger_trim_ms = now_ms
+            header, values = entry.encoded()
             c.execute(
                 f"INSERT OR REPLACE INTO {t['ledger']} (user_id, tip_id, shown_at_ms, header) "
                 "VALUES (?, ?, ?, ?)",
-                (uid, entry.tip_id, entry.shown_at_ms, dumps_compact(entry.header())),
+                (uid, entry.tip_id, entry.shown_at_ms, header),
             )
             c.executemany(
                 f"INSERT OR REPLACE INTO {t['ledger_agents']} (user_id, tip_id, agent_id, data) "
                 "VALUES (?, ?, ?, ?)",
-                [
-                    (uid, entry.tip_id, agent_id, dumps_compact(values))
-                    for agent_id, values in entry.values().items()
-                ],
+                [(uid, entry.tip_id, agent_id, data) for agent_id, data in values],
             )
             done[0] = True
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from connectors.exceptions import StoreError
 from connectors.store import UserWrite
+from connectors.store.base import dumps_compact
 from connectors.store.ledger import DAY_MS, LedgerAgent, LedgerEntry
 from tests.integration.test_store import T0, Backend, _open, agent, user
 
@@ -225,3 +227,52 @@ def test_tips_recorded_together_survive_a_server_that_lost_its_scripts(
         tips = [(entry("t1"), T0), (entry("t2", "u2"), T0), (entry("t3", "nobody"), T0)]
         assert b.store.record_tips(tips, retention_ms=RETENTION) == [True, True, False]
         assert [line["tip_id"] for line in export(b)] == ["t1", "t2"]
+
+
+def test_a_tip_that_fails_alone_costs_the_others_of_its_trip_nothing(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> None:
+    """Redis `record_tips` records a whole trip in one script call, each tip in its own pcall
+    (ADR 0046): a tip whose ledger key holds the wrong type answers its own `StoreError`, and
+    the tips before and after it are recorded."""
+    with _open("redis", request, tmp_path, key_prefix) as b:
+        seed_users(b, "u1", "u2", "u3")
+        assert b.raw is not None
+        bad = f"{b.prefix}:{{u2}}:ledger"
+        b.raw.set(bad, "not a hash")
+        tips = [(entry("t1"), T0), (entry("t2", "u2"), T0), (entry("t3", "u3"), T0)]
+        got = b.store.record_tips(tips, retention_ms=RETENTION)
+        assert got[0] is True and got[2] is True
+        assert isinstance(got[1], StoreError) and "WRONGTYPE" in str(got[1])
+        b.raw.delete(bad)  # the export reads every ledger
+        assert [line["tip_id"] for line in export(b)] == ["t1", "t3"]
+
+
+def test_stored_params_are_spliced_as_the_store_holds_them(backend: Backend) -> None:
+    """A read user's agents carry their stored params text (`StoredAgent.params_json`), which
+    the ledger splices instead of encoding the params again (ADR 0046): the stored values and
+    the export are those of the params encoded anew."""
+    seed_users(backend, "u1")
+    stored = backend.store.read_user("u1", now_ms=T0)
+    assert stored is not None
+    mood = stored.agents["mood"]
+    assert mood.params_json == dumps_compact(mood.params)
+    spliced = LedgerEntry(
+        tip_id="t1",
+        user_id="u1",
+        shown_at_ms=T0,
+        text="Walk.",
+        kind="advice",
+        agents=[LedgerAgent("mood", mood.version, mood.params, "s", params_json=mood.params_json)],
+        fallback_reason="timeout",
+        prompt_version=None,
+        model=None,
+        orchestrator_latency_ms=None,
+    )
+    assert spliced.encoded() == (
+        dumps_compact(spliced.header()),
+        [(aid, dumps_compact(v)) for aid, v in spliced.values().items()],
+    )
+    assert backend.store.record_tip(spliced, retention_ms=RETENTION, now_ms=T0)
+    [line] = export(backend)
+    assert line["agents"][0]["params"] == mood.params and line["text"] == "Walk."

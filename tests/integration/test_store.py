@@ -639,3 +639,44 @@ def test_the_batch_read_in_a_transaction_answers_what_the_read_script_answers(
     assert [u is None for u in via_transaction.values()] == [False, True, False, True, False]
     u1 = via_transaction["u1"]
     assert u1 is not None and [row[0] for row in u1.agents] == [b"focus", b"mood"]
+
+
+def test_the_batch_read_of_many_users_checks_acknowledgements_past_one_socket_read(
+    redis_backend: Backend,
+) -> None:
+    """1,000 users of 8 named agents queue 10,001 commands: their `+QUEUED` acknowledgements
+    (~90 kB, checked as bytes: ADR 0046) span several socket reads, and the answer is still
+    the read script's."""
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    s.write_batch([user(f"m{i}", agent("mood", value=i)) for i in range(0, 1000, 7)], now_ms=T0)
+    asked = [f"m{i}" for i in range(1000)]
+    named = ["mood", "focus", *(f"unknown-{k}" for k in range(6))]
+    via_transaction = s.read_users_bytes(asked, agents=named)
+    assert s._transaction_reads
+    s._transaction_reads = False
+    assert via_transaction == s.read_users_bytes(asked, agents=named)
+    assert sum(u is not None for u in via_transaction.values()) == len(range(0, 1000, 7))
+
+
+def test_the_batch_read_raises_a_command_redis_refused_to_queue(redis_backend: Backend) -> None:
+    """A command refused while queued (here a wrong arity) is not an acknowledgement: every
+    reply is read (the connection stays usable) and the refusal is raised (ADR 0046)."""
+    from connectors.store.redis_batch_read import _exec_reply
+
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    pool = s._r.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(
+            [
+                b"*1\r\n$5\r\nMULTI\r\n*2\r\n$6\r\nEXISTS\r\n$1\r\nk\r\n*1\r\n$3\r\nGET\r\n*1\r\n$4\r\nEXEC\r\n"
+            ]
+        )
+        with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+            _exec_reply(conn, 2)
+        conn.send_command("PING")
+        assert conn.read_response() in (b"PONG", "PONG", True)
+    finally:
+        pool.release(conn)

@@ -133,3 +133,31 @@ def test_a_cluster_that_does_not_answer_is_a_store_error_on_use_not_on_open() ->
     with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
         store.write_batch([user("dave", agent())], now_ms=T0)
     store.close()
+
+
+def test_a_trip_of_tips_on_a_cluster_is_one_call_a_tip(cluster: Any) -> None:
+    """`record_tips` records a whole trip in one script call on one server only (ADR 0046): on
+    a cluster it sends one call a tip, so tips of users on different masters are recorded, and
+    an unknown user's tip answers False on its own."""
+    store, _ = cluster
+    users = [f"user-{i}" for i in range(12)]
+    store.write_batch([user(u, agent("mood")) for u in users], now_ms=T0)
+
+    def tip(user_id: str) -> LedgerEntry:
+        return LedgerEntry(
+            tip_id=f"t-{user_id}",
+            user_id=user_id,
+            shown_at_ms=T0,
+            text="Walk.",
+            kind="advice",
+            agents=[],
+            fallback_reason=None,
+            prompt_version=None,
+            model=None,
+            orchestrator_latency_ms=None,
+        )
+
+    tips = [(tip(u), T0) for u in [*users, "nobody"]]
+    assert store.record_tips(tips, retention_ms=10**12) == [True] * len(users) + [False]
+    exported = store.ledger_export(since_ms=None, now_ms=T0, retention_ms=10**12)
+    assert sorted(line["tip_id"] for line in exported) == sorted(f"t-{u}" for u in users)
