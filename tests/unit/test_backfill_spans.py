@@ -386,3 +386,29 @@ def test_the_writer_thread_lands_chunks_in_order_and_raises_a_store_error(
         assert len(landed) == 5
     finally:
         store.close()
+
+
+def test_a_backfill_hands_its_structures_to_keep_and_restores_the_collector(
+    tmp_path: Path,
+) -> None:
+    # ADR 0047: with `keep`, the run's states are handed to the caller (a `--processes` child
+    # lets its exit free them); the collector is as it was before the run either way.
+    import gc
+
+    path = _one_completion_log(tmp_path / "keep.jsonl", 30, 2)
+    store = open_store(f"sqlite:///{tmp_path / 'keep.db'}", key_prefix="t")
+    try:
+        kept: list[object] = []
+        assert gc.isenabled()
+        report = backfill(path, store, keep=kept)
+        assert gc.isenabled() and report.users == 30 and len(kept) == 1
+        states = kept[0][0]  # type: ignore[index]
+        assert sorted(states) == [f"u{u:05d}" for u in range(30)]
+        gc.disable()
+        try:
+            backfill(path, store)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        store.close()
