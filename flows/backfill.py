@@ -240,7 +240,7 @@ def _write_span(
     written: dict[str, Written],
     pending: dict[str, Pending],
 ) -> int:
-    """Write every user touched in the span, `WRITE_CHUNK` users a call.
+    """Write every user touched in the span, in user-id order, `WRITE_CHUNK` users a call.
 
     A chunk is written by a writer thread while this one builds the next (ADR 0043): the store
     call waits for Redis or runs SQLite's statements without the GIL, so that wait overlaps
@@ -250,7 +250,11 @@ def _write_span(
     count = 0
     with ThreadPoolExecutor(1, thread_name_prefix="backfill-write") as writer:
         landing: Future[list[str]] | None = None
-        for user_id, user in pending.items():
+        # In user-id order (ADR 0047): SQLite's rows are keyed by user id, so consecutive
+        # writes land in neighbouring B-tree pages (0.66x the SQLite write a user against
+        # first-touch order); the store ends the same whatever the order.
+        for user_id in sorted(pending):
+            user = pending[user_id]
             write = build_write(states[user_id], user, written=written[user_id])
             if write is not None:
                 writes.append(write)
