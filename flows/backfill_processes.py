@@ -24,6 +24,7 @@ fail with its error; what the others wrote stays (a re-run writes it again, idem
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import multiprocessing as mp
 import queue
@@ -53,6 +54,11 @@ def _child(
     from flows.runtime import tune_gc
 
     tune_gc()
+    # The collector stays off after the backfill (it turns it off for its run), and the run's
+    # structures are kept: this process exits right after its report (os._exit: nothing is
+    # freed), so neither a collection nor freeing them is worth its time (ADR 0047).
+    gc.disable()
+    kept: list[object] = []
     try:
         store = open_store(store_url, key_prefix=key_prefix)
         try:
@@ -68,6 +74,7 @@ def _child(
                 rejects_path=rejects_path,
                 progress=advance,
                 partition=(index, processes),
+                keep=kept,
             )
         finally:
             store.close()

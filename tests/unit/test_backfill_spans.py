@@ -386,3 +386,58 @@ def test_the_writer_thread_lands_chunks_in_order_and_raises_a_store_error(
         assert len(landed) == 5
     finally:
         store.close()
+
+
+def test_a_span_writes_its_users_in_user_id_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ADR 0047: a span's users are written in user-id order, not in the order they were first
+    # touched (SQLite's B-tree locality), and the store ends the same.
+    import flows.backfill as backfill_module
+
+    monkeypatch.setattr(backfill_module, "WRITE_CHUNK", 7)
+    path = tmp_path / "reversed.jsonl"
+    path.write_text(
+        "".join(codec.to_json(good_event(f"u{u:05d}", 0)) + "\n" for u in reversed(range(40)))
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'sorted.db'}", key_prefix="t")
+    landed: list[str] = []
+    original = store.write_batch
+
+    def write_batch(writes: list[UserWrite], **kwargs: Any) -> list[str]:
+        landed.extend(w.user_id for w in writes)
+        return original(writes, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", write_batch)
+    try:
+        report = backfill(path, store)
+        assert report.writes == 40 and landed == sorted(landed) == [f"u{u:05d}" for u in range(40)]
+        assert sorted(store.user_ids()) == landed
+    finally:
+        store.close()
+
+
+def test_a_backfill_hands_its_structures_to_keep_and_restores_the_collector(
+    tmp_path: Path,
+) -> None:
+    # ADR 0047: with `keep`, the run's states are handed to the caller (a `--processes` child
+    # lets its exit free them); the collector is as it was before the run either way.
+    import gc
+
+    path = _one_completion_log(tmp_path / "keep.jsonl", 30, 2)
+    store = open_store(f"sqlite:///{tmp_path / 'keep.db'}", key_prefix="t")
+    try:
+        kept: list[object] = []
+        assert gc.isenabled()
+        report = backfill(path, store, keep=kept)
+        assert gc.isenabled() and report.users == 30 and len(kept) == 1
+        states = kept[0][0]  # type: ignore[index]
+        assert sorted(states) == [f"u{u:05d}" for u in range(30)]
+        gc.disable()
+        try:
+            backfill(path, store)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        store.close()
