@@ -45,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.backfill import _redis_url  # noqa: E402
 from connectors.records import decode_line  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from connectors.store.base import UserWrite  # noqa: E402
@@ -84,19 +85,6 @@ def _backfill(log: Path, store: Any, *, writes: bool = True) -> int:
     finally:
         bf._write_span = saved
     return report.accepted
-
-
-def _redis_url(arg: str | None) -> str:
-    if arg:
-        return arg
-    env = os.environ.get("OO_STORE_URL", "")
-    if env.startswith("redis://"):
-        return env
-    from oo_features import services as oo_services
-
-    state = oo_services.state_dir()
-    endpoints = oo_services.running_endpoints(state) or oo_services.up(state)
-    return endpoints.redis_url
 
 
 def _redis_cpu_s(url: str) -> float:
