@@ -36,6 +36,22 @@ def cluster(redis_cluster: Any, key_prefix: str) -> Any:
     raw.close()
 
 
+def _tip(user_id: str, tip_id: str) -> LedgerEntry:
+    """A fallback-free advice tip of `user_id` with no agents, shown at T0."""
+    return LedgerEntry(
+        tip_id=tip_id,
+        user_id=user_id,
+        shown_at_ms=T0,
+        text="Walk.",
+        kind="advice",
+        agents=[],
+        fallback_reason=None,
+        prompt_version=None,
+        model=None,
+        orchestrator_latency_ms=None,
+    )
+
+
 def test_every_key_of_a_user_lives_in_the_users_slot(cluster: Any, key_prefix: str) -> None:
     store, raw = cluster
     users = [f"user-{i}" for i in range(20)]
@@ -43,22 +59,7 @@ def test_every_key_of_a_user_lives_in_the_users_slot(cluster: Any, key_prefix: s
         [user(u, agent("mood"), agent("tasks"), feedback={"shown": 1}, consents={}) for u in users],
         now_ms=T0,
     )
-    store.record_tip(
-        LedgerEntry(
-            tip_id="t1",
-            user_id="user-3",
-            shown_at_ms=T0,
-            text="Walk.",
-            kind="advice",
-            agents=[],
-            fallback_reason=None,
-            prompt_version=None,
-            model=None,
-            orchestrator_latency_ms=None,
-        ),
-        retention_ms=10**12,
-        now_ms=T0,
-    )
+    store.record_tip(_tip("user-3", "t1"), retention_ms=10**12, now_ms=T0)
     store.delete_user("user-7", deleted_at_ms=T0 + 1)
     keys = list(raw.scan_iter(match=f"{key_prefix}:*", count=1000))
     masters = {n.name for n in raw.get_primaries()}
@@ -143,21 +144,7 @@ def test_a_trip_of_tips_on_a_cluster_is_one_call_a_tip(cluster: Any) -> None:
     users = [f"user-{i}" for i in range(12)]
     store.write_batch([user(u, agent("mood")) for u in users], now_ms=T0)
 
-    def tip(user_id: str) -> LedgerEntry:
-        return LedgerEntry(
-            tip_id=f"t-{user_id}",
-            user_id=user_id,
-            shown_at_ms=T0,
-            text="Walk.",
-            kind="advice",
-            agents=[],
-            fallback_reason=None,
-            prompt_version=None,
-            model=None,
-            orchestrator_latency_ms=None,
-        )
-
-    tips = [(tip(u), T0) for u in [*users, "nobody"]]
+    tips = [(_tip(u, f"t-{u}"), T0) for u in [*users, "nobody"]]
     assert store.record_tips(tips, retention_ms=10**12) == [True] * len(users) + [False]
     exported = store.ledger_export(since_ms=None, now_ms=T0, retention_ms=10**12)
     assert sorted(line["tip_id"] for line in exported) == sorted(f"t-{u}" for u in users)
