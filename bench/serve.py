@@ -80,6 +80,31 @@ from features.registry import manifests  # noqa: E402
 # -- main ------------------------------------------------------------------------------------
 
 
+def start_private_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A Redis of the bench's own, started like the services' (`redis_argv`: append-only,
+    `appendfsync always`), on a free port; its process and URL once it answers."""
+    import redis
+
+    from oo_features.services import redis_argv
+    from oo_features.services.redis_node import _redis_binary
+
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = redis_argv(_redis_binary(lambda _: None), port, directory)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            return proc, url
+        except redis.RedisError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the ledger's Redis on {url} did not start") from None
+            time.sleep(0.1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -150,6 +175,18 @@ def main() -> int:
     ap.add_argument(
         "--ledger-rate", type=float, default=200.0, help="--loop: recommend rate (default 200/s)"
     )
+    ap.add_argument(
+        "--ledger-store-url",
+        default=os.environ.get("OO_LEDGER_STORE_URL"),
+        help="the tip ledger's own Redis (OO_LEDGER_STORE_URL, ADR 0052); default: with --loop "
+        "a private Redis started here with the services' command line (appendfsync always), "
+        "unless --ledger-shared",
+    )
+    ap.add_argument(
+        "--ledger-shared",
+        action="store_true",
+        help="keep the tip ledger in the feature store's Redis (the layout before ADR 0052)",
+    )
     args = ap.parse_args()
 
     steps = [250, 500, 750, 1000, 1500, 2000]
@@ -185,7 +222,12 @@ def main() -> int:
     peer_url = parent.recv()
 
     api: subprocess.Popen[bytes] | None = None
+    ledger_redis: subprocess.Popen[bytes] | None = None
     try:
+        if args.loop and not args.ledger_shared and not args.ledger_store_url:
+            ledger_redis, args.ledger_store_url = start_private_redis(tmp / "ledger-redis")
+        ledger_url = None if args.ledger_shared else args.ledger_store_url
+        print(f"tip ledger: {ledger_url or 'in the feature store'}")
         ids, seed_s = seed(args.store_url, key_prefix, args.users)
         print(
             f"seeded {len(ids)} users x {len(manifests())} agents in {seed_s:.1f} s (write_batch of 500)"
@@ -205,6 +247,8 @@ def main() -> int:
         )
         if bootstrap:
             env["OO_KAFKA_BOOTSTRAP"] = bootstrap
+        if ledger_url:
+            env["OO_LEDGER_STORE_URL"] = ledger_url
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         api = start_api(env, port, tmp / "api.log", args.profile)
@@ -338,6 +382,11 @@ def main() -> int:
             peer_proc.terminate()
         cleanup(args.store_url, key_prefix, bootstrap, topic_prefix)
         print(f"cleaned up keys {key_prefix}:* and topics {topic_prefix}*")
+        if ledger_redis is not None:
+            ledger_redis.kill()
+            ledger_redis.wait(30)
+        elif args.ledger_store_url and not args.ledger_shared:
+            cleanup(args.ledger_store_url, key_prefix, None, topic_prefix)
         if args.profile and args.profile.exists():
             import pstats
 

@@ -122,10 +122,23 @@ def decode_line_batch(items: list[tuple[str, int, bytes]]) -> list[Keyed]:
 
 
 class _StorePartition(StatelessSinkPartition[UserWrite]):
-    def __init__(self, url: str, key_prefix: str, freshness: bool, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str,
+        freshness: bool,
+        retry: RetryPolicy,
+        ledger_url: str | None = None,
+    ) -> None:
         # No retries inside the client: the writer below retries whole batches with backoff,
         # and a stalled Redis costs one socket timeout per attempt, not three.
-        self._store = open_store(url, key_prefix=key_prefix, freshness=freshness, client_retries=0)
+        self._store = open_store(
+            url,
+            key_prefix=key_prefix,
+            freshness=freshness,
+            client_retries=0,
+            ledger_url=ledger_url,
+        )
         self._writer: RetryingWriter[list[UserWrite], list[str]] = RetryingWriter(
             self._store.write_batch, where=url.split("://", 1)[0] + " store", policy=retry
         )
@@ -285,10 +298,13 @@ class StoreSink(FixedPartitionedSink[UserWrite, None]):
         key_prefix: str = "oo",
         freshness: bool = True,
         retry: RetryPolicy | None = None,
+        ledger_url: str | None = None,
     ) -> None:
         self.url = url
         self.key_prefix = key_prefix
         self.freshness = freshness
+        self.ledger_url = ledger_url
+        """The tip ledger's own Redis (ADR 0052): deletions and consent revocations reach it."""
         self.retry = retry or RetryPolicy()
 
     def list_parts(self) -> list[str]:
@@ -300,7 +316,9 @@ class StoreSink(FixedPartitionedSink[UserWrite, None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
     ) -> _OverlappedStorePartition:
-        writer = _StorePartition(self.url, self.key_prefix, self.freshness, self.retry)
+        writer = _StorePartition(
+            self.url, self.key_prefix, self.freshness, self.retry, ledger_url=self.ledger_url
+        )
         return _OverlappedStorePartition(writer)
 
 

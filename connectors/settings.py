@@ -62,6 +62,14 @@ class ConnectorSettings(BaseSettings):
         "reactions); 0: no ledger.",
     )
 
+    ledger_store_url: str | None = Field(
+        default=None,
+        description="A Redis server of its own for the tip ledger (redis://, rediss:// or a "
+        "cluster URL), so that recording tips never holds up the feature store's reads "
+        "(ADR 0052); unset: the ledger is kept in the feature store. Only with a Redis "
+        "OO_STORE_URL.",
+    )
+
     @field_validator("kafka_properties", mode="before")
     @classmethod
     def _properties_object(cls, value: Any) -> Any:

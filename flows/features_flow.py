@@ -260,6 +260,7 @@ def build_flow(
     recovery: bool = True,
     dedupe_writes: bool = False,
     dead_letters: bool = True,
+    ledger_store_url: str | None = None,
 ) -> Dataflow:
     """The feature dataflow, reading Kafka (`kafka_bootstrap`) or an event-log file (`event_log`).
 
@@ -270,6 +271,9 @@ def build_flow(
     last wrote it. Only sound when this flow is the store's only writer so far
     (`flows.folding.dedupe_is_safe`, checked by `oo-features flow` at start); otherwise
     every changed agent is written and the store's event-time guard decides (ADR 0007).
+
+    `ledger_store_url`: the tip ledger's own Redis (ADR 0052), where the store sink applies
+    the flow's deletions and consent revocations too.
 
     `dead_letters=False` drops rejected records (a refill replays what the running flow
     already dead-lettered).
@@ -328,7 +332,9 @@ def build_flow(
     op.output(
         "store",
         user_writes,
-        bytewax_io.StoreSink(store_url, key_prefix=key_prefix, freshness=freshness),
+        bytewax_io.StoreSink(
+            store_url, key_prefix=key_prefix, freshness=freshness, ledger_url=ledger_store_url
+        ),
     )
     if kafka_bootstrap is not None:
         deletions = op.filter_map(

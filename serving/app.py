@@ -91,6 +91,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             socket_timeout_s=settings.store_timeout_s,
             connect_timeout_s=settings.store_timeout_s,
             client_retries=1,
+            ledger_url=settings.ledger_store_url,
         )
     if owned_sink:
         state.sink = _build_sink(settings, state.metrics)

@@ -11,6 +11,8 @@ Loaded from `tests/conftest.py` (`pytest_plugins`), so any test under `tests/` c
 - `topic_prefix` (function): `t<8 hex>.`, unique per test; its topics are deleted after it.
 - `key_prefix` (function): `t<8 hex>`, unique per test; its Redis keys are deleted after it.
 - `redis_client` (function): a `redis.Redis` on the services' Redis (bytes in, bytes out).
+- `ledger_redis` (session): a second, private Redis (`tests.outage.PrivateRedis`, the
+  services' command line) for the tip ledger's own store (ADR 0052); stopped at the end.
 - `kafka_admin` (function): a `confluent_kafka.admin.AdminClient` on the services' Kafka.
 - `oo_env` (function): sets `OO_KAFKA_BOOTSTRAP`, `OO_STORE_URL`, `OO_TOPIC_PREFIX`,
   `OO_KEY_PREFIX` for the test (and its subprocesses) and returns them as a dict;
@@ -103,6 +105,15 @@ def key_prefix(request: pytest.FixtureRequest, test_id: str) -> Iterator[str]:
     running = request.config.stash.get(_SERVICES_KEY, None)
     if running is not None:
         _delete_keys(running.redis_url, prefix)
+
+
+@pytest.fixture(scope="session")
+def ledger_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a Redis of its own for the tip ledger (keys: the `key_prefix` of a test)."""
+    from tests.outage import PrivateRedis
+
+    with PrivateRedis(tmp_path_factory.mktemp("ledger-redis")) as server:
+        yield server.url
 
 
 @pytest.fixture

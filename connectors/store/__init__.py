@@ -5,9 +5,14 @@
   Cluster (the hosts are startup nodes; options `wait_replicas`, `wait_ms`: ADR 0021).
 - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`:
   `SQLiteStore`, the embedded default for one machine.
+
+`open_store(url, ledger_url=...)` with a second Redis URL keeps the tip ledger on that server
+(`SplitLedgerStore`, ADR 0052).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from connectors.exceptions import StoreError
 from connectors.store.base import (
@@ -78,14 +83,37 @@ def open_store(
     socket_timeout_s: float = 5.0,
     connect_timeout_s: float = 2.0,
     client_retries: int = 2,
+    ledger_url: str | None = None,
 ) -> FeatureStore:
     """The store behind `url` (`OO_STORE_URL`); `key_prefix` isolates tenants and tests.
+
+    `ledger_url` (`OO_LEDGER_STORE_URL`): a Redis server of its own for the tip ledger
+    (`SplitLedgerStore`, ADR 0052); None keeps the ledger in the feature store.
 
     `freshness=False` leaves out the freshness bookkeeping on writes (to measure its cost).
     The timeouts and `client_retries` (retries inside the client on a connection error or
     timeout) apply to Redis; see ADR 0010 for what the flow and the API use.
     """
     scheme = check_store_url(url)
+    if ledger_url is not None:
+        from connectors.store.split_ledger import SplitLedgerStore
+
+        if check_store_url(ledger_url) == "sqlite" or scheme == "sqlite":
+            raise StoreError(
+                f"a separate ledger store is for Redis: got OO_STORE_URL {safe_url(url)!r} and "
+                f"OO_LEDGER_STORE_URL {safe_url(ledger_url)!r}; the embedded store keeps its "
+                "ledger in its own file (leave OO_LEDGER_STORE_URL unset)"
+            )
+        timeouts: dict[str, Any] = {
+            "key_prefix": key_prefix,
+            "socket_timeout_s": socket_timeout_s,
+            "connect_timeout_s": connect_timeout_s,
+            "client_retries": client_retries,
+        }
+        return SplitLedgerStore(
+            RedisStore(url, freshness=freshness, **timeouts),
+            RedisStore(ledger_url, freshness=False, ledger_only=True, **timeouts),
+        )
     if scheme != "sqlite":
         return RedisStore(
             url,

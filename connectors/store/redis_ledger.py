@@ -34,6 +34,7 @@ class RedisLedgerMixin:
 
     _r: Any
     _conn: Any
+    _ledger_only: bool
     _users_key: str
     _base: Callable[[str], str]
     _tomb_key: Callable[[str], str]
@@ -68,6 +69,7 @@ class RedisLedgerMixin:
             header,
             cutoff_ms(now_ms, retention_ms),
             max(retention_ms - (now_ms - entry.shown_at_ms), 1),
+            "0" if self._ledger_only else "1",
         ]
         for agent_id, data in values:
             args += (agent_id, data)
@@ -156,9 +158,7 @@ class RedisLedgerMixin:
         oldest = cutoff_ms(now_ms, retention_ms)
         if since_ms is not None:
             oldest = max(oldest, since_ms)
-        users: list[str] = self._guard(
-            "ledger_export", lambda: self._r.zrange(self._users_key, 0, -1)
-        )
+        users: list[str] = self._guard("ledger_export", self._ledger_users)
         for i in range(0, len(users), EXPORT_CHUNK):
             chunk = users[i : i + EXPORT_CHUNK]
 
@@ -172,6 +172,28 @@ class RedisLedgerMixin:
 
             for fields in self._guard("ledger_export", read):
                 yield from _lines(fields, oldest)
+
+    def _ledger_users(self) -> list[str]:
+        """The users whose ledger `ledger_export` reads: the users index, or, in a store that
+        holds only the ledger (ADR 0052, no index there), the users of its `ledger_at` keys,
+        scanned on every server (an export is an offline job)."""
+        if not self._ledger_only:
+            return list(self._r.zrange(self._users_key, 0, -1))
+        head, tail = self._ledger_keys("~")[1].split("{~}")
+        client = self._r
+        servers = client.get_primaries() if self._conn.cluster else [None]
+        users: set[str] = set()
+        for node in servers:
+            server = client if node is None else client.get_redis_connection(node)
+            for key in server.scan_iter(match=f"{_glob(head)}{{*}}{_glob(tail)}", count=1000):
+                name = key.decode() if isinstance(key, bytes) else key
+                users.add(name[len(head) + 1 : -len(tail) - 1])
+        return sorted(users)
+
+
+def _glob(text: str) -> str:
+    """`text` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -85,16 +85,20 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         connect_timeout_s: float = 2.0,
         client_retries: int = 2,
         freshness: bool = True,
+        ledger_only: bool = False,
     ) -> None:
         """`socket_timeout_s` bounds each reply (a stopped Redis accepts connections and never
         answers), `connect_timeout_s` each connection; `client_retries` retries a call inside
-        the client after a connection error or timeout (0: the caller retries)."""
+        the client after a connection error or timeout (0: the caller retries). `ledger_only`: this
+        server holds only the tip ledger (`SplitLedgerStore`, ADR 0052), so a tip is recorded
+        without the user's features being here."""
         if socket_timeout_s <= 0 or connect_timeout_s <= 0 or client_retries < 0:
             raise ValueError(
                 "expected positive timeouts and client_retries >= 0; got "
                 f"{socket_timeout_s}, {connect_timeout_s}, {client_retries}"
             )
         self._freshness = freshness
+        self._ledger_only = ledger_only
         """Keep the freshness bookkeeping (reflected users, lag samples) on each write."""
         self._prefix = key_prefix
         self._users_key = f"{key_prefix}:users"
@@ -379,6 +383,40 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         calls = [self._write_call(only, _now_ms(), deleted_at_ms=deleted_at_ms)]
         after = [("ZREM", key, user_id) for key in (self._users_key, *self._fresh_keys)]
         self._guard("delete_user", lambda: self._run_scripts(calls, after=after))
+
+    def users_known(self, user_ids: Collection[str]) -> set[str]:
+        """Those of `user_ids` that have features here; one round trip of reads (no fsync)."""
+        wanted = list(dict.fromkeys(user_ids))
+        commands = [("EXISTS", f"{self._base(u)}meta") for u in wanted]
+
+        def run() -> list[Any]:
+            replies = self._conn.pipeline(commands, write=False)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+        replies = self._guard("users_known", run)
+        return {u for u, n in zip(wanted, replies, strict=True) if n}
+
+    def forget_in_ledger(
+        self, *, deleted: Mapping[str, int], removed: Mapping[str, Collection[str]]
+    ) -> None:
+        """For a server that holds only the tip ledger (ADR 0052): delete each user of
+        `deleted` (user -> deletion ms) as `delete_user` does, tombstone included (a tip
+        recorded later is refused), and take the agents of `removed` (user -> agent ids) out of
+        the user's entries; one round trip, idempotent."""
+        if not deleted and not removed:
+            return
+        now = _now_ms()
+        calls = [
+            self._write_call(UserWrite(user_id=u), now, deleted_at_ms=at)
+            for u, at in deleted.items()
+        ]
+        forgets = [
+            self.ledger_forget_call(u, set(agents)) for u, agents in removed.items() if agents
+        ]
+        self._guard("forget_in_ledger", lambda: self._run_scripts(calls, extra=forgets))
 
     def tombstone(self, user_id: str) -> int | None:
         value = self._guard("tombstone", lambda: self._r.get(self._tomb_key(user_id)))

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         what = "is a directory, not a file" if Path(args.event_log).is_dir() else "does not exist"
         raise CommandError(f"event log {args.event_log} {what}")
     try:
-        store = open_store(store_url, key_prefix=key_prefix)
+        store = open_store(store_url, key_prefix=key_prefix, ledger_url=settings.ledger_store_url)
         store.ping()
         # Before anything of this run is written: an empty store has only this run as writer,
         # unless recovery state exists: then the store lost its data and a refill (another
@@ -226,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
     flow = build_flow(
         store_url=store_url,
+        ledger_store_url=settings.ledger_store_url,
         key_prefix=key_prefix,
         kafka_bootstrap=bootstrap,
         topic_prefix=topic_prefix,

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.out == "-"
     written = 0
     try:
-        store = open_store(url, key_prefix=settings.key_prefix)
+        store = open_store(
+            url, key_prefix=settings.key_prefix, ledger_url=settings.ledger_store_url
+        )
     except StoreError as exc:
         raise CommandError(str(exc)) from exc
     out = sys.stdout if to_stdout else open(args.out, "w", encoding="utf-8")  # noqa: SIM115

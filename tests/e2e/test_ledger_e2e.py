@@ -45,12 +45,22 @@ def wait_for(read: Any, ready: Any, *, timeout_s: float = 20.0) -> Any:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+@pytest.mark.parametrize("backend", ["redis", "sqlite", "redis-split"])
 def test_the_ledger_carries_what_each_tip_was_built_from(
-    services: Any, topic_prefix: str, key_prefix: str, tmp_path: Path, backend: str
+    services: Any,
+    topic_prefix: str,
+    key_prefix: str,
+    tmp_path: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    store_url = services.redis_url if backend == "redis" else f"sqlite:///{tmp_path}/f.db"
+    """`redis-split`: the ledger on a Redis of its own (ADR 0052), which the API records into
+    and the flow's deletions and revocations reach."""
+    store_url = f"sqlite:///{tmp_path}/f.db" if backend == "sqlite" else services.redis_url
+    ledger_url = request.getfixturevalue("ledger_redis") if backend == "redis-split" else None
     env = service_env(services, topic_prefix, key_prefix, store_url=store_url)
+    if ledger_url is not None:
+        env["OO_LEDGER_STORE_URL"] = ledger_url
     producer = EventProducer(bootstrap=services.kafka_bootstrap, topic_prefix=topic_prefix)
     for event in history("keep") + history("gone") + history("private"):
         producer.publish(event)
@@ -64,8 +74,9 @@ def test_the_ledger_carries_what_each_tip_was_built_from(
         key_prefix=key_prefix,
         api_token=TOKEN,
         orchestrator_url=None,
+        ledger_store_url=ledger_url,
     )
-    store = open_store(store_url, key_prefix=key_prefix)
+    store = open_store(store_url, key_prefix=key_prefix, ledger_url=ledger_url)
 
     def lines() -> list[dict[str, Any]]:
         now = time.time_ns() // 1_000_000

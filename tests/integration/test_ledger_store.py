@@ -1,25 +1,57 @@
-"""The tip ledger's store contract on both backends (SQLite file, real Redis): record, join
-reactions, export; deletion removes a user's entries at once; consent revocation removes the
-revoked agents' values; retention."""
+"""The tip ledger's store contract on every backend (SQLite file, real Redis, and real Redis
+with the ledger on a Redis of its own: ADR 0052): record, join reactions, export; deletion
+removes a user's entries at once; consent revocation removes the revoked agents' values;
+retention."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from connectors.exceptions import StoreError
-from connectors.store import UserWrite
+from connectors.store import UserWrite, open_store
 from connectors.store.base import dumps_compact
 from connectors.store.ledger import DAY_MS, LedgerAgent, LedgerEntry
+from connectors.store.split_ledger import SplitLedgerStore
 from tests.integration.test_store import T0, Backend, _open, agent, user
 
 RETENTION = 30 * DAY_MS
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@contextlib.contextmanager
+def _open_ledger(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> Iterator[Backend]:
+    """`_open` of the store tests, plus `redis-split`: features on the services' Redis, the
+    ledger on a Redis of its own (`raw` is a client of the ledger's, where its keys are)."""
+    if kind != "redis-split":
+        with _open(kind, request, tmp_path, key_prefix) as b:
+            yield b
+        return
+    ledger_url = request.getfixturevalue("ledger_redis")
+    store = open_store(
+        request.getfixturevalue("services").redis_url, key_prefix=key_prefix, ledger_url=ledger_url
+    )
+    assert isinstance(store, SplitLedgerStore)
+    raw = redis.Redis.from_url(ledger_url, decode_responses=True)
+    try:
+        yield Backend(kind, store, key_prefix, raw)
+    finally:
+        raw.close()
+        store.close()
+
+
+REDIS_KINDS = ["redis", "redis-split"]
+
+
+@pytest.fixture(params=["sqlite", *REDIS_KINDS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str):  # type: ignore[no-untyped-def]
-    with _open(request.param, request, tmp_path, key_prefix) as b:
+    with _open_ledger(request.param, request, tmp_path, key_prefix) as b:
         yield b
 
 
@@ -175,8 +207,9 @@ def test_an_unknown_user_gets_no_entry(backend: Backend) -> None:
     assert export(backend) == []
 
 
+@pytest.mark.parametrize("kind", REDIS_KINDS)
 def test_tips_recorded_in_one_round_trip_leave_what_one_by_one_leaves(
-    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str, kind: str
 ) -> None:
     """Redis `record_tips` (the ledger worker's round trip, ADR 0033): the same export and
     the same keys as `record_tip` one by one; an old, a deleted and an unknown user's tips
@@ -191,7 +224,7 @@ def test_tips_recorded_in_one_round_trip_leave_what_one_by_one_leaves(
     ]
     dumps = []
     for many in (False, True):
-        with _open("redis", request, tmp_path, f"{key_prefix}-{many}") as b:
+        with _open_ledger(kind, request, tmp_path, f"{key_prefix}-{many}") as b:
             seed_users(b, "u1", "u2", "gone")
             b.store.delete_user("gone", deleted_at_ms=T0 + 100)
             if many:
@@ -214,13 +247,14 @@ def test_tips_recorded_in_one_round_trip_leave_what_one_by_one_leaves(
     assert [line["tip_id"] for line in dumps[1][0]] == ["t1", "t2", "t3"]
 
 
+@pytest.mark.parametrize("kind", REDIS_KINDS)
 def test_tips_recorded_together_survive_a_server_that_lost_its_scripts(
-    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str, kind: str
 ) -> None:
     """Redis `record_tips` sends its calls in one `MULTI`/`EXEC` (ADR 0041): after a
     `SCRIPT FLUSH` (a restarted server) the refused calls are sent again, and every tip is
     recorded once."""
-    with _open("redis", request, tmp_path, key_prefix) as b:
+    with _open_ledger(kind, request, tmp_path, key_prefix) as b:
         seed_users(b, "u1", "u2")
         assert b.raw is not None
         b.raw.script_flush()
@@ -229,13 +263,14 @@ def test_tips_recorded_together_survive_a_server_that_lost_its_scripts(
         assert [line["tip_id"] for line in export(b)] == ["t1", "t2"]
 
 
+@pytest.mark.parametrize("kind", REDIS_KINDS)
 def test_a_tip_that_fails_alone_costs_the_others_of_its_trip_nothing(
-    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str, kind: str
 ) -> None:
     """Redis `record_tips` records a whole trip in one script call, each tip in its own pcall
     (ADR 0046): a tip whose ledger key holds the wrong type answers its own `StoreError`, and
     the tips before and after it are recorded."""
-    with _open("redis", request, tmp_path, key_prefix) as b:
+    with _open_ledger(kind, request, tmp_path, key_prefix) as b:
         seed_users(b, "u1", "u2", "u3")
         assert b.raw is not None
         bad = f"{b.prefix}:{{u2}}:ledger"
@@ -276,3 +311,65 @@ def test_stored_params_are_spliced_as_the_store_holds_them(backend: Backend) -> 
     assert backend.store.record_tip(spliced, retention_ms=RETENTION, now_ms=T0)
     [line] = export(backend)
     assert line["agents"][0]["params"] == mood.params and line["text"] == "Walk."
+
+
+def test_a_ledger_of_its_own_leaves_the_feature_store_no_ledger_key(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str, redis_client: Any
+) -> None:
+    """ADR 0052: with `ledger_url`, tips, reactions, deletions and revocations write only to
+    the ledger's Redis: the feature store's Redis gets no ledger key (no write, so no fsync
+    that its readers wait behind), and the ledger's Redis no feature."""
+    with _open_ledger("redis-split", request, tmp_path, key_prefix) as b:
+        seed_users(b, "u1", "u2")
+        b.store.record_tip(entry("t1"), retention_ms=RETENTION, now_ms=T0)
+        assert b.store.record_reaction("u1", "t1", reaction="like", reaction_id="r1", at_ms=T0 + 1)
+        b.store.write_batch([UserWrite(user_id="u2", removed_agents={"mood"})], now_ms=T0 + 2)
+        features_keys = {k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")}
+        assert features_keys and not [k for k in features_keys if "ledger" in k]
+        assert {k for k in b.keys() if ":{u1}:" in k} == {  # noqa: SIM118
+            f"{key_prefix}:{{u1}}:{name}" for name in ("ledger", "ledger_at", "keys")
+        }
+        assert [line["reactions"][0]["reaction"] for line in export(b)] == ["like"]
+
+
+def test_a_ledger_of_its_own_is_for_redis_only(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"a separate ledger store is for Redis"):
+        open_store(f"sqlite:///{tmp_path}/f.db", ledger_url="redis://127.0.0.1:1/0")
+
+
+def test_a_ledger_server_that_is_down_costs_reads_and_plain_writes_nothing(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> None:
+    """ADR 0052's failure behaviour, with the ledger's Redis stopped (SIGSTOP: it accepts
+    connections and never answers): reads and writes without a deletion or revocation go on;
+    a tip's record and a deletion raise `StoreError` (the caller counts or retries); once the
+    server is back, the same deletion succeeds and the user's entries are gone."""
+    from tests.outage import PrivateRedis
+
+    with PrivateRedis(tmp_path / "ledger") as ledger:
+        store = open_store(
+            request.getfixturevalue("services").redis_url,
+            key_prefix=key_prefix,
+            ledger_url=ledger.url,
+            socket_timeout_s=1.0,
+            connect_timeout_s=1.0,
+            client_retries=0,
+        )
+        b = Backend("redis-split", store, key_prefix, None)
+        try:
+            seed_users(b, "u1", "u2")
+            assert store.record_tip(entry("t1"), retention_ms=RETENTION, now_ms=T0)
+            ledger.pause()
+            store.ping()
+            assert store.read_user("u2", now_ms=T0) is not None
+            store.write_batch([user("u2", agent("mood", et=T0 + 1, value=0.5))], now_ms=T0 + 1)
+            with pytest.raises(StoreError):
+                store.record_tip(entry("t2"), retention_ms=RETENTION, now_ms=T0)
+            with pytest.raises(StoreError):
+                store.delete_user("u1", deleted_at_ms=T0 + 100)
+            ledger.resume()
+            store.delete_user("u1", deleted_at_ms=T0 + 100)
+            assert export(b) == []
+            assert not store.record_tip(entry("t3", at=T0 + 50), retention_ms=RETENTION, now_ms=T0)
+        finally:
+            store.close()

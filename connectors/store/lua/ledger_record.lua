@@ -1,13 +1,15 @@
 -- KEYS: five a tip: 1 ledger, 2 ledger_at, 3 keys index, 4 tombstone, 5 meta (the tip's user's).
 -- ARGV: for each tip the count of its arguments, then its arguments: 1 tip id, 2 shown_at_ms,
--- 3 header JSON, 4 cutoff ms, 5 ttl ms (never shortens), then (agent id, values JSON) pairs.
+-- 3 header JSON, 4 cutoff ms, 5 ttl ms (never shortens), 6 '1' when the user must have
+-- features here (meta exists), '0' in a store that holds only the ledger (ADR 0052), then
+-- (agent id, values JSON) pairs.
 -- Returns one reply a tip, in order: 1 when recorded, 0 for an unknown or deleted user, or the
 -- error that tip alone met (each tip runs in its own pcall: one bad tip never costs the others).
 -- One call records a whole trip of tips on one server (ADR 0046); a cluster sends one a tip.
 local function record(K, A)
   local tomb = redis.call('GET', K[4])
   if tomb and tonumber(tomb) >= tonumber(A[2]) then return 0 end
-  if redis.call('EXISTS', K[5]) == 0 then return 0 end
+  if A[6] == '1' and redis.call('EXISTS', K[5]) == 0 then return 0 end
   local old = redis.call('ZRANGEBYSCORE', K[2], '-inf', '(' .. A[4])
   if #old > 0 then
     local drop = {}
@@ -21,7 +23,7 @@ local function record(K, A)
   end
   -- One HSET for the header and every agent's values (a call from Lua costs more than a field).
   local fields = {'h:' .. A[1], A[3]}
-  for i = 6, #A, 2 do
+  for i = 7, #A, 2 do
     fields[#fields + 1] = 'a:' .. A[1] .. ':' .. A[i]
     fields[#fields + 1] = A[i + 1]
   end
