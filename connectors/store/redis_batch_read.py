@@ -218,27 +218,40 @@ def read_users_in_transaction(
         pool.release(conn)
     if not isinstance(reply, list):
         raise ResponseError(f"expected the EXEC reply of the batch read; got {reply!r}")
-    for part in reply:
-        if isinstance(part, ResponseError):
-            raise part
+    # Every part is an integer (EXISTS) or an array (HMGET, MGET): checked in one pass in C;
+    # anything else is looked at part by part, and an error reply raised.
+    if not _PART_TYPES.issuperset(map(type, reply)):
+        for part in reply:
+            if isinstance(part, ResponseError):
+                raise part
     return _users(reply, names)
 
 
+_PART_TYPES = frozenset((int, list))
+
+
 def _users(reply: list[Any], names: list[bytes]) -> list[StoredUserBytes | None]:
-    per_user = 2 + len(names)
+    n = len(names)
+    per_user = 2 + n
     strings = reply[-1]
     users: list[StoredUserBytes | None] = []
     add = users.append
+    s = 0  # the user's feedback in `strings`; its snippets follow, one per named agent
     for k in range(0, len(reply) - 1, per_user):
-        if not reply[k]:
+        if reply[k]:
+            consents, newest_event, newest_ingest = reply[k + 1]
+            agents, snippets = reply[k + 2 : k + 2 + n], strings[s + 1 : s + 1 + n]
+            # Times as stored (`et`, `it`, `ca`: event, ingest, computed at); unpacked, not
+            # indexed, and one comprehension a user: this runs for every agent of a batch.
+            rows: list[Sequence[Any]] = [
+                (name, version, params, extras, et, it, ca, snippet)
+                for name, (version, params, extras, et, it, ca), snippet in zip(
+                    names, agents, snippets, strict=True
+                )
+                if version is not None
+            ]
+            add(StoredUserBytes(consents, strings[s], newest_event, newest_ingest, rows))
+        else:
             add(None)
-            continue
-        consents, newest_event, newest_ingest = reply[k + 1]
-        s = (k // per_user) * (1 + len(names))
-        rows: list[Sequence[Any]] = []
-        for j, name in enumerate(names):
-            v = reply[k + 2 + j]
-            if v[0] is not None:
-                rows.append((name, *v, strings[s + 1 + j]))
-        add(StoredUserBytes(consents, strings[s], newest_event, newest_ingest, rows))
+        s += 1 + n
     return users

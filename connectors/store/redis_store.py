@@ -359,8 +359,8 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
     @staticmethod
     def _users_of(reply: Sequence[Any]) -> list[StoredUserBytes | None]:
         """The users of one `read` script reply (bytes, flat: `lua/read.lua`), in order; each
-        agent row a tuple (of bytes and None: the garbage collector stops tracking it, so
-        answers kept across calls, `serving/features_json.py`, cost full collections nothing)."""
+        agent row a tuple of bytes and None, as the transaction read (`redis_batch_read.py`)
+        answers it, so the two reads give equal `StoredUserBytes`."""
         users: list[StoredUserBytes | None] = []
         add = users.append
         reply = tuple(reply)

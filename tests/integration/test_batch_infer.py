@@ -90,6 +90,26 @@ def test_a_batch_equals_single_reads_and_says_null_for_deleted_and_unknown(
     assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/BatchOut")
 
 
+def test_a_batch_answered_again_from_kept_answers_equals_single_reads(
+    api: tuple[httpx.Client, dict[str, list[dict[str, Any]]]],
+) -> None:
+    """A second call of the same users (in another order) is served from the answers kept
+    across calls (ADR 0036; checked against their stored parts as one bytes object, ADR 0050):
+    every user's answer is the first call's, and still the single read's."""
+    http, events = api
+    users = sorted(events)[1:]  # the first may have been deleted by the test above
+
+    first = http.post("/v1/features/batch", json={"user_ids": users})
+    again = http.post("/v1/features/batch", json={"user_ids": users[::-1]})
+
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert list(again.json()["users"]) == users[::-1]
+    assert again.json() == first.json()
+    for user_id, got in again.json()["users"].items():
+        single = http.get(f"/v1/users/{user_id}/features")
+        assert got == (single.json() if single.status_code == 200 else None), user_id
+
+
 def test_a_batch_over_the_limit_or_with_a_bad_id_is_a_422(
     api: tuple[httpx.Client, dict[str, list[dict[str, Any]]]],
 ) -> None:

@@ -680,3 +680,24 @@ def test_the_batch_read_raises_a_command_redis_refused_to_queue(redis_backend: B
         assert conn.read_response() in (b"PONG", "PONG", True)
     finally:
         pool.release(conn)
+
+
+def test_the_batch_read_raises_an_error_reply_inside_its_transaction(
+    redis_backend: Backend,
+) -> None:
+    """A command that fails when the transaction runs (here `HMGET` of an agent key that is a
+    string: `WRONGTYPE`) answers an error inside `EXEC`'s reply; the read fails with it, as the
+    read script does, rather than answering the user (ADR 0050: the reply's parts are checked
+    by their types in one pass, then one by one)."""
+    s = redis_backend.store
+    assert isinstance(s, RedisStore)
+    s.write_batch([user("w1", agent("mood")), user("w2", agent("mood"))], now_ms=T0)
+    s._r.set(f"{s._base('w2')}agent:focus", "not a hash")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        s.read_users_bytes(["w1", "w2"], agents=["mood", "focus"])
+    s._transaction_reads = False  # the script, as on a cluster
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        s.read_users_bytes(["w1", "w2"], agents=["mood", "focus"])
+    s._transaction_reads = True
+    assert s._transaction_reads
+    assert s.read_users_bytes(["w1"], agents=["mood", "focus"])["w1"] is not None

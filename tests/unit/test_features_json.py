@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -250,6 +251,42 @@ def test_what_is_remembered_across_calls_leaves_freshness_to_each_call() -> None
         fj._TIMES[b"x%d" % n] = b""
     assert snippet(NOW) is not None
     assert len(fj._TIMES) < 10
+
+
+def test_a_kept_answer_is_not_served_once_any_stored_part_differs() -> None:
+    """A user's answer is kept with its stored parts as one bytes object (`_stored_key`, ADR
+    0050): each part changed alone, a value of another type (`None`, a list row), or the same
+    bytes split differently between fields gives the answer written afresh, never the kept one;
+    equal parts in new objects (a new read) give the kept one."""
+    import serving.features_json as fj
+
+    snippet = b'{"text":"Go on.","expires_at_ms":%d}' % (NOW + 10_000)
+    base = momentum_row(snippet)
+    other = [b"focus-area", *base[1:7], None]
+    stored = StoredUserBytes(b'{"tasks":true}', b'{"a":1}', b"5", b"6", [tuple(base), other])
+    variants = [dataclasses.replace(stored, consents_json=None)]
+    variants.append(dataclasses.replace(stored, feedback_json=b'{"a":2}'))
+    variants.append(dataclasses.replace(stored, agents=[tuple(base)]))
+    variants.append(dataclasses.replace(stored, agents=[base, other]))  # a list, not a tuple
+    for i in range(1, 8):
+        row = list(base)
+        row[i] = None if i == 7 else row[i] + b" "
+        variants.append(dataclasses.replace(stored, agents=[tuple(row), other]))
+    split = [*base[:2], base[2][:-1], base[2][-1:] + base[3], *base[4:]]  # same bytes joined
+    variants.append(dataclasses.replace(stored, agents=[tuple(split), other]))
+    assert len({fj._stored_key(v) for v in [stored, *variants]}) == 1 + len(variants)
+    for variant in variants:
+        fj.forget_stored()
+        BatchWriter(LIVE, now_ms=NOW).batch({"u-1": stored})  # kept
+        kept = BatchWriter(LIVE, now_ms=NOW).batch({"u-1": variant})
+        fj.forget_stored()
+        assert kept == BatchWriter(LIVE, now_ms=NOW).batch({"u-1": variant})
+    fj.forget_stored()
+    writer = BatchWriter(LIVE, now_ms=NOW)
+    first = writer.user("u-1", stored)
+    again = pickle.loads(pickle.dumps(stored))  # equal parts, new objects
+    assert again.agents[0][2] is not stored.agents[0][2]
+    assert BatchWriter(LIVE, now_ms=NOW).user("u-1", again) is first
 
 
 def test_what_is_forgotten_stays_forgotten() -> None:
