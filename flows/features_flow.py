@@ -126,7 +126,8 @@ class UserLogic(StatefulBatchLogic[Accepted | Rejected, UserWrite | Rejected, by
             # The sources' rejects, all keyed by "" (never a user's id): on to the dead
             # letters as they are, and nothing is kept for that key (ADR 0049).
             return records, StatefulBatchLogic.DISCARD  # type: ignore[return-value]
-        values = cast(list[Accepted], records)  # a user's key: its accepted events only
+        # A user's key: its accepted events only (no `cast`: a call and an alias a batch).
+        values: list[Accepted] = records  # type: ignore[assignment]
         if self.frozen is not None:
             self._thaw()
         if self.state is None:
