@@ -49,11 +49,6 @@ LINES_READ = [0]
 log = logging.getLogger(__name__)
 
 
-def is_accepted(item: Keyed) -> bool:
-    """`split_rejects`: an accepted event goes on to the fold, a rejected record to the dead letters."""
-    return item[1].__class__ is Accepted
-
-
 class _LinePartition(StatefulSourcePartition[tuple[str, int, bytes], int]):
     def __init__(self, path: Path, resume_line: int | None) -> None:
         self._path = path

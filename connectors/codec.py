@@ -266,6 +266,23 @@ _PAYLOAD_CHECKS: dict[str, Callable[[pb.Event], None]] = {
 """Payload kind -> its own contract rules (kinds without any have none here)."""
 
 
+PAYLOAD_RULES: dict[str, Callable[[pb.Event], None]] = _PAYLOAD_CHECKS
+"""Payload kind -> its own contract rules, for a caller that has checked the envelope as
+`check` does (the Kafka source's inline check, `connectors.kafka_source.decode_messages`)."""
+ONE_STAMP_READS: dict[str, Callable[[pb.Event], Any]] = {
+    kind: attrgetter(f"{kind}.{name}")
+    for kind, (name, *more) in PAYLOAD_TIMESTAMPS.items()
+    if not more
+}
+"""Payload kind -> the reader of its one timestamp, for kinds whose only own rule is that
+timestamp's bounds (the task kinds, half of all events): the Kafka source compares its raw
+seconds and nanos inline and leaves an out-of-bounds one to `PAYLOAD_RULES`, which words it."""
+RULELESS_KINDS: frozenset[str] = frozenset(
+    field.name for field in pb.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
+) - frozenset(_PAYLOAD_CHECKS)
+"""Payload kinds with no rule of their own (their events are checked by the envelope's)."""
+
+
 def check_payload(event: pb.Event, kind: str) -> None:
     """The payload's own contract rules (`check` runs them; so does the JSONL reader's fast
     path); raises `ValidationError` naming the field. `kind` is the event's payload name."""

@@ -32,7 +32,21 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka.admin import AdminClient
 
 from connectors.batching import KAFKA_BATCH_SIZE
-from connectors.codec import parse_and_check
+from connectors.codec import (
+    _PARSE,
+    MAX_EVENT_BYTES,
+    MAX_FUTURE_S,
+    MAX_NANOS,
+    MAX_OFFSET_MINUTES,
+    MAX_TIMESTAMP_S,
+    MIN_OCCURRED_AT_S,
+    MIN_TIMESTAMP_S,
+    ONE_STAMP_READS,
+    PAYLOAD_RULES,
+    RULELESS_KINDS,
+    check,
+    parse_and_check,
+)
 from connectors.exceptions import ConnectorError
 from connectors.kafka_config import ClientErrors, client_config, new_client, wait_reachable
 from connectors.kafka_merge import (
@@ -81,12 +95,24 @@ def decode_messages(
     consumer reads one), else read from each message.
 
     Never raises for what a message holds: whatever fails (decoding, validation, a parser's
-    own error, a missing or foreign key) makes that message a `Rejected` with its reason."""
+    own error, a missing or foreign key) makes that message a `Rejected` with its reason.
+
+    Validation is `codec.parse_and_check`'s, inline for the usual message (ADR 0049): every
+    bound is compared as `check` compares it, the payload's own rule run as `check` runs it,
+    and anything else (a message that does not parse, is larger than `MAX_EVENT_BYTES`,
+    breaks or may break an envelope rule, a user id not yet seen valid, no payload) goes to
+    `codec.check` or `parse_and_check` themselves, which accept or word the refusal.
+    `tests/unit/test_kafka_source.py` holds the two to the same answers."""
     out: list[Keyed] = []
     keys: list[int] = []
     append, add_key = out.append, keys.append
     rejected = 0
     now_ms = int(now_s * 1000)
+    latest_s = now_s + MAX_FUTURE_S  # as `check` bounds occurred_at: seconds <= now + 1 day
+    parse = _PARSE
+    user_keys = _USER_KEYS
+    stamp_reads = ONE_STAMP_READS
+    ruleless = RULELESS_KINDS
     for msg in messages:
         error = msg.error()
         if error is not None and error.code() == _EOF:
@@ -101,22 +127,69 @@ def decode_messages(
         value = msg.value() or b""
         if error is None:
             try:
-                event, kind, occurred_ms = parse_and_check(value, now_s=now_s)
+                try:
+                    event = parse(value)
+                except Exception:
+                    event = None  # `parse_and_check` below words it
+                if event is None:
+                    event, kind, occurred_ms = parse_and_check(value, now_s=now_s)
+                    user_key = None
+                else:
+                    user_id = event.user_id
+                    occurred_at = event.occurred_at
+                    seconds = occurred_at.seconds
+                    nanos = occurred_at.nanos
+                    kind = event.WhichOneof("payload")
+                    user_key = user_keys.get(user_id)
+                    if (
+                        user_key is None
+                        or len(value) > MAX_EVENT_BYTES
+                        or not event.event_id
+                        or not MIN_OCCURRED_AT_S <= seconds <= latest_s
+                        or not 0 <= nanos <= MAX_NANOS
+                        or not -MAX_OFFSET_MINUTES <= event.utc_offset_minutes <= MAX_OFFSET_MINUTES
+                    ):
+                        # `check` itself: its answer, or its refusal worded.
+                        kind, occurred_ms = check(event, now_s=now_s, encoded_size=len(value))
+                        user_key = None
+                    else:
+                        read_stamp = stamp_reads.get(kind)  # type: ignore[arg-type]
+                        if read_stamp is not None:
+                            due = read_stamp(event)
+                            if not (
+                                MIN_TIMESTAMP_S <= due.seconds <= MAX_TIMESTAMP_S
+                                and 0 <= due.nanos <= MAX_NANOS
+                            ):
+                                PAYLOAD_RULES[kind](event)  # type: ignore[index]
+                        elif kind not in ruleless:
+                            rule = PAYLOAD_RULES.get(kind)  # type: ignore[arg-type]
+                            if rule is None:  # no payload: `check` words it
+                                kind, occurred_ms = check(event, now_s=now_s)
+                            else:
+                                rule(event)
+                        occurred_ms = seconds * 1000 + nanos // 1_000_000
             except ConnectorError as exc:
                 reason = f"in step 'read_events': {exc}"
             except Exception as exc:  # a parser's own failure must not stop the flow
                 reason = f"in step 'read_events': {type(exc).__name__}: {exc!s:.200}"
             else:
-                user_id = event.user_id
+                user_id = event.user_id if user_key is None else user_id
                 key = msg.key()
-                if key == user_id.encode():
+                if user_key is None:
+                    user_key = user_id.encode()
+                    if key == user_key:
+                        # Seen valid (`check` passed it): its next events skip the pattern.
+                        if len(user_keys) >= _USER_KEYS_KEPT:
+                            user_keys.clear()
+                        user_keys[user_id] = user_key
+                if key == user_key:
                     append(
                         (
                             user_id,
                             Accepted(
                                 event,
                                 ts if ts > 0 else now_ms,
-                                kind,
+                                kind,  # type: ignore[arg-type]
                                 occurred_ms,
                                 msg,
                                 (msg.topic(), msg.partition()) if source is None else source,
@@ -160,6 +233,12 @@ def decode_messages(
         add_key(merge_key(stamp, 0, rank))
         rejected += 1
     return Decoded(out, rejected, keys, stamp)
+
+
+_USER_KEYS: dict[str, bytes] = {}
+"""User id -> its UTF-8 bytes (the message key it must come with), for user ids `codec.check`
+has accepted: a later event of the user skips the pattern and the encoding. Emptied when full."""
+_USER_KEYS_KEPT = 100_000
 
 
 class _EventPartition(StatefulSourcePartition[Keyed, dict[str, int]]):

@@ -1,7 +1,12 @@
 """The streaming feature flow: events in, per-user features out.
 
-    read_events (decode, key by user) -> split_rejects -+-> deadletter (Kafka topic or rejects file)
-                                                        +-> fold_user_state -> store
+    read_events (decode, key by user) -> fold_user_state -> split_fold_failures -+-> store
+                                                                                 +-> deadletter
+
+A record the source rejected is keyed by "" (no user id is empty) and `fold_user_state`
+passes it on as it is; so do the events whose fold raised, and `split_fold_failures` sends
+both to the dead letters (Kafka topic or rejects file): one step a write, none an event
+(ADR 0049).
 
 Thin by design: decoding and writing live in `connectors`, the per-user state in
 `features`, and the fold-to-write step in `flows.folding`; this module only wires them into a
@@ -46,7 +51,7 @@ resume), or not. The rest is `pickle.dumps((UserState, Pending))`. A snapshot wi
 older flow's) starts with pickle's own b"\\x80" and is loaded at once."""
 
 
-class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
+class UserLogic(StatefulBatchLogic[Accepted | Rejected, UserWrite | Rejected, bytes]):
     """One user's `UserState`: folds every batch, writes at most once per flush interval.
 
     With `flush_interval` 0 each batch is written at once; otherwise the first
@@ -114,7 +119,15 @@ class UserLogic(StatefulBatchLogic[Accepted, UserWrite | Rejected, bytes]):
             self.pending = _holding(pending)
             self.frozen = None
 
-    def on_batch(self, values: list[Accepted]) -> tuple[list[UserWrite | Rejected], bool]:
+    def on_batch(
+        self, records: list[Accepted | Rejected]
+    ) -> tuple[list[UserWrite | Rejected], bool]:
+        if records[0].__class__ is Rejected:
+            # The sources' rejects, all keyed by "" (never a user's id): on to the dead
+            # letters as they are, and nothing is kept for that key (ADR 0049).
+            return records, StatefulBatchLogic.DISCARD  # type: ignore[return-value]
+        # A user's key: its accepted events only (no `cast`: a call and an alias a batch).
+        values: list[Accepted] = records  # type: ignore[assignment]
         if self.frozen is not None:
             self._thaw()
         if self.state is None:
@@ -297,9 +310,9 @@ def build_flow(
         assert event_log is not None
         raw_lines = op.input("read_events", flow, bytewax_io.EventLogSource(event_log))
         records = op.flat_map_batch("decode", raw_lines, bytewax_io.decode_line_batch)
-    split = op.branch("split_rejects", records, bytewax_io.is_accepted)
-    # The sources emit accepted events as (user_id, Accepted): already a keyed stream.
-    keyed = cast(KeyedStream[Accepted], split.trues)
+    # The sources emit accepted events as (user_id, Accepted) and rejected records as
+    # ("", Rejected): already a keyed stream, whose "" key the fold passes on (ADR 0049).
+    keyed = cast(KeyedStream[Accepted | Rejected], records)
     if event_log is not None:
         # An event log is a replay: everything in it is a backlog, written at the latest at
         # the end of the file, so coalesce as when catching up.
@@ -312,11 +325,8 @@ def build_flow(
     # Still keyed by user: the store sink takes `(user_id, UserWrite)` as the fold emits them,
     # so a write crosses no step that only drops its key or puts it back (ADR 0037).
     outputs = op.branch("split_fold_failures", folded, _is_write)
-    # Events whose fold raised join the records that did not decode or validate.
-    rejected = cast(
-        Stream[Rejected],
-        op.map("unkey_rejects", op.merge("all_rejects", split.falses, outputs.falses), _record),
-    )
+    # The records that did not decode or validate and the events whose fold raised.
+    rejected = cast(Stream[Rejected], op.map("unkey_rejects", outputs.falses, _record))
     if not dead_letters:
         pass  # `rejected` leads nowhere: dropped
     elif kafka_bootstrap is not None:

@@ -217,6 +217,9 @@ class Pending:
         history = self.history
         # Marked in the fold's own loop (ADR 0045): `HistoryStart.mark`, without a second pass.
         first = None if history is None else history.first
+        # The source last seen marked: a feed's records share one source tuple, so most events
+        # are told from it by identity, without hashing the tuple (ADR 0049).
+        marked: Any = None
         since = self._since
         if (
             since is None
@@ -237,8 +240,10 @@ class Pending:
         for item in batch:
             if first is not None:
                 source = item.source
-                if source not in first and source is not None:
-                    history.add(source, item.offset)  # type: ignore[union-attr]
+                if source is not marked:
+                    if source not in first and source is not None:
+                        history.add(source, item.offset)  # type: ignore[union-attr]
+                    marked = source
             ingest = item.ingest_ms
             if newest is None or ingest > newest:
                 newest = ingest

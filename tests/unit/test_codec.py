@@ -11,12 +11,15 @@ import json
 import re
 
 import pytest
+from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors import codec
 from connectors.exceptions import DecodeError, ValidationError
 from connectors.jsonl import LineError, parse_event, parse_fast, read_events
+from connectors.kafka_source import decode_messages
+from connectors.records import Accepted
 from proto import events_pb2 as pb
 
 NOW_S = 1_780_000_000  # 2026-05-28: a fixed "now" for the future-time rule
@@ -427,9 +430,33 @@ def test_check_returns_the_kind_and_time_the_event_itself_carries(seed: int) -> 
         # the same through bytes, as the Kafka source decodes
         data = event.SerializeToString()
         assert codec.parse_and_check(data, now_s=4_000_000_000) == (event, kind, occurred_ms)
+        assert _as_the_source_reads(data, event.user_id, 4_000_000_000) == (
+            event,
+            kind,
+            occurred_ms,
+        )
 
 
 # --- check's single-expression fast path against the rules in their documented order -------
+
+
+def _as_the_source_reads(data: bytes, user_id: str, now_s: float) -> tuple[object, ...]:
+    """What the Kafka source's inline check (`kafka_source.decode_messages`, ADR 0049) makes
+    of `data` keyed by `user_id`, twice (the second time the user id may be one it has seen
+    valid): (event, kind, occurred_ms), or ("refused", "field: reason") as `check` words it,
+    or ("refused", the decode error)."""
+    answers = []
+    for _ in range(2):
+        message = Message(
+            topic="t", partition=0, offset=0, key=user_id.encode(), value=data, timestamp=(1, 1)
+        )
+        [(_, record)] = decode_messages([message], now_s).records
+        if isinstance(record, Accepted):
+            answers.append((record.event, record.kind, record.occurred_ms))
+        else:
+            answers.append(("refused", record.reason.removeprefix("in step 'read_events': ")))
+    assert answers[0] == answers[1]
+    return answers[0]
 
 
 def _rules_in_order(event: pb.Event, now_s: float) -> tuple[str, int] | tuple[str, str]:
@@ -546,13 +573,16 @@ def test_check_refuses_as_the_rules_in_order_do(
     except ValidationError as exc:
         got = ("refused", str(exc))
     assert got == expected
-    # The same through bytes, as the Kafka source reads them.
+    # The same through bytes, as `parse_and_check` reads them.
     try:
         parsed = codec.parse_and_check(event.SerializeToString(), now_s=NOW_S)
         got = parsed[1:]
     except ValidationError as exc:
         got = ("refused", str(exc))
     assert got == expected
+    # ... and as the Kafka source reads them, with its own inline check (ADR 0049).
+    source = _as_the_source_reads(event.SerializeToString(), user_id, NOW_S)
+    assert (source if source[0] == "refused" else source[1:]) == expected
 
 
 def test_a_user_id_seen_valid_does_not_let_an_invalid_one_through() -> None:

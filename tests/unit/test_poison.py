@@ -6,6 +6,7 @@ Each shape here once raised out of the decoder, a reader or the fold (see `tests
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from dataclasses import replace
@@ -485,3 +486,73 @@ def test_the_flow_dead_letters_an_event_whose_fold_raised_and_goes_on(
         }
     flow_store.close()
     reference.close()
+
+
+def test_the_flow_dead_letters_rejects_and_fold_failures_together_through_one_step(
+    buggy_overdue: None, tmp_path: Path
+) -> None:
+    # ADR 0049: the source's rejects (keyed "") pass through `fold_user_state` untouched,
+    # beside the events whose fold raised, and the users' states are as without both.
+    from bytewax.testing import run_main
+
+    from connectors.store import open_store
+    from flows.features_flow import build_flow
+
+    path = tmp_path / "events.jsonl"
+    bug = _bug("u1", 5).event
+    good = [good_event("u1", 1), good_event("u1", 2, day=2), good_event("u2", 3)]
+    lines = [
+        codec.to_json(good[0]),
+        "not an event",
+        codec.to_json(bug),
+        codec.to_json(good[1]),
+        '{"eventId":"e9","userId":"u 2","occurredAt":"2026-05-01T06:30:00Z","moodLogged":{"score":3}}',
+        codec.to_json(good[2]),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+    run_main(
+        build_flow(
+            store_url=f"sqlite:///{tmp_path / 'flow.db'}",
+            key_prefix="t",
+            event_log=path,
+            rejects_path=rejects,
+            recovery=False,
+        )
+    )
+    rows = sorted((json.loads(row) for row in rejects.read_text().splitlines()), key=str)
+    by_line = {row["line"]: row for row in rows}
+    assert sorted(by_line) == [2, 3, 5]
+    assert "fold_user_state" in by_line[3]["reason"] and by_line[5]["field"] == "user_id"
+    assert by_line[2]["raw"] == "not an event"
+    expected_path = tmp_path / "good.jsonl"
+    expected_path.write_text("".join(codec.to_json(e) + "\n" for e in good))
+    reference = open_store(f"sqlite:///{tmp_path / 'ref.db'}", key_prefix="t")
+    backfill(expected_path, reference)
+    flow_store = open_store(f"sqlite:///{tmp_path / 'flow.db'}", key_prefix="t")
+    assert sorted(flow_store.user_ids()) == ["u1", "u2"]
+    for user_id in ("u1", "u2"):
+        got, want = flow_store.read_user(user_id), reference.read_user(user_id)
+        assert got is not None and want is not None
+        assert {a: s.params for a, s in got.agents.items()} == {
+            a: s.params for a, s in want.agents.items()
+        }
+    flow_store.close()
+    reference.close()
+
+
+def test_user_logic_passes_rejects_on_and_keeps_nothing_for_them() -> None:
+    from datetime import timedelta
+
+    from bytewax.operators import StatefulBatchLogic
+
+    from flows.features_flow import _build_logic
+
+    logic = _build_logic(timedelta(seconds=0.03), timedelta(seconds=1), True, True, None)
+    records = [
+        Rejected("in step 'read_events': bad", b"x", "t", 0, 7, b"k"),
+        Rejected("r", b"", "t", 0, 8),
+    ]
+    out, discard = logic.on_batch(list(records))
+    assert out == records and discard is StatefulBatchLogic.DISCARD
+    assert logic.state is None and logic.pending.seen_ingest_ms is None
