@@ -101,7 +101,10 @@ def backfill_processes(
         raise ValueError(f"processes must be >= 1; got {processes}")
     source = Path(path)
     if not source.is_file():
-        raise FileNotFoundError(f"event log {source} does not exist")
+        raise FileNotFoundError(
+            f"event log {source} "
+            + ("is a directory, not a file" if source.is_dir() else "does not exist")
+        )
     rejects = rejects_path_for(source, rejects_path)
     parts = [rejects.with_name(f"{rejects.name}.part{i}") for i in range(processes)]
     # Fork: the children start with every module imported (spawn re-imports them, seconds per
