@@ -16,6 +16,10 @@ only span is the whole file (ADR 0038) and they take the lock in turn, one chunk
 processes do the CPU work of one split N ways, plus each reading every line's bytes (a regex:
 about 1.3 us a line, ADR 0038) (BENCHMARKS.md, "Backfill in spans").
 
+`oo-features backfill` runs one process this way too (`processes=1`: no partition, every line
+folded as by `flows.backfill.backfill`): the forked child exits without freeing the run's
+states, about 7 % of one process's CPU on issue 13's log (ADR 0051).
+
 Processes are forked (the caller must hold no open store connection or running threads:
 `oo-features backfill` closes its store first). Failure behaviour: a process that fails (store unreachable, a crash) makes the whole run
 fail with its error; what the others wrote stays (a re-run writes it again, idempotently).
@@ -73,7 +77,7 @@ def _child(
                 store,
                 rejects_path=rejects_path,
                 progress=advance,
-                partition=(index, processes),
+                partition=(index, processes) if processes > 1 else None,
                 keep=kept,
             )
         finally:
@@ -97,7 +101,10 @@ def backfill_processes(
         raise ValueError(f"processes must be >= 1; got {processes}")
     source = Path(path)
     if not source.is_file():
-        raise FileNotFoundError(f"event log {source} does not exist")
+        raise FileNotFoundError(
+            f"event log {source} "
+            + ("is a directory, not a file" if source.is_dir() else "does not exist")
+        )
     rejects = rejects_path_for(source, rejects_path)
     parts = [rejects.with_name(f"{rejects.name}.part{i}") for i in range(processes)]
     # Fork: the children start with every module imported (spawn re-imports them, seconds per
