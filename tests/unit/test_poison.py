@@ -26,6 +26,7 @@ from features.agents import overdue_task
 from features.state import UserState
 from flows.backfill import backfill
 from flows.folding import Pending, fold_batch
+from proto import events_pb2 as pb
 from tests.poison import file_lines, good_event, huge_due_at, kafka_shapes, preference
 
 TOPIC = "unit.oo.signals.v1"
@@ -448,18 +449,13 @@ def test_any_exception_while_decoding_is_a_reject(monkeypatch: pytest.MonkeyPatc
     assert isinstance(record, Rejected) and "OverflowError: surprise" in record.reason
 
 
-def test_the_flow_dead_letters_an_event_whose_fold_raised_and_goes_on(
-    buggy_overdue: None, tmp_path: Path
-) -> None:
+def _flow_over(tmp_path: Path, lines: list[str]) -> list[dict[str, Any]]:
+    """Run the flow over `lines` (an event-log file) into `flow.db`; its rejects, in order."""
     from bytewax.testing import run_main
 
-    from connectors.store import open_store
     from flows.features_flow import build_flow
 
     path = tmp_path / "events.jsonl"
-    bug = _bug("u1", 5).event
-    good = [good_event("u1", 1), good_event("u1", 2, day=2), good_event("u2", 3)]
-    lines = [codec.to_json(good[0]), codec.to_json(bug), *(codec.to_json(e) for e in good[1:])]
     path.write_text("\n".join(lines) + "\n")
     rejects = tmp_path / "rejects.jsonl"
     run_main(
@@ -471,14 +467,22 @@ def test_the_flow_dead_letters_an_event_whose_fold_raised_and_goes_on(
             recovery=False,
         )
     )
-    [reject] = rejects.read_text().splitlines()
-    assert '"line": 2' in reject and "fold_user_state" in rejects.read_text()
+    return sorted((json.loads(row) for row in rejects.read_text().splitlines()), key=str)
+
+
+def _assert_flow_equals_backfill_of(tmp_path: Path, good: list[pb.Event]) -> None:
+    """The flow's store (`flow.db`) holds exactly the users of `good`, each with the params a
+    backfill of `good` alone gives."""
+    from connectors.store import open_store
+
     expected_path = tmp_path / "good.jsonl"
     expected_path.write_text("".join(codec.to_json(e) + "\n" for e in good))
     reference = open_store(f"sqlite:///{tmp_path / 'ref.db'}", key_prefix="t")
     backfill(expected_path, reference)
     flow_store = open_store(f"sqlite:///{tmp_path / 'flow.db'}", key_prefix="t")
-    for user_id in ("u1", "u2"):
+    users = sorted({e.user_id for e in good})
+    assert sorted(flow_store.user_ids()) == users
+    for user_id in users:
         got, want = flow_store.read_user(user_id), reference.read_user(user_id)
         assert got is not None and want is not None
         assert {a: s.params for a, s in got.agents.items()} == {
@@ -488,17 +492,22 @@ def test_the_flow_dead_letters_an_event_whose_fold_raised_and_goes_on(
     reference.close()
 
 
+def test_the_flow_dead_letters_an_event_whose_fold_raised_and_goes_on(
+    buggy_overdue: None, tmp_path: Path
+) -> None:
+    bug = _bug("u1", 5).event
+    good = [good_event("u1", 1), good_event("u1", 2, day=2), good_event("u2", 3)]
+    lines = [codec.to_json(good[0]), codec.to_json(bug), *(codec.to_json(e) for e in good[1:])]
+    [reject] = _flow_over(tmp_path, lines)
+    assert reject["line"] == 2 and "fold_user_state" in reject["reason"]
+    _assert_flow_equals_backfill_of(tmp_path, good)
+
+
 def test_the_flow_dead_letters_rejects_and_fold_failures_together_through_one_step(
     buggy_overdue: None, tmp_path: Path
 ) -> None:
     # ADR 0049: the source's rejects (keyed "") pass through `fold_user_state` untouched,
     # beside the events whose fold raised, and the users' states are as without both.
-    from bytewax.testing import run_main
-
-    from connectors.store import open_store
-    from flows.features_flow import build_flow
-
-    path = tmp_path / "events.jsonl"
     bug = _bug("u1", 5).event
     good = [good_event("u1", 1), good_event("u1", 2, day=2), good_event("u2", 3)]
     lines = [
@@ -509,36 +518,11 @@ def test_the_flow_dead_letters_rejects_and_fold_failures_together_through_one_st
         '{"eventId":"e9","userId":"u 2","occurredAt":"2026-05-01T06:30:00Z","moodLogged":{"score":3}}',
         codec.to_json(good[2]),
     ]
-    path.write_text("\n".join(lines) + "\n")
-    rejects = tmp_path / "rejects.jsonl"
-    run_main(
-        build_flow(
-            store_url=f"sqlite:///{tmp_path / 'flow.db'}",
-            key_prefix="t",
-            event_log=path,
-            rejects_path=rejects,
-            recovery=False,
-        )
-    )
-    rows = sorted((json.loads(row) for row in rejects.read_text().splitlines()), key=str)
-    by_line = {row["line"]: row for row in rows}
+    by_line = {row["line"]: row for row in _flow_over(tmp_path, lines)}
     assert sorted(by_line) == [2, 3, 5]
     assert "fold_user_state" in by_line[3]["reason"] and by_line[5]["field"] == "user_id"
     assert by_line[2]["raw"] == "not an event"
-    expected_path = tmp_path / "good.jsonl"
-    expected_path.write_text("".join(codec.to_json(e) + "\n" for e in good))
-    reference = open_store(f"sqlite:///{tmp_path / 'ref.db'}", key_prefix="t")
-    backfill(expected_path, reference)
-    flow_store = open_store(f"sqlite:///{tmp_path / 'flow.db'}", key_prefix="t")
-    assert sorted(flow_store.user_ids()) == ["u1", "u2"]
-    for user_id in ("u1", "u2"):
-        got, want = flow_store.read_user(user_id), reference.read_user(user_id)
-        assert got is not None and want is not None
-        assert {a: s.params for a, s in got.agents.items()} == {
-            a: s.params for a, s in want.agents.items()
-        }
-    flow_store.close()
-    reference.close()
+    _assert_flow_equals_backfill_of(tmp_path, good)
 
 
 def test_user_logic_passes_rejects_on_and_keeps_nothing_for_them() -> None:
