@@ -20,8 +20,10 @@ deletion is also applied by the flow from its `UserDeleted` event). Until the se
 succeeds the ledger may still hold entries of a user whose features are gone; it never holds
 entries recorded after the deletion.
 
-What stays in the feature store's hands: refills (`restore_tombstones`) and the store's
-identity. The ledger cannot be recomputed from the log, so a wiped ledger store stays empty.
+What stays in the feature store's hands: refills (`restore_tombstones`), backfills (they
+rebuild features from a log; the deletions in it reached the ledger when the API or the flow
+applied them) and the store's identity. The ledger cannot be recomputed from the log, so a
+wiped ledger store stays empty.
 """
 
 from __future__ import annotations
