@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,24 +118,10 @@ def _child(messages_file: Path, batch_size: int) -> None:
 
 
 def _run_child(tree: Path, messages_file: Path, batch_size: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{ROOT}"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--child",
-            str(messages_file),
-            "--batch-size",
-            str(batch_size),
-        ],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the drain of {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    from bench.tree_child import run_in_tree
+
+    args = ["--child", str(messages_file), "--batch-size", str(batch_size)]
+    return run_in_tree(__file__, tree, args, also=ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,8 @@ import argparse
 import gc
 import itertools
 import json
-import os
 import pickle
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -131,26 +129,10 @@ def _child(messages_file: Path, batch_size: int, drains: int) -> None:
 
 
 def _run_child(tree: Path, messages_file: Path, batch_size: int, drains: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--child",
-            str(messages_file),
-            "--batch-size",
-            str(batch_size),
-            "--drains",
-            str(drains),
-        ],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the drain of {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    from bench.tree_child import run_in_tree  # the parent's: an older tree may not have it
+
+    args = ["--child", str(messages_file), "--batch-size", str(batch_size), "--drains", str(drains)]
+    result = run_in_tree(__file__, tree, args)
     return float(result["cpu_s"]) / int(result["messages"])
 
 
