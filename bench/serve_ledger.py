@@ -196,7 +196,8 @@ def ledger_phases(
     )
     w = out["ledger_worker"]
     print(
-        f"  the ledger worker's own CPU (it lets go of the GIL every 4 tips: ADR 0046): "
+        f"  the ledger's own CPU (its process's with a Redis store the API opens, ADR 0053; "
+        f"else its worker thread's, ADR 0046): "
         f"{w['cpu_ms_per_tip']:.3f} ms a tip, "
         f"{w['cpu_ms_per_batch']:.2f} ms a batch ({w['tips']:.0f} tips in {w['batches']:.0f} "
         f"batches; {w['batches_within_1ms_cpu']:.0%} of batches within 1 ms)"

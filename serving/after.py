@@ -12,7 +12,8 @@ microseconds) and returns; one worker thread per kind takes it from its queue:
 - **ledger**: `record_tip` / `record_reaction` run `serving.ledger`'s recorders (a store
   that is away loses the line, never the tip: logged and counted in
   `oo_ledger_failed_total`). Tips and reactions share one queue, so a reaction is never
-  recorded before the tip it joins.
+  recorded before the tip it joins. With a `LedgerProcess` (the app's own Redis store, ADR
+  0053) the worker only forwards each trip to that process, which records it.
 
 The kinds do not wait for each other: a store outage never delays the events, nor a Kafka
 outage the ledger. Failure behaviour: nothing here raises into a route or blocks it. A queue
@@ -37,6 +38,7 @@ from connectors.store.base import FeatureStore
 from connectors.store.ledger import LedgerEntry
 from proto import events_pb2 as pb
 from serving import ledger
+from serving.ledger_process import LedgerProcess, tip_message
 from serving.metrics import Metrics
 
 __all__ = ["DEFAULT_CAPACITY", "AfterResponse"]
@@ -130,10 +132,12 @@ class _LedgerWorker(_Worker):
         record: Callable[[list[tuple[LedgerEntry, int]]], None],
         linger_s: float,
         on_batch: Callable[[float, int], None] | None = None,
+        encode: bool = True,
     ) -> None:
         self._record = record
         self._linger_s = linger_s
         self._on_batch = on_batch
+        self._encode = encode
         super().__init__(name, capacity=capacity, on_dropped=on_dropped)
 
     def put_tip(self, tip: _TipRecord) -> None:
@@ -180,7 +184,8 @@ class _LedgerWorker(_Worker):
                     time.sleep(0)  # let the event loop in between short pieces (see above)
                 try:
                     entry = job.build()
-                    entry.encoded()  # what the store sends, worked out here in short pieces
+                    if self._encode:
+                        entry.encoded()  # what the store sends, worked out here in short pieces
                     tips.append((entry, job.now_ms))
                 except Exception:
                     log.exception("after-answer work (%s) failed", what)
@@ -219,6 +224,7 @@ class AfterResponse:
         ledger_retention_ms: int,
         capacity: int = DEFAULT_CAPACITY,
         ledger_linger_s: float = LEDGER_LINGER_S,
+        ledger_process: LedgerProcess | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"expected capacity >= 1; got {capacity}")
@@ -227,16 +233,33 @@ class AfterResponse:
         self._metrics = metrics
         self.ledger_retention_ms = ledger_retention_ms
         self._events = _Worker("events", capacity=capacity, on_dropped=metrics.count_failed_event)
+        self._ledger_process = ledger_process
+        record: Callable[[list[tuple[LedgerEntry, int]]], None]
+        if ledger_process is None:
+
+            def record(tips: list[tuple[LedgerEntry, int]]) -> None:
+                ledger.record_tips(
+                    store, tips, retention_ms=ledger_retention_ms, on_failed=self._ledger_failed
+                )
+
+        else:
+            # Forwarded to the ledger's own process (ADR 0053): it encodes and records, and
+            # reports its CPU and losses back (`LedgerProcess`).
+            def record(tips: list[tuple[LedgerEntry, int]]) -> None:
+                ledger_process.send([tip_message(entry, now_ms) for entry, now_ms in tips])
+
         self._ledger = _LedgerWorker(
             "ledger",
             capacity=capacity,
-            on_dropped=lambda what: metrics.ledger_failed.labels(what).inc(),
-            record=lambda tips: ledger.record_tips(
-                store, tips, retention_ms=ledger_retention_ms, metrics=metrics
-            ),
+            on_dropped=self._ledger_failed,
+            record=record,
             linger_s=ledger_linger_s,
-            on_batch=self._count_ledger_work,
+            on_batch=self._count_ledger_work if ledger_process is None else None,
+            encode=ledger_process is None,
         )
+
+    def _ledger_failed(self, what: str) -> None:
+        self._metrics.ledger_failed.labels(what).inc()
 
     def _count_ledger_work(self, cpu_s: float, tips: int) -> None:
         self._metrics.ledger_worker_cpu.observe(cpu_s)
@@ -269,7 +292,12 @@ class AfterResponse:
         """Join a reaction to its tip in the ledger (nothing while the ledger is off)."""
         if not self.ledger_on:
             return
-        store, metrics = self._store, self._metrics
+        process = self._ledger_process
+        if process is not None:
+            message = ("reaction", user_id, tip_id, reaction, reaction_id, at_ms)
+            self._ledger.put("reaction", lambda: process.send([message]))
+            return
+        store = self._store
         self._ledger.put(
             "reaction",
             lambda: ledger.record_reaction(
@@ -279,7 +307,7 @@ class AfterResponse:
                 reaction=reaction,
                 reaction_id=reaction_id,
                 at_ms=at_ms,
-                metrics=metrics,
+                on_failed=self._ledger_failed,
             ),
         )
 
@@ -288,3 +316,5 @@ class AfterResponse:
         deadline = time.monotonic() + timeout_s
         self._events.stop(deadline)
         self._ledger.stop(deadline)
+        if self._ledger_process is not None:
+            self._ledger_process.stop(deadline)

@@ -32,6 +32,7 @@ from serving.after import AfterResponse
 from serving.api.main import BODY_LIMITS, include_routes
 from serving.exceptions import StoreUnavailableError
 from serving.freshness import FreshnessMonitor
+from serving.ledger_process import LedgerProcess, LedgerStoreConfig
 from serving.limits import BodySizeLimit, V1Gate, bounded_validation_error
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.orchestrator import CircuitBreaker, OrchestratorClient
@@ -62,6 +63,35 @@ def _build_sink(settings: Settings, metrics: Metrics) -> EventSink:
         )
 
     return KafkaEventSink(factory=make_producer, on_failure=on_failure)
+
+
+def _ledger_process(settings: Settings, metrics: Metrics) -> LedgerProcess | None:
+    """The tip ledger's own process (ADR 0053) for a Redis store the app opens itself, the
+    ledger on and `OO_LEDGER_PROCESS` on; None: the ledger worker records in process."""
+    from connectors.store import check_store_url
+
+    if (
+        not settings.ledger_process
+        or settings.ledger_retention_ms <= 0
+        or check_store_url(settings.store_url) == "sqlite"
+    ):
+        return None
+
+    def on_batch(cpu_s: float, tips: int) -> None:
+        metrics.ledger_worker_cpu.observe(cpu_s)
+        metrics.ledger_worker_tips.inc(tips)
+
+    return LedgerProcess(
+        LedgerStoreConfig(
+            store_url=settings.store_url,
+            key_prefix=settings.key_prefix,
+            timeout_s=settings.store_timeout_s,
+            ledger_url=settings.ledger_store_url,
+            retention_ms=settings.ledger_retention_ms,
+        ),
+        on_failed=lambda what: metrics.ledger_failed.labels(what).inc(),
+        on_batch=on_batch,
+    )
 
 
 async def _poll_forever(sink: EventSink) -> None:
@@ -149,6 +179,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store=state.store,
         metrics=state.metrics,
         ledger_retention_ms=settings.ledger_retention_ms,
+        ledger_process=_ledger_process(settings, state.metrics) if owned_store else None,
     )
     poller = asyncio.create_task(_poll_forever(state.sink), name="event-sink-poll")
     state.stamper = None

@@ -11,16 +11,18 @@ recorded after the user's deletion is refused by the store itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from connectors.exceptions import StoreError
 from connectors.store.base import FeatureStore, StoredUser
 from connectors.store.ledger import LedgerAgent, LedgerEntry
-from serving.metrics import Metrics
 from serving.orchestrator import Answer
 from serving.tips import FreshSnippet
 
 log = logging.getLogger(__name__)
+
+OnFailed = Callable[[str], None]
+"""Told of each line the ledger lost (`tip` or `reaction`): `oo_ledger_failed_total{what}`."""
 
 
 def tip_entry(
@@ -72,14 +74,14 @@ def record_tip(
     *,
     retention_ms: int,
     now_ms: int,
-    metrics: Metrics,
+    on_failed: OnFailed,
 ) -> None:
     """Record `entry` (blocking: `serving.after`'s ledger worker calls it); a failure is
     logged and counted, never raised."""
     try:
         store.record_tip(entry, retention_ms=retention_ms, now_ms=now_ms)
     except StoreError as exc:
-        metrics.ledger_failed.labels("tip").inc()
+        on_failed("tip")
         log.warning("tip %s of user %s not in the ledger: %s", entry.tip_id, entry.user_id, exc)
 
 
@@ -88,14 +90,14 @@ def record_tips(
     entries: Sequence[tuple[LedgerEntry, int]],
     *,
     retention_ms: int,
-    metrics: Metrics,
+    on_failed: OnFailed,
 ) -> None:
     """`record_tip` of each (entry, now_ms), in one round trip where the store can
     (`record_tips`: Redis), else one by one; each failure is logged and counted."""
     many = getattr(store, "record_tips", None)
     if many is None or len(entries) == 1:
         for entry, now_ms in entries:
-            record_tip(store, entry, retention_ms=retention_ms, now_ms=now_ms, metrics=metrics)
+            record_tip(store, entry, retention_ms=retention_ms, now_ms=now_ms, on_failed=on_failed)
         return
     try:
         results = many(entries, retention_ms=retention_ms)
@@ -103,7 +105,7 @@ def record_tips(
         results = [exc] * len(entries)
     for (entry, _), result in zip(entries, results, strict=True):
         if isinstance(result, StoreError):
-            metrics.ledger_failed.labels("tip").inc()
+            on_failed("tip")
             log.warning(
                 "tip %s of user %s not in the ledger: %s", entry.tip_id, entry.user_id, result
             )
@@ -117,7 +119,7 @@ def record_reaction(
     reaction: str,
     reaction_id: str,
     at_ms: int,
-    metrics: Metrics,
+    on_failed: OnFailed,
 ) -> None:
     """Join a reaction to its tip in the ledger (blocking, as `record_tip`); a failure is
     logged and counted."""
@@ -126,5 +128,5 @@ def record_reaction(
             user_id, tip_id, reaction=reaction, reaction_id=reaction_id, at_ms=at_ms
         )
     except StoreError as exc:
-        metrics.ledger_failed.labels("reaction").inc()
+        on_failed("reaction")
         log.warning("reaction to tip %s of user %s not in the ledger: %s", tip_id, user_id, exc)

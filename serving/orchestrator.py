@@ -37,10 +37,12 @@ from typing import Any
 
 import httpx
 import orjson
+from yarl import URL
 
 from serving import answer
 from serving.answer import TipKind
 from serving.exceptions import BreakerOpenError, OrchestratorError
+from serving.orchestrator_transport import OrchestratorTransport
 
 MAX_ANSWER_BYTES = 64 * 1024
 USER_AGENT = "oo-feature-engine"
@@ -204,6 +206,7 @@ class OrchestratorClient:
         self._transport = transport
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
         self._url = httpx.URL(self.url)
+        self._yarl_url = URL(self.url)
         self.model = model
         self.breaker = breaker
         self.timeout_s = timeout_s
@@ -216,6 +219,8 @@ class OrchestratorClient:
         ]
         if api_key:
             self._headers.append(("Authorization", f"Bearer {api_key}"))
+        # The names as httpx sends them (lower case), for the app's transport's `exchange`.
+        self._plain_headers = {name.lower(): value for name, value in self._headers}
         self._observe = observe
         self.structured_output = True
         """Send `response_format`; turned off for good after the peer answers it with a 400."""
@@ -223,12 +228,18 @@ class OrchestratorClient:
     async def _post(self, body: dict[str, Any], *, timeout_s: float) -> tuple[int, bytes]:
         """One attempt: (status, the whole answer). httpx's timeout and transport errors
         pass through."""
+        content = orjson.dumps(body)
+        if isinstance(self._transport, OrchestratorTransport):
+            # The app's transport, without httpx's request and response objects (ADR 0053).
+            return await self._transport.exchange(
+                self._yarl_url, self._plain_headers, content, timeout_s=timeout_s
+            )
         timeout = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
         request = httpx.Request(
             "POST",
             self._url,
             headers=self._headers,
-            content=orjson.dumps(body),
+            content=content,
             extensions={"timeout": timeout},
         )
         response = await self._transport.handle_async_request(request)

@@ -189,6 +189,11 @@ class Settings(ConnectorSettings):
         gt=0,
         description="Longest wait for one store call of a request; then 503 (ADR 0010).",
     )
+    ledger_process: bool = Field(
+        default=True,
+        description="With a Redis store of the API's own: record the tip ledger from a process "
+        "of its own, fed by the API (ADR 0053); false: from a thread of the API process.",
+    )
     store_concurrency: int = Field(
         default=16, ge=1, description="Threads that may run store calls at once."
     )

@@ -408,6 +408,33 @@ def test_fallback_without_orchestrator(start_api: StartApi, store: FeatureStore)
     assert (body["tip"]["text"], body["agents"]) == fallback_expected()
 
 
+def metric(api: httpx.Client, series: str) -> float:
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_ledger_store_that_is_away_loses_the_line_counted_never_the_tip(
+    start_api: StartApi, store: FeatureStore, in_process: bool
+) -> None:
+    """Through the ledger's own process (ADR 0053) as through the worker thread: the tip is
+    answered, the line is lost, logged and counted in the API's metrics."""
+    seed_all(store, "u-ledger-away")
+    dead = closed_port_url().replace("http://", "redis://") + "/0"
+    api = start_api(ledger_store_url=dead, ledger_process=not in_process, store_timeout_s=0.3)
+
+    body = recommend(api, "u-ledger-away")
+
+    assert body["tip"] is not None
+    failed = 'oo_ledger_failed_total{what="tip"}'
+    deadline = time.monotonic() + 20
+    while metric(api, failed) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(api, failed) == 1
+
+
 def breaker_gauge(api: httpx.Client) -> float:
     for line in api.get("/metrics").text.splitlines():
         if line.startswith("oo_orchestrator_breaker_state "):

@@ -11,15 +11,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response, status
 
 from serving import events, ledger
-from serving.api.deps import (
-    AfterDep,
-    ManifestsDep,
-    MetricsDep,
-    NowMsDep,
-    OrchestratorDep,
-    StoreDep,
-    StoreGuardDep,
-)
+from serving.api.deps import ServingDep
 from serving.api.models import ErrorOut, RecommendIn, RecommendOut
 from serving.exceptions import OrchestratorError
 from serving.orchestrator import Answer
@@ -60,17 +52,10 @@ def answer_json(
     summary="A tip built from the user's fresh snippets",
     responses={404: {"model": ErrorOut, "description": "Unknown or deleted user."}},
 )
-async def recommend(
-    body: RecommendIn,
-    store: StoreDep,
-    guard: StoreGuardDep,
-    manifests: ManifestsDep,
-    orchestrator: OrchestratorDep,
-    after: AfterDep,
-    metrics: MetricsDep,
-    now_ms: NowMsDep,
-) -> Response:
-    user = await guard.call(store.read_user, body.user_id, now_ms=now_ms)
+async def recommend(body: RecommendIn, serving: ServingDep) -> Response:
+    store, manifests, orchestrator = serving.store, serving.manifests, serving.orchestrator
+    after, metrics, now_ms = serving.after, serving.metrics, serving.now_ms
+    user = await serving.guard.call(store.read_user, body.user_id, now_ms=now_ms)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no features for user {body.user_id!r}")
     snippets = fresh_snippets(eligible_agents(user, manifests), manifests, now_ms=now_ms)

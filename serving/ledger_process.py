@@ -1,0 +1,271 @@
+"""The tip ledger's records made by a process of their own (ADR 0053).
+
+At 200 recommends a second the API process is most of one core, so what the ledger's worker
+thread does there (encoding each entry, packing a trip's script call, waking for Redis's
+answer) is time a request waits for the GIL, and it showed at the p99. With a Redis store the
+app owns, `serving.after`'s ledger worker only forwards: each trip (the tips of 0.25 s, and the
+reactions in their place) goes as one pickled message of plain tuples down a pipe to a child
+process, which opens its own store from the app's settings and records them there exactly as
+the worker did in process (`serving.ledger.record_tips`, `record_reaction`: the same scripts,
+the same tombstone check, the same encoding).
+
+Guarantees kept:
+
+- order: tips and reactions travel one pipe, in queue order, and the child records them in
+  that order (a reaction never before its tip);
+- a store that is away loses the line, never the tip: the child logs it (its log goes to the
+  API's standard error) and reports it back; the API counts it in `oo_ledger_failed_total`;
+- a tip recorded after the user's deletion is refused by the store itself, atomically, as
+  before (the child calls the same script);
+- a store the child cannot open fails each line sent to it, counted (it tries again for the
+  next trip); a child that died fails the trips sent after it, counted, and the next trip
+  starts a new one. What a child held when it was killed is lost uncounted, as what the
+  worker held when the API was (the loss window of ADR 0041).
+
+What it must never do: block a request (only the worker thread writes to the pipe), or
+record anything the in-process path would not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from connectors.store.ledger import LedgerAgent, LedgerEntry
+
+__all__ = ["LedgerProcess", "LedgerStoreConfig"]
+
+log = logging.getLogger(__name__)
+
+Tip = tuple[Any, ...]
+"""A tip on the wire: `("tip", now_ms, tip_id, user_id, shown_at_ms, text, kind, agents,
+fallback_reason, prompt_version, model, orchestrator_latency_ms, extra)`, each agent
+`(agent_id, version, params_json, snippet)`."""
+
+
+@dataclass(frozen=True)
+class LedgerStoreConfig:
+    """How the child opens its store: what `serving.app`'s lifespan gives `open_store`."""
+
+    store_url: str
+    key_prefix: str
+    timeout_s: float
+    ledger_url: str | None
+    retention_ms: int
+
+
+def tip_message(entry: LedgerEntry, now_ms: int) -> Tip:
+    """`entry` as plain values; each agent's parameters as the stored JSON text."""
+    from connectors.store.base import dumps_compact
+
+    agents = tuple(
+        (
+            a.agent_id,
+            a.version,
+            a.params_json if a.params_json is not None else dumps_compact(a.params),
+            a.snippet,
+        )
+        for a in entry.agents
+    )
+    return (
+        "tip",
+        now_ms,
+        entry.tip_id,
+        entry.user_id,
+        entry.shown_at_ms,
+        entry.text,
+        entry.kind,
+        agents,
+        entry.fallback_reason,
+        entry.prompt_version,
+        entry.model,
+        entry.orchestrator_latency_ms,
+        entry.extra,
+    )
+
+
+def entry_of(message: Tip) -> tuple[LedgerEntry, int]:
+    """The entry `tip_message` sent, and its `now_ms` (`params` left empty: the stores encode
+    an agent's values from `params_json`, `LedgerEntry.encoded`)."""
+    (_, now_ms, tip_id, user_id, shown_at_ms, text, kind, agents, reason, prompt, model) = message[
+        :11
+    ]
+    entry = LedgerEntry(
+        tip_id=tip_id,
+        user_id=user_id,
+        shown_at_ms=shown_at_ms,
+        text=text,
+        kind=kind,
+        agents=[
+            LedgerAgent(agent_id=a, version=v, params={}, snippet=s, params_json=p)
+            for a, v, p, s in agents
+        ],
+        fallback_reason=reason,
+        prompt_version=prompt,
+        model=model,
+        orchestrator_latency_ms=message[11],
+        extra=message[12],
+    )
+    return entry, now_ms
+
+
+def _child_main(inbox: Connection, outbox: Connection, config: LedgerStoreConfig) -> None:
+    """The child: record each message's items in order until the pipe closes; report each
+    lost line (`("failed", what)`) and each message's CPU and tips (`("batch", s, n)`)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s (ledger): %(message)s"
+    )
+    from connectors.store import open_store
+    from serving import ledger
+
+    def on_failed(what: str) -> None:
+        outbox.send(("failed", what))
+
+    def opened() -> Any:
+        try:
+            return open_store(
+                config.store_url,
+                key_prefix=config.key_prefix,
+                socket_timeout_s=config.timeout_s,
+                connect_timeout_s=config.timeout_s,
+                client_retries=1,
+                ledger_url=config.ledger_url,
+            )
+        except Exception as exc:  # a store that cannot be opened loses lines, counted
+            log.warning("the ledger's store cannot be opened: %s", exc)
+            return None
+
+    store = opened()
+    try:
+        while True:
+            try:
+                blob = inbox.recv_bytes()
+            except EOFError:
+                return
+            cpu = time.process_time()
+            items: list[Tip] = pickle.loads(blob)
+            if store is None:
+                store = opened()
+            if store is None:
+                for item in items:
+                    on_failed(item[0])
+                continue
+            tips: list[tuple[LedgerEntry, int]] = []
+            for item in items:
+                if item[0] == "tip":
+                    tips.append(entry_of(item))
+                    continue
+                if tips:
+                    ledger.record_tips(
+                        store, tips, retention_ms=config.retention_ms, on_failed=on_failed
+                    )
+                    tips = []
+                _, user_id, tip_id, reaction, reaction_id, at_ms = item
+                ledger.record_reaction(
+                    store,
+                    user_id=user_id,
+                    tip_id=tip_id,
+                    reaction=reaction,
+                    reaction_id=reaction_id,
+                    at_ms=at_ms,
+                    on_failed=on_failed,
+                )
+            if tips:
+                ledger.record_tips(
+                    store, tips, retention_ms=config.retention_ms, on_failed=on_failed
+                )
+            outbox.send(("batch", time.process_time() - cpu, sum(i[0] == "tip" for i in items)))
+    finally:
+        if store is not None:
+            store.close()
+        outbox.close()
+
+
+class LedgerProcess:
+    """The API's side of the ledger's child process: `send` a trip (from the ledger worker
+    thread only), `stop` at shutdown. `on_failed(what)` and `on_batch(cpu_s, tips)` are called
+    from a reader thread of its own with what the child reports."""
+
+    def __init__(
+        self,
+        config: LedgerStoreConfig,
+        *,
+        on_failed: Callable[[str], None],
+        on_batch: Callable[[float, int], None],
+    ) -> None:
+        self._config = config
+        self._on_failed = on_failed
+        self._on_batch = on_batch
+        self._process: Any = None
+        self._inbox: Connection | None = None
+
+    def _start(self) -> Connection:
+        context = multiprocessing.get_context("spawn")  # never fork an API with threads
+        inbox_read, inbox = context.Pipe(duplex=False)
+        outbox_read, outbox = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_child_main,
+            args=(inbox_read, outbox, self._config),
+            name="oo-ledger",
+            daemon=True,
+        )
+        process.start()
+        inbox_read.close()
+        outbox.close()
+        threading.Thread(
+            target=self._read_reports, args=(outbox_read,), name="oo-ledger-reports", daemon=True
+        ).start()
+        self._process, self._inbox = process, inbox
+        return inbox
+
+    def _read_reports(self, reports: Connection) -> None:
+        while True:
+            try:
+                report = reports.recv()
+            except (EOFError, OSError):
+                reports.close()
+                return
+            try:
+                if report[0] == "failed":
+                    self._on_failed(report[1])
+                else:
+                    self._on_batch(report[1], report[2])
+            except Exception:  # a counter that fails must not end the reports
+                log.exception("counting the ledger process's report failed")
+
+    def send(self, items: Sequence[Tip]) -> None:
+        """Hand the trip `items` (`tip_message`s and `("reaction", ...)` tuples) to the child,
+        started on first use or again after it died. `OSError` when it cannot be handed over."""
+        inbox = self._inbox
+        if inbox is None or not self._process.is_alive():
+            self._close_inbox()
+            inbox = self._start()
+        inbox.send_bytes(pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _close_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            with contextlib.suppress(OSError):
+                inbox.close()
+
+    def stop(self, deadline: float) -> None:
+        """Close the pipe (the child records what it holds, then ends) and wait for it until
+        `deadline` (`time.monotonic()`); a child still busy then is terminated."""
+        process = self._process
+        self._close_inbox()
+        if process is None:
+            return
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            log.warning("the ledger process did not finish in time; stopping it")
+            process.terminate()
+            process.join(1.0)
+        self._process = None
