@@ -27,6 +27,7 @@ import tempfile
 import time
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("decode", "fold", "free", "loop")
@@ -34,7 +35,11 @@ PARTS = ("decode", "fold", "free", "loop")
 
 def child(log: Path) -> dict[str, float]:
     """The CPU seconds of each part over `log` in the tree on `sys.path`."""
-    from connectors.line_fast import fast_line
+    from connectors import line_fast
+
+    # A tree with plain events (ADR 0054) decodes for the fold as its backfill does.
+    plain = getattr(line_fast, "fast_line_plain", None)
+    fast_line = line_fast.fast_line
     from connectors.records import Accepted, decode_line
     from features.state import UserState
     from flows import backfill as bf
@@ -51,7 +56,7 @@ def child(log: Path) -> dict[str, float]:
         t0 = clock()
         per_user: dict[str, list[Accepted]] = {}
         for line_no, line in enumerate(batch, first):
-            got = fast_line(line, now_s, True)
+            got = plain(line, now_s) if plain is not None else fast_line(line, now_s, True)
             if got is not None:
                 record = Accepted(got[0], ingest_ms, got[1], got[2], (name, line_no, line))
             else:  # the slow path, as the backfill takes it
@@ -80,7 +85,8 @@ def child(log: Path) -> dict[str, float]:
     bf._write_span = lambda *args: 0  # type: ignore[assignment]
     try:
         t0 = clock()
-        report = bf.backfill(log, _Null(), rejects_path=log.with_suffix(".rejects"), keep=kept)
+        store: Any = _Null()
+        report = bf.backfill(log, store, rejects_path=log.with_suffix(".rejects"), keep=kept)
         spent["loop"] = clock() - t0
     finally:
         bf._write_span = saved

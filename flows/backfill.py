@@ -47,7 +47,7 @@ from typing import Any
 
 from connectors.bytewax_io import LINES_PER_BATCH
 from connectors.jsonl import rejects_path_for
-from connectors.line_fast import fast_line
+from connectors.line_fast import fast_line_plain
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import FeatureStore, UserWrite
 from features.state import UserState
@@ -166,8 +166,9 @@ def backfill(
                     if owner is not None and owner != partition[0]:
                         continue
                 # `decode_line`'s own first step, called here (it runs once a line): the
-                # fast path's good line is that `Accepted`; anything else, `decode_line`.
-                got = fast_line(line, now_s, True)
+                # fast path's good line is that `Accepted`, its event plain (the fold only
+                # reads it, ADR 0054); anything else, `decode_line`.
+                got = fast_line_plain(line, now_s)
                 if got is not None:
                     event = got[0]
                     user_id = event.user_id
