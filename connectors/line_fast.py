@@ -220,6 +220,10 @@ class PlainMessage:
                 setattr(message, name, value)
         return message
 
+    def __reduce__(self) -> tuple[Any, tuple[str, bytes]]:
+        # Unpickled as its protobuf message (which reads alike): the classes are generated.
+        return _proto_from_string, (self.DESCRIPTOR.full_name, self.SerializeToString())
+
     def SerializeToString(self) -> bytes:
         return self.to_proto().SerializeToString()  # type: ignore[no-any-return]
 
@@ -256,6 +260,10 @@ def _plain_class(descriptor: Any, made: dict[str, type[PlainMessage]]) -> type[P
             default = field.default_value
         setattr(cls, field.name, default)
     return cls
+
+
+def _proto_from_string(full_name: str, data: bytes) -> Any:
+    return _PLAIN_CLASSES[full_name]._PROTO.FromString(data)
 
 
 _PLAIN_CLASSES: dict[str, type[PlainMessage]] = {}
@@ -351,7 +359,7 @@ def _builder(
             strings += 1
     # setting any field, even to its default, sets the payload; an empty one is set apart
     if plain:
-        build += [f"payload_message = event.{kind} = _Plain[{kind!r}]()"]
+        build += [f"payload_message = event.{kind} = _PlainPayload()"]
     else:
         build += [f"payload_message = event.{kind}"]
         if not fields:
@@ -434,7 +442,7 @@ def _builder(
         "_ENUMS": _ENUMS,
         "_Event": _Event,
         "_PlainEvent": PlainEvent,
-        "_Plain": _PLAIN_PAYLOADS,
+        "_PlainPayload": _PLAIN_PAYLOADS.get(kind),
         "_PlainTimestamp": PlainTimestamp,
         "_now": _now,
         # codec's memo of user ids seen valid (one set for both paths; codec empties it in

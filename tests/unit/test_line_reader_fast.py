@@ -11,6 +11,7 @@ on hostile lines.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from typing import Any
 
@@ -423,6 +424,7 @@ def assert_plain_agrees(line: bytes | str) -> None:
     assert_reads_alike(plain[0], full[0])
     assert plain[0] == full[0] and plain[0].to_proto() == full[0]
     assert plain[0].SerializeToString() == full[0].SerializeToString()
+    assert pickle.loads(pickle.dumps(plain[0])) == full[0]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
