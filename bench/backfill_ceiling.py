@@ -8,8 +8,9 @@ in one process, interleaved, as events/s and CPU us an event (issue 13, ADR 0047
 Each round runs every stage once over the log's first `--lines` lines (a copy in a temporary
 file), in this order, reversed in every other round (ABBA):
 
-  decode   `flows.backfill`'s reading of the file in batches and `decode_line` of every line,
-           nothing kept (the floor: no backfill is faster than reading its lines)
+  decode   `flows.backfill`'s reading of the file in batches and its decode of every line
+           (`line_fast.fast_line_plain`, else `decode_line`), nothing kept (the floor: no
+           backfill is faster than reading its lines)
   fold     `flows.backfill.backfill` with its span writes left out (`_write_span` returns 0):
            decode, grouping per user and every user's fold (`Pending.fold`), no outputs
   null     `backfill` into a store whose `write_batch` keeps nothing: + `build_write` of every
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.backfill import _redis_url  # noqa: E402
+from connectors.line_fast import fast_line_plain  # noqa: E402
 from connectors.records import decode_line  # noqa: E402
 from connectors.store import open_store  # noqa: E402
 from connectors.store.base import UserWrite  # noqa: E402
@@ -70,6 +72,12 @@ def _decode(log: Path) -> int:
         now_s = time.time()
         ingest_ms = int(now_s * 1000)
         for line_no, line in enumerate(batch, first):
+            # As the backfill decodes: its fast path (plain events, ADR 0054), else decode_line.
+            got = fast_line_plain(line, now_s)
+            if got is not None:
+                bf.Accepted(got[0], ingest_ms, got[1], got[2], (name, line_no, line))
+                accepted += 1
+                continue
             record = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
             if record is not None and not isinstance(record, bf.Rejected):
                 accepted += 1

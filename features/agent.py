@@ -31,7 +31,8 @@ class Folded:
     seq: int
     """Admission order within the user (ties in event time go to the later admission)."""
     payload: Any
-    """The payload message (read-only)."""
+    """The payload message (read-only): read its fields, `HasField` and `WhichOneof` only. The
+    backfill hands a plain message that reads alike, not a protobuf one (ADR 0054)."""
 
 
 @dataclass(slots=True)

@@ -47,7 +47,7 @@ from typing import Any
 
 from connectors.bytewax_io import LINES_PER_BATCH
 from connectors.jsonl import rejects_path_for
-from connectors.line_fast import fast_line
+from connectors.line_fast import fast_line_plain
 from connectors.records import Accepted, Rejected, RejectsFile, decode_line
 from connectors.store.base import FeatureStore, UserWrite
 from features.state import UserState
@@ -166,16 +166,21 @@ def backfill(
                     if owner is not None and owner != partition[0]:
                         continue
                 # `decode_line`'s own first step, called here (it runs once a line): the
-                # fast path's good line is that `Accepted`; anything else, `decode_line`.
-                got = fast_line(line, now_s, True)
+                # fast path's good line is that `Accepted`, its event plain (the fold only
+                # reads it, ADR 0054); anything else, `decode_line`.
+                got = fast_line_plain(line, now_s)
                 if got is not None:
-                    event = got[0]
+                    event, kind, occurred_ms = got
                     user_id = event.user_id
-                    if partition is not None and (
-                        user_partition(user_id, partition[1]) != partition[0]
+                    # A line the fast path builds has no escape in its user id nor any
+                    # escaped quote: a partition read from its bytes is its user's.
+                    if (
+                        owner is None
+                        and partition is not None
+                        and user_partition(user_id, partition[1]) != partition[0]
                     ):
                         continue
-                    record = Accepted(event, ingest_ms, got[1], got[2], (name, line_no, line))
+                    record = Accepted(event, ingest_ms, kind, occurred_ms, (name, line_no, line))
                 else:
                     decoded = decode_line(name, line_no, line, ingest_ms=ingest_ms, now_s=now_s)
                     if decoded is None:

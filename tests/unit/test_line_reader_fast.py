@@ -11,6 +11,7 @@ on hostile lines.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from typing import Any
 
@@ -21,7 +22,10 @@ from hypothesis import strategies as st
 from connectors import codec, line_fast
 from connectors.exceptions import ConnectorError, DecodeError
 from connectors.jsonl import MAX_LINE_CHARS, read_line
+from connectors.records import Accepted
+from features.state import UserState
 from proto import events_pb2 as pb
+from tests.strategies import event_logs
 
 NOW_S = 1_780_000_000  # 2026-05-28
 PAYLOADS = [f.name for f in pb.Event.DESCRIPTOR.oneofs_by_name["payload"].fields]
@@ -385,3 +389,95 @@ KEPT_HOSTILE = [
 @pytest.mark.parametrize("line", KEPT_HOSTILE, ids=range(len(KEPT_HOSTILE)))
 def test_kept_hostile_lines_are_read_as_fast_line_reads_them(line: bytes) -> None:
     assert_kept_agrees(line)
+
+
+# --- plain events (the backfill's fold, ADR 0054) ------------------------------------------
+
+
+def assert_reads_alike(plain: Any, message: Any) -> None:
+    """`plain` reads as the protobuf `message` does: every field (its value and type, unset
+    ones included), every presence and oneof, recursively."""
+    for field in message.DESCRIPTOR.fields:
+        mine, theirs = getattr(plain, field.name), getattr(message, field.name)
+        if field.has_presence:
+            assert plain.HasField(field.name) == message.HasField(field.name), field.name
+        if field.type == field.TYPE_MESSAGE and not field.is_repeated:
+            assert_reads_alike(mine, theirs)
+        elif field.is_repeated:
+            assert list(mine) == list(theirs), field.name
+        else:
+            assert (type(mine), mine) == (type(theirs), theirs), field.name
+    for oneof in message.DESCRIPTOR.oneofs:
+        assert plain.WhichOneof(oneof.name) == message.WhichOneof(oneof.name)
+        assert plain.HasField(oneof.name) == message.HasField(oneof.name)
+
+
+def assert_plain_agrees(line: bytes | str) -> None:
+    """`fast_line_plain` answers what `fast_line` answers, with an event that reads alike."""
+    full = line_fast.fast_line(line, NOW_S, True)
+    plain = line_fast.fast_line_plain(line, NOW_S)
+    assert (plain is None) == (full is None), line[:300]
+    if plain is None or full is None:
+        return
+    assert plain[1:] == full[1:]
+    assert isinstance(plain[0], line_fast.PlainEvent)
+    assert_reads_alike(plain[0], full[0])
+    assert plain[0] == full[0] and plain[0].to_proto() == full[0]
+    assert plain[0].SerializeToString() == full[0].SerializeToString()
+    assert pickle.loads(pickle.dumps(plain[0])) == full[0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events(), st.randoms(use_true_random=False))
+def test_plain_lines_are_read_as_fast_line_reads_them(event: pb.Event, rnd: random.Random) -> None:
+    line = codec.to_json(event)
+    assert_plain_agrees(line.encode())
+    assert_plain_agrees(line)
+    for variant in _respell(line, rnd) + _mutations(line, rnd):
+        assert_plain_agrees(variant.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("line", KEPT_HOSTILE, ids=range(len(KEPT_HOSTILE)))
+def test_plain_hostile_lines_are_read_as_fast_line_reads_them(line: bytes) -> None:
+    assert_plain_agrees(line)
+
+
+def test_an_unset_plain_field_reads_as_protobuf_and_refuses_as_protobuf() -> None:
+    line = GOOD.encode().replace(b',"dueAt":"2026-01-03T00:00:00Z"', b"")
+    got = line_fast.fast_line_plain(line, NOW_S)
+    assert got is not None
+    event = got[0]
+    assert not event.task_created.HasField("due_at")
+    assert (event.task_created.due_at.seconds, event.task_created.due_at.nanos) == (0, 0)
+    assert event.tip_shown.agent_ids == () and not event.HasField("tip_shown")
+    with pytest.raises(ValueError):
+        event.HasField("event_id")  # no presence, as protobuf says
+    with pytest.raises(ValueError):
+        event.WhichOneof("nothing")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_logs(max_users=2))
+def test_plain_events_fold_as_protobuf_events(log: list[pb.Event]) -> None:
+    """The fold of a log's plain events (the backfill's) equals that of its protobuf events
+    (the stream's): every state, output and feedback summary, and every `apply`'s answer."""
+    folded: dict[bool, dict[str, UserState]] = {False: {}, True: {}}
+    answers: dict[bool, Any] = {}
+    for event in log:
+        line = codec.to_json(event).encode()
+        for plain in (False, True):
+            got = (
+                line_fast.fast_line_plain(line, NOW_S)
+                if plain
+                else line_fast.fast_line(line, NOW_S, True)
+            )
+            if got is None:  # the slow path's Event, as the backfill takes it
+                slow = codec.from_json(line)
+                got = (slow, *codec.check(slow, now_s=NOW_S))
+            state = folded[plain].setdefault(event.user_id, UserState(event.user_id))
+            answers[plain] = state.apply(Accepted(got[0], 7, got[1], got[2]))
+        assert answers[True] == answers[False], line
+    assert folded[True] == folded[False]
+    for user_id, state in folded[True].items():
+        other = folded[False][user_id]
+        assert state.outputs() == other.outputs() and state.feedback() == other.feedback()
