@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--redis", action="store_true", help="also into the local Redis")
+    ap.add_argument("--skip-sqlite", action="store_true", help="Redis only")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -176,7 +177,7 @@ def main() -> int:
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
     redis_url = _redis_url() if args.redis else None
     work = Path(tempfile.mkdtemp(prefix="bench-write-ab-"))
-    kinds = ["sqlite"] + (["redis"] if redis_url else [])
+    kinds = ([] if args.skip_sqlite else ["sqlite"]) + (["redis"] if redis_url else [])
     print(f"load {os.getloadavg()[0]:.1f} at start", flush=True)
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in range(args.rounds):
