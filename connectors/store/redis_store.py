@@ -182,7 +182,9 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         args: list[Any],
         deleted_at_ms: int | None = None,
     ) -> None:
-        """Append one user's block of the `write` script's keys and arguments."""
+        """Append one user's block of the `write` script's keys and arguments. Numbers go as
+        their decimal text, as the client would send them: hiredis packs an int argument at
+        about three times the cost of a str one (ADR 0055)."""
         user_id = w.user_id
         if not user_id:
             raise ValueError("user_id must not be empty")
@@ -192,16 +194,17 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         agents = w.agents
         removed = w.removed_agents
         newest_event, newest_ingest = w.newest_event_ms, w.newest_ingest_ms
+        now = f"{now_ms}"
         args += (
-            now_ms,
-            "" if deleted is None else deleted,
-            len(agents),
-            len(removed),
+            now,
+            "" if deleted is None else f"{deleted}",
+            f"{len(agents)}",
+            f"{len(removed)}",
             "" if w.feedback is None else _dumps(w.feedback),
             "" if w.consents is None else _dumps(w.consents),
-            "" if newest_event is None else newest_event,
-            "" if newest_ingest is None else newest_ingest,
-            now_ms,
+            "" if newest_event is None else f"{newest_event}",
+            "" if newest_ingest is None else f"{newest_ingest}",
+            now,
         )
         for agent_id, a in agents.items():
             keys += (f"{base}agent:{agent_id}", f"{base}snippet:{agent_id}")
@@ -217,11 +220,11 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
                 a.version,
                 _dumps(a.params) if params is None else params,
                 _dumps(a.extras) if extras is None else extras,
-                a.event_time_ms,
-                a.ingest_time_ms,
-                a.computed_at_ms,
+                f"{a.event_time_ms}",
+                f"{a.ingest_time_ms}",
+                f"{a.computed_at_ms}",
                 snippet,
-                ttl_ms,
+                f"{ttl_ms}",
             )
         for agent_id in removed:
             keys += (f"{base}agent:{agent_id}", f"{base}snippet:{agent_id}")
