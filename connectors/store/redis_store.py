@@ -232,10 +232,11 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
 
     @staticmethod
     def _score(w: UserWrite) -> int:
-        times = [a.event_time_ms for a in w.agents.values()]
-        if w.newest_event_ms is not None:
-            times.append(w.newest_event_ms)
-        return max(times, default=0)
+        score = w.newest_event_ms
+        for a in w.agents.values():
+            if score is None or a.event_time_ms > score:
+                score = a.event_time_ms
+        return 0 if score is None else score
 
     def _run_scripts(
         self,
@@ -303,7 +304,7 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         zadd: list[Any] = ["ZADD", users_key, "GT"]
         score = self._score
         for w in writes:
-            zadd += (score(w), w.user_id)
+            zadd += (f"{score(w)}", w.user_id)  # as text: cheaper to pack than an int
         # Freshness bookkeeping rides in the same pipeline: the reflect script after the user
         # scripts, then the lag samples.
         if self._freshness:
