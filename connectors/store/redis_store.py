@@ -186,9 +186,7 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         their decimal text, as the client would send them: hiredis packs an int argument at
         about three times the cost of a str one (ADR 0055)."""
         user_id = w.user_id
-        if not user_id:
-            raise ValueError("user_id must not be empty")
-        base = f"{self._prefix}:{{{user_id}}}:"
+        base = self._base(user_id)
         deleted = w.deleted_at_ms if deleted_at_ms is None else deleted_at_ms
         keys += (f"{base}meta", f"{base}feedback", f"{base}keys", self._tomb_key(user_id))
         agents = w.agents
