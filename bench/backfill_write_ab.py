@@ -8,8 +8,11 @@ holds the users), then takes the rest in windows of `--window` events as the flo
 does: fold each window (untimed), one `build_write` per touched user with the writer's dedupe,
 one `write_batch` of the window. Timed with `time.process_time()` around `build_write` and
 around `write_batch` (client CPU), plus the write's wall time and, for Redis, the server's own
-microseconds (`INFO commandstats` before and after the measured windows). Figures are per
-measured event (in tail mode nearly every event is its own user's write).
+microseconds (`INFO commandstats` before and after the measured windows: a script's commands
+are counted in it and again inside EVALSHA and EXEC, so it overstates scripts) and its own CPU
+(`INFO cpu`, user + system of the server's main process: what two backfill processes compete
+with; an append-only-file rewrite's child is not in it). Figures are per measured event (in
+tail mode nearly every event is its own user's write).
 
 Runs alternate A B B A ... per store, `--rounds` each, and the ratios B/A are medians of
 per-round ratios (both runs of a round saw the same load).
@@ -39,6 +42,13 @@ def _server_usec(url: str) -> int:
 
     stats = redis.Redis.from_url(url).info("commandstats")
     return sum(int(v.get("usec", 0)) for v in stats.values() if isinstance(v, dict))
+
+
+def _server_cpu_s(url: str) -> float:
+    import redis
+
+    cpu = redis.Redis.from_url(url).info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def child(args: argparse.Namespace) -> None:
@@ -95,13 +105,16 @@ def child(args: argparse.Namespace) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 50, 100)
-    redis_before = _server_usec(args.url) if args.url.startswith("redis") else 0
+    is_redis = args.url.startswith("redis")
+    redis_before = _server_usec(args.url) if is_redis else 0
+    cpu_before = _server_cpu_s(args.url) if is_redis else 0.0
     build = write = wall = 0.0
     writes = 0
     for i in range(0, len(measured), args.window):
         b, w, wl, n = window(measured[i : i + args.window])
         build, write, wall, writes = build + b, write + w, wall + wl, writes + n
-    server = (_server_usec(args.url) - redis_before) if args.url.startswith("redis") else 0
+    server = (_server_usec(args.url) - redis_before) if is_redis else 0
+    server_cpu = (_server_cpu_s(args.url) - cpu_before) if is_redis else 0.0
     store.close()
     print(
         json.dumps(
@@ -112,6 +125,7 @@ def child(args: argparse.Namespace) -> None:
                 "write_us": 1e6 * write / len(measured),
                 "write_wall_us": 1e6 * wall / len(measured),
                 "server_us": server / len(measured),
+                "server_cpu_us": 1e6 * server_cpu / len(measured),
             }
         )
     )
@@ -150,6 +164,7 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--redis", action="store_true", help="also into the local Redis")
+    ap.add_argument("--skip-sqlite", action="store_true", help="Redis only")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -162,7 +177,7 @@ def main() -> int:
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
     redis_url = _redis_url() if args.redis else None
     work = Path(tempfile.mkdtemp(prefix="bench-write-ab-"))
-    kinds = ["sqlite"] + (["redis"] if redis_url else [])
+    kinds = ([] if args.skip_sqlite else ["sqlite"]) + (["redis"] if redis_url else [])
     print(f"load {os.getloadavg()[0]:.1f} at start", flush=True)
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in range(args.rounds):
@@ -180,20 +195,22 @@ def main() -> int:
                     f.unlink()
                 print(f"round {r} {kind:<6} {name}: build_write {got['build_us']:6.1f} us/event, "
                       f"store write {got['write_us']:6.1f} CPU us/event "
-                      f"({got['write_wall_us']:6.1f} wall, server {got['server_us']:6.1f}); "
+                      f"({got['write_wall_us']:6.1f} wall, server {got['server_us']:6.1f}, "
+                      f"server CPU {got.get('server_cpu_us', 0.0):6.1f}); "
                       f"{got['writes']:.0f} writes of {got['events']:.0f} events; "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     print("\nmedians (us per event):")
     for kind in kinds:
         for name in ("A", "B"):
             got_runs = runs[(kind, name)]
-            med = {k: statistics.median(g[k] for g in got_runs) for k in got_runs[0]}
+            med = {k: statistics.median(g.get(k, 0.0) for g in got_runs) for k in got_runs[0]}
             print(f"  {kind:<6} {name}: build_write {med['build_us']:6.1f}, store write "
                   f"{med['write_us']:6.1f} CPU ({med['write_wall_us']:6.1f} wall, "
-                  f"server {med['server_us']:6.1f})")  # fmt: skip
-        for key in ("build_us", "write_us", "write_wall_us", "server_us"):
+                  f"server {med['server_us']:6.1f}, server CPU "
+                  f"{med.get('server_cpu_us', 0.0):6.1f})")  # fmt: skip
+        for key in ("build_us", "write_us", "write_wall_us", "server_us", "server_cpu_us"):
             a, b = runs[(kind, "A")], runs[(kind, "B")]
-            if all(x[key] > 0 for x in a):
+            if all(x.get(key, 0) > 0 for x in a + b):
                 ratio = statistics.median(y[key] / x[key] for x, y in zip(a, b, strict=True))
                 print(f"  {kind} {key} B/A {ratio:.3f} (median of per-round ratios)")
     return 0

@@ -193,9 +193,9 @@ def _install(trace: _Trace) -> None:
 
         hiredis_parser._HiredisParser.read_from_socket = counted_read  # type: ignore[method-assign,assignment]
 
-        def traced_round(conn: Any, commands: Any) -> Any:
+        def traced_round(conn: Any, commands: Any, weights: Any = None) -> Any:
             wall, cpu, before = time.perf_counter(), time.thread_time(), reads[0]
-            out = send_and_read(conn, commands)
+            out = send_and_read(conn, commands, weights)
             trace.rounds.append(
                 (
                     len(commands),

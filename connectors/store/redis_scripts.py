@@ -55,7 +55,8 @@ STREAM_CHUNK = 64
 """Commands of a streamed write (`RedisScriptsMixin._stream`) packed and sent at a time, each
 chunk in one MULTI/EXEC: Redis applies the first chunks while the client packs the rest, and
 with `appendfsync always` (ADR 0010) fsyncs its append-only file once per chunk instead of
-once per event-loop pass (about 20 commands, one 16 KB read): ADR 0042."""
+once per event-loop pass (about 20 commands, one 16 KB read): ADR 0042. A command that does
+the work of several (a `write` call of many users, ADR 0055) counts as that many."""
 
 
 class Scripts:
@@ -98,13 +99,15 @@ class RedisScriptsMixin:
         before: Sequence[Sequence[Any]] = (),
         after: Sequence[Sequence[Any]] = (),
         decode: bool = True,
+        weights: Sequence[int] | None = None,
     ) -> list[Any]:
         """Replies of `before` commands, script calls (name, keys, args) and `after` commands,
         in one pipeline (one per server on a cluster); a NOSCRIPT reloads the scripts and
         re-runs only the refused calls. Errors come back as values; `decode=False` leaves
         replies as bytes. On one standalone server decoded replies are streamed (`_stream`),
         each chunk one MULTI/EXEC: the store's writes and the tip ledger's records cost one
-        AOF fsync a chunk under `appendfsync always` (ADRs 0041, 0042). `write` asks a
+        AOF fsync a chunk under `appendfsync always` (ADRs 0041, 0042); `weights` (one per
+        call) says how many commands' work each call is, for the chunks. `write` asks a
         cluster to wait for replicas after the calls."""
 
         def command(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
@@ -112,7 +115,10 @@ class RedisScriptsMixin:
 
         scripts = [command(*c) for c in calls]
         if decode and _pack_command is not None and not self._conn.cluster:
-            replies = self._stream([*before, *scripts, *after])
+            weighed = None
+            if weights is not None:
+                weighed = [*[1] * len(before), *weights, *[1] * len(after)]
+            replies = self._stream([*before, *scripts, *after], weighed)
         else:
             replies = self._conn.pipeline([*before, *scripts, *after], write=write, decode=decode)
         first = len(before)
@@ -126,9 +132,12 @@ class RedisScriptsMixin:
                 replies[first + i] = r
         return replies
 
-    def _stream(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    def _stream(
+        self, commands: Sequence[Sequence[Any]], weights: Sequence[int] | None = None
+    ) -> list[Any]:
         """Replies of `commands` (errors as values) on one standalone server, in one round trip
-        like the client's pipeline, but sent `STREAM_CHUNK` commands at a time as they are
+        like the client's pipeline, but sent `STREAM_CHUNK` commands at a time (of `weights`,
+        one per command, when given: a chunk ends once they reach it) as they are
         packed (hiredis, with no per-argument Python pass), so the server applies the first
         writes of a large batch while the rest are packed. Each chunk is one MULTI/EXEC: one
         append-only-file write and fsync per chunk (ADR 0042); a command refused before it ran
@@ -140,7 +149,8 @@ class RedisScriptsMixin:
         try:
             return list(
                 conn.retry.call_with_retry(
-                    lambda: _send_and_read(conn, commands), lambda _error: conn.disconnect()
+                    lambda: _send_and_read(conn, commands, weights),
+                    lambda _error: conn.disconnect(),
                 )
             )
         except BaseException:
@@ -160,13 +170,31 @@ class RedisScriptsMixin:
             return self._r.execute_command("EVALSHA", self._sha(name), *command[2:], **options)
 
 
-def _send_and_read(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+def _chunks(
+    commands: Sequence[Sequence[Any]], weights: Sequence[int] | None
+) -> list[Sequence[Sequence[Any]]]:
+    """`commands` cut into chunks of `STREAM_CHUNK` commands, or of that much weight."""
+    if weights is None:
+        return [commands[i : i + STREAM_CHUNK] for i in range(0, len(commands), STREAM_CHUNK)]
+    chunks: list[Sequence[Sequence[Any]]] = []
+    start, weight = 0, 0
+    for i, w in enumerate(weights):
+        weight += w
+        if weight >= STREAM_CHUNK:
+            chunks.append(commands[start : i + 1])
+            start, weight = i + 1, 0
+    if start < len(commands):
+        chunks.append(commands[start:])
+    return chunks
+
+
+def _send_and_read(
+    conn: Any, commands: Sequence[Sequence[Any]], weights: Sequence[int] | None = None
+) -> list[Any]:
     assert _pack_command is not None
     pack = _pack_command
     multi, exec_ = pack(("MULTI",)), pack(("EXEC",))
-    chunks = [
-        commands[start : start + STREAM_CHUNK] for start in range(0, len(commands), STREAM_CHUNK)
-    ]
+    chunks = _chunks(commands, weights)
     for i, chunk in enumerate(chunks):
         # One buffer, one `sendall`: the client sends each item of a list on its own, and
         # every send gives up the GIL, which a busy flow worker then holds for up to a switch

@@ -19,9 +19,10 @@ Key layout (documented in `connectors/README.md`, "Store layout"); `p` is the ke
     p:{p~store}:identity      hash   the store's identity marker: id, created_ms, state, state_ms
     p:{u}:ledger, p:{u}:ledger_at    the tip ledger (`connectors/store/redis_ledger.py`)
 
-Every per-user write is one Lua script call (`lua/write.lua`: atomic per user, guarded
-server-side); a batch is one non-transactional pipeline, hence one round trip (one per master
-on a cluster, each waiting for a replica: `redis_client.py`). The freshness keys are
+Every per-user write is applied by the Lua script `lua/write.lua` (atomic per user, guarded
+server-side), `WRITE_USERS` users a call on one server and one a call on a cluster; a batch is
+one pipeline, hence one round trip (one per master on a cluster, each waiting for a replica:
+`redis_client.py`). The freshness keys are
 cross-user: their own hash tag puts them in one cluster slot, so each freshness script
 (`redis_freshness.py`) is atomic too. Failures: `StoreError` only (see `_guard`).
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
 import redis
@@ -68,8 +70,15 @@ same users' calls one by one, and the client much less (one command to pack and 
 call of 100 users keeps the server busy for a few milliseconds at most."""
 
 
-def _opt(value: int | None) -> str:
-    return "" if value is None else str(value)
+WRITE_USERS = 32
+"""Users per `write` script call on one Redis (ADR 0055): the call's own cost (Redis looking
+the script up and running it, the client packing one command and reading its acknowledgement)
+is paid once for them all; 32 users' writes hold the server for well under a millisecond. On a
+cluster a call's keys must share a slot: one user a call."""
+
+_WROTE = (0, 1, 0)
+"""A user's `write` outcome (tombstone seen, user exists, history refused) when the script
+answered nothing for it: written, no tombstone (`lua/write.lua`)."""
 
 
 class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
@@ -159,70 +168,124 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
     def _write_call(
         self, w: UserWrite, now_ms: int, *, deleted_at_ms: int | None = None
     ) -> tuple[list[str], list[Any]]:
-        base = self._base(w.user_id)
+        """The `write` script's keys and arguments of one user (`lua/write.lua`)."""
+        keys: list[str] = []
+        args: list[Any] = []
+        self._write_args(w, now_ms, keys, args, deleted_at_ms)
+        return keys, args
+
+    def _write_args(
+        self,
+        w: UserWrite,
+        now_ms: int,
+        keys: list[str],
+        args: list[Any],
+        deleted_at_ms: int | None = None,
+    ) -> None:
+        """Append one user's block of the `write` script's keys and arguments. Numbers go as
+        their decimal text, as the client would send them: hiredis packs an int argument at
+        about three times the cost of a str one (ADR 0055)."""
+        user_id = w.user_id
+        base = self._base(user_id)
         deleted = w.deleted_at_ms if deleted_at_ms is None else deleted_at_ms
-        keys = [f"{base}meta", f"{base}feedback", f"{base}keys", self._tomb_key(w.user_id)]
-        args: list[Any] = [
-            now_ms,
-            _opt(deleted),
-            len(w.agents),
-            len(w.removed_agents),
+        keys += (f"{base}meta", f"{base}feedback", f"{base}keys", self._tomb_key(user_id))
+        agents = w.agents
+        removed = w.removed_agents
+        newest_event, newest_ingest = w.newest_event_ms, w.newest_ingest_ms
+        now = f"{now_ms}"
+        args += (
+            now,
+            "" if deleted is None else f"{deleted}",
+            f"{len(agents)}",
+            f"{len(removed)}",
             "" if w.feedback is None else _dumps(w.feedback),
             "" if w.consents is None else _dumps(w.consents),
-            _opt(w.newest_event_ms),
-            _opt(w.newest_ingest_ms),
-            now_ms,
-        ]
-        for agent_id, a in w.agents.items():
-            keys.append(f"{base}agent:{agent_id}")
-            keys.append(f"{base}snippet:{agent_id}")
+            "" if newest_event is None else f"{newest_event}",
+            "" if newest_ingest is None else f"{newest_ingest}",
+            now,
+        )
+        for agent_id, a in agents.items():
+            keys += (f"{base}agent:{agent_id}", f"{base}snippet:{agent_id}")
             ttl_ms = a.ttl_seconds * 1000
             snippet = ""
             if a.snippet is not None and ttl_ms > 0:
-                snippet = _dumps({"text": a.snippet, "expires_at_ms": now_ms + ttl_ms})
-            args += [
+                # `_dumps({"text": ..., "expires_at_ms": ...})`, written out: the same text.
+                snippet = (
+                    f'{{"text":{encode_basestring(a.snippet)},"expires_at_ms":{now_ms + ttl_ms}}}'
+                )
+            params, extras = a.params_json, a.extras_json
+            args += (
                 a.version,
-                a.params_text(),
-                a.extras_text(),
-                a.event_time_ms,
-                a.ingest_time_ms,
-                a.computed_at_ms,
+                _dumps(a.params) if params is None else params,
+                _dumps(a.extras) if extras is None else extras,
+                f"{a.event_time_ms}",
+                f"{a.ingest_time_ms}",
+                f"{a.computed_at_ms}",
                 snippet,
-                ttl_ms,
-            ]
-        for agent_id in w.removed_agents:
-            keys.append(f"{base}agent:{agent_id}")
-            keys.append(f"{base}snippet:{agent_id}")
+                f"{ttl_ms}",
+            )
+        for agent_id in removed:
+            keys += (f"{base}agent:{agent_id}", f"{base}snippet:{agent_id}")
         args.append(encode_history(w.history) if w.history else "")
-        return keys, args
 
     @staticmethod
     def _score(w: UserWrite) -> int:
-        times = [a.event_time_ms for a in w.agents.values()]
-        if w.newest_event_ms is not None:
-            times.append(w.newest_event_ms)
-        return max(times, default=0)
+        score = w.newest_event_ms
+        for a in w.agents.values():
+            if score is None or a.event_time_ms > score:
+                score = a.event_time_ms
+        return 0 if score is None else score
 
     def _run_scripts(
         self,
-        calls: Sequence[tuple[list[str], list[Any]]],
+        writes: Sequence[UserWrite],
+        now_ms: int,
         *,
+        deleted_at_ms: Sequence[int | None] | None = None,
         before: Sequence[Sequence[Any]] = (),
         after: Sequence[Sequence[Any]] = (),
         extra: Sequence[tuple[str, list[str], list[Any]]] = (),
-    ) -> list[Any]:
-        """One pipeline: `before` commands, the write script per call, `extra` scripts, `after`.
+    ) -> list[tuple[int, int, int]]:
+        """One pipeline: `before` commands, the `write` script for `writes` (`WRITE_USERS` a
+        call on one server, one on a cluster; `deleted_at_ms`, one per write, overrides their
+        deletion times), `extra` scripts, `after`.
 
-        `extra` holds (script name, keys, args) of other scripts. Returns the write script
-        results in order. A NOSCRIPT (server restarted or flushed its script cache) reloads the
-        scripts and re-runs only the script calls that were refused.
+        `extra` holds (script name, keys, args) of other scripts. Returns each write's
+        (tombstone seen, user exists, history refused), in order. A NOSCRIPT (server restarted
+        or flushed its script cache) reloads the scripts and re-runs only the script calls
+        that were refused.
         """
-        scripted = [("write", keys, args) for keys, args in calls] + list(extra)
-        replies = self._evalsha_all(scripted, write=True, before=before, after=after)
+        per = 1 if self._conn.cluster else WRITE_USERS
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        weights: list[int] = []
+        add = self._write_args
+        for start in range(0, len(writes), per):
+            keys: list[str] = []
+            args: list[Any] = []
+            for i in range(start, min(start + per, len(writes))):
+                add(
+                    writes[i],
+                    now_ms,
+                    keys,
+                    args,
+                    None if deleted_at_ms is None else deleted_at_ms[i],
+                )
+            calls.append(("write", keys, args))
+            weights.append(min(per, len(writes) - start))
+        weights += [1] * len(extra)
+        replies = self._evalsha_all(
+            [*calls, *extra], write=True, before=before, after=after, weights=weights
+        )
         for r in replies:
             if isinstance(r, Exception):
                 raise r
-        return replies[len(before) : len(before) + len(calls)]
+        results = [_WROTE] * len(writes)
+        first = len(before)
+        for n, reply in enumerate(replies[first : first + len(calls)]):
+            for j in range(0, len(reply), 4):
+                user, seen, exists, refused = reply[j : j + 4]
+                results[n * per + int(user) - 1] = (int(seen), int(exists), int(refused))
+        return results
 
     # -- FeatureStore ---------------------------------------------------------------------------
 
@@ -233,13 +296,13 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         if not writes:
             return []
         now = _now_ms() if now_ms is None else now_ms
-        calls = [self._write_call(w, now) for w in writes]
         users_key = self._users_key
         # The users index is updated before the guarded scripts: if a deletion slips in
         # between, the script sees the tombstone and the correction below fixes the index.
         zadd: list[Any] = ["ZADD", users_key, "GT"]
+        score = self._score
         for w in writes:
-            zadd += (self._score(w), w.user_id)
+            zadd += (f"{score(w)}", w.user_id)  # as text: cheaper to pack than an int
         # Freshness bookkeeping rides in the same pipeline: the reflect script after the user
         # scripts, then the lag samples.
         if self._freshness:
@@ -253,10 +316,10 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         ]
 
         def run() -> list[str]:
-            results = self._run_scripts(calls, before=[zadd], extra=extra, after=xadds)
+            results = self._run_scripts(writes, now, before=[zadd], extra=extra, after=xadds)
             fix: list[tuple[Any, ...]] = []
-            refused = [w.user_id for w, r in zip(writes, results, strict=True) if r[3]]
-            for w, (tomb_seen, exists, _accepted, _refused) in zip(writes, results, strict=True):
+            refused = [w.user_id for w, r in zip(writes, results, strict=True) if r[2]]
+            for w, (tomb_seen, exists, _refused) in zip(writes, results, strict=True):
                 if tomb_seen:
                     if exists:
                         fix.append(("ZADD", users_key, "GT", self._score(w), w.user_id))
@@ -264,9 +327,10 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
                         fix.append(("ZREM", users_key, w.user_id))
                         for key in self._fresh_keys:  # a deleted user leaves no trace
                             fix.append(("ZREM", key, w.user_id))
-            for r in self._conn.pipeline(fix, write=True):
-                if isinstance(r, Exception):
-                    raise r
+            if fix:
+                for r in self._conn.pipeline(fix, write=True):
+                    if isinstance(r, Exception):
+                        raise r
             return refused
 
         return self._guard("write_batch", run)
@@ -379,10 +443,13 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
 
     def delete_user(self, user_id: str, *, deleted_at_ms: int) -> None:
         """Delete every key of the user atomically and leave a tombstone; one round trip."""
-        only = UserWrite(user_id=user_id)
-        calls = [self._write_call(only, _now_ms(), deleted_at_ms=deleted_at_ms)]
+        only = [UserWrite(user_id=user_id)]
+        now = _now_ms()
         after = [("ZREM", key, user_id) for key in (self._users_key, *self._fresh_keys)]
-        self._guard("delete_user", lambda: self._run_scripts(calls, after=after))
+        self._guard(
+            "delete_user",
+            lambda: self._run_scripts(only, now, deleted_at_ms=[deleted_at_ms], after=after),
+        )
 
     def users_known(self, user_ids: Collection[str]) -> set[str]:
         """Those of `user_ids` that have features here; one round trip of reads (no fsync)."""
@@ -409,14 +476,15 @@ class RedisStore(RedisScriptsMixin, RedisFreshnessMixin, RedisLedgerMixin):
         if not deleted and not removed:
             return
         now = _now_ms()
-        calls = [
-            self._write_call(UserWrite(user_id=u), now, deleted_at_ms=at)
-            for u, at in deleted.items()
-        ]
+        users = [UserWrite(user_id=u) for u in deleted]
+        times: list[int | None] = list(deleted.values())
         forgets = [
             self.ledger_forget_call(u, set(agents)) for u, agents in removed.items() if agents
         ]
-        self._guard("forget_in_ledger", lambda: self._run_scripts(calls, extra=forgets))
+        self._guard(
+            "forget_in_ledger",
+            lambda: self._run_scripts(users, now, deleted_at_ms=times, extra=forgets),
+        )
 
     def tombstone(self, user_id: str) -> int | None:
         value = self._guard("tombstone", lambda: self._r.get(self._tomb_key(user_id)))

@@ -3,8 +3,10 @@
 A batch written in one `write_batch` equals the same writes one call each (users twice in a
 batch, deletions, a tombstone newer than some writes, snippets dropped, the history guard);
 the SQLite write runs a bounded number of statements per batch, not several per user; the
-Redis write and reflect scripts make 4 + 3 calls per agent and 3 calls a user; `build_write`'s
-encoded text is what the store keeps.
+Redis write script makes fewer than 4 + 3 calls per agent (a user known to the store: 3 + 2 a
+written agent and the snippets it sets; a new user: 2 + 1 an agent and its snippets) and many
+users a call, the reflect script a handful of calls a batch (ADR 0055), each with the outcome
+of its one-user-at-a-time form; `build_write`'s encoded text is what the store keeps.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 from connectors.store import open_store
 from connectors.store.base import AgentWrite, UserWrite, dumps_compact
+from connectors.store.redis_store import WRITE_USERS
 from connectors.store.sqlite_store import SQLiteStore
 from tests.integration.test_store import T0, agent, user
 
@@ -114,7 +117,14 @@ def _calls(raw: Any) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
-def test_redis_write_script_makes_four_plus_three_calls_per_agent(
+def _inner(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(
+        after.get(c, 0) - before.get(c, 0)
+        for c in ("get", "set", "del", "hget", "hmget", "hset", "hsetnx", "sadd", "srem", "exists")
+    )
+
+
+def test_redis_write_script_makes_fewer_calls_for_known_and_new_users(
     key_prefix: str, services: Any
 ) -> None:
     import redis
@@ -123,25 +133,33 @@ def test_redis_write_script_makes_four_plus_three_calls_per_agent(
     store = open_store(services.redis_url, key_prefix=key_prefix, freshness=False)
     try:
         batch = [
-            user(f"u{i}", agent("mood", et=T0 + i), agent("focus-area", et=T0 + i))
+            user(f"u{i}", agent("mood", et=T0 + i), agent("focus-area", et=T0 + i, snippet=None))
             for i in range(50)
         ]
         store.write_batch(batch[:1], now_ms=T0)  # scripts loaded
         before = _calls(raw)
         store.write_batch(batch[1:], now_ms=T0)
-        after = _calls(raw)
+        new = _inner(before, _calls(raw))
+        again = [
+            user(f"u{i}", agent("mood", et=T0 + 100 + i), agent("focus-area", et=T0 + 100 + i))
+            for i in range(50)
+        ]
+        before = _calls(raw)
+        store.write_batch(again, now_ms=T0)
+        known = _inner(before, _calls(raw))
+        evalsha = _calls(raw)["evalsha"] - before["evalsha"]
     finally:
         store.close()
         raw.close()
-    inner = sum(
-        after.get(c, 0) - before.get(c, 0)
-        for c in ("get", "set", "del", "hget", "hmget", "hset", "hsetnx", "sadd", "srem", "exists")
-    )
-    # 49 users of 2 agents with snippets: 4 + 3 * 2 = 10 calls each (7 + 4 * 2 = 15 before).
-    assert inner <= 49 * 10, inner
+    # 49 new users of 2 agents, one snippet: GET, HMGET, 2 HSET, SET, HSET, SADD = 7 each
+    # (4 + 3 * 2 = 10 before ADR 0055).
+    assert new <= 49 * 7, new
+    # 50 known users, 2 agents with snippets: GET, HMGET, 2 * (HGET, HSET, SET), HSET, SADD.
+    assert known <= 50 * 10, known
+    assert evalsha == -(-50 // WRITE_USERS), evalsha
 
 
-def test_redis_reflect_script_makes_three_calls_a_user(key_prefix: str, services: Any) -> None:
+def test_redis_reflect_script_makes_a_few_calls_a_batch(key_prefix: str, services: Any) -> None:
     import redis
 
     raw = redis.Redis.from_url(services.redis_url, decode_responses=True)
@@ -156,9 +174,97 @@ def test_redis_reflect_script_makes_three_calls_a_user(key_prefix: str, services
     finally:
         store.close()
         raw.close()
-    zcalls = sum(after.get(c, 0) - before.get(c, 0) for c in ("zscore", "zadd", "zrem"))
-    # 1 ZADD of the users index per batch, then 3 per user (5 before).
-    assert zcalls <= 1 + 40 * 3, zcalls
+    zcalls = sum(after.get(c, 0) - before.get(c, 0) for c in ("zscore", "zmscore", "zadd", "zrem"))
+    # 1 ZADD of the users index, then 2 ZMSCOREs and at most 4 writes (3 a user before).
+    assert zcalls <= 1 + 6, zcalls
+
+
+def _freshness(raw: Any, prefix: str) -> list[Any]:
+    keys = [f"{prefix}:{{{prefix}~fresh}}:{name}" for name in ("newest", "pending", "reflected")]
+    return [raw.zrange(k, 0, -1, withscores=True) for k in keys]
+
+
+def test_the_reflect_script_in_bulk_equals_it_user_by_user(key_prefix: str, services: Any) -> None:
+    """Distinct users none deleted take the bulk path of `reflect.lua`; a deletion in the
+    batch takes the loop. Both leave the same stamps, whatever was stamped before."""
+    import redis
+
+    raw = redis.Redis.from_url(services.redis_url, decode_responses=True)
+    got = []
+    try:
+        for mode in ("bulk", "loop"):
+            prefix = f"{key_prefix}{mode}"
+            store = open_store(services.redis_url, key_prefix=prefix)
+            try:
+                # Stamped newer than, as new as, older than the write, or not at all; some
+                # reflected before, newer or older than this write.
+                store.stamp_ingest(
+                    {f"u{i}": T0 + 10 * (i % 4) for i in range(24) if i % 5},
+                    oldest={f"u{i}": T0 - 3 for i in range(24)},
+                )
+                store.write_batch(
+                    [
+                        user(f"u{i}", agent(et=T0), newest_ingest_ms=T0 + 15)
+                        for i in range(0, 24, 3)
+                    ],
+                    now_ms=T0,
+                )
+                writes = [
+                    user(f"u{i}", agent(et=T0 + 1), newest_ingest_ms=T0 + 10) for i in range(24)
+                ]
+                if mode == "loop":
+                    writes.append(user("gone", deleted_at_ms=T0))
+                store.write_batch(writes, now_ms=T0)
+            finally:
+                store.close()
+            got.append(_freshness(raw, prefix))
+    finally:
+        from oo_features.services import delete_keys
+
+        for mode in ("bulk", "loop"):
+            delete_keys(services.redis_url, f"{key_prefix}{mode}:")
+        raw.close()
+    assert got[0] == got[1]
+    assert got[0][1], "some users are still pending"
+
+
+def test_a_batch_of_several_write_calls_answers_each_user(key_prefix: str, services: Any) -> None:
+    """Tombstones and the history guard met at the edges of the `WRITE_USERS`-user calls are
+    reported for the right users: refused ones returned, deleted ones kept out of the users
+    index."""
+    n = 2 * WRITE_USERS + 3
+    edges = {0, WRITE_USERS - 1, WRITE_USERS, n - 1}
+    store = open_store(services.redis_url, key_prefix=key_prefix)
+    try:
+        store.write_batch(
+            [user(f"u{i}", agent(et=T0), history={"s:0": 5}) for i in range(n)], now_ms=T0
+        )
+        for i in edges:
+            store.delete_user(f"u{i}", deleted_at_ms=T0 + 10)
+        writes = []
+        for i in range(n):
+            if i in edges:  # before the tombstone: dropped
+                writes.append(user(f"u{i}", agent(et=T0 + 5), history={"s:0": 5}))
+            elif i - 1 in edges or i + 1 in edges:  # starts later: refused
+                writes.append(user(f"u{i}", agent(et=T0 + 20), history={"s:0": 9}))
+            else:
+                writes.append(user(f"u{i}", agent(et=T0 + 20, value=2), history={"s:0": 5}))
+        refused = store.write_batch(writes, now_ms=T0)
+        expected = sorted(
+            f"u{i}" for i in range(n) if i not in edges and (i - 1 in edges or i + 1 in edges)
+        )
+        assert sorted(refused) == expected
+        assert set(store.user_ids()) == {f"u{i}" for i in range(n)} - {f"u{i}" for i in edges}
+        for i in range(n):
+            got = store.read_user(f"u{i}", now_ms=T0)
+            if i in edges:
+                assert got is None
+            else:
+                assert got is not None
+                value = 1 if f"u{i}" in refused else 2
+                assert got.agents["mood"].params["p"]["value"] == value
+    finally:
+        store.close()
 
 
 def test_the_store_keeps_build_writes_text(tmp_path: Path) -> None:
