@@ -191,7 +191,7 @@ def decode_messages(
                                 ts if ts > 0 else now_ms,
                                 kind,  # type: ignore[arg-type]
                                 occurred_ms,
-                                msg,
+                                value,  # not `msg`: freed once decoded (ADR 0056)
                                 (msg.topic(), msg.partition()) if source is None else source,
                                 offset,
                             ),
