@@ -382,6 +382,21 @@ def test_a_record_without_origin_is_held_itself(buggy_overdue: None) -> None:
     assert state == twin
 
 
+def test_a_kafka_record_keeps_the_value_and_a_message_origin_reads_as_before() -> None:
+    """ADR 0056: the source's accepted record carries the message's value, not the message,
+    and its dead letter names the same origin as one made from the message itself."""
+    from flows.folding import hold_origin
+
+    event = good_event("u1", 1)
+    msg = kafka_msg(event.SerializeToString(), 41, b"u1")
+    [(_, record)] = decode_messages([msg], NOW_S, source=(TOPIC, 1)).records
+    assert isinstance(record, Accepted) and record.origin == msg.value()
+    given = replace(record, origin=msg)  # a message given as the origin still reads as one
+    assert record.where() == given.where() == (TOPIC, 1, 41, msg.value(), b"u1")
+    assert record.rejected("r") == given.rejected("r")
+    assert hold_origin(record) == hold_origin(given) == (record.ingest_ms, msg.value())
+
+
 def test_a_fold_exception_in_a_backfill_is_a_reject(buggy_overdue: None, tmp_path: Path) -> None:
     from connectors.store import open_store
 
