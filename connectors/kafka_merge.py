@@ -268,6 +268,8 @@ def merge_records(feeds: list[Feed], final_end: bool) -> tuple[list[Keyed], Feed
     may let the merge go on).
     """
     out: list[Keyed] = []
+    if len(feeds) == 2:
+        _merge_both_waiting(feeds[0], feeds[1], out)
     while True:
         first: Feed | None = None
         first_key = 0
@@ -300,3 +302,46 @@ def merge_records(feeds: list[Feed], final_end: bool) -> tuple[list[Keyed], Feed
         if i == first.pos:
             return out, blocker, first_key
         out += first.take(i)
+
+
+def _merge_both_waiting(a: Feed, b: Feed, out: list[Keyed]) -> None:
+    """`merge_records`' loop for two feeds while both have records waiting, emitted into
+    `out`: the same runs (a feed's head goes first, its records running on while they stay
+    below the other's head; nothing else bounds them while the other has one waiting), without
+    the general loop's passes over the feeds and a `take` a run (the topics' runs are short
+    when their messages interleave in time: ADR 0056). Leaves the rest to the general loop."""
+    keys_a, keys_b = a.keys, b.keys
+    end_a, end_b = len(keys_a), len(keys_b)
+    i, j = start_a, start_b = a.pos, b.pos
+    if i >= end_a or j >= end_b:
+        return
+    records_a, records_b = a.records, b.records
+    head_a, head_b = keys_a[i], keys_b[j]
+    while True:
+        if head_a < head_b:
+            run = i
+            i += 1
+            while i < end_a and keys_a[i] < head_b:
+                i += 1
+            out += records_a[run:i]
+            if i == end_a:
+                break
+            head_a = keys_a[i]
+        else:
+            run = j
+            j += 1
+            while j < end_b and keys_b[j] < head_a:
+                j += 1
+            out += records_b[run:j]
+            if j == end_b:
+                break
+            head_b = keys_b[j]
+    # As `take` would have left them, run after run.
+    for feed, start, end in ((a, start_a, i), (b, start_b, j)):
+        records = feed.records
+        for k in range(end - 1, start - 1, -1):
+            offset = records[k][1].offset
+            if offset >= 0:
+                feed.offset = offset + 1
+                break
+        feed.pos = end

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -43,6 +44,7 @@ from connectors.codec import (
     MIN_TIMESTAMP_S,
     ONE_STAMP_READS,
     PAYLOAD_RULES,
+    PAYLOAD_TIMESTAMPS,
     RULELESS_KINDS,
     check,
     parse_and_check,
@@ -112,6 +114,7 @@ def decode_messages(
     parse = _PARSE
     user_keys = _USER_KEYS
     stamp_reads = ONE_STAMP_READS
+    two_stamp_reads = _TWO_STAMP_READS
     ruleless = RULELESS_KINDS
     for msg in messages:
         error = msg.error()
@@ -161,6 +164,17 @@ def decode_messages(
                                 and 0 <= due.nanos <= MAX_NANOS
                             ):
                                 PAYLOAD_RULES[kind](event)  # type: ignore[index]
+                        elif kind in two_stamp_reads:
+                            # Both timestamps inline too, the rule only to word a refusal.
+                            read_first, read_second = two_stamp_reads[kind]  # type: ignore[index]
+                            first, second = read_first(event), read_second(event)
+                            if not (
+                                MIN_TIMESTAMP_S <= first.seconds <= MAX_TIMESTAMP_S
+                                and 0 <= first.nanos <= MAX_NANOS
+                                and MIN_TIMESTAMP_S <= second.seconds <= MAX_TIMESTAMP_S
+                                and 0 <= second.nanos <= MAX_NANOS
+                            ):
+                                PAYLOAD_RULES[kind](event)  # type: ignore[index]
                         elif kind not in ruleless:
                             rule = PAYLOAD_RULES.get(kind)  # type: ignore[arg-type]
                             if rule is None:  # no payload: `check` words it
@@ -191,7 +205,7 @@ def decode_messages(
                                 ts if ts > 0 else now_ms,
                                 kind,  # type: ignore[arg-type]
                                 occurred_ms,
-                                msg,
+                                value,  # not `msg`: freed once decoded (ADR 0056)
                                 (msg.topic(), msg.partition()) if source is None else source,
                                 offset,
                             ),
@@ -234,6 +248,15 @@ def decode_messages(
         rejected += 1
     return Decoded(out, rejected, keys, stamp)
 
+
+_TWO_STAMP_READS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    kind: (attrgetter(f"{kind}.{names[0]}"), attrgetter(f"{kind}.{names[1]}"))
+    for kind, names in PAYLOAD_TIMESTAMPS.items()
+    if len(names) == 2
+}
+"""The payload kinds with two timestamps (`codec.PAYLOAD_TIMESTAMPS`), for `decode_messages`'
+inline check: both compared as `codec.ONE_STAMP_READS`' one is (ADR 0056); `PAYLOAD_RULES`
+runs only to word a refusal."""
 
 _USER_KEYS: dict[str, bytes] = {}
 """User id -> its UTF-8 bytes (the message key it must come with), for user ids `codec.check`

@@ -64,8 +64,11 @@ class Accepted(Incoming):
     occurred_ms: int
     """occurred_at in ms, read while validating."""
     origin: Any = None
-    """Where it came from, for a dead letter if folding it fails: the confluent-kafka message,
-    or ``(path, line_no, line)`` for a file line (a reference: nothing is copied per event)."""
+    """Where it came from, for a dead letter if folding it fails: a Kafka message's value bytes
+    (its topic, partition and offset are `source` and `offset`, its key the user id the source
+    matched it against), or ``(path, line_no, line)`` for a file line (a reference: nothing is
+    copied per event). Not the confluent-kafka message itself, which is then freed as soon as
+    it is decoded (ADR 0056); one given here is read as before."""
     source: tuple[str, int] | None = None
     """(topic, partition) of the Kafka message; None for files (no stable position, ADR 0009)."""
     offset: int = -1
@@ -90,6 +93,9 @@ class Accepted(Incoming):
         origin = self.origin
         if origin is None:
             return "", -1, -1, None, None
+        if origin.__class__ is bytes:  # a Kafka message's value, keyed by its user (ADR 0056)
+            topic, partition = self.source or ("", -1)
+            return topic, partition, self.offset, origin, self.event.user_id.encode()
         if isinstance(origin, tuple):
             if len(origin) == 5:  # already resolved (crossed a process boundary)
                 return origin  # type: ignore[return-value]

@@ -82,7 +82,7 @@ store. Owned by the writer (one per user), changed by `build_write`."""
 class HistoryStart:
     """Where one user's history starts in each Kafka topic-partition the flow read it from."""
 
-    __slots__ = ("first", "named")
+    __slots__ = ("first", "last", "named")
 
     def __init__(self) -> None:
         self.first: dict[tuple[str, int], int] = {}
@@ -90,6 +90,9 @@ class HistoryStart:
         self.named: dict[str, int] = {}
         """The same as `UserWrite.history` ("topic:partition" -> offset): rebuilt, never
         changed in place, when a source is added, so writes can share it."""
+        self.last: Any = None
+        """The source (a feed's one tuple) `Pending.fold` last saw in `first`: told by
+        identity, so a user's next batch from it hashes nothing (never pickled, ADR 0056)."""
 
     def mark(self, batch: list[Accepted]) -> None:
         first = self.first
@@ -109,6 +112,7 @@ class HistoryStart:
 
     def __setstate__(self, first: dict[tuple[str, int], int]) -> None:
         self.first = first
+        self.last = None
         self.named = {f"{topic}:{part}": offset for (topic, part), offset in first.items()}
 
 
@@ -218,8 +222,9 @@ class Pending:
         # Marked in the fold's own loop (ADR 0045): `HistoryStart.mark`, without a second pass.
         first = None if history is None else history.first
         # The source last seen marked: a feed's records share one source tuple, so most events
-        # are told from it by identity, without hashing the tuple (ADR 0049).
-        marked: Any = None
+        # are told from it by identity, without hashing the tuple (ADR 0049), from one batch of
+        # the user to the next too (ADR 0056).
+        marked: Any = None if history is None else history.last
         since = self._since
         if (
             since is None
@@ -272,6 +277,8 @@ class Pending:
             if applied.feedback_changed:
                 self.feedback_changed = True
         self.seen_ingest_ms = newest
+        if history is not None:
+            history.last = marked
         if drops:
             flow_metrics.count_drops(drops)
 
@@ -307,17 +314,17 @@ class Pending:
 
 def hold_origin(item: Accepted) -> Any:
     """What the flow holds of an event folded since a rebuild base (`Pending(hold=)`, ADR
-    0045): its ingest time and what it was decoded from (a Kafka message's value, or the
-    file line's origin tuple, which the record carries anyway), not the decoded event nor the
-    Kafka message. Both are then freed right after the fold, while still in the CPU's caches,
-    instead of up to `REBASE_EVENTS` events later (ADR 0038's late freeing): about 150 bytes
-    held an event instead of about 900. A record without an origin is held itself."""
+    0045): its ingest time and what it was decoded from (a Kafka message's value bytes, or the
+    file line's origin tuple, which the record carries anyway), not the decoded event. The
+    event is then freed right after the fold, while still in the CPU's caches, instead of up
+    to `REBASE_EVENTS` events later (ADR 0038's late freeing): about 150 bytes held an event
+    instead of about 900. A record without an origin is held itself."""
     origin = item.origin
+    if origin.__class__ is bytes or origin.__class__ is tuple:  # the sources' (ADR 0056)
+        return item.ingest_ms, origin
     if origin is None:
         return item
-    if origin.__class__ is tuple:
-        return item.ingest_ms, origin
-    return item.ingest_ms, origin.value()  # a confluent-kafka message
+    return item.ingest_ms, origin.value()  # a confluent-kafka message given as the origin
 
 
 def accepted_again(held: Any) -> Accepted:

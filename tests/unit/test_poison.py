@@ -353,7 +353,9 @@ def test_the_flow_holds_origins_for_its_rebuilds_and_rebuilds_exactly(
     assert held == [hold_origin(g) for g in good[:3]]
     # Neither the decoded event nor the Kafka message: their bytes, or the file line
     kept = [item[1] for item in held]
-    originals = [g.origin.value() if how == "kafka" else g.origin for g in good[:3]]
+    originals = [g.origin for g in good[:3]]
+    if how == "kafka":  # the source keeps the value, not the message (ADR 0056)
+        assert all(type(origin) is bytes for origin in originals)
     assert kept == originals
     out, _ = logic.on_batch([good[3], bug, good[4]])
     Pending().fold(twin, good)
@@ -378,6 +380,21 @@ def test_a_record_without_origin_is_held_itself(buggy_overdue: None) -> None:
     pending.fold(state, [_bug("u1", 9)])
     Pending().fold(twin, good)
     assert state == twin
+
+
+def test_a_kafka_record_keeps_the_value_and_a_message_origin_reads_as_before() -> None:
+    """ADR 0056: the source's accepted record carries the message's value, not the message,
+    and its dead letter names the same origin as one made from the message itself."""
+    from flows.folding import hold_origin
+
+    event = good_event("u1", 1)
+    msg = kafka_msg(event.SerializeToString(), 41, b"u1")
+    [(_, record)] = decode_messages([msg], NOW_S, source=(TOPIC, 1)).records
+    assert isinstance(record, Accepted) and record.origin == msg.value()
+    given = replace(record, origin=msg)  # a message given as the origin still reads as one
+    assert record.where() == given.where() == (TOPIC, 1, 41, msg.value(), b"u1")
+    assert record.rejected("r") == given.rejected("r")
+    assert hold_origin(record) == hold_origin(given) == (record.ingest_ms, msg.value())
 
 
 def test_a_fold_exception_in_a_backfill_is_a_reject(buggy_overdue: None, tmp_path: Path) -> None:

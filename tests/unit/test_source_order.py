@@ -270,3 +270,38 @@ def test_in_tail_mode_live_appends_within_the_delay_bound_keep_the_merge_order(
         start_ms=BASE_MS - 50,
     )
     assert got == expected
+
+
+def _batches_and_resume_points(
+    logs: list[list[tuple[int, Message]]], seed: int, batch_size: int
+) -> list[tuple[list[str], dict[str, int]]]:
+    rng = random.Random(seed)
+    clock = FakeClock(BASE_MS + 10_000)
+    consumers = [FakeConsumer(logs[r], clock, rng, 0.2) for r in (0, 1)]
+    part = _EventPartition(consumers, TOPICS, 0, None, batch_size, True, clock=clock)
+    out = []
+    while True:
+        try:
+            batch = part.next_batch()
+        except StopIteration:
+            return out
+        out.append((emitted_ids(batch, logs), part.snapshot()))
+        clock.ms += rng.randint(0, 5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_two_feed_merge_emits_and_resumes_as_the_general_loop(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0056: `merge_records`' loop for two feeds that both have records waiting gives the
+    general loop's batches and resume offsets, batch by batch."""
+    from connectors import kafka_merge
+
+    logs = make_logs(random.Random(seed), 500, steps=(0, 0, 1, 2, 3))
+    for batch_size in (5000, 40, 3):
+        fast = _batches_and_resume_points(logs, seed, batch_size)
+        with monkeypatch.context() as patched:
+            patched.setattr(kafka_merge, "_merge_both_waiting", lambda a, b, out: None)
+            general = _batches_and_resume_points(logs, seed, batch_size)
+        assert fast == general
+        assert [i for ids, _ in fast for i in ids] == merge_reference(logs)
