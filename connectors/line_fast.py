@@ -285,6 +285,7 @@ _Builder = Callable[[dict[str, Any], dict[str, Any], int, "float | None", bool],
 _MAX_SHAPES = 1_000
 _MISSING: Any = object()
 _shapes: dict[tuple[str, ...], tuple[str, dict[tuple[str, ...], _Builder]] | None] = {}
+_plain_shapes: dict[tuple[str, ...], tuple[str, dict[tuple[str, ...], _Builder]] | None] = {}
 
 
 def _not_built(*_: object) -> None:
@@ -467,6 +468,8 @@ def fast_line(
     now_s: float | None,
     validate: bool,
     horizons: Mapping[str, int] | None = None,
+    *,
+    plain: bool = False,
 ) -> tuple[pb.Event, str, int] | None:
     """`jsonl.read_line`'s answer for a good line in the usual shape; None: the slow path decides.
 
@@ -477,7 +480,8 @@ def fast_line(
     `validate`, the contract rules of `codec.check` are checked on the values at hand; a line
     that breaks any of them is left to the slow path, so every refusal is worded by `codec`.
     Returns only what `codec.from_json` + `codec.check` would return (the unit tests compare
-    them on generated and hostile lines); never raises. `horizons`: see `fast_line_kept`.
+    them on generated and hostile lines); never raises. `horizons`: see `fast_line_kept`;
+    `plain`: see `fast_line_plain` (its builders are kept apart from the protobuf ones).
     """
     try:
         if len(line) > MAX_EVENT_BYTES:
@@ -491,9 +495,10 @@ def fast_line(
         if type(obj) is not dict:
             return None
         keys = tuple(obj)
-        shape = _shapes.get(keys, _MISSING)
+        shapes = _plain_shapes if plain else _shapes
+        shape = shapes.get(keys, _MISSING)
         if shape is _MISSING:
-            shape = _shapes[keys] = _shape(keys, _shapes)
+            shape = shapes[keys] = _shape(keys, shapes)
         if shape is None:
             return None
         payload_key, builders = shape
@@ -505,7 +510,7 @@ def fast_line(
         if build is None:
             if len(builders) >= _MAX_SHAPES:
                 builders.clear()
-            build = builders[fields] = _builder(keys, payload_key, fields)
+            build = builders[fields] = _builder(keys, payload_key, fields, plain=plain)
         return build(obj, payload, quotes, now_s, validate, horizons)  # type: ignore[no-any-return]
     except Exception:  # anything unexpected: the slow path decides, and words the reason
         return None
@@ -525,37 +530,8 @@ def fast_line_kept(
     return fast_line(line, now_s, True, horizons)  # type: ignore[return-value]
 
 
-_plain_shapes: dict[tuple[str, ...], tuple[str, dict[tuple[str, ...], _Builder]] | None] = {}
-
-
 def fast_line_plain(line: bytes | str, now_s: float | None) -> tuple[pb.Event, str, int] | None:
     """`fast_line(line, now_s, True)` with the event as a `PlainMessage` (`PlainEvent`): the
     same lines answered, the same values, for a reader that only reads the event's fields
     (the backfill's fold, ADR 0054). Never raises."""
-    # `fast_line`'s body over its own builders (a second copy: one call less a line).
-    try:
-        if len(line) > MAX_EVENT_BYTES:
-            return None
-        quotes = line.count(b'"' if type(line) is bytes else '"')  # type: ignore[arg-type]
-        obj = _loads(line)
-        if type(obj) is not dict:
-            return None
-        keys = tuple(obj)
-        shape = _plain_shapes.get(keys, _MISSING)
-        if shape is _MISSING:
-            shape = _plain_shapes[keys] = _shape(keys, _plain_shapes)
-        if shape is None:
-            return None
-        payload_key, builders = shape
-        payload = obj[payload_key]
-        if type(payload) is not dict:
-            return None
-        fields = tuple(payload)
-        build = builders.get(fields)
-        if build is None:
-            if len(builders) >= _MAX_SHAPES:
-                builders.clear()
-            build = builders[fields] = _builder(keys, payload_key, fields, plain=True)
-        return build(obj, payload, quotes, now_s, True)  # type: ignore[no-any-return]
-    except Exception:  # anything unexpected: the slow path decides, and words the reason
-        return None
+    return fast_line(line, now_s, True, plain=True)
