@@ -8,6 +8,11 @@ the median per tree is compared.
 
     .venv/bin/python bench/flow_ab.py --a /path/to/base-worktree --b . --events 300000
 
+With `--agents-of-a`, B's flow runs with its agent registry narrowed to the agents A's tree
+registers (before anything reads the registry): issue 10 asks what the fault handling costs
+the flow, and a tree with an agent more (the sixth agent of issue 13) also pays that agent's
+fold and outputs. Both figures are worth having; say which one a row gives.
+
 Kafka/Redis: the local services (`oo_features.services`). Topics and keys are deleted
 afterwards.
 """
@@ -34,12 +39,45 @@ from connectors.kafka import EventProducer, ensure_topics  # noqa: E402
 from oo_features import services as oo_services  # noqa: E402
 from oo_features.services import delete_keys, delete_topics  # noqa: E402
 
+# Run as `python -c NARROWED AGENT_IDS flow ...`: the CLI with the registry cut to AGENT_IDS.
+NARROWED = """
+import runpy, sys
+import features.registry as registry
+keep = set(sys.argv.pop(1).split(","))
+for agent_id in [a for a in registry.REGISTRY if a not in keep]:
+    del registry.REGISTRY[agent_id]
+sys.argv[0] = "oo_features.cli"
+runpy.run_module("oo_features.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def _agent_ids(tree: Path) -> list[str]:
+    """The agent ids `tree` registers (its own registry, in a child)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from features.registry import REGISTRY; print(*REGISTRY)"],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
+
 
 def _run(
-    tree: Path, bootstrap: str, store: str, topic_prefix: str, key_prefix: str
+    tree: Path,
+    bootstrap: str,
+    store: str,
+    topic_prefix: str,
+    key_prefix: str,
+    agents: list[str] | None = None,
 ) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the flow process) of one run to the end."""
+    """(wall seconds, CPU seconds of the flow process) of one run to the end; `agents`: the
+    registry narrowed to these ids."""
     cmd = _flow_cmd(bootstrap, store, topic_prefix, key_prefix, stop=True, extra=[])
+    if agents is not None:
+        assert cmd[1:3] == ["-m", "oo_features.cli"]
+        cmd = [cmd[0], "-c", NARROWED, ",".join(agents), *cmd[3:]]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -60,8 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=6_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--pairs", type=int, default=3, help="runs per tree")
+    parser.add_argument(
+        "--agents-of-a",
+        action="store_true",
+        help="run B with only the agents A's tree registers (the module docstring says why)",
+    )
     args = parser.parse_args(argv)
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
+    agents: dict[str, list[str] | None] = {"A": None, "B": None}
+    if args.agents_of_a:
+        of_a = agents["B"] = _agent_ids(trees["A"])
+        dropped = sorted(set(_agent_ids(trees["B"])) - set(of_a))
+        print(f"B runs with A's agents {', '.join(of_a)}; without {dropped or 'none'}")
     found = oo_services.running_endpoints() or oo_services.up(echo=print)
     bootstrap, store = found.kafka_bootstrap, found.redis_url
     run = uuid.uuid4().hex[:8]
@@ -71,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         EventProducer(bootstrap=bootstrap, topic_prefix=empty).close()
         ensure_topics(bootstrap, [empty + topics.DEADLETTER], 4)
         fixed = {
-            name: _run(tree, bootstrap, store, empty, f"bab{run}e{name}")
+            name: _run(tree, bootstrap, store, empty, f"bab{run}e{name}", agents[name])
             for name, tree in trees.items()
         }
         print(
@@ -83,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         order = [("A", "B") if i % 2 == 0 else ("B", "A") for i in range(args.pairs)]
         for i, pair in enumerate(order):
             for name in pair:
-                wall, cpu = _run(trees[name], bootstrap, store, prefix, f"bab{run}{name}{i}")
+                wall, cpu = _run(
+                    trees[name], bootstrap, store, prefix, f"bab{run}{name}{i}", agents[name]
+                )
                 rate = args.events / max(wall - fixed[name][0], 1e-3)
                 us = 1e6 * max(cpu - fixed[name][1], 0.0) / args.events
                 rates[name].append(rate)
