@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import pickle
 import threading
 import time
@@ -44,6 +45,10 @@ from connectors.store.ledger import LedgerAgent, LedgerEntry
 __all__ = ["LedgerProcess", "LedgerStoreConfig"]
 
 log = logging.getLogger(__name__)
+
+CHILD_NICENESS = 10
+"""How much lower the child's CPU priority is than the API's (`os.nice`): its bursts of
+recording (a few ms every 0.25 s) wait for a core rather than take one from a request."""
 
 Tip = tuple[Any, ...]
 """A tip on the wire: `("tip", now_ms, tip_id, user_id, shown_at_ms, text, kind, agents,
@@ -123,6 +128,9 @@ def _child_main(inbox: Connection, outbox: Connection, config: LedgerStoreConfig
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s (ledger): %(message)s"
     )
+    # Background work: on a busy host the scheduler gives the API's requests the cores first.
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICENESS)
     from connectors.store import open_store
     from serving import ledger
 

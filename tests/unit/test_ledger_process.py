@@ -3,13 +3,21 @@ an entry sent as plain values encodes, byte for byte, as the entry itself."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import time
 
 import pytest
 
 from connectors.store.base import dumps_compact
 from connectors.store.ledger import LedgerAgent, LedgerEntry
-from serving.ledger_process import entry_of, tip_message
+from serving.ledger_process import (
+    CHILD_NICENESS,
+    LedgerProcess,
+    LedgerStoreConfig,
+    entry_of,
+    tip_message,
+)
 
 PARAMS = {"p": {"value": 0.25, "source": "inferred"}, "q": {"value": "ünï", "source": "default"}}
 
@@ -47,3 +55,25 @@ def test_an_entry_sent_to_the_ledger_process_encodes_as_itself(
     assert now_ms == 1_700_000_000_999
     assert got.encoded() == _entry(fallback=fallback, params_json=params_json).encoded()
     assert got.header() == entry.header()
+
+
+def test_the_ledger_process_runs_at_a_lower_cpu_priority_than_the_api() -> None:
+    """Its bursts of recording wait for a core rather than take one from a request."""
+    config = LedgerStoreConfig(
+        store_url="redis://127.0.0.1:1/0",  # never opened: the trip sent holds no line
+        key_prefix="oo-test",
+        timeout_s=0.2,
+        ledger_url=None,
+        retention_ms=1_000,
+    )
+    process = LedgerProcess(config, on_failed=lambda _: None, on_batch=lambda *_: None)
+    process.send([])
+    pid = process._process.pid
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS)
+    deadline = time.monotonic() + 30
+    try:
+        while os.getpriority(os.PRIO_PROCESS, pid) != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == expected
+    finally:
+        process.stop(time.monotonic() + 10)
