@@ -32,7 +32,7 @@ from serving.after import AfterResponse
 from serving.api.main import BODY_LIMITS, include_routes
 from serving.exceptions import StoreUnavailableError
 from serving.freshness import FreshnessMonitor
-from serving.ledger_process import LedgerProcess, LedgerStoreConfig
+from serving.ledger_process import LedgerProcess, LedgerStoreConfig, open_api_store
 from serving.limits import BodySizeLimit, V1Gate, bounded_validation_error
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.orchestrator import CircuitBreaker, OrchestratorClient
@@ -111,16 +111,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     owned_store = state.store is None
     owned_sink = state.sink is None
     if owned_store:
-        from connectors.store import open_store
-
-        # Short client timeouts (ADR 0010): a stopped Redis is noticed within one timeout,
-        # and the thread a request abandoned is free again soon after.
-        state.store = open_store(
+        state.store = open_api_store(
             settings.store_url,
             key_prefix=settings.key_prefix,
-            socket_timeout_s=settings.store_timeout_s,
-            connect_timeout_s=settings.store_timeout_s,
-            client_retries=1,
+            timeout_s=settings.store_timeout_s,
             ledger_url=settings.ledger_store_url,
         )
     if owned_sink:

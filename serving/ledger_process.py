@@ -3,11 +3,11 @@
 At 200 recommends a second the API process is most of one core, so what the ledger's worker
 thread does there (encoding each entry, packing a trip's script call, waking for Redis's
 answer) is time a request waits for the GIL, and it showed at the p99. With a Redis store the
-app owns, `serving.after`'s ledger worker only forwards: each trip (the tips of 0.25 s, and the
-reactions in their place) goes as one pickled message of plain tuples down a pipe to a child
-process, which opens its own store from the app's settings and records them there exactly as
-the worker did in process (`serving.ledger.record_tips`, `record_reaction`: the same scripts,
-the same tombstone check, the same encoding).
+app owns, `serving.after`'s ledger worker only forwards: each trip's tips (those of 0.25 s) go
+as one pickled message of plain tuples down a pipe, a reaction as a message of its own in its
+place, to a child process, which opens its own store as the app does (`open_api_store`) and
+records them there exactly as the worker did in process (`serving.ledger.record_tips`,
+`record_reaction`: the same scripts, the same tombstone check, the same encoding).
 
 Guarantees kept:
 
@@ -42,7 +42,7 @@ from typing import Any
 
 from connectors.store.ledger import LedgerAgent, LedgerEntry
 
-__all__ = ["LedgerProcess", "LedgerStoreConfig"]
+__all__ = ["LedgerProcess", "LedgerStoreConfig", "open_api_store"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,24 @@ Tip = tuple[Any, ...]
 """A tip on the wire: `("tip", now_ms, tip_id, user_id, shown_at_ms, text, kind, agents,
 fallback_reason, prompt_version, model, orchestrator_latency_ms, extra)`, each agent
 `(agent_id, version, params_json, snippet)`."""
+
+
+def open_api_store(
+    store_url: str, *, key_prefix: str, timeout_s: float, ledger_url: str | None
+) -> Any:
+    """The store as the API opens it, in the app's lifespan and in the ledger's process alike:
+    short client timeouts (ADR 0010), so a stopped Redis is noticed within one timeout and a
+    thread a request abandoned is free again soon after, and one client retry."""
+    from connectors.store import open_store
+
+    return open_store(
+        store_url,
+        key_prefix=key_prefix,
+        socket_timeout_s=timeout_s,
+        connect_timeout_s=timeout_s,
+        client_retries=1,
+        ledger_url=ledger_url,
+    )
 
 
 @dataclass(frozen=True)
@@ -131,7 +149,6 @@ def _child_main(inbox: Connection, outbox: Connection, config: LedgerStoreConfig
     # Background work: on a busy host the scheduler gives the API's requests the cores first.
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICENESS)
-    from connectors.store import open_store
     from serving import ledger
 
     def on_failed(what: str) -> None:
@@ -139,12 +156,10 @@ def _child_main(inbox: Connection, outbox: Connection, config: LedgerStoreConfig
 
     def opened() -> Any:
         try:
-            return open_store(
+            return open_api_store(
                 config.store_url,
                 key_prefix=config.key_prefix,
-                socket_timeout_s=config.timeout_s,
-                connect_timeout_s=config.timeout_s,
-                client_retries=1,
+                timeout_s=config.timeout_s,
                 ledger_url=config.ledger_url,
             )
         except Exception as exc:  # a store that cannot be opened loses lines, counted
