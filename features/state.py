@@ -15,11 +15,13 @@ The interpretations where docs/features.md is silent are listed in
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
+import zstandard
 from river import stats
 
 from features.agent import AgentBase, AsOf, Folded
@@ -139,6 +141,21 @@ class UserState:
         self.tips: dict[str, tuple[int, tuple[str, ...]]] = {}
         self.newest_event_ms: int | None = None
         self.ingest_ms: int | None = None
+
+    # -- pickling ------------------------------------------------------------------------
+
+    def __getstate__(self) -> bytes:
+        """The attributes pickled and compressed in one go (Zstandard, level 1). Recovery
+        snapshots, the fold's rebuild bases and the training set's as-of origins are this
+        pickle. A year of a busy user is 12.6 kB, against 17.8 kB when only overdue-task's
+        columns were compressed (with zlib, whose CPU was most of the pickle's), and the pickle
+        costs less CPU than then (ADR 0060)."""
+        return zstandard.compress(pickle.dumps(vars(self), pickle.HIGHEST_PROTOCOL), 1)
+
+    def __setstate__(self, state: bytes | dict[str, Any]) -> None:
+        # A snapshot from before ADR 0060 holds the plain attribute dict.
+        attrs = pickle.loads(zstandard.decompress(state)) if isinstance(state, bytes) else state
+        vars(self).update(attrs)
 
     # -- folding -------------------------------------------------------------------------
 

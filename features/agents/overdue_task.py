@@ -87,11 +87,11 @@ class Agent(AgentBase):
         """Tolerance and parameters of the current entries (not part of the state)."""
 
     def __getstate__(self) -> dict[str, Any]:
-        # open_due is derived from tasks and the memo is a cache: neither is pickled.
-        # Integer columns, compressed: a year of history stays a few KB.
+        # open_due is derived from tasks and the memo is a cache: neither is pickled. The
+        # columns go as they are: `UserState` compresses the whole state at once (ADR 0060).
         return {
-            "occ": zlib.compress(self.occ.tobytes(), 1),
-            "late": zlib.compress(self.late.tobytes(), 1),
+            "occ": self.occ,
+            "late": self.late,
             # One byte a project index while there are fewer than 256 projects.
             "projects": bytes(self.projects.tolist())
             if len(self.project_names) < 256
@@ -101,8 +101,10 @@ class Agent(AgentBase):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.occ = array("q", zlib.decompress(state["occ"]))
-        self.late = array("q", zlib.decompress(state["late"]))
+        # Before ADR 0060 the two integer columns were compressed here, one by one.
+        occ, late = state["occ"], state["late"]
+        self.occ = array("q", zlib.decompress(occ)) if isinstance(occ, bytes) else occ
+        self.late = array("q", zlib.decompress(late)) if isinstance(late, bytes) else late
         packed = state["projects"]
         self.projects = array("H", list(packed)) if isinstance(packed, bytes) else packed
         self.project_names = state["project_names"]
