@@ -132,21 +132,22 @@ def _acks(queued: int) -> bytes:
     return acks
 
 
-def _recv(parser: Any) -> bytes:
-    """The next bytes on the parser's socket, not fed to its reader; errors as redis-py's
-    parser raises them (so the connection's retry policy sees the same exceptions)."""
+def _recv(parser: Any) -> int:
+    """Read the next bytes on the parser's socket into its buffer (`parser._buffer`), not fed
+    to its reader, and answer how many; errors as redis-py's parser raises them (so the
+    connection's retry policy sees the same exceptions)."""
     sock, buffer = parser._sock, parser._buffer
     if sock is None:  # disconnected meanwhile by another thread
         raise redis_errors.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
     try:
-        got = sock.recv_into(buffer)
+        got: int = sock.recv_into(buffer)
     except TimeoutError as exc:  # the socket's timeout (`socket.timeout`)
         raise redis_errors.TimeoutError("Timeout reading from socket") from exc
     except OSError as exc:
         raise redis_errors.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
     if got == 0:
         raise redis_errors.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
-    return bytes(memoryview(buffer)[:got])
+    return got
 
 
 def _exec_reply(conn: Any, queued: int) -> Any:
@@ -154,25 +155,38 @@ def _exec_reply(conn: Any, queued: int) -> Any:
     `EXEC`'s. The acknowledgements (`+OK`, then `+QUEUED` each) are checked as bytes, in one
     comparison instead of a reply object each (~800 a batch of 100 users); when they are not
     all acknowledgements (a command Redis refused to queue: `EXECABORT` then) every reply is
-    parsed and the first error raised once all are read."""
+    parsed and the first error raised once all are read. Only the acknowledgements are copied
+    out of the socket buffer: whatever a read brings of `EXEC`'s reply (with the store's large
+    reads, often most of it) goes to the reader straight from the buffer (ADR 0059)."""
     parser = conn._parser
     reader = _reader(conn)
     fill: Callable[[], Any] = parser.read_from_socket
     acks = _acks(queued)
-    head = b""
+    expected = memoryview(acks)
+    head = bytearray()
     while len(head) < len(acks):
-        head += _recv(parser)
-        if head[: len(acks)] != acks[: len(head)]:
-            break
-    if head[: len(acks)] == acks:
-        if len(head) > len(acks):
-            reader.feed(head, len(acks))
+        got = _recv(parser)
+        buffer = parser._buffer
+        take = min(got, len(acks) - len(head))
+        head += memoryview(buffer)[:take]
+        if head != expected[: len(head)]:
+            reader.feed(head)
+            if got > take:
+                reader.feed(buffer, take, got - take)
+            return _first_error(reader, fill, queued)
+        if got > take:
+            reader.feed(buffer, take, got - take)
+    reply = reader.gets(False)
+    while reply is NOT_ENOUGH_DATA:
+        fill()
         reply = reader.gets(False)
-        while reply is NOT_ENOUGH_DATA:
-            fill()
-            reply = reader.gets(False)
-        return reply
-    reader.feed(head)
+    return reply
+
+
+def _first_error(reader: Any, fill: Callable[[], Any], queued: int) -> Any:
+    """Parse the replies of `MULTI`, `queued` commands and `EXEC`, reading more as needed;
+    raise the first error reply once all are read (the connection stays usable), else answer
+    `EXEC`'s."""
     refused: Any = None
     reply = None
     for _ in range(queued + 2):

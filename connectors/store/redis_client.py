@@ -43,6 +43,11 @@ __all__ = ["CLUSTER_SCHEMES", "RedisConnection", "cluster_nodes_of", "delete_key
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_WAIT_MS = 500
 """How long a cluster write waits for a replica's acknowledgement before going on without."""
+SOCKET_READ_SIZE = 256 * 1024
+"""Bytes a connection's reader takes from its socket in one `recv` (redis-py's default: 64 kB).
+The batch read's reply is ~400 kB for 100 users (ADR 0041): at 64 kB a read, its store thread
+woke, took the GIL back and fed hiredis 8-10 times a call; at 256 kB, 1-3 times (ADR 0059).
+Each connection holds one buffer of this size (16 store threads: ~4 MB)."""
 
 
 def cluster_nodes_of(url: str) -> list[tuple[str, int]]:
@@ -80,6 +85,7 @@ class RedisConnection:
             "decode_responses": True,
             "socket_timeout": socket_timeout_s,
             "socket_connect_timeout": connect_timeout_s,
+            "socket_read_size": SOCKET_READ_SIZE,
         }
         if not self.cluster:
             self.where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"

@@ -212,3 +212,31 @@ def test_two_apps_have_separate_registries(tmp_path: Path) -> None:
     settings = Settings(store_url=f"sqlite:///{tmp_path / 'x.db'}")
     first, second = create_app(settings), create_app(settings)
     assert first.state.metrics.registry is not second.state.metrics.registry
+
+
+def test_a_running_app_raises_the_young_generations_threshold_and_restores_it(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    """While the app runs, the cyclic collector's generation-0 threshold is
+    `GC_YOUNG_THRESHOLD` (a batch call's young containers no longer set off a collection);
+    its shutdown puts back the thresholds it found (ADR 0059)."""
+    import gc
+
+    from serving.app import GC_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    try:
+        settings = Settings(
+            store_url=f"sqlite:///{tmp_path / 'features.db'}",
+            kafka_bootstrap=None,
+            orchestrator_url=None,
+            api_token=TOKEN,
+            feedback_log=tmp_path / "feedback.jsonl",
+        )
+        with ApiServer(create_app(settings, store=store)):
+            running = gc.get_threshold()
+        assert running == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_threshold() == (700, *before[1:])
+    finally:
+        gc.set_threshold(*before)
