@@ -187,6 +187,16 @@ def main() -> int:
         action="store_true",
         help="keep the tip ledger in the feature store's Redis (the layout before ADR 0052)",
     )
+    ap.add_argument(
+        "--ledger-tree-a",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--loop: a fourth API in the ledger phases, the ledger on, served by the source "
+        "tree DIR (a checkout with its own .venv, e.g. main's) beside this tree's: 'on-A', "
+        "interleaved with the three others, so one run compares the ledger's cost of both "
+        "trees under the same conditions (ADR 0058)",
+    )
     args = ap.parse_args()
 
     steps = [250, 500, 750, 1000, 1500, 2000]

@@ -34,8 +34,14 @@ def free_port() -> int:
 
 
 def start_api(
-    env: dict[str, str], port: int, log_path: Path, profile: Path | None = None
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    profile: Path | None = None,
+    tree: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """The API of this tree, or of the source tree `tree` (its own `.venv`'s Python, the tree
+    first on `PYTHONPATH`), answering on `port`."""
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     argv = ["serve", "--port", str(port), "--log-level", "warning"]
     if profile:
@@ -53,9 +59,12 @@ def start_api(
         cmd = [sys.executable, "-c", code]
     else:
         cmd = [sys.executable, "-m", "oo_features.cli", *argv]
+    if tree is not None:
+        cmd[0] = str(tree / ".venv" / "bin" / "python")
+        env = {**env, "PYTHONPATH": str(tree)}
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=tree or ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -196,7 +205,8 @@ def loop_phases(
     run: Any,
 ) -> dict[str, Any]:
     """Batch of 100 at 20/s (with a /health baseline); then recommend at `args.ledger_rate`
-    on three fresh APIs, one with the ledger on and two with it off (`bench.serve_ledger`)."""
+    on three fresh APIs, one with the ledger on and two with it off (`bench.serve_ledger`),
+    and a fourth with the ledger on from the tree `args.ledger_tree_a` when given."""
     from bench.serve_ledger import ledger_phases
 
     out: dict[str, Any] = {}
@@ -211,12 +221,16 @@ def loop_phases(
     apis: dict[str, subprocess.Popen[bytes]] = {}
     try:
         urls, pids = {}, {}
-        for arm in ("on", "off", "ctl"):
+        tree_a = getattr(args, "ledger_tree_a", None)
+        arms = ("on", "off", "ctl", *(("on-A",) if tree_a else ()))
+        for arm in arms:
             port = free_port()
-            arm_env = env if arm == "on" else off_env
-            apis[arm] = start_api(arm_env, port, tmp / f"api-ledger-{arm}.log")
+            arm_env = env if arm.startswith("on") else off_env
+            apis[arm] = start_api(
+                arm_env, port, tmp / f"api-ledger-{arm}.log", tree=tree_a if arm == "on-A" else None
+            )
             urls[arm], pids[arm] = f"http://127.0.0.1:{port}", apis[arm].pid
-        for arm in ("on", "off", "ctl"):
+        for arm in arms:
             run("recommend", 100, 3, url=urls[arm], pid=pids[arm])  # warm-up
 
         def ledger_cpu_s() -> tuple[float, float, float, float]:
@@ -229,8 +243,9 @@ def loop_phases(
             )
 
         print(
-            f"L2. POST /v1/recommend {args.ledger_rate:.0f}/s: ledger on / off / off (control), "
-            f"{args.ledger_blocks} blocks of {args.ledger_phase_s:g} s phases"
+            f"L2. POST /v1/recommend {args.ledger_rate:.0f}/s: ledger on / off / off (control)"
+            + (f" / on from {tree_a} (on-A)" if tree_a else "")
+            + f", {args.ledger_blocks} blocks of {args.ledger_phase_s:g} s phases"
         )
         out["ledger"] = ledger_phases(
             rate=args.ledger_rate,

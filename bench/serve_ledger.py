@@ -9,6 +9,11 @@ phases (`--ledger-phase-s`, 2 s by default): `--ledger-blocks` blocks, each one 
 every arm, in the 6 orders of the three arms in turn, so every arm runs equally often before
 and after every other one and the machine's slow drift falls on all arms alike.
 
+With `--ledger-tree-a DIR` a fourth API, "on-A", runs the ledger on from another source tree
+(ADR 0058): the blocks then take the four arms in the orders of a balanced Latin square (each
+arm once in each place and once right after each other arm, every 4 blocks), and the report
+adds "on-A - off" (that tree's ledger cost, with its verdict) and "on - on-A".
+
 Reported: each arm's p99 over all its requests; "on - off" and "ctl - off" with 95 %
 confidence intervals from two bootstraps: over blocks (paired: a resample takes the same
 blocks from both arms, so what a block's moment of the machine did counts as the noise it
@@ -30,6 +35,10 @@ import numpy as np
 
 ARMS = ("off", "on", "ctl")
 ORDERS = list(itertools.permutations(ARMS))
+ARMS_A = (*ARMS, "on-A")
+ORDERS_A = [tuple(ARMS_A[(i + k) % 4] for i in (0, 1, 3, 2)) for k in range(4)]
+"""A balanced Latin square of the four arms (Williams): each arm in each place once, and
+right after each other arm once."""
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -149,11 +158,12 @@ def ledger_phases(
     """The phases and the report. `run(kind, rate, duration, url=, pid=, keep_lat=True)` is
     `bench/serve.py`'s phase runner; `ledger_cpu_s()` the "on" API's ledger worker so far:
     CPU seconds, tips, batches, and batches that took at most 1 ms of CPU."""
-    lat: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
-    cpu: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    arms, orders = (ARMS_A, ORDERS_A) if "on-A" in urls else (ARMS, ORDERS)
+    lat: dict[str, list[np.ndarray]] = {arm: [] for arm in arms}
+    cpu: dict[str, list[float]] = {arm: [] for arm in arms}
     before = ledger_cpu_s()
     for block in range(blocks):
-        order = ORDERS[block % len(ORDERS)]
+        order = orders[block % len(orders)]
         shown = []
         for arm in order:
             r = run("recommend", rate, phase_s, url=urls[arm], pid=pids[arm], keep_lat=True)
@@ -166,10 +176,10 @@ def ledger_phases(
         "blocks": blocks,
         "phase_s": phase_s,
         "rate": rate,
-        "p99_ms": {arm: p99(np.concatenate(lat[arm])) for arm in ARMS},
-        "p50_ms": {arm: float(np.median(np.concatenate(lat[arm]))) for arm in ARMS},
-        "requests": {arm: int(sum(len(x) for x in lat[arm])) for arm in ARMS},
-        "api_cpu_ms_per_req": {arm: statistics.median(cpu[arm]) for arm in ARMS},
+        "p99_ms": {arm: p99(np.concatenate(lat[arm])) for arm in arms},
+        "p50_ms": {arm: float(np.median(np.concatenate(lat[arm]))) for arm in arms},
+        "requests": {arm: int(sum(len(x) for x in lat[arm])) for arm in arms},
+        "api_cpu_ms_per_req": {arm: statistics.median(cpu[arm]) for arm in arms},
         "ledger": p99_difference(lat["off"], lat["on"]),
         "control": p99_difference(lat["off"], lat["ctl"]),
         "ledger_worker": {
@@ -182,17 +192,24 @@ def ledger_phases(
     }
     print(
         "  p99 over all requests: "
-        + ", ".join(f"{a} {out['p99_ms'][a]:.2f} ms (n {out['requests'][a]})" for a in ARMS)
+        + ", ".join(f"{a} {out['p99_ms'][a]:.2f} ms (n {out['requests'][a]})" for a in arms)
         + "; p50: "
-        + ", ".join(f"{a} {out['p50_ms'][a]:.2f}" for a in ARMS)
+        + ", ".join(f"{a} {out['p50_ms'][a]:.2f}" for a in arms)
     )
     print(show_difference("ledger on - off", out["ledger"]))
     print(show_difference("control ctl - off", out["control"]))
     out["verdict"] = verdict(out["ledger"], out["control"])
     print(f"  verdict: {out['verdict']}")
+    if "on-A" in arms:
+        out["ledger_a"] = p99_difference(lat["off"], lat["on-A"])
+        out["on_vs_a"] = p99_difference(lat["on-A"], lat["on"])
+        print(show_difference("tree A on-A - off", out["ledger_a"]))
+        print(show_difference("on - on-A", out["on_vs_a"]))
+        out["verdict_a"] = verdict(out["ledger_a"], out["control"])
+        print(f"  verdict of tree A: {out['verdict_a']}")
     print(
         "  API CPU per request (median of phases): "
-        + ", ".join(f"{a} {out['api_cpu_ms_per_req'][a]:.2f} ms" for a in ARMS)
+        + ", ".join(f"{a} {out['api_cpu_ms_per_req'][a]:.2f} ms" for a in arms)
     )
     w = out["ledger_worker"]
     print(

@@ -13,7 +13,9 @@ microseconds) and returns; one worker thread per kind takes it from its queue:
   that is away loses the line, never the tip: logged and counted in
   `oo_ledger_failed_total`). Tips and reactions share one queue, so a reaction is never
   recorded before the tip it joins. With a `LedgerProcess` (the app's own Redis store, ADR
-  0053) the worker only forwards each trip to that process, which records it.
+  0053) the worker only forwards each trip to that process, which records it; the route then
+  queues its tip already pickled (`record_served_tip`, ADR 0058), holding nothing of the
+  request.
 
 The kinds do not wait for each other: a store outage never delays the events, nor a Kafka
 outage the ledger. Failure behaviour: nothing here raises into a route or blocks it. A queue
@@ -26,6 +28,7 @@ waits for.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -34,12 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from connectors.sinks import EventSink
-from connectors.store.base import FeatureStore
+from connectors.store.base import FeatureStore, StoredUser
 from connectors.store.ledger import LedgerEntry
 from proto import events_pb2 as pb
 from serving import ledger
-from serving.ledger_process import LedgerProcess, tip_message
+from serving.ledger_process import LedgerProcess, tip_message, wire
 from serving.metrics import Metrics
+from serving.orchestrator import Answer
+from serving.tips import FreshSnippet
 
 __all__ = ["DEFAULT_CAPACITY", "AfterResponse"]
 
@@ -133,8 +138,10 @@ class _LedgerWorker(_Worker):
         linger_s: float,
         on_batch: Callable[[float, int], None] | None = None,
         encode: bool = True,
+        forward: Callable[[list[bytes]], None] | None = None,
     ) -> None:
         self._record = record
+        self._forward = forward
         self._linger_s = linger_s
         self._on_batch = on_batch
         self._encode = encode
@@ -145,6 +152,13 @@ class _LedgerWorker(_Worker):
             self._on_dropped("tip")
             return
         self._queue.put(("tip", tip))  # type: ignore[arg-type]  # run by _run_batch only
+
+    def put_wire(self, what: str, item: bytes) -> None:
+        """Queue an item already on the wire (`ledger_process.wire`): forwarded as it is."""
+        if self._queue.qsize() >= self._capacity:
+            self._on_dropped(what)
+            return
+        self._queue.put((what, item))  # type: ignore[arg-type]  # run by _run_batch only
 
     def _run(self) -> None:
         while True:
@@ -176,8 +190,16 @@ class _LedgerWorker(_Worker):
 
     def _run_batch(self, batch: list[tuple[str, Job]]) -> None:
         tips: list[tuple[LedgerEntry, int]] = []
+        wired: list[tuple[str, bytes]] = []
         built = 0
         for what, job in batch:
+            if isinstance(job, bytes):  # already on the wire (put_wire): forwarded in order
+                self._flush(tips)
+                tips = []
+                wired.append((what, job))
+                continue
+            self._send(wired)
+            wired = []
             if isinstance(job, _TipRecord):
                 built += 1
                 if built % LEDGER_YIELD_EVERY == 0:
@@ -199,6 +221,18 @@ class _LedgerWorker(_Worker):
                 log.exception("after-answer work (%s) failed", what)
                 self._on_dropped(what)
         self._flush(tips)
+        self._send(wired)
+
+    def _send(self, wired: list[tuple[str, bytes]]) -> None:
+        if not wired:
+            return
+        try:
+            assert self._forward is not None, "put_wire without a ledger process"
+            self._forward([item for _, item in wired])
+        except Exception:
+            log.exception("after-answer work (ledger trip) failed")
+            for what, _ in wired:
+                self._on_dropped(what)
 
     def _flush(self, tips: list[tuple[LedgerEntry, int]]) -> None:
         if not tips:
@@ -246,7 +280,7 @@ class AfterResponse:
             # Forwarded to the ledger's own process (ADR 0053): it encodes and records, and
             # reports its CPU and losses back (`LedgerProcess`).
             def record(tips: list[tuple[LedgerEntry, int]]) -> None:
-                ledger_process.send([tip_message(entry, now_ms) for entry, now_ms in tips])
+                ledger_process.send([wire(tip_message(entry, now_ms)) for entry, now_ms in tips])
 
         self._ledger = _LedgerWorker(
             "ledger",
@@ -256,6 +290,7 @@ class AfterResponse:
             linger_s=ledger_linger_s,
             on_batch=self._count_ledger_work if ledger_process is None else None,
             encode=ledger_process is None,
+            forward=None if ledger_process is None else ledger_process.send,
         )
 
     def _ledger_failed(self, what: str) -> None:
@@ -286,16 +321,69 @@ class AfterResponse:
             return
         self._ledger.put_tip(_TipRecord(build, now_ms))
 
+    def record_served_tip(
+        self,
+        *,
+        tip_id: str,
+        user: StoredUser,
+        shown_at_ms: int,
+        answer: Answer,
+        agent_ids: list[str],
+        snippets: list[FreshSnippet],
+        fallback_reason: str | None,
+        prompt_version: str | None,
+        model: str | None,
+        orchestrator_latency_ms: float | None,
+        now_ms: int,
+    ) -> None:
+        """Record the tip the recommend route served (`serving.ledger.tip_entry`'s arguments;
+        nothing while the ledger is off). For the ledger's process it is pickled here, in the
+        request, so the queue holds none of the request's objects until its trip (ADR 0058);
+        the in-process worker builds the entry itself, as `record_tip`."""
+        if not self.ledger_on:
+            return
+        if self._ledger_process is not None:
+            self._ledger.put_wire(
+                "tip",
+                ledger.tip_wire(
+                    tip_id=tip_id,
+                    user=user,
+                    shown_at_ms=shown_at_ms,
+                    answer=answer,
+                    agent_ids=agent_ids,
+                    snippets=snippets,
+                    fallback_reason=fallback_reason,
+                    prompt_version=prompt_version,
+                    model=model,
+                    orchestrator_latency_ms=orchestrator_latency_ms,
+                    now_ms=now_ms,
+                ),
+            )
+            return
+        build = functools.partial(
+            ledger.tip_entry,
+            tip_id=tip_id,
+            user=user,
+            shown_at_ms=shown_at_ms,
+            answer=answer,
+            agent_ids=agent_ids,
+            snippets=snippets,
+            fallback_reason=fallback_reason,
+            prompt_version=prompt_version,
+            model=model,
+            orchestrator_latency_ms=orchestrator_latency_ms,
+        )
+        self._ledger.put_tip(_TipRecord(build, now_ms))
+
     def record_reaction(
         self, *, user_id: str, tip_id: str, reaction: str, reaction_id: str, at_ms: int
     ) -> None:
         """Join a reaction to its tip in the ledger (nothing while the ledger is off)."""
         if not self.ledger_on:
             return
-        process = self._ledger_process
-        if process is not None:
+        if self._ledger_process is not None:
             message = ("reaction", user_id, tip_id, reaction, reaction_id, at_ms)
-            self._ledger.put("reaction", lambda: process.send([message]))
+            self._ledger.put_wire("reaction", wire(message))
             return
         store = self._store
         self._ledger.put(

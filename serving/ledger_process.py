@@ -3,9 +3,8 @@
 At 200 recommends a second the API process is most of one core, so what the ledger's worker
 thread does there (encoding each entry, packing a trip's script call, waking for Redis's
 answer) is time a request waits for the GIL, and it showed at the p99. With a Redis store the
-app owns, `serving.after`'s ledger worker only forwards: each trip's tips (those of 0.25 s) go
-as one pickled message of plain tuples down a pipe, a reaction as a message of its own in its
-place, to a child process, which opens its own store as the app does (`open_api_store`) and
+app owns, `serving.after`'s ledger worker only forwards: each trip's tips (those of 0.25 s) and
+the reactions in their place go as one message down a pipe, to a child process, which opens its own store as the app does (`open_api_store`) and
 records them there exactly as the worker did in process (`serving.ledger.record_tips`,
 `record_reaction`: the same scripts, the same tombstone check, the same encoding).
 
@@ -24,11 +23,21 @@ Guarantees kept:
 
 What it must never do: block a request (only the worker thread writes to the pipe), or
 record anything the in-process path would not.
+
+The wire (ADR 0058): each item is pickled on its own (`wire`), by the route that served the
+tip (`serving.ledger.tip_wire`) or the reaction: a plain tuple of strings and numbers, a few
+microseconds, so what waits in the worker's queue for its trip is one `bytes` object and none
+of the request's objects (a queued closure over the user read kept them alive for the trip's
+0.25 s: the collector then met them, moved them to its older generations and collected those
+about twice as often, pauses of 1-10 ms and more in the API's event loop). A trip's message is
+the items' pickles one after another (`send`: one `bytes.join`), read back in order by the
+child (`items_of`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing
 import os
@@ -42,7 +51,7 @@ from typing import Any
 
 from connectors.store.ledger import LedgerAgent, LedgerEntry
 
-__all__ = ["LedgerProcess", "LedgerStoreConfig", "open_api_store"]
+__all__ = ["LedgerProcess", "LedgerStoreConfig", "items_of", "open_api_store", "wire"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,21 @@ def tip_message(entry: LedgerEntry, now_ms: int) -> Tip:
     )
 
 
+def wire(item: Tip) -> bytes:
+    """One item (`tip_message`, a `("reaction", ...)` tuple) as it goes down the pipe: its
+    pickle, one of a trip's message's pieces."""
+    return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def items_of(message: bytes) -> list[Tip]:
+    """The items of one message (pickles one after another: `LedgerProcess.send`), in order."""
+    stream = io.BytesIO(message)
+    items: list[Tip] = []
+    while stream.tell() < len(message):
+        items.append(pickle.load(stream))
+    return items
+
+
 def entry_of(message: Tip) -> tuple[LedgerEntry, int]:
     """The entry `tip_message` sent, and its `now_ms` (`params` left empty: the stores encode
     an agent's values from `params_json`, `LedgerEntry.encoded`)."""
@@ -174,7 +198,7 @@ def _child_main(inbox: Connection, outbox: Connection, config: LedgerStoreConfig
             except EOFError:
                 return
             cpu = time.process_time()
-            items: list[Tip] = pickle.loads(blob)
+            items = items_of(blob)
             if store is None:
                 store = opened()
             if store is None:
@@ -264,14 +288,16 @@ class LedgerProcess:
             except Exception:  # a counter that fails must not end the reports
                 log.exception("counting the ledger process's report failed")
 
-    def send(self, items: Sequence[Tip]) -> None:
-        """Hand the trip `items` (`tip_message`s and `("reaction", ...)` tuples) to the child,
-        started on first use or again after it died. `OSError` when it cannot be handed over."""
+    def send(self, items: Sequence[bytes]) -> None:
+        """Hand a trip's `items` (each `wire` of a `tip_message` or a `("reaction", ...)`
+        tuple) to the child as one message, started on first use or again after it died.
+        `OSError` when it cannot be handed over."""
         inbox = self._inbox
         if inbox is None or not self._process.is_alive():
             self._close_inbox()
             inbox = self._start()
-        inbox.send_bytes(pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL))
+        # One join (a copy) while holding the GIL; the pipe's write lets go of it.
+        inbox.send_bytes(b"".join(items))
 
     def _close_inbox(self) -> None:
         inbox, self._inbox = self._inbox, None
