@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from connectors.sinks import EventSink
 from connectors.store.base import FeatureStore, StoredUser
@@ -342,37 +343,22 @@ class AfterResponse:
         the in-process worker builds the entry itself, as `record_tip`."""
         if not self.ledger_on:
             return
+        served: dict[str, Any] = {
+            "tip_id": tip_id,
+            "user": user,
+            "shown_at_ms": shown_at_ms,
+            "answer": answer,
+            "agent_ids": agent_ids,
+            "snippets": snippets,
+            "fallback_reason": fallback_reason,
+            "prompt_version": prompt_version,
+            "model": model,
+            "orchestrator_latency_ms": orchestrator_latency_ms,
+        }
         if self._ledger_process is not None:
-            self._ledger.put_wire(
-                "tip",
-                ledger.tip_wire(
-                    tip_id=tip_id,
-                    user=user,
-                    shown_at_ms=shown_at_ms,
-                    answer=answer,
-                    agent_ids=agent_ids,
-                    snippets=snippets,
-                    fallback_reason=fallback_reason,
-                    prompt_version=prompt_version,
-                    model=model,
-                    orchestrator_latency_ms=orchestrator_latency_ms,
-                    now_ms=now_ms,
-                ),
-            )
+            self._ledger.put_wire("tip", ledger.tip_wire(**served, now_ms=now_ms))
             return
-        build = functools.partial(
-            ledger.tip_entry,
-            tip_id=tip_id,
-            user=user,
-            shown_at_ms=shown_at_ms,
-            answer=answer,
-            agent_ids=agent_ids,
-            snippets=snippets,
-            fallback_reason=fallback_reason,
-            prompt_version=prompt_version,
-            model=model,
-            orchestrator_latency_ms=orchestrator_latency_ms,
-        )
+        build = functools.partial(ledger.tip_entry, **served)
         self._ledger.put_tip(_TipRecord(build, now_ms))
 
     def record_reaction(
