@@ -52,8 +52,8 @@ deallocations by this much. A batch read of 100 users holds ~1,400 young contain
 (hiredis's ~800 reply arrays, ~600 rows), so at 700 nearly every call paid a young collection
 (~0.15-0.25 ms) and one in ~10 a generation-1 collection (~0.2-1.3 ms) on its path; what a
 request allocates it frees when it answers, so at 20,000 (above a batch of 1,000 users, the
-route's most) those collections stop. Cyclic garbage waits longer for its collection: at most 20,000 more objects
-(a few MB). ADR 0059."""
+route's most) those collections stop. Cyclic garbage waits longer for its collection: at most
+20,000 more objects (a few MB). ADR 0059."""
 
 
 def _build_sink(settings: Settings, metrics: Metrics) -> EventSink:

@@ -4,9 +4,10 @@ At 200 recommends a second the API process is most of one core, so what the ledg
 thread does there (encoding each entry, packing a trip's script call, waking for Redis's
 answer) is time a request waits for the GIL, and it showed at the p99. With a Redis store the
 app owns, `serving.after`'s ledger worker only forwards: each trip's tips (those of 0.25 s) and
-the reactions in their place go as one message down a pipe, to a child process, which opens its own store as the app does (`open_api_store`) and
-records them there exactly as the worker did in process (`serving.ledger.record_tips`,
-`record_reaction`: the same scripts, the same tombstone check, the same encoding).
+the reactions in their place go as one message down a pipe, to a child process, which opens
+its own store as the app does (`open_api_store`) and records them there exactly as the worker
+did in process (`serving.ledger.record_tips`, `record_reaction`: the same scripts, the same
+tombstone check, the same encoding).
 
 Guarantees kept:
 
